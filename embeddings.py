@@ -47,6 +47,10 @@ class LocalEmbedder:
         # Set before sentence-transformers imports huggingface_hub, which reads it once.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # A per-tensor "Loading weights" bar on every start is noise for a server and a CLI.
+        transformers_logging.disable_progress_bar()
 
         location = str(default_model_path()) if model is None else str(model)
         self.model_name = DEFAULT_MODEL_NAME if model is None else Path(str(model)).name

@@ -1,0 +1,43 @@
+# The two commands of the README, and the small ones they are made of.
+# Everything installs into .venv at the repo root; nothing is installed system-wide except
+# Debian's chromium for the browser test (only when running as root, e.g. in CI).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint format catalog bench-clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## Set up and run the demo on http://127.0.0.1:8084
+demo: $(VENV)/.runtime
+	$(PY) demo_server.py
+
+## Set up and run lint and the whole test suite
+test: $(VENV)/.dev
+	./scripts/ensure-chromium
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.dev
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+## Re-embed data/products.jsonl into catalog.json
+catalog: $(VENV)/.runtime
+	$(PY) build_catalog.py

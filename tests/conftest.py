@@ -1,0 +1,71 @@
+"""Fixtures shared by every test: one real Redis with Search per session (the bundled one),
+a client per protocol, and the real embedding model. Nothing here emulates Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from local_redis import LocalRedis
+from recommender import RedisRecommender
+
+DIM = 384
+
+
+@pytest.fixture(scope="session")
+def local_redis() -> Iterator[LocalRedis]:
+    with LocalRedis() as server:
+        yield server
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def redis_client(request: pytest.FixtureRequest, local_redis: LocalRedis) -> Iterator[redis.Redis]:
+    """A client on each protocol (redis-py 8 defaults to RESP3), on an empty database."""
+    client = local_redis.client(protocol=request.param)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def recommender(redis_client: redis.Redis) -> RedisRecommender:
+    rec = RedisRecommender(redis_client)
+    rec.create_index()
+    return rec
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from embeddings import LocalEmbedder
+
+    return LocalEmbedder()
+
+
+def unit_vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def make_products(
+    n: int, seed: int = 0, categories: tuple[str, ...] = ("outerwear", "footwear", "tops", "bags")
+) -> list[dict]:
+    """Synthetic products with random unit vectors: enough to test mechanics without the model."""
+    rng = np.random.default_rng(seed)
+    vectors = unit_vectors(n, seed)
+    return [
+        {
+            "id": f"t{i:04d}",
+            "name": f"Test item {i}",
+            "description": "a waterproof shell" if i % 3 == 0 else "a warm wool layer",
+            "category": categories[i % len(categories)],
+            "brand": ("Northpeak", "Urban Loom", "Tidewater")[i % 3],
+            "price": float(round(rng.uniform(10, 400), 2)),
+            "rating": float(round(rng.uniform(2, 5), 1)),
+            "in_stock": i % 5 != 0,
+            "embedding": vectors[i],
+        }
+        for i in range(n)
+    ]
