@@ -3,16 +3,19 @@ a client per protocol, and the real embedding model. Nothing here emulates Redis
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
 
-from local_redis import LocalRedis
+from local_redis import LocalRedis, connect
 from recommender import RedisRecommender
 
 DIM = 384
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +72,39 @@ def make_products(
         }
         for i in range(n)
     ]
+
+
+@pytest.fixture(scope="session")
+def catalog() -> dict:
+    from build_catalog import read_catalog
+
+    return read_catalog(ROOT / "catalog.json")
+
+
+@pytest.fixture(scope="session")
+def server_redis() -> Iterator[LocalRedis]:
+    """The demo server's own Redis, so that other tests' FLUSHALL never pulls data from under it."""
+    with LocalRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def demo_app(server_redis: LocalRedis, embedder, catalog: dict):
+    from demo_server import DemoApp
+
+    app = DemoApp(RedisRecommender(connect(server_redis.url)), embedder, catalog, redis_description="test Redis")
+    app.seed()
+    return app
+
+
+@pytest.fixture(scope="session")
+def demo_url(demo_app) -> Iterator[str]:
+    """The real HTTP server, in this process, on a free port."""
+    from demo_server import DemoServer
+
+    server = DemoServer(("127.0.0.1", 0), demo_app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

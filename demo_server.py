@@ -1,0 +1,728 @@
+"""The demo web server: the page, and a JSON API over RedisRecommender.
+
+Stdlib only (http.server), so the demo runs with nothing but the library's own requirements.
+Every answer is JSON, errors included: a client never sees a traceback, and an unreachable
+Redis is a 503 that heals by itself once Redis is back (redis-py reconnects per command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.cookies
+import ipaddress
+import json
+import logging
+import math
+import mimetypes
+import re
+import secrets
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+import redis
+
+from build_catalog import CatalogError, read_catalog
+from embeddings import LocalEmbedder, ModelNotFoundError
+from local_redis import LocalRedisError, SearchUnavailableError, open_redis
+from recommender import RedisRecommender
+
+log = logging.getLogger("demo_server")
+
+ROOT = Path(__file__).resolve().parent
+STATIC_DIR = ROOT / "static"
+DEFAULT_CATALOG = ROOT / "catalog.json"
+DEFAULT_DATA_DIR = ROOT / ".redis-data"
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_QUERY_CHARS = 1000
+MAX_K = 100
+USER_COOKIE = "rr_user"
+DEFAULT_USER = "demo"
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+TRUE_WORDS = {"1", "true", "on", "yes"}
+FALSE_WORDS = {"", "0", "false", "off", "no"}
+QUERY_CACHE_SIZE = 2048
+CONNECTION_TIMEOUT_S = 10
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class ApiError(Exception):
+    """An answer for the client: status, and a message that says what to fix."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+# --- request fields: data in, data out ------------------------------------------------------
+
+Fields = Mapping[str, Any]
+
+
+def parse_bool(fields: Fields, name: str) -> bool:
+    """Form semantics: an unticked checkbox is simply absent, so absent means false."""
+    value = fields.get(name)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ApiError(400, f"{name} must be a boolean (1/true/on/yes or 0/false/off/no), got {value!r}")
+
+
+def parse_optional_float(
+    fields: Fields, name: str, low: float | None = None, high: float | None = None
+) -> float | None:
+    value = fields.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ApiError(400, f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ApiError(400, f"{name} must be a finite number")
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ApiError(400, f"{name} must be between {low:g} and {high:g}, got {number:g}")
+    return number
+
+
+def parse_k(fields: Fields, default: int) -> int:
+    value = fields.get("k")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ApiError(400, f"k must be a whole number from 1 to {MAX_K}, got {value!r}")
+    try:
+        k = int(value) if not isinstance(value, str) else int(value.strip())
+    except (TypeError, ValueError):
+        raise ApiError(400, f"k must be a whole number from 1 to {MAX_K}, got {value!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise ApiError(400, f"k must be a whole number from 1 to {MAX_K}, got {k}")
+    return k
+
+
+def parse_text(fields: Fields, name: str, *, required: bool = False, max_chars: int = MAX_QUERY_CHARS) -> str | None:
+    """A free-text field, stripped; empty counts as absent ("Any" in the page's selects)."""
+    value = fields.get(name)
+    if value is not None and not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ApiError(400, f"{name} must be a string")
+        value = str(value)
+    text = (value or "").strip()
+    if not text:
+        if required:
+            raise ApiError(400, f"{name} is required and must not be empty")
+        return None
+    if len(text) > max_chars:
+        raise ApiError(400, f"{name} is too long ({len(text)} characters; at most {max_chars})")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ApiError(400, f"{name} must not contain control characters")
+    return text
+
+
+def valid_user_id(value: Any) -> str | None:
+    return value if isinstance(value, str) and USER_ID_PATTERN.fullmatch(value) else None
+
+
+def parse_search(fields: Fields, default_k: int) -> dict[str, Any]:
+    """The /search fields as keyword arguments for RedisRecommender.recommend."""
+    min_price = parse_optional_float(fields, "min_price", low=0)
+    max_price = parse_optional_float(fields, "max_price", low=0)
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise ApiError(400, f"min_price ({min_price:g}) is greater than max_price ({max_price:g})")
+    return {
+        "query": parse_text(fields, "query", required=True),
+        "k": parse_k(fields, default_k),
+        "use_session": parse_bool(fields, "use_session"),
+        "use_rerank": parse_bool(fields, "rerank"),
+        "filters": {
+            "category": parse_text(fields, "category", max_chars=200),
+            "brand": parse_text(fields, "brand", max_chars=200),
+            "min_price": min_price,
+            "max_price": max_price,
+            "min_rating": parse_optional_float(fields, "min_rating", low=0, high=5),
+            "text_match": parse_text(fields, "text_match", max_chars=200),
+            "in_stock_only": parse_bool(fields, "in_stock_only"),
+        },
+    }
+
+
+def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
+    """JSON objects and urlencoded forms carry the same field names."""
+    if not body.strip():
+        return {}
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/json":
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the JSON body must be an object of fields")
+        for name, value in data.items():
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise ApiError(400, f"field {name!r} must be a string, number or boolean")
+        return data
+    if media_type == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qs(body.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=100)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, f"the form body is malformed: {exc}") from None
+        return {name: values[-1] for name, values in pairs.items()}
+    raise ApiError(
+        415,
+        f"unsupported Content-Type {media_type or '(none)'!r}: send application/json or application/x-www-form-urlencoded",
+    )
+
+
+# --- the application: what each endpoint does ------------------------------------------------
+
+
+class QueryEmbeddingCache:
+    """Recent query vectors, keyed by model and exact text: people repeat queries (and the page
+    re-runs the last one after every click), and the model is the slow part of a search."""
+
+    def __init__(self, maxsize: int = QUERY_CACHE_SIZE) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> np.ndarray | None:
+        with self._lock:
+            vector = self._items.get(key)
+            if vector is not None:
+                self._items.move_to_end(key)
+            return vector
+
+    def put(self, key: tuple[str, str], vector: np.ndarray) -> None:
+        with self._lock:
+            self._items[key] = vector
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+
+class DemoApp:
+    """The endpoints as plain methods: fields in, JSON-ready dicts out."""
+
+    def __init__(
+        self,
+        recommender: RedisRecommender,
+        embedder: LocalEmbedder,
+        catalog: Mapping[str, Any],
+        *,
+        default_k: int = 10,
+        redis_description: str = "Redis",
+    ) -> None:
+        self.recommender = recommender
+        self.embedder = embedder
+        self.catalog = catalog
+        self.default_k = default_k
+        self.redis_description = redis_description
+        self.query_cache = QueryEmbeddingCache()
+        # One model call at a time: on a small machine concurrent calls only fight over cores.
+        self._model_lock = threading.Lock()
+
+    def embed(self, text: str) -> np.ndarray:
+        with self._model_lock:
+            return self.embedder.encode_one(text)
+
+    def embed_query(self, text: str) -> tuple[np.ndarray, bool]:
+        key = (self.embedder.model_name, text)
+        vector = self.query_cache.get(key)
+        if vector is not None:
+            return vector, True
+        vector = self.embed(text)
+        self.query_cache.put(key, vector)
+        return vector, False
+
+    def seed(self) -> int:
+        """Drop the index and its documents, recreate it, and load the catalog's vectors as they
+        are (nothing is re-embedded)."""
+        self.recommender.drop_index(delete_documents=True)
+        self.recommender.create_index()
+        return self.recommender.index_products(self.catalog["products"])
+
+    def ensure_index(self) -> int:
+        """--no-reset: keep what Redis has; seed only an empty index."""
+        self.recommender.create_index()
+        self.recommender.wait_until_indexed()
+        count = self.recommender.count_indexed()
+        return count if count else self.seed()
+
+    def user_state(self, user_id: str) -> dict[str, Any]:
+        features = self.recommender.get_user_features(user_id)
+        recent_ids = self.recommender.recent_clicks(user_id)
+        known = self.recommender.get_products(recent_ids)
+        session = features["session_vec"]
+        return {
+            "user_id": user_id,
+            "clicks": features["clicks"],
+            "last_clicked_id": features["last_clicked_id"],
+            "last_clicked_category": features["last_clicked_category"],
+            "affinities": dict(sorted(features["affinities"].items(), key=lambda kv: (-kv[1], kv[0]))),
+            "has_session_vec": session is not None,
+            "session_vec_dim": int(session.shape[0]) if session is not None else 0,
+            "recent_clicks": [{"id": pid, "name": known.get(pid, {}).get("name", pid)} for pid in recent_ids],
+        }
+
+    def state(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        info = self.recommender.index_info()
+        return {
+            "user": self.user_state(user_id),
+            "index": {
+                "num_docs": info["num_docs"],
+                "indexing_failures": info["indexing_failures"],
+                "vector_index_size_mb": info["vector_index_size_mb"],
+                "index_name": self.recommender.index_name,
+                "model": self.embedder.model_name,
+            },
+            "products": self.recommender.list_products(limit=1000),
+            "categories": self.recommender.list_categories(),
+            "brands": self.recommender.list_brands(),
+        }
+
+    def search(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        request = parse_search(fields, self.default_k)
+        started = time.perf_counter()
+        query_vec, cached = self.embed_query(request["query"])
+        embedded = time.perf_counter()
+        try:
+            result = self.recommender.recommend(
+                query_vec,
+                user_id=user_id,
+                k=request["k"],
+                use_session=request["use_session"],
+                use_rerank=request["use_rerank"],
+                **request["filters"],
+            )
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return {
+            "candidates": [c.to_dict() for c in result.candidates],
+            "filter_clause": result.filter_clause,
+            "used_session": result.used_session,
+            "used_rerank": result.used_rerank,
+            "embed_ms": round((embedded - started) * 1000, 3),
+            "embed_cached": cached,
+            "search_ms": round(result.search_ms, 3),
+            "rerank_ms": round(result.rerank_ms, 3),
+            "timing_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    def click(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        product_id = self._product_id(fields)
+        try:
+            result = self.recommender.record_click(user_id, product_id)
+        except KeyError:
+            raise ApiError(404, f"no product with id {product_id!r}") from None
+        name = self.recommender.get_products([product_id]).get(product_id, {}).get("name", product_id)
+        return {
+            "category": result["category"],
+            "affinity": result["affinity"],
+            "clicks": result["clicks"],
+            "last_clicked_id": result["last_clicked_id"],
+            "name": name,
+            "user": self.user_state(user_id),
+        }
+
+    def reset_user(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        self.recommender.reset_user(user_id)
+        return {"ok": True}
+
+    def reset_index(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        seeded = self.seed()
+        self.recommender.reset_user(user_id)
+        return {"seeded": seeded}
+
+    def refresh_embedding(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        product_id = self._product_id(fields)
+        text = parse_text(fields, "text", required=True)
+        started = time.perf_counter()
+        vector = self.embed(text)
+        embed_ms = (time.perf_counter() - started) * 1000
+        try:
+            self.recommender.refresh_embedding(product_id, vector)
+        except KeyError:
+            raise ApiError(404, f"no product with id {product_id!r}") from None
+        return {"product_id": product_id, "embed_ms": round(embed_ms, 3)}
+
+    @staticmethod
+    def _product_id(fields: Fields) -> str:
+        product_id = parse_text(fields, "product_id", required=True, max_chars=128)
+        if any(ch.isspace() for ch in product_id):
+            raise ApiError(400, "product_id must not contain spaces")
+        return product_id
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    endpoint: Callable[[DemoApp, str, Fields], dict[str, Any]]
+
+
+API_ROUTES: dict[str, Route] = {
+    "/state": Route("GET", DemoApp.state),
+    "/search": Route("POST", DemoApp.search),
+    "/click": Route("POST", DemoApp.click),
+    "/reset-user": Route("POST", DemoApp.reset_user),
+    "/reset-index": Route("POST", DemoApp.reset_index),
+    "/refresh-embedding": Route("POST", DemoApp.refresh_embedding),
+}
+
+
+def static_file(url_path: str) -> Path:
+    """The file under static/ that a /static/... path names; anything that would leave the
+    folder (.., encoded or not, absolute paths, links out) is a 404."""
+    relative = unquote(url_path[len("/static/") :])
+    if not relative or "\x00" in relative or relative.startswith(("/", "\\")) or ".." in Path(relative).parts:
+        raise ApiError(404, "no such file")
+    path = (STATIC_DIR / relative).resolve()
+    if not path.is_relative_to(STATIC_DIR.resolve()) or not path.is_file():
+        raise ApiError(404, "no such file")
+    return path
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+class DemoRequestHandler(BaseHTTPRequestHandler):
+    server_version = "RedisRecommenderDemo/1.0"
+    protocol_version = "HTTP/1.1"
+    # A client that stalls mid-request holds only its own thread, and only this long.
+    timeout = CONNECTION_TIMEOUT_S
+
+    @property
+    def app(self) -> DemoApp:
+        return self.server.app  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        self.handle_request("GET")
+
+    def do_HEAD(self) -> None:
+        self.handle_request("HEAD")
+
+    def do_POST(self) -> None:
+        self.handle_request("POST")
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        """Any other method (PUT, DELETE, OPTIONS, BREW...) gets a JSON 405, not the stdlib's
+        HTML 501."""
+        if name.startswith("do_"):
+            return lambda: self.handle_request(name[3:])
+        raise AttributeError(name)
+
+    def handle_request(self, method: str) -> None:
+        started = time.perf_counter()
+        path = urlsplit(self.path).path
+        status = 500
+        try:
+            status = self.dispatch(method, path)
+        except ApiError as exc:
+            status = exc.status
+            self.send_json(exc.status, {"error": exc.message}, exc.headers)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            status = 503
+            log.warning("Redis unreachable during %s %s: %s", method, path, exc)
+            self.send_json(503, {"error": f"Redis is unreachable ({self.app.redis_description}); retry shortly"})
+        except redis.ResponseError as exc:
+            status = 503 if "no such index" in str(exc).lower() else 500
+            log.exception("Redis error on %s %s", method, path)
+            message = (
+                "the search index is missing: POST /reset-index to rebuild it"
+                if status == 503
+                else "Redis rejected the request; see the server log"
+            )
+            self.send_json(status, {"error": message})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:
+            log.exception("unexpected error on %s %s", method, path)
+            self.send_json(500, {"error": "internal error; see the server log"})
+        finally:
+            log.info("%s %s %d %.1fms", method, path, status, (time.perf_counter() - started) * 1000)
+
+    def dispatch(self, method: str, path: str) -> int:
+        if path == "/" or path.startswith("/static/"):
+            if method not in ("GET", "HEAD"):
+                raise ApiError(405, f"{path} accepts GET only", {"Allow": "GET, HEAD"})
+            return self.send_file(
+                STATIC_DIR / "index.html" if path == "/" else static_file(path), head=method == "HEAD"
+            )
+        route = API_ROUTES.get(path)
+        if route is None:
+            raise ApiError(404, f"no such endpoint: {path}")
+        if method != route.method:
+            raise ApiError(405, f"{path} accepts {route.method} only", {"Allow": route.method})
+        if method == "POST":
+            self.check_same_origin()
+            fields = parse_body(self.headers.get("Content-Type", ""), self.read_body())
+        else:
+            fields = {name: values[-1] for name, values in parse_qs(urlsplit(self.path).query).items()}
+        user_id = self.resolve_user(fields)
+        payload = route.endpoint(self.app, user_id, fields)
+        self.send_json(200, payload)
+        return 200
+
+    def check_same_origin(self) -> None:
+        """Another web page must not drive a user's local demo: browsers mark cross-site
+        requests with Sec-Fetch-Site and Origin, which a page cannot forge."""
+        site = self.headers.get("Sec-Fetch-Site")
+        if site and site not in ("same-origin", "none"):
+            raise ApiError(403, "cross-site requests are refused: use the demo page itself")
+        origin = self.headers.get("Origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != self.headers.get("Host", ""):
+            raise ApiError(403, "cross-origin requests are refused: use the demo page itself")
+        if origin == "null":
+            raise ApiError(403, "requests from an opaque origin are refused")
+
+    def read_body(self) -> bytes:
+        length_header = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise ApiError(411, "send the body with a Content-Length (chunked bodies are not accepted)")
+        if length_header is None:
+            return b""
+        try:
+            length = int(length_header)
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(400, f"invalid Content-Length {length_header!r}") from None
+        if length < 0:
+            self.close_connection = True
+            raise ApiError(400, f"invalid Content-Length {length_header!r}")
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise ApiError(413, f"the body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            raise ApiError(400, f"the body ended after {len(body)} of {length} bytes")
+        return body
+
+    def resolve_user(self, fields: Fields) -> str:
+        """An explicit, valid user_id wins; then the browser's cookie; then the shared demo user."""
+        explicit = fields.get("user_id")
+        if explicit not in (None, ""):
+            user_id = valid_user_id(explicit)
+            if user_id is None:
+                raise ApiError(400, "user_id must be 1-64 characters of letters, digits, '_', '.', ':' or '-'")
+            return user_id
+        return self.cookie_user() or DEFAULT_USER
+
+    def cookie_user(self) -> str | None:
+        cookies = http.cookies.SimpleCookie()
+        try:
+            cookies.load(self.headers.get("Cookie", ""))
+        except http.cookies.CookieError:
+            return None
+        morsel = cookies.get(USER_COOKIE)
+        return valid_user_id(morsel.value) if morsel else None
+
+    def send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.finish_headers(body, headers)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_file(self, path: Path, head: bool = False) -> int:
+        body = path.read_bytes()
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        self.send_response(200)
+        self.send_header(
+            "Content-Type",
+            f"{content_type}; charset=utf-8"
+            if content_type.startswith("text/") or content_type.endswith("javascript")
+            else content_type,
+        )
+        self.send_header("Cache-Control", "no-cache")
+        extra = {}
+        if path.name == "index.html" and self.cookie_user() is None:
+            extra["Set-Cookie"] = (
+                f"{USER_COOKIE}=u-{secrets.token_hex(8)}; Path=/; HttpOnly; SameSite=Lax; Max-Age=31536000"
+            )
+        self.finish_headers(body, extra)
+        if not head:
+            self.wfile.write(body)
+        return 200
+
+    def finish_headers(self, body: bytes, headers: Mapping[str, str] | None) -> None:
+        for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own errors (bad request line, headers too large, ...) as JSON too."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.send_json(code, {"error": message or HTTPStatus(code).phrase})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """handle_request logs one line per request with its duration instead."""
+
+
+class DemoServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], app: DemoApp) -> None:
+        super().__init__(address, DemoRequestHandler)
+        self.app = app
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Serve the real-time recommendation demo: the page and its JSON API.",
+        epilog="Redis: --redis-url, else REDIS_URL, else a Redis with Search on localhost:6379, "
+        "else the bundled Redis with Search (data kept in .redis-data/).",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; the demo has no authentication)"
+    )
+    parser.add_argument("--port", type=int, default=8084, help="port to listen on (default 8084)")
+    parser.add_argument(
+        "--redis-url", help="your Redis with Search, e.g. redis://:password@host:6379 or rediss:// for TLS"
+    )
+    parser.add_argument("--index-name", default="recommend:idx", help="the Search index name (default recommend:idx)")
+    parser.add_argument("--key-prefix", default="product:", help="key prefix of product hashes (default product:)")
+    parser.add_argument(
+        "--catalog", type=Path, default=DEFAULT_CATALOG, help="catalog built by build_catalog.py (default catalog.json)"
+    )
+    parser.add_argument(
+        "--topk", type=int, default=10, help="results per search when the request has no k (default 10)"
+    )
+    parser.add_argument(
+        "--no-reset", action="store_true", help="keep the data already in Redis; only make sure the index exists"
+    )
+    parser.add_argument(
+        "--model", help="embedding model name or path (default: the bundled all-MiniLM-L6-v2); must match the catalog's"
+    )
+    return parser
+
+
+def start(args: argparse.Namespace) -> tuple[DemoServer, Any]:
+    """Everything before serving: catalog, Redis, model, index. Raises with a message for
+    every problem a user can fix."""
+    catalog = read_catalog(args.catalog)
+    if not 1 <= args.topk <= MAX_K:
+        raise ValueError(f"--topk must be between 1 and {MAX_K}")
+    timings = {}
+    t0 = time.perf_counter()
+    client, local = open_redis(args.redis_url, data_dir=DEFAULT_DATA_DIR)
+    timings["redis"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    embedder = LocalEmbedder(args.model)
+    embedder.encode_one("warm up the model before the first request")
+    timings["model"] = time.perf_counter() - t0
+    if embedder.dim != int(catalog["dim"]) or embedder.model_name != catalog["model"]:
+        raise ValueError(
+            f"{args.catalog} was embedded with {catalog['model']} ({catalog['dim']}-d) but the server loaded "
+            f"{embedder.model_name} ({embedder.dim}-d): rebuild it with `python build_catalog.py --model ...` or pass the same --model"
+        )
+    recommender = RedisRecommender(
+        client, index_name=args.index_name, key_prefix=args.key_prefix, vector_dim=embedder.dim
+    )
+    where = client.connection_pool.connection_kwargs
+    described = f"{'bundled ' if local else ''}Redis at {where.get('host')}:{where.get('port')}"
+    app = DemoApp(recommender, embedder, catalog, default_k=args.topk, redis_description=described)
+    t0 = time.perf_counter()
+    count = app.ensure_index() if args.no_reset else app.seed()
+    timings["seed"] = time.perf_counter() - t0
+    server = DemoServer((args.host, args.port), app)
+    log.info(
+        "%d products in %s; ready in %s",
+        count, args.index_name, ", ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items()),
+    )  # fmt: skip
+    return server, local
+
+
+def warn_if_exposed(host: str) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning(
+            "listening on %s: the demo has NO authentication; anyone who can reach this address can use it", host
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        server, local = start(args)
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if not args.catalog.exists():
+            print("Run `python build_catalog.py` first to create it.", file=sys.stderr)
+        return 1
+    except (SearchUnavailableError, LocalRedisError, ModelNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        print(f"error: cannot reach Redis: {exc}. Check --redis-url / REDIS_URL.", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. Try another --port.",
+            file=sys.stderr,
+        )
+        return 1
+    warn_if_exposed(args.host)
+    host, port = server.server_address[:2]
+    log.info("listening on http://%s:%d", host, port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        server.server_close()
+        if local:
+            local.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
