@@ -1,0 +1,353 @@
+"""build_catalog.py against real files, the real model and the real local Redis with Search:
+input checking (every rule names its line and field), the catalog format, atomic writes,
+--load, and the exit status and messages of the command line."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from build_catalog import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_INPUT,
+    PRODUCT_FIELDS,
+    CatalogError,
+    catalog_vectors,
+    embed_products,
+    load_products,
+    main,
+    read_catalog,
+    write_catalog,
+)
+from local_redis import LocalRedis, free_port, redis_server_binary
+from recommender import RedisRecommender
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_JSONL = REPO / "examples" / "products.jsonl"
+EXAMPLE_CSV = REPO / "examples" / "products.csv"
+DIM = 384
+
+GOOD = {
+    "id": "x1",
+    "name": "Enamel camp mug",
+    "description": "A chip-resistant enamel mug for coffee at camp.",
+    "category": "gear",
+    "brand": "Acme",
+    "price": 12.5,
+    "rating": 4.2,
+    "in_stock": True,
+}
+CSV_GOOD = {name: str(value).lower() if isinstance(value, bool) else str(value) for name, value in GOOD.items()}
+CSV_HEADER = ",".join(PRODUCT_FIELDS)
+DROP = object()
+
+
+def jsonl_line(**changes: object) -> str:
+    fields = {**GOOD, **changes}
+    return json.dumps({name: value for name, value in fields.items() if value is not DROP})
+
+
+def csv_row(**changes: object) -> str:
+    fields = {**CSV_GOOD, **changes}
+    return ",".join(str(value) for value in fields.values() if value is not DROP)
+
+
+def write(directory: Path, name: str, lines: list[str]) -> Path:
+    path = directory / name
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(CatalogError) as caught:
+        load_products(path)
+    return caught.value.problems
+
+
+def decoded(product: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(product["embedding_b64"]), dtype="<f4")
+
+
+# --- reading and checking the input ---------------------------------------------------------
+
+
+def test_examples_csv_and_jsonl_give_the_same_products() -> None:
+    from_csv, from_jsonl = load_products(EXAMPLE_CSV), load_products(EXAMPLE_JSONL)
+    assert from_csv == from_jsonl
+    assert [p["id"] for p in from_jsonl] == [f"k{i:02d}" for i in range(1, 11)]
+    assert all(list(p) == list(PRODUCT_FIELDS) for p in from_csv)
+    assert all(isinstance(p["price"], float) and isinstance(p["in_stock"], bool) for p in from_csv)
+    assert next(p for p in from_csv if p["id"] == "k06")["in_stock"] is False
+
+
+@pytest.mark.parametrize("field", ["id", "name", "description", "category", "brand"])
+def test_missing_or_empty_text_fields(tmp_path: Path, field: str) -> None:
+    jsonl = write(tmp_path, "p.jsonl", [jsonl_line(id="a"), jsonl_line(**{"id": "b", field: DROP})])
+    csv_file = write(tmp_path, "p.csv", [CSV_HEADER, csv_row(id="a"), csv_row(**{"id": "b", field: "  "})])
+    assert problems_of(jsonl) == [f"line 2: {field} is missing or empty"]
+    assert problems_of(csv_file) == [f"line 3: {field} is missing or empty"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            [jsonl_line(id="a"), jsonl_line(id="b"), jsonl_line(id="a")],
+            "line 3: duplicate id 'a', already used on line 1",
+        ),
+        ([jsonl_line(price=-1)], "line 1: price must be a non-negative number, got -1"),
+        ([jsonl_line(price="12")], "line 1: price must be a non-negative number, got '12'"),
+        ([jsonl_line(price=DROP)], "line 1: price is missing"),
+        ([jsonl_line(rating=5.5)], "line 1: rating must be a number from 0 to 5, got 5.5"),
+        ([jsonl_line(rating=None)], "line 1: rating is missing"),
+        ([jsonl_line(in_stock="yes")], "line 1: in_stock must be true or false, got 'yes'"),
+        ([jsonl_line(in_stock=1)], "line 1: in_stock must be true or false, got 1"),
+        ([jsonl_line(id=7)], "line 1: id must be a string, got 7"),
+        ([jsonl_line(), '{"id": "x2",'], "line 2: invalid JSON"),
+        (["[1, 2]"], "line 1: expected a JSON object, got list"),
+    ],
+)
+def test_jsonl_rules(tmp_path: Path, lines: list[str], expected: str) -> None:
+    problems = problems_of(write(tmp_path, "p.jsonl", lines))
+    assert len(problems) == 1
+    assert problems[0].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (csv_row(price="abc"), "line 2: price must be a non-negative number, got 'abc'"),
+        (csv_row(price="-0.5"), "line 2: price must be a non-negative number, got '-0.5'"),
+        (csv_row(price="nan"), "line 2: price must be a non-negative number, got 'nan'"),
+        (csv_row(rating="five"), "line 2: rating must be a number from 0 to 5, got 'five'"),
+        (csv_row(rating="-1"), "line 2: rating must be a number from 0 to 5, got '-1'"),
+        (csv_row(in_stock="maybe"), "line 2: in_stock must be one of true/false/yes/no/1/0, got 'maybe'"),
+        (csv_row(in_stock=""), "line 2: in_stock is missing"),
+        (csv_row() + ",extra", "line 2: 9 values but the header has 8 columns"),
+    ],
+)
+def test_csv_rules(tmp_path: Path, row: str, expected: str) -> None:
+    assert problems_of(write(tmp_path, "p.csv", [CSV_HEADER, row])) == [expected]
+
+
+def test_csv_header_without_a_column_is_one_problem(tmp_path: Path) -> None:
+    header = CSV_HEADER.replace(",rating", "")
+    rows = [csv_row(id=f"r{i}", rating=DROP) for i in range(3)]
+    assert problems_of(write(tmp_path, "p.csv", [header, *rows])) == ["line 1: the header has no 'rating' column"]
+
+
+def test_csv_header_with_a_column_twice(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.csv", [CSV_HEADER + ",price", csv_row() + ",13"])
+    assert problems_of(path) == ["line 1: the header has more than one 'price' column"]
+
+
+def test_csv_accepts_the_documented_booleans(tmp_path: Path) -> None:
+    spellings = {"TRUE": True, "Yes": True, "1": True, "false": False, "NO": False, "0": False}
+    rows = [csv_row(id=f"b{i}", in_stock=text) for i, text in enumerate(spellings)]
+    products = load_products(write(tmp_path, "p.csv", [CSV_HEADER, *rows]))
+    assert [p["in_stock"] for p in products] == list(spellings.values())
+
+
+def test_every_problem_is_reported_at_once_in_line_order(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "products.csv",
+        [CSV_HEADER, csv_row(id="a"), csv_row(id="b", price="abc"), csv_row(id="a", rating="9", in_stock="?")],
+    )
+    with pytest.raises(CatalogError) as caught:
+        load_products(path)
+    assert str(caught.value).startswith(f"{path}: 4 problems:\n  line 3: price must be a non-negative number")
+    assert [problem.split(":")[0] for problem in caught.value.problems] == ["line 3", "line 4", "line 4", "line 4"]
+    assert "line 4: duplicate id 'a', already used on line 2" in caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("empty.jsonl", "", "the file holds no products"),
+        ("blank.jsonl", "\n  \n", "the file holds no products"),
+        ("empty.csv", "", "the file holds no products"),
+        ("header-only.csv", CSV_HEADER + "\n", "the file holds no products"),
+        ("products.txt", "{}", "unsupported input type '.txt': use a .jsonl or .csv file"),
+    ],
+)
+def test_unusable_files(tmp_path: Path, name: str, text: str, expected: str) -> None:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(CatalogError, match=expected):
+        load_products(tmp_path / name)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="no such file"):
+        load_products(tmp_path / "absent.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("name", "lines", "line_no"),
+    [
+        ("p.csv", [CSV_HEADER + ",color", csv_row() + ",red"], 2),
+        ("p.jsonl", [jsonl_line(), jsonl_line(id="x2", color="red")], 2),
+    ],
+)
+def test_unknown_field_is_a_warning_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, lines: list[str], line_no: int
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="build_catalog"):
+        products = load_products(write(tmp_path, name, lines))
+    assert all(list(p) == list(PRODUCT_FIELDS) for p in products)
+    assert f"ignoring unknown field 'color' (first on line {line_no})" in caplog.text
+
+
+# --- the catalog file -----------------------------------------------------------------------
+
+
+def test_write_catalog_failure_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_bytes(b"previous catalog")
+    with pytest.raises(ValueError):
+        write_catalog(path, "m", DIM, [{**GOOD, "price": float("nan")}])
+    assert path.read_bytes() == b"previous catalog"
+    assert [p.name for p in tmp_path.iterdir()] == ["catalog.json"]
+
+
+def test_read_catalog_rejects_a_broken_catalog(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps({"model": "m", "dim": DIM, "products": [{**GOOD, "embedding_b64": "AAAA"}]}))
+    with pytest.raises(CatalogError, match="embedding_b64 holds 3 bytes"):
+        read_catalog(path)
+
+
+def test_committed_catalog_is_what_the_builder_produces_now(embedder) -> None:
+    committed = read_catalog(REPO / "catalog.json")
+    fresh = embed_products(load_products(DEFAULT_INPUT), embedder, DEFAULT_BATCH_SIZE)
+    assert (committed["model"], committed["dim"]) == (embedder.model_name, embedder.dim)
+    strip = [{k: v for k, v in p.items() if k != "embedding_b64"} for p in fresh]
+    assert [{k: v for k, v in p.items() if k != "embedding_b64"} for p in committed["products"]] == strip
+    np.testing.assert_allclose(catalog_vectors(committed), np.stack([decoded(p) for p in fresh]), atol=1e-5)
+
+
+# --- main() and the command line ------------------------------------------------------------
+
+
+def test_main_on_bad_input_exits_2_and_leaves_the_output_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = write(tmp_path, "products.csv", [CSV_HEADER, csv_row(id="a"), csv_row(id="b", price="abc")])
+    output = tmp_path / "catalog.json"
+    output.write_bytes(b'{"untouched": true}')
+    assert main(["--input", str(bad), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: 1 problem:\n  line 3: price must be a non-negative number, got 'abc'" in err
+    assert output.read_bytes() == b'{"untouched": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.json", "products.csv"]
+
+
+def test_main_writes_the_documented_format_deterministically(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    assert main(["--input", str(EXAMPLE_JSONL), "--output", str(first)]) == 0
+    assert main(["--input", str(EXAMPLE_JSONL), "--output", str(second), "--batch-size", "3"]) == 0
+
+    catalog = json.loads(first.read_text(encoding="utf-8"))
+    assert list(catalog) == ["model", "dim", "products"]
+    assert (catalog["model"], catalog["dim"]) == ("all-MiniLM-L6-v2", DIM)
+    assert [{k: v for k, v in p.items() if k != "embedding_b64"} for p in catalog["products"]] == load_products(
+        EXAMPLE_JSONL
+    )
+    for product in catalog["products"]:
+        assert list(product) == [*PRODUCT_FIELDS, "embedding_b64"]
+        vector = decoded(product)
+        assert vector.shape == (DIM,)
+        assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
+    np.testing.assert_allclose(catalog_vectors(catalog), catalog_vectors(read_catalog(second)), atol=1e-6)
+    assert (first.stat().st_mode & 0o777) == 0o644
+
+
+def test_main_load_pushes_the_products_into_redis(tmp_path: Path, local_redis: LocalRedis) -> None:
+    tag = uuid.uuid4().hex[:8]
+    index_name, key_prefix = f"build-{tag}:idx", f"build-{tag}:"
+    argv = ["--input", str(EXAMPLE_CSV), "--output", str(tmp_path / "c.json"), "--load"]
+    argv += ["--redis-url", local_redis.url, "--index-name", index_name, "--key-prefix", key_prefix]
+    assert main(argv) == 0
+    recommender = RedisRecommender(local_redis.client(), index_name=index_name, key_prefix=key_prefix)
+    try:
+        assert recommender.count_indexed() == 10
+        assert recommender.get_products(["k06"])["k06"]["in_stock"] is False
+    finally:
+        recommender.drop_index(delete_documents=True)
+
+
+def test_main_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "c.json"
+    argv = ["--input", str(EXAMPLE_JSONL), "--output", str(output), "--model", str(tmp_path / "no-such-model")]
+    assert main(argv) == 2
+    assert "cannot load the embedding model" in capsys.readouterr().err
+    assert not output.exists()
+
+
+@pytest.fixture
+def redis_without_search(tmp_path: Path) -> Iterator[str]:
+    """A plain redis-server, no Search module: what --load must refuse with a clear message."""
+    port = free_port()
+    command = [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    process = subprocess.Popen([*command, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}"
+    client.close()
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_main_load_refuses_redis_without_search(
+    tmp_path: Path, redis_without_search: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "c.json"
+    argv = ["--input", str(EXAMPLE_JSONL), "--output", str(output), "--load", "--redis-url", redis_without_search]
+    assert main(argv) == 2
+    assert "has no Search module" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_main_load_reports_an_unreachable_redis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "c.json"
+    url = f"redis://127.0.0.1:{free_port()}"
+    assert main(["--input", str(EXAMPLE_JSONL), "--output", str(output), "--load", "--redis-url", url]) == 2
+    assert f"cannot use the Redis at {url} for --load" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_cli_bad_input_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    bad = write(
+        tmp_path, "products.csv", [CSV_HEADER, csv_row(id="a", rating="9"), csv_row(id="b", in_stock="perhaps")]
+    )
+    output = tmp_path / "catalog.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "build_catalog.py"), "--input", str(bad), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "2 problems:" in result.stderr
+    assert "line 2: rating must be a number from 0 to 5, got '9'" in result.stderr
+    assert "line 3: in_stock must be one of true/false/yes/no/1/0, got 'perhaps'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
