@@ -56,7 +56,7 @@ class LocalEmbedder:
         self.model_name = DEFAULT_MODEL_NAME if model is None else Path(str(model)).name
         try:
             self._model = SentenceTransformer(location, device="cpu")
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any failure to load is one message: which model, and what to do
             raise ModelNotFoundError(
                 f"cannot load the embedding model {str(model)!r}: give a local model directory, or the "
                 "name of a model already in the Hugging Face cache (downloads are disabled), or omit "

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LOCAL_URL = "redis://localhost:6379"
 PID_FILE = "redis.pid"
+# Where a running bundled server tells other processes (the CLI next to the demo) its port.
+PORT_FILE = "redis.port"
 STARTUP_TIMEOUT_S = 15.0
 
 
@@ -169,6 +171,7 @@ class LocalRedis:
                 if "Address already in use" not in str(exc) or attempt == 2:
                     raise
                 log.warning("port %s was taken meanwhile; retrying on another", self.port)
+        (self.data_dir / PORT_FILE).write_text(str(self.port))
         atexit.register(self.stop)
         return self
 
@@ -252,6 +255,7 @@ class LocalRedis:
             self.process.stderr.close()
         self.process = None
         self.port = None
+        (self.data_dir / PORT_FILE).unlink(missing_ok=True)
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self._owns_dir = False
@@ -263,10 +267,28 @@ class LocalRedis:
         self.stop()
 
 
+def running_bundled_url(data_dir: Path) -> str | None:
+    """The URL of a bundled server another process of ours is running on data_dir, if any."""
+    try:
+        pid = int((data_dir / PID_FILE).read_text().strip())
+        port = int((data_dir / PORT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not (_process_alive(pid) and _is_redis_process(pid)):
+        return None
+    url = f"redis://127.0.0.1:{port}"
+    try:
+        connect(url, timeout_s=0.5)
+    except (redis.RedisError, SearchUnavailableError, OSError):
+        return None
+    return url
+
+
 def open_redis(url: str | None, *, data_dir: Path, try_default: bool = True) -> tuple[redis.Redis, LocalRedis | None]:
     """The server's and the CLI's way to get a Redis with Search, in the documented order:
     an explicit URL (or REDIS_URL), else localhost:6379 if it answers with Search, else the
-    bundled server with its data in data_dir. Returns the client and, when we started it,
+    bundled server on data_dir: the one another process of ours already runs there (never
+    stopped from under it), or a new one. Returns the client and, when we started it,
     the LocalRedis that owns the process."""
     url = url or os.environ.get("REDIS_URL")
     if url:
@@ -278,5 +300,9 @@ def open_redis(url: str | None, *, data_dir: Path, try_default: bool = True) -> 
             log.info("no Redis at %s; starting the bundled Redis with Search", DEFAULT_LOCAL_URL)
         except SearchUnavailableError:
             log.warning("the Redis at %s has no Search module; starting the bundled one instead", DEFAULT_LOCAL_URL)
+    shared = running_bundled_url(data_dir)
+    if shared:
+        log.info("using the bundled Redis already running on %s (%s)", data_dir, shared)
+        return connect(shared), None
     local = LocalRedis(data_dir, persistent=True).start()
     return connect(local.url), local

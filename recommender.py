@@ -166,17 +166,31 @@ def product_embedding_bytes(product: Mapping[str, Any], dim: int) -> bytes:
 
 
 def product_to_hash(product: Mapping[str, Any], dim: int) -> dict[str, bytes | str]:
-    """The exact hash layout of `product:<id>`: floats as strings, in_stock as true/false."""
-    in_stock = product.get("in_stock", True)
-    if isinstance(in_stock, str):
+    """The exact hash layout of `product:<id>`: floats as strings, in_stock as true/false.
+
+    Strict on purpose: a missing price or an in_stock of "yes" silently stored as 0 or false
+    would corrupt filters without anyone noticing.
+    """
+    missing = [name for name in PRODUCT_FIELDS if product.get(name) is None]
+    if missing:
+        raise ValueError(f"product {product.get('id')!r} lacks {', '.join(missing)}")
+    in_stock = product["in_stock"]
+    if isinstance(in_stock, str) and in_stock.strip().lower() in ("true", "false"):
         in_stock = in_stock.strip().lower() == "true"
+    if not isinstance(in_stock, (bool, np.bool_)):
+        raise ValueError(
+            f"product {product.get('id')!r}: in_stock must be a boolean or 'true'/'false', got {in_stock!r}"
+        )
+    numbers = {
+        name: _number(f"product {product.get('id')!r}: {name}", product[name]) for name in PRODUCT_NUMERIC_FIELDS
+    }
     return {
         "name": str(product["name"]),
-        "description": str(product.get("description", "")),
+        "description": str(product["description"]),
         "category": str(product["category"]),
-        "brand": str(product.get("brand", "")),
-        "price": repr(float(product.get("price", 0.0))),
-        "rating": repr(float(product.get("rating", 0.0))),
+        "brand": str(product["brand"]),
+        "price": repr(numbers["price"]),
+        "rating": repr(numbers["rating"]),
         "in_stock": "true" if in_stock else "false",
         EMBEDDING_FIELD: product_embedding_bytes(product, dim),
     }

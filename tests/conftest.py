@@ -26,7 +26,11 @@ def local_redis() -> Iterator[LocalRedis]:
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
 def redis_client(request: pytest.FixtureRequest, local_redis: LocalRedis) -> Iterator[redis.Redis]:
-    """A client on each protocol (redis-py 8 defaults to RESP3), on an empty database."""
+    """A client on each protocol (redis-py 8 defaults to RESP3), on an empty database.
+
+    It FLUSHALLs the session Redis: a test that keeps data across tests (module scope) needs
+    its own key prefix and client, not this fixture, or a later test wipes its data.
+    """
     client = local_redis.client(protocol=request.param)
     client.flushall()
     yield client

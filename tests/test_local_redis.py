@@ -136,3 +136,17 @@ def test_open_redis_starts_the_bundled_server_when_nothing_answers(tmp_path: Pat
 )
 def test_passwords_never_appear_in_messages(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_a_second_process_shares_the_running_bundled_server(tmp_path: Path, monkeypatch) -> None:
+    """build_catalog.py --load next to a running demo must use the demo's Redis, not stop it."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    first_client, first = open_redis(None, data_dir=tmp_path, try_default=False)
+    try:
+        second_client, second = open_redis(None, data_dir=tmp_path, try_default=False)
+        assert second is None
+        second_client.set("shared", "yes")
+        assert first_client.get("shared") == b"yes"
+    finally:
+        first.stop()
+    assert not (tmp_path / "redis.port").exists()

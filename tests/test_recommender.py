@@ -91,6 +91,9 @@ def test_index_products_writes_the_shared_hash_layout(recommender: RedisRecommen
         ({"embedding": np.full(DIM, np.nan)}, "NaN"),
         ({"embedding_b64": base64.b64encode(b"\0" * 12).decode()}, "bytes"),
         ({"id": ""}, "without an id"),
+        ({"in_stock": "yes"}, "in_stock must be a boolean"),
+        ({"price": None}, "lacks price"),
+        ({"rating": "high"}, "rating must be a number"),
     ],
 )
 def test_index_products_rejects_bad_products_before_writing(
