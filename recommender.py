@@ -41,6 +41,7 @@ RECENT_CLICKS_KEPT = 6
 
 DEFAULT_RERANK_OVERFETCH = 3
 MAX_K = 10_000
+HYBRID_POLICIES = (None, "BATCHES", "ADHOC_BF")
 
 # One click, done entirely inside Redis so that concurrent clicks for one user serialise:
 # read the item, fold it into the session vector (EWMA, renormalised), bump the category
@@ -296,6 +297,25 @@ def build_filter_clause(
     return " ".join(parts) if parts else "*"
 
 
+def knn_query(
+    filter_clause: str, k: int, ef_runtime: int | None, hybrid_policy: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The hybrid query string and its parameters (the vector is added by the caller).
+
+    RediSearch accepts HYBRID_POLICY only when there is a filter, and EF_RUNTIME only when
+    the HNSW graph is walked (not with ADHOC_BF, which scores the filtered set directly).
+    """
+    attributes, params = [], {}
+    filtered = filter_clause != "*"
+    if hybrid_policy and filtered:
+        attributes.append(f"HYBRID_POLICY {hybrid_policy}")
+    if ef_runtime is not None and not (filtered and hybrid_policy == "ADHOC_BF"):
+        attributes.append("EF_RUNTIME $ef")
+        params["ef"] = str(ef_runtime)
+    knn = " ".join([f"KNN {k} @{EMBEDDING_FIELD} $vec", *attributes, f"AS {SCORE_FIELD}"])
+    return f"({filter_clause})=>[{knn}]", params
+
+
 def rerank(
     candidates: list[Candidate],
     user_features: Mapping[str, Any] | None,
@@ -392,7 +412,29 @@ class RedisRecommender:
         key_prefix: str = "product:",
         user_key_prefix: str = "user:",
         vector_dim: int = 384,
+        *,
+        hnsw_m: int | None = None,
+        hnsw_ef_construction: int | None = None,
+        ef_runtime: int | None = None,
+        hybrid_policy: str | None = None,
     ) -> None:
+        """hnsw_m and hnsw_ef_construction shape the graph (used by create_index; None keeps
+        RediSearch's defaults, M 16 and EF_CONSTRUCTION 200, and the exact shared schema).
+        ef_runtime widens the search at query time: more recall, more time (None: 10).
+        hybrid_policy forces BATCHES or ADHOC_BF for filtered queries (None: Redis chooses)."""
+        for name, value in (
+            ("hnsw_m", hnsw_m),
+            ("hnsw_ef_construction", hnsw_ef_construction),
+            ("ef_runtime", ef_runtime),
+        ):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if hybrid_policy not in HYBRID_POLICIES:
+            raise ValueError(f"hybrid_policy must be one of {HYBRID_POLICIES}, got {hybrid_policy!r}")
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self.ef_runtime = ef_runtime
+        self.hybrid_policy = hybrid_policy
         self.redis = redis_client if redis_client is not None else redis.Redis()
         if self.redis.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisRecommender needs a client with decode_responses=False: vectors are binary")
@@ -417,6 +459,11 @@ class RedisRecommender:
     # index
 
     def index_schema(self) -> list[str]:
+        hnsw = ["TYPE", "FLOAT32", "DIM", str(self.vector_dim), "DISTANCE_METRIC", "COSINE"]
+        if self.hnsw_m is not None:
+            hnsw += ["M", str(self.hnsw_m)]
+        if self.hnsw_ef_construction is not None:
+            hnsw += ["EF_CONSTRUCTION", str(self.hnsw_ef_construction)]
         return [
             "name", "TEXT",
             "description", "TEXT",
@@ -425,8 +472,7 @@ class RedisRecommender:
             "in_stock", "TAG",
             "price", "NUMERIC", "SORTABLE",
             "rating", "NUMERIC", "SORTABLE",
-            EMBEDDING_FIELD, "VECTOR", "HNSW", "6",
-            "TYPE", "FLOAT32", "DIM", str(self.vector_dim), "DISTANCE_METRIC", "COSINE",
+            EMBEDDING_FIELD, "VECTOR", "HNSW", str(len(hnsw)), *hnsw,
         ]  # fmt: skip
 
     def index_exists(self) -> bool:
@@ -557,12 +603,12 @@ class RedisRecommender:
         if session_vec is not None:
             session = np.frombuffer(vector_to_bytes(session_vec, self.vector_dim), dtype="<f4")
             vector = blend_session(vector, session, session_weight)
-        vector_blob = vector_to_bytes(vector, self.vector_dim)
-        query = f"({filter_clause})=>[KNN {k} @{EMBEDDING_FIELD} $vec AS {SCORE_FIELD}]"
+        query, params = knn_query(filter_clause, k, self.ef_runtime, self.hybrid_policy)
+        params["vec"] = vector_to_bytes(vector, self.vector_dim)
         returned = (*PRODUCT_FIELDS, SCORE_FIELD)
         response = self.redis.execute_command(
             "FT.SEARCH", self.index_name, query,
-            "PARAMS", "2", "vec", vector_blob,
+            "PARAMS", str(2 * len(params)), *[item for pair in params.items() for item in pair],
             "RETURN", str(len(returned)), *returned,
             "SORTBY", SCORE_FIELD,
             "LIMIT", "0", str(k),

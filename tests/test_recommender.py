@@ -505,3 +505,49 @@ def test_refresh_never_resurrects_a_concurrently_deleted_product(recommender: Re
             recommender.refresh_embedding(product["id"], vector)
     deleter.join()
     assert recommender.redis.keys(recommender.key_prefix + "*") == []
+
+
+# --- HNSW and hybrid-query settings ---------------------------------------------------------
+
+
+def test_default_schema_is_the_shared_one(recommender: RedisRecommender) -> None:
+    assert recommender.index_schema()[-8:] == [
+        "HNSW",
+        "6",
+        "TYPE",
+        "FLOAT32",
+        "DIM",
+        "384",
+        "DISTANCE_METRIC",
+        "COSINE",
+    ]
+
+
+def test_hnsw_build_parameters_reach_the_index(redis_client: redis.Redis) -> None:
+    rec = RedisRecommender(redis_client, index_name="tuned:idx", key_prefix="tuned:", hnsw_m=8, hnsw_ef_construction=64)
+    rec.create_index()
+    info = redis_client.execute_command("FT.INFO", "tuned:idx")
+    text = repr(info)
+    assert "'M': 8" in text or "b'M', 8" in text
+    assert "ef_construction': 64" in text or "b'ef_construction', 64" in text
+
+
+@pytest.mark.parametrize("policy", [None, "BATCHES", "ADHOC_BF"])
+@pytest.mark.parametrize("ef_runtime", [None, 50])
+def test_query_settings_keep_results_exact_on_a_small_index(redis_client: redis.Redis, policy, ef_runtime) -> None:
+    rec = RedisRecommender(redis_client, ef_runtime=ef_runtime, hybrid_policy=policy)
+    rec.create_index()
+    products = make_products(80)
+    rec.index_products(products)
+    query = unit_vectors(1, seed=77)[0]
+    for filters, check in (({}, lambda p: True), ({"category": "bags"}, lambda p: p["category"] == "bags")):
+        expected = sorted((p for p in products if check(p)), key=lambda p: 1 - float(p["embedding"] @ query))[:5]
+        assert [c.id for c in rec.candidate_retrieve(query, k=5, **filters)] == [p["id"] for p in expected]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"ef_runtime": 0}, {"hnsw_m": -1}, {"hnsw_ef_construction": 2.5}, {"hybrid_policy": "FAST"}]
+)
+def test_bad_index_settings_are_refused(redis_client: redis.Redis, kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        RedisRecommender(redis_client, **kwargs)
