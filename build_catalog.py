@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedisError, SearchUnavailableError, open_redis, redact
-from recommender import RedisRecommender, product_embedding_bytes, vector_to_bytes
+from recommender import RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
 
 # Named, not __name__: run as a script this module is __main__, and its warnings should carry
 # the same logger name either way.
@@ -137,7 +137,7 @@ def check_text(name: str, value: Any) -> tuple[str, str | None]:
         return "", f"{name} is missing or empty"
     if not isinstance(value, str):
         return "", f"{name} must be a string, got {shown(value)}"
-    return value.strip(), None
+    return value.strip(), field_problem(name, value.strip())
 
 
 def as_number(value: Any, from_text: bool) -> float | None:

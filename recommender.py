@@ -42,6 +42,7 @@ RECENT_CLICKS_KEPT = 6
 DEFAULT_RERANK_OVERFETCH = 3
 MAX_K = 10_000
 HYBRID_POLICIES = (None, "BATCHES", "ADHOC_BF")
+TAG_SEPARATOR = ","
 
 # One click, done entirely inside Redis so that concurrent clicks for one user serialise:
 # read the item, fold it into the session vector (EWMA, renormalised), bump the category
@@ -166,6 +167,17 @@ def product_embedding_bytes(product: Mapping[str, Any], dim: int) -> bytes:
     raise ValueError(f"product {product.get('id')!r} has neither 'embedding' nor 'embedding_b64'")
 
 
+def field_problem(name: str, value: str) -> str | None:
+    """What would make a product field misbehave in the index, for every writer to check:
+    RediSearch splits TAG values on commas (one category "a,b" would become two tags), and
+    a key-unsafe id could not be addressed by the API."""
+    if name in ("category", "brand") and TAG_SEPARATOR in value:
+        return f"{name} must not contain {TAG_SEPARATOR!r} (the tag separator), got {value!r}"
+    if name == "id" and any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return f"id must not contain spaces or control characters, got {value!r}"
+    return None
+
+
 def product_to_hash(product: Mapping[str, Any], dim: int) -> dict[str, bytes | str]:
     """The exact hash layout of `product:<id>`: floats as strings, in_stock as true/false.
 
@@ -175,6 +187,10 @@ def product_to_hash(product: Mapping[str, Any], dim: int) -> dict[str, bytes | s
     missing = [name for name in PRODUCT_FIELDS if product.get(name) is None]
     if missing:
         raise ValueError(f"product {product.get('id')!r} lacks {', '.join(missing)}")
+    for name in ("id", "category", "brand"):
+        problem = field_problem(name, str(product.get(name, "")))
+        if problem:
+            raise ValueError(f"product {product.get('id')!r}: {problem}")
     in_stock = product["in_stock"]
     if isinstance(in_stock, str) and in_stock.strip().lower() in ("true", "false"):
         in_stock = in_stock.strip().lower() == "true"

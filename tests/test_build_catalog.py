@@ -116,6 +116,9 @@ def test_missing_or_empty_text_fields(tmp_path: Path, field: str) -> None:
         ([jsonl_line(id=7)], "line 1: id must be a string, got 7"),
         ([jsonl_line(), '{"id": "x2",'], "line 2: invalid JSON"),
         (["[1, 2]"], "line 1: expected a JSON object, got list"),
+        ([jsonl_line(category="tops,bags")], "line 1: category must not contain ',' (the tag separator)"),
+        ([jsonl_line(brand="A, B")], "line 1: brand must not contain ','"),
+        ([jsonl_line(id="p 1")], "line 1: id must not contain spaces"),
     ],
 )
 def test_jsonl_rules(tmp_path: Path, lines: list[str], expected: str) -> None:

@@ -94,6 +94,8 @@ def test_index_products_writes_the_shared_hash_layout(recommender: RedisRecommen
         ({"in_stock": "yes"}, "in_stock must be a boolean"),
         ({"price": None}, "lacks price"),
         ({"rating": "high"}, "rating must be a number"),
+        ({"category": "tops,bags"}, "tag separator"),
+        ({"id": "has space"}, "id must not contain spaces"),
     ],
 )
 def test_index_products_rejects_bad_products_before_writing(
@@ -181,14 +183,14 @@ def test_hostile_tag_values_match_only_their_literal(
 ) -> None:
     """A product whose category *is* the hostile string is found; nothing else ever is."""
     hostile = make_products(1, seed=11)[0] | {"id": "hostile", "category": value, "brand": value}
-    recommender.index_products([hostile])
-    query = hostile["embedding"]
+    if "," in value:  # a comma would split the value into two tags: such products are refused
+        with pytest.raises(ValueError, match="tag separator"):
+            recommender.index_products([hostile])
+    else:
+        recommender.index_products([hostile])
     for field in ("category", "brand"):
-        results = recommender.candidate_retrieve(query, k=20, **{field: value})
-        if "," in value:  # RediSearch splits tag values on commas: no literal match is possible
-            assert results == []
-        else:
-            assert [c.id for c in results] == ["hostile"]
+        results = recommender.candidate_retrieve(hostile["embedding"], k=20, **{field: value})
+        assert [c.id for c in results] == ([] if "," in value else ["hostile"])
 
 
 @pytest.mark.parametrize("value", ['a"b\\', "*", "x)=>[KNN 1 @embedding $vec]", '{}|@-*":;/?', "-", "the"])
