@@ -106,12 +106,14 @@ def parse_optional_float(
         raise ApiError(400, f"{name} must be a number, got {value!r}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(400, f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number):
         raise ApiError(400, f"{name} must be a finite number")
-    if (low is not None and number < low) or (high is not None and number > high):
-        raise ApiError(400, f"{name} must be between {low:g} and {high:g}, got {number:g}")
+    if low is not None and number < low:
+        raise ApiError(400, f"{name} must be at least {low:g}, got {number:g}")
+    if high is not None and number > high:
+        raise ApiError(400, f"{name} must be at most {high:g}, got {number:g}")
     return number
 
 
@@ -130,8 +132,11 @@ def parse_k(fields: Fields, default: int) -> int:
     return k
 
 
-def parse_text(fields: Fields, name: str, *, required: bool = False, max_chars: int = MAX_QUERY_CHARS) -> str | None:
-    """A free-text field, stripped; empty counts as absent ("Any" in the page's selects)."""
+def parse_text(
+    fields: Fields, name: str, *, required: bool = False, max_chars: int = MAX_QUERY_CHARS, multiline: bool = False
+) -> str | None:
+    """A free-text field, stripped; empty counts as absent ("Any" in the page's selects).
+    `multiline` admits line breaks and tabs, which a textarea produces."""
     value = fields.get(name)
     if value is not None and not isinstance(value, str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -144,7 +149,7 @@ def parse_text(fields: Fields, name: str, *, required: bool = False, max_chars: 
         return None
     if len(text) > max_chars:
         raise ApiError(400, f"{name} is too long ({len(text)} characters; at most {max_chars})")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+    if any((ord(ch) < 32 and not (multiline and ch in "\t\n\r")) or ord(ch) == 127 for ch in text):
         raise ApiError(400, f"{name} must not contain control characters")
     return text
 
@@ -184,7 +189,7 @@ def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
     if media_type == "application/json":
         try:
             data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ApiError(400, f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the JSON body must be an object of fields")
@@ -366,7 +371,7 @@ class DemoApp:
 
     def refresh_embedding(self, user_id: str, fields: Fields) -> dict[str, Any]:
         product_id = self._product_id(fields)
-        text = parse_text(fields, "text", required=True)
+        text = parse_text(fields, "text", required=True, multiline=True)
         started = time.perf_counter()
         vector = self.embed(text)
         embed_ms = (time.perf_counter() - started) * 1000
@@ -420,6 +425,9 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # A client that stalls mid-request holds only its own thread, and only this long.
     timeout = CONNECTION_TIMEOUT_S
+    # Headers and body leave in separate writes; with Nagle on, a keep-alive client's delayed
+    # ACK stalls every response by ~40 ms.
+    disable_nagle_algorithm = True
 
     @property
     def app(self) -> DemoApp:
@@ -455,7 +463,9 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             log.warning("Redis unreachable during %s %s: %s", method, path, exc)
             self.send_json(503, {"error": f"Redis is unreachable ({self.app.redis_description}); retry shortly"})
         except redis.ResponseError as exc:
-            status = 503 if "no such index" in str(exc).lower() else 500
+            # FT.SEARCH says "no such index", FT.INFO (first thing the page asks) "Unknown index name".
+            missing = any(words in str(exc).lower() for words in ("no such index", "unknown index name"))
+            status = 503 if missing else 500
             log.exception("Redis error on %s %s", method, path)
             message = (
                 "the search index is missing: POST /reset-index to rebuild it"
@@ -523,7 +533,11 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         if length > MAX_BODY_BYTES:
             self.close_connection = True
             raise ApiError(413, f"the body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise ApiError(408, f"the body did not arrive within {self.timeout} s") from None
         if len(body) < length:
             self.close_connection = True
             raise ApiError(400, f"the body ended after {len(body)} of {length} bytes")
