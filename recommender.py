@@ -388,6 +388,18 @@ def search_rows(response: Any) -> list[tuple[str, dict[str, str]]]:
     return rows
 
 
+def aggregate_rows(response: Any) -> list[dict[str, str]]:
+    """Field maps from FT.AGGREGATE: RESP2 [total, [field, value, ...], ...]; RESP3
+    {results: [{extra_attributes: {...}}]}. Like search_rows, the one place for both shapes."""
+    if isinstance(response, dict):
+        results = {_text(k): v for k, v in response.items()}.get("results", [])
+        return [
+            {_text(k): _text(v) for k, v in ({_text(k): v for k, v in r.items()}.get("extra_attributes") or {}).items()}
+            for r in results
+        ]
+    return [{_text(row[j]): _text(row[j + 1]) for j in range(0, len(row) - 1, 2)} for row in response[1:]]
+
+
 def info_dict(response: Any) -> dict[str, Any]:
     """FT.INFO as a dict with str keys: RESP3 gives a map (bytes keys), RESP2 a flat list."""
     if isinstance(response, dict):
@@ -772,16 +784,21 @@ class RedisRecommender:
             for key, fields in search_rows(response)
         ]
 
-    def _tag_values(self, field_name: str) -> list[str]:
-        return sorted(_text(v) for v in self.redis.execute_command("FT.TAGVALS", self.index_name, field_name))
+    def _distinct_values(self, field_name: str) -> list[str]:
+        """Distinct values of a TAG field over the indexed documents, as written.
+
+        FT.AGGREGATE GROUPBY rather than FT.TAGVALS: TAGVALS lower-cases ("urban loom") and
+        keeps values of deleted documents until Redis garbage-collects them.
+        """
+        response = self.redis.execute_command("FT.AGGREGATE", self.index_name, "*", "GROUPBY", "1", f"@{field_name}")
+        values = {fields.get(field_name, "") for fields in aggregate_rows(response)}
+        return sorted(v for v in values if v)
 
     def list_categories(self) -> list[str]:
-        """Distinct categories as indexed (FT.TAGVALS lower-cases them)."""
-        return self._tag_values("category")
+        return self._distinct_values("category")
 
     def list_brands(self) -> list[str]:
-        """Distinct brands as indexed (FT.TAGVALS lower-cases them)."""
-        return self._tag_values("brand")
+        return self._distinct_values("brand")
 
 
 def product_summary(product_id: str, fields: Mapping[str, str]) -> dict[str, Any]:

@@ -119,7 +119,9 @@ def test_index_info_and_listings(recommender: RedisRecommender) -> None:
     assert [p["price"] for p in products] == sorted(p["price"] for p in products)
     assert set(products[0]) == {"id", "name", "category", "brand", "price", "rating", "in_stock"}
     assert recommender.list_categories() == ["bags", "footwear", "outerwear", "tops"]
-    assert recommender.list_brands() == ["northpeak", "tidewater", "urban loom"]
+    assert recommender.list_brands() == ["Northpeak", "Tidewater", "Urban Loom"]
+    recommender.redis.delete(*[recommender.product_key(f"t{i:04d}") for i in range(12) if i % 3 == 1])
+    assert recommender.list_brands() == ["Northpeak", "Tidewater"], "values of deleted products are gone at once"
 
 
 # --- retrieval ------------------------------------------------------------------------------
