@@ -4,9 +4,9 @@ several users, bounded in time, then a check that no click and no session update
 By default it starts its own Redis with Search and its own demo server on free loopback
 ports, so one command measures a clean system:
 
-    .venv/bin/python bench/load.py                        # 16 clients, 30 s
-    .venv/bin/python bench/load.py --clients 4 --seconds 10
-    .venv/bin/python bench/load.py --url http://127.0.0.1:8084 --redis-url redis://127.0.0.1:6379
+    .venv/bin/python -m bench.load                        # 16 clients, 30 s
+    .venv/bin/python -m bench.load --clients 4 --seconds 10
+    .venv/bin/python -m bench.load --url http://127.0.0.1:8084 --redis-url redis://127.0.0.1:6379
 
 Traffic goes only to the loopback address it is given. Results: a table on stdout and
 bench/results/load.json.
@@ -15,32 +15,24 @@ bench/results/load.json.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import logging
-import os
-import platform
 import random
-import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from local_redis import LocalRedis, connect, free_port  # noqa: E402
-from recommender import RedisRecommender  # noqa: E402
+from bench.harness import RESULTS_DIR, JsonClient, check_loopback, machine, percentiles, start_demo_server, write_result
+from local_redis import LocalRedis, connect
+from recommender import RedisRecommender
 
 log = logging.getLogger("bench.load")
 
-RESULTS = ROOT / "bench" / "results" / "load.json"
+RESULTS = RESULTS_DIR / "load.json"
 POPULAR_QUERIES = [
     "insulated down jacket for cold weather",
     "comfortable shoes for trail running",
@@ -75,21 +67,11 @@ def fresh_query(rng: random.Random) -> str:
     return f"{rng.choice(ADJECTIVES)} {rng.choice(ADJECTIVES)} {rng.choice(ITEMS)} {rng.randrange(10**6)}"
 
 
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: dict | None) -> tuple[int, dict]:
-    payload = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if payload is not None else {}
-    conn.request(method, path, body=payload, headers=headers)
-    response = conn.getresponse()
-    data = response.read()
-    return response.status, json.loads(data) if data else {}
-
-
 def client_loop(
     base_url: str, users: list[str], product_ids: list[str], deadline: float, seed: int, tally: Tally
 ) -> None:
     rng = random.Random(seed)
-    parts = urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    client = JsonClient(base_url)
     kinds, weights = zip(*MIX, strict=True)
     while time.monotonic() < deadline:
         kind = rng.choices(kinds, weights)[0]
@@ -99,35 +81,21 @@ def client_loop(
             body = {"query": query, "k": 10, "use_session": True, "rerank": True, "user_id": user}
             if rng.random() < 0.5:
                 body |= {"in_stock_only": True, "max_price": 300}
-            call = ("POST", "/search", body)
+            status, data, elapsed_ms = client.call("POST", "/search", body)
         elif kind == "click":
-            call = ("POST", "/click", {"product_id": rng.choice(product_ids), "user_id": user})
+            product_id = rng.choice(product_ids)
+            status, data, elapsed_ms = client.call("POST", "/click", {"product_id": product_id, "user_id": user})
         else:
-            call = ("GET", f"/state?user_id={user}", None)
-        started = time.perf_counter()
-        try:
-            status, data = request(conn, *call)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            status, data = 0, {"error": f"{type(exc).__name__}: {exc}"}
-            conn.close()
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+            status, data, elapsed_ms = client.call("GET", f"/state?user_id={user}")
         if status == 200:
             tally.latencies[kind].append(elapsed_ms)
             if kind == "click":
-                tally.clicks[user].append((data["clicks"], call[2]["product_id"]))
+                tally.clicks[user].append((data["clicks"], product_id))
         else:
             tally.errors[kind] += 1
             if len(tally.error_samples) < 5:
                 tally.error_samples.append(f"{kind} -> {status}: {data.get('error')}")
-    conn.close()
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
+    client.close()
 
 
 def replay_session(recommender: RedisRecommender, product_ids: list[str]) -> np.ndarray | None:
@@ -165,20 +133,6 @@ def check_users(
     return report
 
 
-def start_own_server(redis_url: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "demo_server.py"), "--port", str(port), "--redis-url", redis_url,
-         "--index-name", "load:idx", "--key-prefix", "load:product:"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    for line in process.stderr:
-        if "listening on" in line:
-            threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
-            return process, f"http://127.0.0.1:{port}"
-    raise RuntimeError(f"the demo server did not start (exit code {process.wait()})")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16, help="concurrent client threads (default 16)")
@@ -186,15 +140,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=8, help="distinct user ids the clients share (default 8)")
     parser.add_argument("--url", help="an already running demo server (loopback only); default: start one")
     parser.add_argument("--redis-url", help="the Redis that server uses, for the lost-update check")
-    parser.add_argument("--index-name", default="load:idx", help="with --url: the server's --index-name")
-    parser.add_argument("--key-prefix", default="load:product:", help="with --url: the server's --key-prefix")
+    parser.add_argument("--index-name", default="bench:idx", help="with --url: the server's --index-name")
+    parser.add_argument("--key-prefix", default="bench:product:", help="with --url: the server's --key-prefix")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.url and not args.redis_url:
         parser.error("--url needs --redis-url too, for the lost-update check")
-    if args.url and urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
-        parser.error("the load test only targets a server on this machine (127.0.0.1)")
+    if args.url:
+        check_loopback(args.url)
     if not (1 <= args.clients <= 256 and 0 < args.seconds <= 600 and 1 <= args.users <= 1000):
         parser.error("--clients 1-256, --seconds up to 600, --users 1-1000")
     return args
@@ -205,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     local = None if args.url else LocalRedis().start()
     redis_url = args.redis_url or local.url
-    server, base_url = (None, args.url) if args.url else start_own_server(redis_url)
+    server = None if args.url else start_demo_server(redis_url)
+    base_url = args.url or server.url
     try:
         recommender = RedisRecommender(connect(redis_url), index_name=args.index_name, key_prefix=args.key_prefix)
         product_ids = [p["id"] for p in recommender.list_products(limit=10_000)]
@@ -246,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         users_report = check_users(recommender, clicks, reset_counts)
     finally:
         if server:
-            server.terminate()
-            server.wait(timeout=10)
+            server.stop()
         if local:
             local.stop()
 
@@ -281,16 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     for sample in samples:
         print("error sample:", sample)
     result = {
-        "command": "bench/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "command": "python -m bench.load " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
         "clients": args.clients, "seconds": round(elapsed, 2), "users": args.users,
         "repeated_query_share": REPEATED_SHARE, "mix": dict(MIX),
         "requests_ok": total_ok, "errors": total_errors, "requests_per_s": round(total_ok / elapsed, 1),
         "endpoints": endpoints, "users_report": users_report, "users_with_lost_updates": lost, "error_samples": samples,
     }  # fmt: skip
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return 1 if total_errors or lost else 0
 
 

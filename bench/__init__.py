@@ -1,0 +1,1 @@
+"""Benchmarks: scripts run from the repo root as `python -m bench.<name>`."""

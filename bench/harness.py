@@ -1,0 +1,128 @@
+"""What the HTTP benchmarks share: a demo server of their own on loopback, a keep-alive JSON
+client, percentiles, and the machine description stored with every result file."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from local_redis import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
+
+
+def write_result(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+def check_loopback(url: str) -> None:
+    if urlsplit(url).hostname not in LOOPBACK_HOSTS:
+        raise SystemExit(f"refusing to send load to {url}: benchmarks only target this machine (127.0.0.1)")
+
+
+class JsonClient:
+    """One keep-alive connection, like a browser tab: (status, JSON body, ms) per call."""
+
+    def __init__(self, base_url: str, timeout_s: float = 30) -> None:
+        check_loopback(base_url)
+        parts = urlsplit(base_url)
+        self._address = (parts.hostname, parts.port)
+        self._timeout = timeout_s
+        self._conn = http.client.HTTPConnection(*self._address, timeout=timeout_s)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict, float]:
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        started = time.perf_counter()
+        try:
+            self._conn.request(method, path, body=payload, headers=headers)
+            response = self._conn.getresponse()
+            data = response.read()
+            status, parsed = response.status, json.loads(data) if data else {}
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            self._conn.close()
+            self._conn = http.client.HTTPConnection(*self._address, timeout=self._timeout)
+            status, parsed = 0, {"error": f"{type(exc).__name__}: {exc}"}
+        return status, parsed, (time.perf_counter() - started) * 1000
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@dataclass
+class DemoProcess:
+    """A `demo_server.py` subprocess and what its start-up said about itself."""
+
+    process: subprocess.Popen
+    url: str
+    seconds_to_listening: float
+    startup_phases: dict[str, float] = field(default_factory=dict)
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+
+
+def start_demo_server(redis_url: str, extra_args: list[str] = ()) -> DemoProcess:
+    """Start the demo as a user would (a fresh Python process) and time it to 'listening on'."""
+    port = free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "demo_server.py"), "--port", str(port), "--redis-url", redis_url,
+         "--index-name", "bench:idx", "--key-prefix", "bench:product:", *extra_args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    phases: dict[str, float] = {}
+    for line in process.stderr:
+        if "ready in" in line:
+            phases = {name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+)s", line.split("ready in", 1)[1])}
+        if "listening on" in line:
+            seconds = time.perf_counter() - started
+            threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
+            return DemoProcess(process, f"http://127.0.0.1:{port}", seconds, phases)
+    raise RuntimeError(f"the demo server did not start (exit code {process.wait()})")
