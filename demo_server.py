@@ -17,6 +17,7 @@ import math
 import mimetypes
 import re
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -27,14 +28,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import numpy as np
 import redis
 
 from build_catalog import CatalogError, read_catalog
 from embeddings import LocalEmbedder, ModelNotFoundError
-from local_redis import LocalRedisError, SearchUnavailableError, open_redis
+from local_redis import LocalRedisError, SearchUnavailableError, open_bundled, open_redis
 from recommender import RedisRecommender
 
 log = logging.getLogger("demo_server")
@@ -151,6 +152,10 @@ def parse_text(
         raise ApiError(400, f"{name} is too long ({len(text)} characters; at most {max_chars})")
     if any((ord(ch) < 32 and not (multiline and ch in "\t\n\r")) or ord(ch) == 127 for ch in text):
         raise ApiError(400, f"{name} must not contain control characters")
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 encoder (Redis, the
+        # tokenizer) accepts: refused here rather than failing deep inside as a 500.
+        raise ApiError(400, f"{name} must be valid Unicode text (it contains a lone surrogate)")
     return text
 
 
@@ -297,7 +302,7 @@ class DemoApp:
             "affinities": dict(sorted(features["affinities"].items(), key=lambda kv: (-kv[1], kv[0]))),
             "has_session_vec": session is not None,
             "session_vec_dim": int(session.shape[0]) if session is not None else 0,
-            "recent_clicks": [{"id": pid, "name": known.get(pid, {}).get("name", pid)} for pid in recent_ids],
+            "recent_clicks": [{"id": pid, "name": known.get(pid, {}).get("name") or pid} for pid in recent_ids],
         }
 
     def state(self, user_id: str, fields: Fields) -> dict[str, Any]:
@@ -350,7 +355,7 @@ class DemoApp:
             result = self.recommender.record_click(user_id, product_id)
         except KeyError:
             raise ApiError(404, f"no product with id {product_id!r}") from None
-        name = self.recommender.get_products([product_id]).get(product_id, {}).get("name", product_id)
+        name = self.recommender.get_products([product_id]).get(product_id, {}).get("name") or product_id
         return {
             "category": result["category"],
             "affinity": result["affinity"],
@@ -405,14 +410,35 @@ API_ROUTES: dict[str, Route] = {
 }
 
 
+def split_target(target: str) -> SplitResult:
+    """The request target's parts. urllib refuses some absolute URIs (`GET http://[/state`):
+    that is the client's 400, not an exception that drops the connection unanswered."""
+    try:
+        return urlsplit(target)
+    except ValueError:
+        raise ApiError(400, "the request target is not a valid URL") from None
+
+
+def origin_netloc(origin: str) -> str | None:
+    """host[:port] of an Origin header; None for one urllib cannot parse, which is never ours."""
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
+
+
 def static_file(url_path: str) -> Path:
     """The file under static/ that a /static/... path names; anything that would leave the
     folder (.., encoded or not, absolute paths, links out) is a 404."""
     relative = unquote(url_path[len("/static/") :])
     if not relative or "\x00" in relative or relative.startswith(("/", "\\")) or ".." in Path(relative).parts:
         raise ApiError(404, "no such file")
-    path = (STATIC_DIR / relative).resolve()
-    if not path.is_relative_to(STATIC_DIR.resolve()) or not path.is_file():
+    try:
+        path = (STATIC_DIR / relative).resolve()
+        found = path.is_relative_to(STATIC_DIR.resolve()) and path.is_file()
+    except OSError:  # a name the file system refuses, e.g. longer than NAME_MAX
+        found = False
+    if not found:
         raise ApiError(404, "no such file")
     return path
 
@@ -451,9 +477,10 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
 
     def handle_request(self, method: str) -> None:
         started = time.perf_counter()
-        path = urlsplit(self.path).path
+        path = self.path
         status = 500
         try:
+            path = split_target(self.path).path
             status = self.dispatch(method, path)
         except ApiError as exc:
             status = exc.status
@@ -497,7 +524,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.check_same_origin()
             fields = parse_body(self.headers.get("Content-Type", ""), self.read_body())
         else:
-            fields = {name: values[-1] for name, values in parse_qs(urlsplit(self.path).query).items()}
+            fields = {name: values[-1] for name, values in parse_qs(split_target(self.path).query).items()}
         user_id = self.resolve_user(fields)
         payload = route.endpoint(self.app, user_id, fields)
         self.send_json(200, payload)
@@ -510,7 +537,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         if site and site not in ("same-origin", "none"):
             raise ApiError(403, "cross-site requests are refused: use the demo page itself")
         origin = self.headers.get("Origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != self.headers.get("Host", ""):
+        if origin and origin != "null" and origin_netloc(origin) != self.headers.get("Host", ""):
             raise ApiError(403, "cross-origin requests are refused: use the demo page itself")
         if origin == "null":
             raise ApiError(403, "requests from an opaque origin are refused")
@@ -629,14 +656,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Serve the real-time recommendation demo: the page and its JSON API.",
         epilog="Redis: --redis-url, else REDIS_URL, else a Redis with Search on localhost:6379, "
-        "else the bundled Redis with Search (data kept in .redis-data/).",
+        "else the bundled Redis with Search (data kept in .redis-data/). --data-dir picks the bundled one directly.",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; the demo has no authentication)"
     )
     parser.add_argument("--port", type=int, default=8084, help="port to listen on (default 8084)")
-    parser.add_argument(
+    redis_choice = parser.add_mutually_exclusive_group()
+    redis_choice.add_argument(
         "--redis-url", help="your Redis with Search, e.g. redis://:password@host:6379 or rediss:// for TLS"
+    )
+    redis_choice.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="use the bundled Redis with Search and keep its data (append-only file) in this folder; "
+        "REDIS_URL and localhost:6379 are then not tried (without this flag the bundled Redis, "
+        "when it is the one used, keeps its data in .redis-data/)",
     )
     parser.add_argument("--index-name", default="recommend:idx", help="the Search index name (default recommend:idx)")
     parser.add_argument("--key-prefix", default="product:", help="key prefix of product hashes (default product:)")
@@ -663,7 +699,10 @@ def start(args: argparse.Namespace) -> tuple[DemoServer, Any]:
         raise ValueError(f"--topk must be between 1 and {MAX_K}")
     timings = {}
     t0 = time.perf_counter()
-    client, local = open_redis(args.redis_url, data_dir=DEFAULT_DATA_DIR)
+    if args.data_dir is not None:
+        client, local = open_bundled(args.data_dir)
+    else:
+        client, local = open_redis(args.redis_url, data_dir=DEFAULT_DATA_DIR)
     timings["redis"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     embedder = LocalEmbedder(args.model)
@@ -689,6 +728,13 @@ def start(args: argparse.Namespace) -> tuple[DemoServer, Any]:
         count, args.index_name, ", ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items()),
     )  # fmt: skip
     return server, local
+
+
+def stop_serving(signum: int, frame: Any) -> None:
+    """SIGTERM (kill, systemd) and SIGINT end serve_forever the same way, so the bundled Redis
+    is shut down cleanly either way. Installed explicitly because a demo started in the
+    background by a script inherits SIGINT as ignored."""
+    raise KeyboardInterrupt
 
 
 def warn_if_exposed(host: str) -> None:
@@ -725,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     warn_if_exposed(args.host)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_serving)
     host, port = server.server_address[:2]
     log.info("listening on http://%s:%d", host, port)
     try:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +82,20 @@ def has_search(client: redis.Redis) -> bool:
 
 def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
     """Connect to a user's Redis (redis://, rediss:// with TLS, passwords in the URL) and
-    fail fast, with the fix in the message, when it cannot serve FT.SEARCH."""
+    fail fast, with the fix in the message, when it cannot serve FT.SEARCH.
+
+    No command is retried, so a Redis that is down fails a command at once and a hung one
+    after timeout_s: redis-py's Redis() default (10 retries with backoff) would turn a 2 s
+    timeout into ~25 s, and re-sending a click script whose reply was lost could count the
+    click twice. Stale pooled connections after a Redis restart need no retry: the pool
+    replaces them when it hands them out."""
     client = redis.Redis.from_url(
         url,
         decode_responses=False,
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
         health_check_interval=10,
+        retry=Retry(NoBackoff(), 0),
     )
     client.ping()
     if not has_search(client):
@@ -133,16 +142,20 @@ def _is_redis_process(pid: int) -> bool:
 
 
 class LocalRedis:
-    """One redis-server with the Search module, bound to 127.0.0.1 on a free port.
+    """One redis-server with the Search module, bound to 127.0.0.1 on a free port, or on
+    `port` when given (so a stopped server can come back where its clients look for it).
 
     persistent=True (the demo) keeps an append-only file in data_dir so users, clicks and
     refreshed embeddings survive a restart; persistent=False (tests) writes nothing to disk.
     """
 
-    def __init__(self, data_dir: Path | str | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path | str | None = None, *, persistent: bool = False, port: int | None = None
+    ) -> None:
         self._owns_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="redis-search-"))
         self.persistent = persistent
+        self.fixed_port = port
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
 
@@ -168,7 +181,9 @@ class LocalRedis:
                 self._launch(server, module)
                 break
             except LocalRedisError as exc:
-                if "Address already in use" not in str(exc) or attempt == 2:
+                # Another process may take a free port between free_port() and the bind: pick
+                # another. A port the caller chose is theirs to sort out.
+                if "Address already in use" not in str(exc) or self.fixed_port is not None or attempt == 2:
                     raise
                 log.warning("port %s was taken meanwhile; retrying on another", self.port)
         (self.data_dir / PORT_FILE).write_text(str(self.port))
@@ -177,7 +192,7 @@ class LocalRedis:
 
     def _launch(self, server: Path, module: Path) -> None:
         (self.data_dir / "redis.log").unlink(missing_ok=True)
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "everysec"]
             if self.persistent
@@ -286,10 +301,9 @@ def running_bundled_url(data_dir: Path) -> str | None:
 
 def open_redis(url: str | None, *, data_dir: Path, try_default: bool = True) -> tuple[redis.Redis, LocalRedis | None]:
     """The server's and the CLI's way to get a Redis with Search, in the documented order:
-    an explicit URL (or REDIS_URL), else localhost:6379 if it answers with Search, else the
-    bundled server on data_dir: the one another process of ours already runs there (never
-    stopped from under it), or a new one. Returns the client and, when we started it,
-    the LocalRedis that owns the process."""
+    an explicit URL (or REDIS_URL), else localhost:6379 if it answers with Search, else
+    open_bundled(data_dir). Returns the client and, when we started it, the LocalRedis that
+    owns the process."""
     url = url or os.environ.get("REDIS_URL")
     if url:
         return connect(url), None
@@ -300,6 +314,13 @@ def open_redis(url: str | None, *, data_dir: Path, try_default: bool = True) -> 
             log.info("no Redis at %s; starting the bundled Redis with Search", DEFAULT_LOCAL_URL)
         except SearchUnavailableError:
             log.warning("the Redis at %s has no Search module; starting the bundled one instead", DEFAULT_LOCAL_URL)
+    return open_bundled(data_dir)
+
+
+def open_bundled(data_dir: Path) -> tuple[redis.Redis, LocalRedis | None]:
+    """The bundled server on data_dir and nothing else: the one another process of ours
+    already runs there (never stopped from under it), or a new one; the LocalRedis is
+    returned only when we started it."""
     shared = running_bundled_url(data_dir)
     if shared:
         log.info("using the bundled Redis already running on %s (%s)", data_dir, shared)

@@ -407,19 +407,48 @@ def info_dict(response: Any) -> dict[str, Any]:
     return {_text(response[i]): response[i + 1] for i in range(0, len(response) - 1, 2)}
 
 
+# Data problems already logged: the page asks /state after every click, so logging a broken
+# product on every read would bury the log in repeats of one line.
+_reported_problems: set[str] = set()
+
+
+def _report_once(message: str) -> None:
+    if message not in _reported_problems:
+        _reported_problems.add(message)
+        log.warning("%s", message)
+
+
+def product_display_fields(product_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    """The PRODUCT_FIELDS of one stored product as shown to users. A missing or garbled field
+    (a price of "abc", an in_stock of "maybe") is shown as empty, 0 or false, so one bad hash
+    cannot break a page of results, and is logged once, so the corrupt data gets noticed."""
+    problems = [f"lacks {name}" for name in PRODUCT_FIELDS if name not in fields]
+    numbers = {name: _float(fields.get(name), default=math.nan) for name in PRODUCT_NUMERIC_FIELDS}
+    problems += [
+        f"has {name} {fields[name]!r}, not a finite number"
+        for name, number in numbers.items()
+        if name in fields and math.isnan(number)
+    ]
+    in_stock = fields.get("in_stock", "").lower()
+    if "in_stock" in fields and in_stock not in ("true", "false"):
+        problems.append(f"has in_stock {fields['in_stock']!r}, neither true nor false")
+    for problem in problems:
+        _report_once(f"product {product_id!r} {problem}; shown as empty, 0 or false")
+    return {
+        "name": fields.get("name", ""),
+        "description": fields.get("description", ""),
+        "category": fields.get("category", ""),
+        "brand": fields.get("brand", ""),
+        **{name: 0.0 if math.isnan(number) else number for name, number in numbers.items()},
+        "in_stock": in_stock == "true",
+    }
+
+
 def candidate_from_row(key: str, fields: Mapping[str, str], key_prefix: str) -> Candidate:
     distance = _float(fields.get(SCORE_FIELD), default=2.0)
+    product_id = key[len(key_prefix) :] if key.startswith(key_prefix) else key
     return Candidate(
-        id=key[len(key_prefix) :] if key.startswith(key_prefix) else key,
-        name=fields.get("name", ""),
-        description=fields.get("description", ""),
-        category=fields.get("category", ""),
-        brand=fields.get("brand", ""),
-        price=_float(fields.get("price")),
-        rating=_float(fields.get("rating")),
-        in_stock=fields.get("in_stock", "").lower() == "true",
-        vector_distance=distance,
-        score=distance,
+        id=product_id, **product_display_fields(product_id, fields), vector_distance=distance, score=distance
     )
 
 
@@ -573,9 +602,19 @@ class RedisRecommender:
 
     def index_info(self) -> dict[str, Any]:
         info = info_dict(self.redis.execute_command("FT.INFO", self.index_name))
+        failures = int(_float(info.get("hash_indexing_failures")))
+        if failures:
+            # A hash the index refuses (a price of "abc", a vector of the wrong size) silently
+            # drops out of every search; FT.INFO keeps the last culprit, so name it.
+            errors = info_dict(info.get("Index Errors") or [])
+            _report_once(
+                f"index {self.index_name}: {failures} product hash(es) could not be indexed and are left out of "
+                f"searches; the last: {_text(errors.get('last indexing error key'))} "
+                f"({_text(errors.get('last indexing error'))})"
+            )
         return {
             "num_docs": int(_float(info.get("num_docs"))),
-            "indexing_failures": int(_float(info.get("hash_indexing_failures"))),
+            "indexing_failures": failures,
             "vector_index_size_mb": round(_float(info.get("vector_index_sz_mb")), 4),
             "percent_indexed": _float(info.get("percent_indexed"), default=1.0),
         }
@@ -764,7 +803,7 @@ class RedisRecommender:
             pipe.hmget(self.product_key(pid), *PRODUCT_FIELDS)
         found = {}
         for pid, values in zip(product_ids, pipe.execute(), strict=True):
-            if values[0] is None:
+            if all(v is None for v in values):  # no such key; a hash that lacks a field still exists
                 continue
             fields = {name: _text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True) if v is not None}
             found[pid] = product_summary(pid, fields)
@@ -802,12 +841,7 @@ class RedisRecommender:
 
 
 def product_summary(product_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
-    return {
-        "id": product_id,
-        "name": fields.get("name", ""),
-        "category": fields.get("category", ""),
-        "brand": fields.get("brand", ""),
-        "price": _float(fields.get("price")),
-        "rating": _float(fields.get("rating")),
-        "in_stock": fields.get("in_stock", "").lower() == "true",
-    }
+    """A product as lists show it: the display fields without the long description."""
+    shown = product_display_fields(product_id, fields)
+    del shown["description"]
+    return {"id": product_id, **shown}
