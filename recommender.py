@@ -49,11 +49,15 @@ TAG_SEPARATOR = ","
 # affinity and the click count, remember the last click. A client-side read-modify-write
 # would let two clicks read the same session vector and one of them be lost.
 #
+# Everything is read and computed before the first write: Redis does not roll a script back,
+# so a failure half-way would leave a half-applied click. Counters that hold junk restart at
+# 0 (reported back as `repaired`) instead of failing after the session vector was written.
+#
 # KEYS: product hash, user features hash, user recent-clicks list
 # ARGV: alpha, affinity step, dim, product id, recent clicks kept, field names...
 RECORD_CLICK_LUA = """
 local product, features, recent = KEYS[1], KEYS[2], KEYS[3]
-local alpha, step, dim = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local alpha, step, dim = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local product_id, keep = ARGV[4], tonumber(ARGV[5])
 local emb_field, session_field, aff_prefix = ARGV[6], ARGV[7], ARGV[8]
 local clicks_field, last_id_field, last_cat_field = ARGV[9], ARGV[10], ARGV[11]
@@ -64,12 +68,27 @@ end
 local item = redis.call('HMGET', product, emb_field, 'category')
 local blob, category = item[1], item[2]
 if not category or category == '' then category = 'unknown' end
+local aff_field = aff_prefix .. category
 
-local session_updated = 0
+local function finite(raw)
+  local n = tonumber(raw)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
+  return n
+end
+local current = redis.call('HMGET', features, session_field, clicks_field, aff_field)
+local repaired = 0
+local clicks = finite(current[2])
+if current[2] and not clicks then repaired = 1 end
+clicks = math.floor(clicks or 0) + 1
+local affinity = finite(current[3])
+if current[3] and not affinity then repaired = 1 end
+affinity = string.format('%.17g', (affinity or 0) + step)
+
+local session = nil
 if blob and #blob == dim * 4 then
   local fmt = '<' .. string.rep('f', dim)
   local v = {struct.unpack(fmt, blob)}
-  local previous = redis.call('HGET', features, session_field)
+  local previous = current[1]
   if previous and #previous == dim * 4 then
     local p = {struct.unpack(fmt, previous)}
     for i = 1, dim do v[i] = alpha * v[i] + (1 - alpha) * p[i] end
@@ -77,19 +96,18 @@ if blob and #blob == dim * 4 then
   local norm = 0
   for i = 1, dim do norm = norm + v[i] * v[i] end
   norm = math.sqrt(norm)
-  if norm > 0 then
+  if norm > 0 and norm == norm and norm ~= math.huge then
     for i = 1, dim do v[i] = v[i] / norm end
-    redis.call('HSET', features, session_field, struct.pack(fmt, unpack(v, 1, dim)))
-    session_updated = 1
+    session = struct.pack(fmt, unpack(v, 1, dim))
   end
 end
 
-local affinity = redis.call('HINCRBYFLOAT', features, aff_prefix .. category, step)
-local clicks = redis.call('HINCRBY', features, clicks_field, 1)
-redis.call('HSET', features, last_id_field, product_id, last_cat_field, category)
+if session then redis.call('HSET', features, session_field, session) end
+redis.call('HSET', features, aff_field, affinity, clicks_field, clicks,
+           last_id_field, product_id, last_cat_field, category)
 redis.call('LPUSH', recent, product_id)
 redis.call('LTRIM', recent, 0, keep - 1)
-return {category, affinity, clicks, session_updated}
+return {category, affinity, clicks, session and 1 or 0, repaired}
 """
 
 # Replace one item's vector only if the item still exists: HSET alone would resurrect a
@@ -728,7 +746,7 @@ class RedisRecommender:
         if not 0.0 < ewma_alpha <= 1.0:
             raise ValueError("ewma_alpha must be in (0, 1]")
         try:
-            category, affinity, clicks, session_updated = self._record_click(
+            category, affinity, clicks, session_updated, repaired = self._record_click(
                 keys=[self.product_key(product_id), self.features_key(user_id), self.recent_clicks_key(user_id)],
                 args=[
                     repr(float(ewma_alpha)), repr(float(affinity_step)), self.vector_dim, product_id, RECENT_CLICKS_KEPT,
@@ -740,6 +758,8 @@ class RedisRecommender:
             if "NOPRODUCT" in str(exc):
                 raise KeyError(product_id) from None
             raise
+        if repaired:
+            log.warning("user %s: clicks or an affinity held a non-number and was restarted from 0", user_id)
         if not session_updated:
             log.warning(
                 "product %s has no valid %d-d embedding: click counted, session vector unchanged",

@@ -555,3 +555,21 @@ def test_query_settings_keep_results_exact_on_a_small_index(redis_client: redis.
 def test_bad_index_settings_are_refused(redis_client: redis.Redis, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         RedisRecommender(redis_client, **kwargs)
+
+
+def test_click_over_junk_counters_repairs_them_instead_of_half_applying(
+    recommender: RedisRecommender, catalog: list[dict], caplog
+) -> None:
+    """Redis never rolls a script back: a failure after the session write would leave a click
+    half-applied. Junk counters restart from zero, and the whole click lands."""
+    product = catalog[0]
+    key = recommender.features_key("u1")
+    recommender.redis.hset(key, mapping={"clicks": "lots", f"aff:{product['category']}": "nan", "aff:other": "2"})
+    with caplog.at_level(logging.WARNING):
+        result = recommender.record_click("u1", product["id"])
+    assert result["clicks"] == 1 and result["affinity"] == 1.0 and result["session_updated"]
+    features = recommender.get_user_features("u1")
+    assert features["clicks"] == 1 and features["affinities"] == {product["category"]: 1.0, "other": 2.0}
+    assert np.allclose(features["session_vec"], product["embedding"], atol=1e-6)
+    assert "non-number" in caplog.text
+    assert recommender.record_click("u1", product["id"], affinity_step=0.5)["affinity"] == 1.5
