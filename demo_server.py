@@ -722,7 +722,12 @@ def start(args: argparse.Namespace) -> tuple[DemoServer, Any]:
     t0 = time.perf_counter()
     count = app.ensure_index() if args.no_reset else app.seed()
     timings["seed"] = time.perf_counter() - t0
-    server = DemoServer((args.host, args.port), app)
+    try:
+        server = DemoServer((args.host, args.port), app)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. Try another --port."
+        ) from None
     log.info(
         "%d products in %s; ready in %s",
         count, args.index_name, ", ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items()),
@@ -764,11 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         print(f"error: cannot reach Redis: {exc}. Check --redis-url / REDIS_URL.", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(
-            f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. Try another --port.",
-            file=sys.stderr,
-        )
+    except OSError as exc:  # the data dir, the catalog's folder, ...: say which file and why
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     warn_if_exposed(args.host)
     for signum in (signal.SIGINT, signal.SIGTERM):
