@@ -44,11 +44,33 @@ def recommender(redis_client: redis.Redis) -> RedisRecommender:
     return rec
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One private ONNX export cache for the whole session, inherited by the demo servers the
+    tests start as subprocesses: the export runs once (a few seconds), and the user's
+    ~/.cache is never written."""
+    from embeddings import ONNX_CACHE_ENV
+
+    root = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ONNX_CACHE_ENV, str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
 def embedder():
+    """The reference: sentence-transformers on torch."""
     from embeddings import LocalEmbedder
 
     return LocalEmbedder()
+
+
+@pytest.fixture(scope="session")
+def onnx_embedder():
+    """What the demo server runs by default: the same model through onnxruntime."""
+    from embeddings import LocalEmbedder
+
+    return LocalEmbedder(backend="onnx")
 
 
 def unit_vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
@@ -93,10 +115,10 @@ def server_redis() -> Iterator[LocalRedis]:
 
 
 @pytest.fixture(scope="session")
-def demo_app(server_redis: LocalRedis, embedder, catalog: dict):
+def demo_app(server_redis: LocalRedis, onnx_embedder, catalog: dict):
     from demo_server import DemoApp
 
-    app = DemoApp(RedisRecommender(connect(server_redis.url)), embedder, catalog, redis_description="test Redis")
+    app = DemoApp(RedisRecommender(connect(server_redis.url)), onnx_embedder, catalog, redis_description="test Redis")
     app.seed()
     return app
 

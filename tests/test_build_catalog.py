@@ -354,3 +354,14 @@ def test_cli_bad_input_exits_2_without_a_traceback(tmp_path: Path) -> None:
     assert "line 3: in_stock must be one of true/false/yes/no/1/0, got 'perhaps'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not output.exists()
+
+
+def test_onnx_backend_builds_the_same_catalog(tmp_path: Path) -> None:
+    """The faster backend is a drop-in for large catalogs: same products, same vectors."""
+    torch_out, onnx_out = tmp_path / "torch.json", tmp_path / "onnx.json"
+    assert main(["--input", str(EXAMPLE_JSONL), "--output", str(torch_out)]) == 0
+    assert main(["--input", str(EXAMPLE_JSONL), "--output", str(onnx_out), "--embedding-backend", "onnx"]) == 0
+    torch_catalog, onnx_catalog = read_catalog(torch_out), read_catalog(onnx_out)
+    assert onnx_catalog["model"] == torch_catalog["model"]
+    difference = np.abs(catalog_vectors(onnx_catalog) - catalog_vectors(torch_catalog)).max()
+    assert difference < 1e-6, difference

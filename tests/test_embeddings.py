@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,21 +90,6 @@ def catalog_texts() -> list[str]:
 
 def agreement_texts() -> list[str]:
     return catalog_texts() + QUERIES + SPECIAL_TEXTS + long_texts()
-
-
-@pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private export cache for the session, so tests never write to the user's ~/.cache and
-    always test a fresh export (a few seconds, once)."""
-    root = tmp_path_factory.mktemp("onnx-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(ONNX_CACHE_ENV, str(root))
-        yield root
-
-
-@pytest.fixture(scope="session")
-def onnx_embedder(onnx_cache: Path) -> LocalEmbedder:
-    return LocalEmbedder(backend="onnx")
 
 
 @pytest.fixture(params=["torch", "onnx"])

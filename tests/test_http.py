@@ -46,7 +46,7 @@ USER_KEYS = {
     "session_vec_dim",
     "recent_clicks",
 }
-INDEX_KEYS = {"num_docs", "indexing_failures", "vector_index_size_mb", "index_name", "model"}
+INDEX_KEYS = {"num_docs", "indexing_failures", "vector_index_size_mb", "index_name", "model", "embedding_backend"}
 PRODUCT_KEYS = {"id", "name", "category", "brand", "price", "rating", "in_stock"}
 SEARCH_KEYS = {
     "candidates",

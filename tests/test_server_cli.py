@@ -37,6 +37,12 @@ FLAGS = (
     "--topk",
     "--no-reset",
     "--model",
+    "--embedding-backend",
+    "--data-dir",
+    "--ef-runtime",
+    "--hybrid-policy",
+    "--hnsw-m",
+    "--hnsw-ef-construction",
 )
 INDEX_NAME = "cli:idx"
 KEY_PREFIX = "cli:product:"
