@@ -12,11 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import redis
 
 from local_redis import free_port
 
@@ -26,7 +29,10 @@ RESULTS_DIR = ROOT / "bench" / "results"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def machine() -> dict:
+def machine(client: redis.Redis | None = None) -> dict[str, Any]:
+    """What ran a benchmark. The load average says whether other work competed for the cores:
+    figures are comparable only when it is well under the core count. With a client, the Redis
+    and module versions too."""
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -35,19 +41,35 @@ def machine() -> dict:
         ),
         platform.processor(),
     )
-    return {
-        "cpus": os.cpu_count(),
+    info = {
+        "nproc": os.cpu_count(),
         "cpu_model": cpu,
         "python": platform.python_version(),
-        "platform": platform.platform(),
+        "os": platform.platform(),
+        "numpy": np.__version__,
+        "redis_py": redis.__version__,
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
     }
+    if client is not None:
+        info["redis_version"] = client.info("server")["redis_version"]
+        for module in client.execute_command("MODULE", "LIST"):
+            fields = module if isinstance(module, dict) else dict(zip(module[::2], module[1::2], strict=True))
+            version = int(fields[b"ver"])
+            info[f"module_{fields[b'name'].decode()}"] = f"{version // 10000}.{version // 100 % 100}.{version % 100}"
+    return info
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
+def percentiles(values_ms: Sequence[float] | np.ndarray) -> dict[str, float]:
+    if len(values_ms) == 0:
+        return {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0}
+    p50, p95, p99 = np.percentile(values_ms, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3)}
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process, from the kernel: what a model or a server really costs."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
 
 def write_result(path: Path, result: dict) -> None:
@@ -100,8 +122,7 @@ class DemoProcess:
     startup_phases: dict[str, float] = field(default_factory=dict)
 
     def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+        return rss_mb(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'endpoint':<8} {'ok':>7} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for kind, row in endpoints.items():
         print(
-            f"{kind:<8} {row['ok']:>7} {row['errors']:>7} {row['rps']:>8} {row['p50']:>8} {row['p95']:>8} {row['p99']:>8}"
+            f"{kind:<8} {row['ok']:>7} {row['errors']:>7} {row['rps']:>8} {row['p50_ms']:>8} {row['p95_ms']:>8} {row['p99_ms']:>8}"
         )
     print(f"users checked: {len(users_report)}; users with lost clicks or session updates: {len(lost)}")
     for sample in samples:
