@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         default="torch",
         help="torch (default: sentence-transformers, the reference, so the committed catalog.json is "
-        "reproducible byte for byte) or onnx (about 2.5x the texts/s, vectors equal to torch's within "
+        "reproducible byte for byte) or onnx (2-2.4x the texts/s, vectors equal to torch's within "
         "1e-6: use it for large catalogs)",
     )
     parser.add_argument(
