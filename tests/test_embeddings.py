@@ -32,33 +32,8 @@ from embeddings import (
 REPO = Path(__file__).resolve().parent.parent
 HEAVY_MODULES = ("torch", "transformers", "sentence_transformers")
 
-QUERIES = [
-    "insulated down jacket for cold weather",
-    "something to keep me dry on a hike",
-    "waterproof hiking boots",
-    "lightweight running shoes for trails",
-    "a gift for a coffee lover",
-    "warm wool socks",
-    "backpack for a weekend trip",
-    "breathable t-shirt for the gym",
-    "leather belt",
-    "stainless steel water bottle",
-    "rain jacket under 200 dollars",
-    "comfortable sneakers for walking all day",
-    "sunglasses for the beach",
-    "cozy sweater for autumn",
-    "kitchen knife set",
-    "yoga mat that does not slip",
-    "travel duffel bag",
-    "ski gloves",
-    "a hat for the sun",
-    "something for my dad who likes fishing",
-    "cheap but good headphones",
-    "shorts",
-    "jacket",
-    "what should I wear to climb a mountain in winter?",
-    "tent for two people",
-]
+# Shopper-style queries, shared with bench/embed.py.
+QUERIES = (REPO / "data" / "sample_queries.txt").read_text().splitlines()
 
 SPECIAL_TEXTS = [
     "",
