@@ -263,6 +263,10 @@ def _check_literal(name: str, value: str) -> str:
         raise ValueError(f"{name} must be a string")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError(f"{name} contains control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: Redis only takes valid UTF-8
+        raise ValueError(f"{name} is not valid Unicode text (it contains a lone surrogate)") from None
     return value
 
 

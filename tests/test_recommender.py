@@ -204,7 +204,7 @@ def test_hostile_text_match_is_one_literal_phrase(
 
 
 @pytest.mark.parametrize("field", ["category", "brand"])
-@pytest.mark.parametrize("value", ["", "   ", "a\x00b"])
+@pytest.mark.parametrize("value", ["", "   ", "a\x00b", "a\ud800b"])
 def test_unusable_tag_values_are_refused_clearly(recommender: RedisRecommender, field: str, value: str) -> None:
     with pytest.raises(ValueError, match=field):
         recommender.candidate_retrieve(unit_vectors(1)[0], **{field: value})
