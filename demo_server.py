@@ -36,7 +36,7 @@ import redis
 from build_catalog import CatalogError, positive_int, read_catalog
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedisError, SearchUnavailableError, open_bundled, open_redis
-from recommender import DEFAULT_EF_RUNTIME, HYBRID_POLICIES, RedisRecommender
+from recommender import DEFAULT_EF_RUNTIME, HYBRID_POLICIES, RedisRecommender, field_problem
 
 log = logging.getLogger("demo_server")
 
@@ -356,14 +356,16 @@ class DemoApp:
             result = self.recommender.record_click(user_id, product_id)
         except KeyError:
             raise ApiError(404, f"no product with id {product_id!r}") from None
-        name = self.recommender.get_products([product_id]).get(product_id, {}).get("name") or product_id
+        user = self.user_state(user_id)
+        # The click is the newest recent click, whose name user_state has just looked up.
+        name = next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id)
         return {
             "category": result["category"],
             "affinity": result["affinity"],
             "clicks": result["clicks"],
             "last_clicked_id": result["last_clicked_id"],
             "name": name,
-            "user": self.user_state(user_id),
+            "user": user,
         }
 
     def reset_user(self, user_id: str, fields: Fields) -> dict[str, Any]:
@@ -390,8 +392,9 @@ class DemoApp:
     @staticmethod
     def _product_id(fields: Fields) -> str:
         product_id = parse_text(fields, "product_id", required=True, max_chars=128)
-        if any(ch.isspace() for ch in product_id):
-            raise ApiError(400, "product_id must not contain spaces")
+        problem = field_problem("id", product_id)
+        if problem:
+            raise ApiError(400, f"product_{problem}")
         return product_id
 
 
