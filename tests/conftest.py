@@ -116,7 +116,7 @@ def server_redis() -> Iterator[LocalRedis]:
 
 @pytest.fixture(scope="session")
 def demo_app(server_redis: LocalRedis, onnx_embedder, catalog: dict):
-    from demo_server import DemoApp
+    from demo_api import DemoApp
 
     app = DemoApp(RedisRecommender(connect(server_redis.url)), onnx_embedder, catalog, redis_description="test Redis")
     app.seed()

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from test_http import Reply, get_state, post
 from test_reliability import serving
 
-from demo_server import DemoApp
+from demo_api import DemoApp
 from local_redis import LocalRedis, connect
 from recommender import RedisRecommender
 

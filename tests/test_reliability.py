@@ -31,7 +31,8 @@ import pytest
 from test_http import Reply, call, first_in, get_state, post, raw_exchange
 from test_server_cli import ROOT, SERVER, ServedDemo
 
-from demo_server import DemoApp, DemoRequestHandler, DemoServer, build_parser, warn_if_exposed
+from demo_api import DemoApp
+from demo_server import DemoRequestHandler, DemoServer, build_parser, warn_if_exposed
 from local_redis import LocalRedis, connect, free_port, running_bundled_url
 from recommender import EMBEDDING_FIELD, SESSION_VEC_FIELD, RedisRecommender
 
