@@ -17,16 +17,17 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import hashlib
 import io
 import json
 import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ import numpy as np
 import redis
 from tqdm import tqdm
 
-from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError
+from atomic_file import refuse_unless_regular, write_text_atomic
+from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError, normalize_rows, same_model
 from local_redis import LocalRedisError, SearchUnavailableError, open_redis, redact
 from recommender import RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
 
@@ -52,6 +54,16 @@ LOAD_BATCH_SIZE = 100
 TEXT_FIELDS = ("id", "name", "description", "category", "brand")
 PRODUCT_FIELDS = (*TEXT_FIELDS, "price", "rating", "in_stock")
 CSV_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+# One size limit for both input formats and for catalogs: a text field (a description is a
+# paragraph, not a document) and a line (a JSONL line, a CSV row), which bounds what is parsed
+# before any field is looked at. A JSON line can spell a character as a 6-character escape.
+MAX_FIELD_CHARS = 10_000
+MAX_LINE_CHARS = 100_000
+MAX_REPORTED_LINES = 20
+# check_catalog_vectors: below this mean cosine a catalog was made by another model; from this
+# minimum up, by the same model on an equivalent runtime.
+DIFFERENT_MODEL_MEAN_COSINE = 0.98
+EXACT_MIN_COSINE = 0.995
 
 # (line number, message) and (line number, raw fields): line numbers travel with the data
 # so that problems found at different stages can still be reported in file order.
@@ -72,17 +84,34 @@ class CatalogError(Exception):
 # --- reading and checking the input: text in, products or problems out ---------------------
 
 
+def too_long(what: str, length: int, limit: int) -> str:
+    return f"{what} is {length:,} characters long, over the limit of {limit:,}"
+
+
+def line_too_long(length: int) -> str:
+    return too_long("the line", length, MAX_LINE_CHARS) + f" (a text field may hold {MAX_FIELD_CHARS:,})"
+
+
 def parse_jsonl(text: str) -> tuple[list[Record], list[Problem]]:
-    """One JSON object per line; blank lines are allowed (editors add them at the end)."""
+    """One JSON object per line; blank lines are allowed (editors add them at the end). A line
+    over the limit is refused before it is parsed, so a huge or deeply nested one costs nothing."""
     records: list[Record] = []
     problems: list[Problem] = []
     for line_no, line in enumerate(text.split("\n"), start=1):
+        if len(line) > MAX_LINE_CHARS:
+            problems.append((line_no, line_too_long(len(line))))
+            continue
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append((line_no, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        except RecursionError:
+            problems.append(
+                (line_no, "invalid JSON: arrays or objects nested too deeply (a product is one flat object)")
+            )
             continue
         except ValueError as exc:
             problems.append((line_no, f"invalid JSON: {exc}"))
@@ -94,30 +123,82 @@ def parse_jsonl(text: str) -> tuple[list[Record], list[Problem]]:
     return records, problems
 
 
+def csv_values(line: str, quoting: int = csv.QUOTE_MINIMAL) -> list[str]:
+    """One physical line read on its own as CSV, leniently: it is only evidence."""
+    return next(csv.reader([line.rstrip("\r\n")], quoting=quoting), [])
+
+
+def unclosed_quote(lines: Sequence[str], start: int, width: int) -> bool:
+    """Whether a record that spans lines from `start` (1-based) is really a quote left open.
+
+    A quoted value may hold line breaks. But when the record's first line holds a whole row
+    once its quotes are taken as plain characters, and the next line is a whole row on its own,
+    the file reads as one row per line but for one quote: the rows after it were swallowed into
+    the value. A value that really spans lines fails one of the two tests: its first line is
+    not a whole row, or the line after it is the rest of the value, not a row."""
+    if start >= len(lines):
+        return False
+    first = csv_values(lines[start - 1], quoting=csv.QUOTE_NONE)
+    return len(first) >= width and len(csv_values(lines[start])) >= width
+
+
+def unclosed_quote_problem(start: int, end: int) -> str:
+    swallowed = f"line {start + 1} was" if end == start + 1 else f"lines {start + 1}-{end} were"
+    return f'a quoted value opened on this line is never closed, so {swallowed} read into it: add the missing "'
+
+
+def csv_error_problem(exc: csv.Error, lines: Sequence[str], start: int, line_no: int, width: int) -> Problem:
+    """csv's own error, told as what to fix and where the fix is (the record's first line)."""
+    message = str(exc)
+    if "field larger than field limit" in message:  # a quoted value spanning lines: csv's own limit
+        return (
+            start,
+            f"the row is over the limit of {MAX_LINE_CHARS:,} characters (a text field may hold {MAX_FIELD_CHARS:,})",
+        )
+    if "unexpected end of data" in message:
+        return start, 'the file ends inside a quoted value opened on this line: add its closing "'
+    if line_no > start and unclosed_quote(lines, start, width):
+        return start, unclosed_quote_problem(start, line_no)
+    return line_no, f'malformed CSV: {message} (a " inside a quoted value is written twice: "")'
+
+
 def parse_csv(text: str) -> tuple[list[Record], list[Problem]]:
-    """A header row, then one product per row. Rows are numbered like a spreadsheet does,
-    the header being line 1, which is also the file's line as long as no quoted value
-    spans lines. A header without a required column is one problem, not one per row."""
-    rows = csv.reader(io.StringIO(text, newline=""))
+    """A header row, then one product per row. Each row is numbered by the file line it starts
+    on. A header without a required column is one problem, not one per row.
+
+    csv runs strict, so a stray quote is an error rather than a silently mangled value, and a
+    quote left open is found (unclosed_quote) instead of swallowing the rows after it."""
+    lines = io.StringIO(text, newline="").readlines()
+    problems: list[Problem] = [
+        (line_no, line_too_long(len(line))) for line_no, line in enumerate(lines, start=1) if len(line) > MAX_LINE_CHARS
+    ]
+    # An over-long line is read as a blank one: csv never holds it, and later lines keep their numbers.
+    rows = csv.reader(["\n" if len(line) > MAX_LINE_CHARS else line for line in lines], strict=True)
     records: list[Record] = []
-    problems: list[Problem] = []
+    start = 1
     try:
         header = [name.strip() for name in next(rows, [])]
         if not header:
-            return [], []
+            return [], problems
         missing = [name for name in PRODUCT_FIELDS if name not in header]
         duplicated = [name for name in PRODUCT_FIELDS if header.count(name) > 1]
         if missing or duplicated:
             return [], [(1, message) for message in header_problems(missing, duplicated)]
-        for line_no, row in enumerate(rows, start=2):
+        while True:
+            start = rows.line_num + 1
+            row = next(rows, None)
+            if row is None:
+                break
             if not any(value.strip() for value in row):
                 continue
-            if len(row) > len(header):
-                problems.append((line_no, f"{len(row)} values but the header has {len(header)} columns"))
-                continue
-            records.append((line_no, dict(zip(header, row, strict=False))))
+            if rows.line_num > start and unclosed_quote(lines, start, len(header)):
+                problems.append((start, unclosed_quote_problem(start, rows.line_num)))
+            elif len(row) > len(header):
+                problems.append((start, f"{len(row)} values but the header has {len(header)} columns"))
+            else:
+                records.append((start, dict(zip(header, row, strict=False))))
     except csv.Error as exc:
-        problems.append((rows.line_num, f"malformed CSV: {exc}"))
+        problems.append(csv_error_problem(exc, lines, start, rows.line_num, len(header)))
     return records, problems
 
 
@@ -132,12 +213,35 @@ def shown(value: Any) -> str:
     return repr(value) if isinstance(value, str) else json.dumps(value)
 
 
+def forbidden_character(value: str) -> tuple[int, str] | None:
+    """The first character no product text may hold, and what it is: NUL and the other control
+    characters (tab and line breaks aside), which Redis, the page and terminals all treat
+    differently, and lone surrogates (a broken \\uD800 escape), which are not Unicode text at all
+    and make any UTF-8 encoder fail."""
+    for index, char in enumerate(value):
+        code = ord(char)
+        if code == 0:
+            return index, "a NUL character (U+0000)"
+        if (code < 32 and char not in "\t\n\r") or code == 127:
+            return index, f"a control character (U+{code:04X})"
+        if 0xD800 <= code <= 0xDFFF:
+            return index, f"a lone surrogate (U+{code:04X}: not valid Unicode, a broken \\u escape?)"
+    return None
+
+
 def check_text(name: str, value: Any) -> tuple[str, str | None]:
     if value is None or (isinstance(value, str) and not value.strip()):
         return "", f"{name} is missing or empty"
     if not isinstance(value, str):
         return "", f"{name} must be a string, got {shown(value)}"
-    return value.strip(), field_problem(name, value.strip())
+    text = value.strip()
+    if len(text) > MAX_FIELD_CHARS:
+        return "", too_long(name, len(text), MAX_FIELD_CHARS)
+    forbidden = forbidden_character(text)
+    if forbidden:
+        index, what = forbidden
+        return "", f"{name} contains {what} at character {index + 1}: remove it"
+    return text, field_problem(name, text)
 
 
 def as_number(value: Any, from_text: bool) -> float | None:
@@ -224,18 +328,48 @@ def unknown_fields(records: list[Record]) -> dict[str, int]:
 PARSERS = {".jsonl": parse_jsonl, ".csv": parse_csv}
 
 
-def read_input_text(path: Path) -> str:
-    """The file's text with line endings untouched (CSV values may hold newlines);
-    utf-8-sig because spreadsheets like to start their CSV exports with a BOM."""
+def not_utf8_problems(data: bytes) -> list[str]:
+    """Each line that is not UTF-8, with the first offending byte and its column: what an
+    editor shows, where a byte offset into the whole file would mean nothing to the user."""
+    problems = []
+    for line_no, line in enumerate(data.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(
+                f"line {line_no}: not UTF-8 text (byte 0x{line[exc.start]:02X} at column {exc.start + 1}): "
+                "save the file as UTF-8 (it looks like Latin-1 or Windows-1252)"
+            )
+    return problems
+
+
+def decode_utf8(path: Path, data: bytes) -> str:
+    """The bytes as text; utf-8-sig because spreadsheets like to start their CSV exports with a BOM."""
     try:
-        with path.open(encoding="utf-8-sig", newline="") as file:
-            return file.read()
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        problems = not_utf8_problems(data.removeprefix(b"\xef\xbb\xbf"))
+        shown_problems = problems[:MAX_REPORTED_LINES] + (
+            [f"... and {len(problems) - MAX_REPORTED_LINES} more lines"] if len(problems) > MAX_REPORTED_LINES else []
+        )
+        count = f"{len(problems)} line{'s' if len(problems) > 1 else ''} not UTF-8"
+        raise CatalogError(f"{path}: {count}:\n  " + "\n  ".join(shown_problems), problems) from None
+
+
+def read_input_text(path: Path) -> str:
+    """The file's text with line endings untouched (CSV values may hold newlines)."""
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
         raise CatalogError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read it: {exc.strerror}") from None
+    return decode_utf8(path, data)
+
+
+def problems_error(path: Path, messages: list[str]) -> CatalogError:
+    count = f"{len(messages)} problem{'s' if len(messages) > 1 else ''}"
+    return CatalogError(f"{path}: {count}:\n  " + "\n  ".join(messages), messages)
 
 
 def load_products(path: Path | str) -> list[dict[str, Any]]:
@@ -256,9 +390,7 @@ def load_products(path: Path | str) -> list[dict[str, Any]]:
         log.warning("%s: ignoring unknown field %r (first on line %d)", path, name, line_no)
     problems = sorted(problems + record_problems, key=lambda problem: problem[0])
     if problems:
-        messages = [f"line {line_no}: {message}" for line_no, message in problems]
-        count = f"{len(messages)} problem{'s' if len(messages) > 1 else ''}"
-        raise CatalogError(f"{path}: {count}:\n  " + "\n  ".join(messages), messages)
+        raise problems_error(path, [f"line {line_no}: {message}" for line_no, message in problems])
     return products
 
 
@@ -271,7 +403,9 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def product_text(product: dict[str, Any]) -> str:
-    """What gets embedded: the name leads, as it is the densest description of the item."""
+    """What gets embedded: the name leads, as it is the densest description of the item. The
+    reference, Go and Node ports build the same "<name>. <description>", so their catalogs'
+    vectors can be checked against ours (check_catalog_vectors)."""
     return f"{product['name']}. {product['description']}"
 
 
@@ -302,23 +436,22 @@ def catalog_text(model_name: str, dim: int, products: Sequence[dict[str, Any]]) 
     return f'{{\n  "model": {json.dumps(model_name)},\n  "dim": {int(dim)},\n  "products": [\n{rows}\n  ]\n}}\n'
 
 
-def write_catalog(path: Path | str, model_name: str, dim: int, products: Sequence[dict[str, Any]]) -> None:
-    """Write through a temporary file in the same directory and os.replace it over the
-    target, so a reader (or a crash) never sees a half-written catalog."""
-    path = Path(path)
-    text = catalog_text(model_name, dim, products)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def check_output(path: Path) -> None:
+    """Refuse an output the build could not replace, before minutes of embedding, not after:
+    a symlink, a device or a directory (atomic_file replaces only regular files), or a folder
+    that does not exist."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        # mkstemp makes the file private (0600); a catalog is meant to be shared.
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+        refuse_unless_regular(path)
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot write it: {exc}") from None
+    if not path.parent.is_dir():
+        raise CatalogError(f"{path}: cannot write it: the folder {path.parent} does not exist")
+
+
+def write_catalog(path: Path | str, model_name: str, dim: int, products: Sequence[dict[str, Any]]) -> None:
+    """Replace `path` atomically (atomic_file): a reader, or a crash, never sees a half-written
+    catalog, and a symlink or device at `path` is refused (OSError), never written through."""
+    write_text_atomic(path, catalog_text(model_name, dim, products))
 
 
 def catalog_vectors(catalog: dict[str, Any]) -> np.ndarray:
@@ -328,27 +461,159 @@ def catalog_vectors(catalog: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)
 
 
+def json_type(value: Any) -> str:
+    """A JSON value's type in JSON's words, for messages about a file written in JSON."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def catalog_problems(raw_products: list[Any], dim: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """The catalog's products as the builder would have written them, checked by the builder's
+    own rules (check_record), and what is wrong with each entry, named by its index and id."""
+    products: list[dict[str, Any]] = []
+    problems: list[str] = []
+    first_index_of: dict[str, int] = {}
+    for index, entry in enumerate(raw_products):
+        where = f"products[{index}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: expected a product object, got {json_type(entry)}")
+            continue
+        product, record_problems = check_record(entry, from_text=False)
+        product_id = product["id"]
+        label = f"{where} (id {product_id!r})" if product_id else where
+        problems += [f"{label}: {message}" for message in record_problems]
+        if product_id in first_index_of:
+            problems.append(
+                f"{label}: duplicate id {product_id!r}, already used by products[{first_index_of[product_id]}]"
+            )
+        elif product_id:
+            first_index_of[product_id] = index
+        try:
+            blob = product_embedding_bytes(entry, dim)
+        except (TypeError, ValueError) as exc:  # binascii.Error (bad base64) is a ValueError
+            problems.append(f"{label}: {str(exc).removeprefix(f'product {product_id!r}: ')}")
+            continue
+        products.append({**product, "embedding_b64": base64.b64encode(blob).decode("ascii")})
+    return products, problems
+
+
 def read_catalog(path: Path | str) -> dict[str, Any]:
-    """A catalog written by write_catalog, checked enough (keys, every vector's size) that
-    a consumer can index it without meeting a broken product halfway through."""
+    """A catalog written by this builder or by another port of the demo (the redis-py
+    reference, Go, Node: same format, other key order, integer prices), checked by the rules
+    the builder applies to its input, so that a consumer never meets a broken product halfway
+    through indexing. Products come back in the builder's form: its fields, in its order,
+    prices and ratings as floats, the vector as embedding_b64."""
     path = Path(path)
     try:
-        catalog = json.loads(path.read_text(encoding="utf-8"))
+        text = decode_utf8(path, path.read_bytes())
     except FileNotFoundError:
         raise CatalogError(f"{path}: no such file: build it with `python build_catalog.py`") from None
-    except (OSError, ValueError) as exc:
-        raise CatalogError(f"{path}: not a readable catalog: {exc}") from None
-    if (
-        not isinstance(catalog, dict)
-        or not {"model", "dim"} <= catalog.keys()
-        or not isinstance(catalog.get("products"), list)
-    ):
-        raise CatalogError(f"{path}: not a catalog: expected an object with model, dim and products")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     try:
-        catalog_vectors(catalog)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CatalogError(f"{path}: malformed catalog: {exc}") from None
-    return catalog
+        catalog = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(
+            f"{path}: not a readable catalog: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise CatalogError(f"{path}: not a readable catalog: arrays or objects nested too deeply") from None
+    except ValueError as exc:
+        raise CatalogError(f"{path}: not a readable catalog: {exc}") from None
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("products"), list):
+        raise CatalogError(f"{path}: not a catalog: expected an object with model, dim and products")
+    model, dim = catalog.get("model"), catalog.get("dim")
+    if not isinstance(model, str) or not model.strip():
+        raise CatalogError(f"{path}: not a catalog: model must name the embedding model, got {shown(model)}")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise CatalogError(f"{path}: not a catalog: dim must be a positive integer, got {shown(dim)}")
+    products, problems = catalog_problems(catalog["products"], dim)
+    if problems:
+        raise problems_error(path, problems)
+    if not products:
+        raise CatalogError(f"{path}: the catalog holds no products: build it with `python build_catalog.py`")
+    return {"model": model, "dim": dim, "products": products}
+
+
+# --- is this catalog's model the embedder's? --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorAgreement:
+    """How the catalog's stored vectors compare with the embedder's own for the same texts."""
+
+    sampled: int
+    mean_cosine: float
+    min_cosine: float
+    worst_id: str
+
+    @property
+    def exact(self) -> bool:
+        """Same model on an equivalent runtime (torch, our ONNX export): equal up to float noise."""
+        return self.min_cosine >= EXACT_MIN_COSINE
+
+
+def sample_products(products: Sequence[dict[str, Any]], sample: int) -> list[dict[str, Any]]:
+    """`sample` products picked by the hash of their ids: the same ones on every run and
+    whatever the catalog's order, spread over its categories rather than the first few."""
+    return sorted(products, key=lambda product: hashlib.sha256(product["id"].encode()).digest())[:sample]
+
+
+def check_catalog_vectors(
+    catalog: dict[str, Any], embedder: LocalEmbedder, sample: int = 16, *, source: Path | str | None = None
+) -> VectorAgreement:
+    """Whether `embedder` made (or could have made) the catalog's vectors, judged on the vectors
+    rather than on the model's name: a sample of products is embedded again from the text the
+    builder embeds, and compared with the stored vectors by cosine.
+
+    - mean cosine below 0.98: another model; CatalogError, as queries would be compared with
+      vectors in another space and every ranking would be noise;
+    - all at least 0.995: the same model; silent;
+    - in between: the same weights on another runtime (the Node port's quantized ONNX
+      all-MiniLM-L6-v2 is within a minimum cosine of about 0.986 of ours); one warning line.
+
+    Names that denote the same weights differently (embeddings.same_model) are not a problem;
+    a name of other weights whose vectors match anyway gets a log line, not an error."""
+    if sample < 1:
+        raise ValueError(f"sample must be at least 1, got {sample}")
+    where = f"{source}" if source is not None else "the catalog"
+    dim, name = int(catalog["dim"]), str(catalog["model"])
+    if dim != embedder.dim:
+        raise CatalogError(
+            f"{where} holds {dim}-dimensional vectors from {name}, but {embedder.model_name} makes "
+            f"{embedder.dim}-dimensional ones: rebuild it with `python build_catalog.py --model {embedder.model_name}` "
+            f"or load the model it was built with (--model {name})"
+        )
+    chosen = sample_products(catalog["products"], sample)
+    if not chosen:
+        raise CatalogError(f"{where} holds no products to check")
+    stored = normalize_rows(np.stack([np.frombuffer(product_embedding_bytes(p, dim), dtype="<f4") for p in chosen]))
+    fresh = embedder.encode_many([product_text(product) for product in chosen])
+    cosines = np.sum(stored * fresh, axis=1)
+    worst = int(np.argmin(cosines))
+    agreement = VectorAgreement(len(chosen), float(cosines.mean()), float(cosines[worst]), chosen[worst]["id"])
+    if agreement.mean_cosine < DIFFERENT_MODEL_MEAN_COSINE:
+        raise CatalogError(
+            f"{where} was not embedded with {embedder.model_name} (it says {name}): re-embedding {agreement.sampled} "
+            f"of its products gives a mean cosine of {agreement.mean_cosine:.3f} with the stored vectors, where the "
+            f"same model gives at least {DIFFERENT_MODEL_MEAN_COSINE}: rebuild it with `python build_catalog.py` "
+            "or load the model it was built with (--model)"
+        )
+    if not agreement.exact:
+        log.warning(
+            "%s: its vectors (%s) agree with %s only roughly: cosine mean %.4f, min %.4f (%s) over %d products; "
+            "the same weights on another runtime, so it is used as it is",
+            where,
+            name,
+            embedder.model_name,
+            agreement.mean_cosine,
+            agreement.min_cosine,
+            agreement.worst_id,
+            agreement.sampled,
+        )
+    if not same_model(name, embedder.model_name):
+        log.info("%s says model %s, and its vectors match %s's: using it", where, name, embedder.model_name)
+    return agreement
 
 
 # --- Redis ----------------------------------------------------------------------------------
@@ -407,19 +672,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="products as JSON Lines (.jsonl, one object per line) or CSV (.csv, with a header row). "
         "Every product needs id, name, description, category, brand, price (>= 0), rating (0-5) and "
         "in_stock (JSON true/false; in CSV true/false/yes/no/1/0); other fields are ignored with a "
-        "warning (default: %(default)s)",
+        f"warning. A text field holds at most {MAX_FIELD_CHARS:,} characters and a line (a CSV row) "
+        f"{MAX_LINE_CHARS:,}, in UTF-8 (default: %(default)s)",
     )
     parser.add_argument(
         "--output",
         type=Path,
         default=DEFAULT_OUTPUT,
-        help="catalog file to write, replaced atomically (default: %(default)s)",
+        help="catalog file to write, replaced atomically; an existing symlink, device or directory is refused "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--model",
         default=None,
         help="sentence-transformers model: a local directory or a name in the Hugging Face cache "
-        "(nothing is downloaded); default: the bundled all-MiniLM-L6-v2",
+        "(nothing is downloaded); default: the bundled all-MiniLM-L6-v2, which any of its names also loads "
+        "(sentence-transformers/all-MiniLM-L6-v2, Xenova/all-MiniLM-L6-v2)",
     )
     parser.add_argument(
         "--embedding-backend",
@@ -459,6 +727,7 @@ def build(args: argparse.Namespace) -> None:
     """Check, connect, embed, write, load: cheapest failures first, so a bad file or an
     unreachable Redis is reported before minutes of embedding rather than after."""
     products = load_products(args.input)
+    check_output(args.output)
     with redis_target(args.redis_url) if args.load else nullcontext() as client:
         started = time.perf_counter()
         embedder = LocalEmbedder(args.model, backend=args.embedding_backend)

@@ -23,21 +23,29 @@ import json
 import logging
 import math
 import os
+import re
 import sys
-import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from atomic_file import atomic_path
+
 # Named, not __name__: run as a script this module is __main__, and its messages should carry the
 # same logger name either way.
 log = logging.getLogger("embeddings")
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+# The organisation sentence-transformers itself puts in front of a bare model name, and the one
+# whose models Xenova republishes as ONNX under the same name (the same weights, converted).
+SENTENCE_TRANSFORMERS_ORG = "sentence-transformers"
+ONNX_TWIN_ORG = "Xenova"
+# A model folder in the Hugging Face cache: .../models--<org>--<name>/snapshots/<revision>.
+HF_CACHE_FOLDER = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)")
 BACKENDS = ("torch", "onnx")
 ONNX_CACHE_ENV = "RECOMMENDER_ONNX_CACHE"
 ONNX_OPSET = 17
@@ -99,6 +107,72 @@ def quiet_transformers() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+
+
+# --- model names: which spellings denote the same weights ---------------------------------
+
+
+def model_display_name(model: str | os.PathLike | None) -> str:
+    """The name catalogs record: the name as given, or a local directory's folder name (a
+    catalog is shared, and a path on the builder's machine means nothing elsewhere)."""
+    if model is None:
+        return DEFAULT_MODEL_NAME
+    return Path(model).name if Path(model).is_dir() else str(model)
+
+
+def is_bundled_model_dir(path: Path) -> bool:
+    """Whether `path` is the directory of the bundled model (the package may be absent)."""
+    try:
+        return path.resolve() == default_model_path().resolve()
+    except ModelNotFoundError:
+        return False
+
+
+def canonical_model_name(model: str | os.PathLike | None) -> str:
+    """One name for every spelling of the same weights, as "<org>/<name>":
+
+    - None, the bundled package's directory, and a bare name are sentence-transformers' own
+      (sentence-transformers resolves a bare name in that organisation);
+    - "Xenova/<name>" is the ONNX conversion of "sentence-transformers/<name>";
+    - a Hugging Face cache folder (models--<org>--<name>) is <org>/<name>;
+    - any other local directory is named by its folder.
+
+    Names are what a catalog records, so this only says that two names claim the same weights;
+    check_catalog_vectors in build_catalog.py checks the vectors themselves."""
+    if model is None:
+        return f"{SENTENCE_TRANSFORMERS_ORG}/{DEFAULT_MODEL_NAME}"
+    text = str(model).strip().rstrip("/")
+    path = Path(text)
+    if path.is_absolute() or text.startswith(".") or path.is_dir():
+        if is_bundled_model_dir(path):
+            return canonical_model_name(None)
+        cached = next((match for part in path.parts if (match := HF_CACHE_FOLDER.fullmatch(part))), None)
+        text = f"{cached['org']}/{cached['name']}" if cached else path.name
+    org, _, name = text.rpartition("/")
+    if not org or org.casefold() == ONNX_TWIN_ORG.casefold():
+        org = SENTENCE_TRANSFORMERS_ORG
+    return f"{org}/{name}"
+
+
+def same_model(left: str | os.PathLike | None, right: str | os.PathLike | None) -> bool:
+    """Whether two model names denote the same weights: "sentence-transformers/all-MiniLM-L6-v2"
+    (the reference's catalog), "Xenova/all-MiniLM-L6-v2" (the Node port's), "all-MiniLM-L6-v2"
+    (ours) and the bundled package's path are one model. Hub names ignore case, and so does this."""
+    return canonical_model_name(left).casefold() == canonical_model_name(right).casefold()
+
+
+def onnx_cache_name(model: str | os.PathLike | None) -> str:
+    """The folder-safe name the ONNX cache files an export under (with a hash of the weights)."""
+    return canonical_model_name(model).rpartition("/")[2]
+
+
+def model_location(model: str | os.PathLike | None) -> str | os.PathLike | None:
+    """Where to load `model` from: None (the bundled package) for any name of the bundled weights
+    that is not a directory here, so that the reference's LocalEmbedder("sentence-transformers/
+    all-MiniLM-L6-v2") runs offline on the same weights instead of failing to download them."""
+    if model is not None and not Path(model).is_dir() and same_model(model, None):
+        return None
+    return model
 
 
 # --- the model's files: what the onnx backend reimplements must match what they say ----------
@@ -228,26 +302,18 @@ def onnx_model_path(model_name: str, directory: Path) -> Path:
 
 
 def ensure_onnx_export(model_name: str, directory: Path, tokenizer: Any) -> Path:
-    """The cached export, made now if missing. Written to a temporary file and renamed, so a
-    concurrent or killed export never leaves a half-written model.onnx behind."""
+    """The cached export, made now if missing, through atomic_path: a concurrent or killed
+    export never leaves a half-written model.onnx behind."""
     target = onnx_model_path(model_name, directory)
     if target.exists():
         return target
     log.info("exporting %s to ONNX (once; a few seconds) into %s", model_name, target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".model.", suffix=".onnx.tmp")
-        os.close(fd)
+        with atomic_path(target) as temp:
+            export_onnx(directory, tokenizer, temp)
     except OSError as exc:
         raise EmbeddingBackendError(f"cannot write the ONNX export to {target.parent}: {exc}") from exc
-    try:
-        export_onnx(directory, tokenizer, Path(temp_name))
-        # mkstemp makes the file private (0600); a cache shared through $RECOMMENDER_ONNX_CACHE
-        # must be readable by the other users of the model.
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, target)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
     return target
 
 
@@ -348,30 +414,26 @@ def open_session(path: Path) -> Any:
 # --- the two backends behind LocalEmbedder ----------------------------------------------------
 
 
-class TorchEncoder:
-    """sentence-transformers on torch: the reference the onnx backend is tested against."""
+def load_sentence_transformer(model: str | os.PathLike | None) -> Any:
+    """sentence-transformers on torch, on the CPU: the reference the onnx backend is tested against."""
+    from sentence_transformers import SentenceTransformer
 
-    def __init__(self, model: str | os.PathLike | None) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        quiet_transformers()
-        location = str(default_model_path()) if model is None else str(model)
-        try:
-            self._model = SentenceTransformer(location, device="cpu")
-        except Exception as exc:  # any failure to load is one message: which model, and what to do
-            raise model_not_found(model) from exc
-        self.dim: int = int(self._model.get_embedding_dimension())
-
-    def encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
-        return self._model.encode(
-            texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True, normalize_embeddings=True
-        )
+    quiet_transformers()
+    location = str(default_model_path()) if model is None else str(model)
+    try:
+        return SentenceTransformer(location, device="cpu")
+    except Exception as exc:  # any failure to load is one message: which model, and what to do
+        raise model_not_found(model) from exc
 
 
 class OnnxEncoder:
     """The exported transformer on onnxruntime, with tokenization and pooling done here exactly
     as sentence-transformers does them. Imports neither torch nor sentence-transformers unless
-    the export has to be made."""
+    the export has to be made.
+
+    It answers the calls that code written for the reference makes on `embedder.model` (a
+    SentenceTransformer there): `encode` with sentence-transformers' own keywords, and
+    `get_sentence_embedding_dimension` (and its newer name, `get_embedding_dimension`)."""
 
     def __init__(self, model_name: str, model_dir: Path) -> None:
         require_onnxruntime()
@@ -382,15 +444,36 @@ class OnnxEncoder:
         self._inputs = [node.name for node in self._session.get_inputs()]
         self.dim: int = int(self._session.get_outputs()[0].shape[-1])
 
-    def encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
-        """Longest texts first, as sentence-transformers batches them, so that each batch pads
-        to about the same length; rows come back in the caller's order."""
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The reference's spelling (sentence-transformers 6 renamed it get_embedding_dimension)."""
+        return self.dim
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        convert_to_numpy: bool = True,
+        normalize_embeddings: bool = False,
+    ) -> np.ndarray | list[np.ndarray]:
+        """As SentenceTransformer.encode: one text gives one (dim,) vector, a list gives (n, dim),
+        or a list of (dim,) rows with convert_to_numpy=False. Longest texts go first, as
+        sentence-transformers batches them, so that each batch pads to about the same length;
+        rows come back in the caller's order."""
+        if isinstance(sentences, str):
+            return self.encode([sentences], batch_size, show_progress_bar, True, normalize_embeddings)[0]
+        texts = list(sentences)
         order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        for batch in tqdm(batches, desc="embedding", unit="batch", disable=not progress):
+        for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show_progress_bar):
             vectors[batch] = self._embed([texts[index] for index in batch])
-        return vectors
+        if normalize_embeddings:
+            vectors = normalize_rows(vectors)
+        return vectors if convert_to_numpy else list(vectors)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         features = tokenize(self._tokenizer, texts)
@@ -398,36 +481,50 @@ class OnnxEncoder:
         return mean_pool(tokens, features["attention_mask"])
 
 
-def model_display_name(model: str | os.PathLike | None) -> str:
-    """The name catalogs record, so a catalog and a server can tell they use the same model."""
-    return DEFAULT_MODEL_NAME if model is None else Path(str(model)).name
-
-
 class LocalEmbedder:
     """all-MiniLM-L6-v2 (or any sentence-transformers model given by name or path), offline, on
-    the "torch" backend (sentence-transformers, the reference) or the faster "onnx" one."""
+    the "torch" backend (sentence-transformers, the reference) or the faster "onnx" one.
 
-    def __init__(self, model: str | os.PathLike | None = None, backend: str = "torch") -> None:
+    Code written for the reference's LocalEmbedder runs unchanged: LocalEmbedder(model_name=...)
+    (any name of the bundled weights, "sentence-transformers/all-MiniLM-L6-v2" included, loads
+    the bundled package), the attributes model_name, model and dim, encode_one, encode_many on
+    any iterable of texts, and the static to_bytes."""
+
+    def __init__(self, model_name: str | os.PathLike | None = None, backend: str = "torch") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
         # Set before huggingface_hub is imported (by either backend), which reads it once.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.backend = backend
-        self.model_name = model_display_name(model)
-        self._encoder: TorchEncoder | OnnxEncoder = (
-            TorchEncoder(model) if backend == "torch" else OnnxEncoder(self.model_name, resolve_model_dir(model))
+        self.model_name = model_display_name(model_name)
+        location = model_location(model_name)
+        # The SentenceTransformer on torch; on onnx, an encoder that answers the same two calls.
+        self.model: Any = (
+            load_sentence_transformer(location)
+            if backend == "torch"
+            else OnnxEncoder(onnx_cache_name(location), resolve_model_dir(location))
         )
-        self.dim: int = self._encoder.dim
+        self.dim: int = int(self.model.get_embedding_dimension())
 
-    def encode_many(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """(n, dim) float32, L2-normalised."""
-        if not texts:
+    def encode_many(self, texts: Iterable[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """(n, dim) float32, L2-normalised; `texts` may be any iterable, a generator included."""
+        batch = list(texts)
+        if not batch:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return normalize_rows(self._encoder.encode(list(texts), batch_size, progress))
+        vectors = self.model.encode(
+            batch, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True, normalize_embeddings=True
+        )
+        return normalize_rows(vectors)
 
     def encode_one(self, text: str) -> np.ndarray:
         """(dim,) float32, L2-normalised."""
         return self.encode_many([text])[0]
+
+    @staticmethod
+    def to_bytes(vector: Any) -> bytes:
+        """A vector as the bytes a FLOAT32 vector field (and a catalog's embedding_b64) holds:
+        little-endian float32, whatever the input's dtype or the machine's byte order."""
+        return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
 # --- the command line -----------------------------------------------------------------------
@@ -451,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        encoder = OnnxEncoder(model_display_name(args.model), resolve_model_dir(args.model))
+        location = model_location(args.model)
+        encoder = OnnxEncoder(onnx_cache_name(location), resolve_model_dir(location))
     except ModelNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -230,13 +230,13 @@ def test_a_killed_export_leaves_no_model_behind(tmp_path: Path) -> None:
     export = subprocess.Popen([sys.executable, "embeddings.py", "--export-onnx"], cwd=REPO, env=env)
     try:
         deadline = time.monotonic() + 60
-        while not list(tmp_path.glob("*/.model.*.onnx.tmp")) and export.poll() is None:
+        while not list(tmp_path.glob("*/.model.onnx.*.tmp")) and export.poll() is None:
             assert time.monotonic() < deadline, "the export never started"
             time.sleep(0.01)
     finally:
         export.kill()
         export.wait()
-    assert list(tmp_path.glob("*/.model.*.onnx.tmp"))
+    assert list(tmp_path.glob("*/.model.onnx.*.tmp"))
     assert not list(tmp_path.glob("*/model.onnx"))
 
 
