@@ -41,3 +41,13 @@ format: $(VENV)/.dev
 ## Re-embed data/products.jsonl into catalog.json
 catalog: $(VENV)/.runtime
 	$(PY) build_catalog.py
+
+.PHONY: redis-ha redis-cluster
+
+## A local primary, 2 replicas and 3 Sentinels (service mymaster) from the bundled Redis; Ctrl-C stops them
+redis-ha: $(VENV)/.runtime
+	$(PY) local_ha.py ha
+
+## A local 3-master Redis Cluster from the bundled Redis; Ctrl-C stops it
+redis-cluster: $(VENV)/.runtime
+	$(PY) local_ha.py cluster
