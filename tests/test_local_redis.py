@@ -144,8 +144,12 @@ def test_a_second_process_shares_the_running_bundled_server(tmp_path: Path, monk
     first_client, first = open_redis(None, data_dir=tmp_path, try_default=False)
     try:
         second_client, second = open_redis(None, data_dir=tmp_path, try_default=False)
-        assert second is None
-        second_client.set("shared", "yes")
+        try:
+            assert first.owner and not second.owner and second.port == first.port
+            second_client.set("shared", "yes")
+            assert first_client.get("shared") == b"yes"
+        finally:
+            second.stop()
         assert first_client.get("shared") == b"yes"
     finally:
         first.stop()
