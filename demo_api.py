@@ -4,6 +4,7 @@ headers, origins, cookies) and the command line; this module changes when an end
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -16,14 +17,22 @@ from typing import Any
 import numpy as np
 
 from embeddings import LocalEmbedder
-from recommender import RedisRecommender, field_problem
-
-log = logging.getLogger("demo_server")
+from recommender import (
+    IndexMissingError,
+    Recommendation,
+    RedisRecommender,
+    ReplicationTimeoutError,
+    SearchFilters,
+    WriteRefusedError,
+    check_product_id,
+)
 
 log = logging.getLogger("demo_server")
 
 MAX_QUERY_CHARS = 1000
-MAX_K = 100
+# The most results one HTTP request may ask for: a page shows tens, not thousands. (The
+# library's own bound, recommender.MAX_K, is what one FT.SEARCH may return.)
+HTTP_MAX_K = 100
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
 QUERY_CACHE_SIZE = 2048
@@ -44,11 +53,14 @@ class ApiError(Exception):
 Fields = Mapping[str, Any]
 
 
-def parse_bool(fields: Fields, name: str) -> bool:
-    """Form semantics: an unticked checkbox is simply absent, so absent means false."""
+def parse_bool(fields: Fields, name: str, default: bool = False) -> bool:
+    """Form semantics: an unticked checkbox is simply absent, so absent means false (unless the
+    endpoint's documented default is true)."""
     value = fields.get(name)
-    if value is None or isinstance(value, bool):
-        return bool(value)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     word = str(value).strip().lower()
@@ -85,13 +97,13 @@ def parse_k(fields: Fields, default: int) -> int:
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ApiError(400, f"k must be a whole number from 1 to {MAX_K}, got {value!r}")
+        raise ApiError(400, f"k must be a whole number from 1 to {HTTP_MAX_K}, got {value!r}")
     try:
         k = int(value) if not isinstance(value, str) else int(value.strip())
     except (TypeError, ValueError):
-        raise ApiError(400, f"k must be a whole number from 1 to {MAX_K}, got {value!r}") from None
-    if not 1 <= k <= MAX_K:
-        raise ApiError(400, f"k must be a whole number from 1 to {MAX_K}, got {k}")
+        raise ApiError(400, f"k must be a whole number from 1 to {HTTP_MAX_K}, got {value!r}") from None
+    if not 1 <= k <= HTTP_MAX_K:
+        raise ApiError(400, f"k must be a whole number from 1 to {HTTP_MAX_K}, got {k}")
     return k
 
 
@@ -121,30 +133,111 @@ def parse_text(
     return text
 
 
-def parse_search(fields: Fields, default_k: int) -> dict[str, Any]:
-    """The /search fields as keyword arguments for RedisRecommender.recommend."""
-    min_price = parse_optional_float(fields, "min_price", low=0)
-    max_price = parse_optional_float(fields, "max_price", low=0)
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise ApiError(400, f"min_price ({min_price:g}) is greater than max_price ({max_price:g})")
-    return {
-        "query": parse_text(fields, "query", required=True),
-        "k": parse_k(fields, default_k),
-        "use_session": parse_bool(fields, "use_session"),
-        "use_rerank": parse_bool(fields, "rerank"),
-        "filters": {
-            "category": parse_text(fields, "category", max_chars=200),
-            "brand": parse_text(fields, "brand", max_chars=200),
-            "min_price": min_price,
-            "max_price": max_price,
-            "min_rating": parse_optional_float(fields, "min_rating", low=0, high=5),
-            "text_match": parse_text(fields, "text_match", max_chars=200),
-            "in_stock_only": parse_bool(fields, "in_stock_only"),
-        },
-    }
+def parse_filters(fields: Fields) -> SearchFilters:
+    """The filter fields as the library's SearchFilters. The HTTP layer converts types and
+    bounds what a form can say (prices ≥ 0, ratings 0–5, lengths); the filters' own rules
+    (literal text, min ≤ max) are the library's, and its ValueError becomes this 400."""
+    try:
+        return SearchFilters(
+            category=parse_text(fields, "category", max_chars=200),
+            brand=parse_text(fields, "brand", max_chars=200),
+            min_price=parse_optional_float(fields, "min_price", low=0),
+            max_price=parse_optional_float(fields, "max_price", low=0),
+            min_rating=parse_optional_float(fields, "min_rating", low=0, high=5),
+            text_match=parse_text(fields, "text_match", max_chars=200),
+            in_stock_only=parse_bool(fields, "in_stock_only"),
+        )
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
-# --- the application: what each endpoint does ------------------------------------------------
+def parse_diversity(fields: Fields) -> float:
+    return parse_optional_float(fields, "diversity", low=0, high=1) or 0.0
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """POST /search: a typed query, personalised."""
+
+    query: str
+    k: int
+    filters: SearchFilters
+    use_session: bool
+    use_rerank: bool
+    exclude_clicked: bool
+    diversity: float
+
+    @classmethod
+    def parse(cls, fields: Fields, default_k: int) -> SearchRequest:
+        return cls(
+            query=parse_required_text(fields, "query"),
+            k=parse_k(fields, default_k),
+            filters=parse_filters(fields),
+            use_session=parse_bool(fields, "use_session"),
+            use_rerank=parse_bool(fields, "rerank"),
+            exclude_clicked=parse_bool(fields, "exclude_clicked"),
+            diversity=parse_diversity(fields),
+        )
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """POST /recommend: the "for you" feed, no query. Clicked products are left out unless
+    exclude_clicked says otherwise: a feed that repeats what was just clicked is no feed."""
+
+    k: int
+    filters: SearchFilters
+    exclude_clicked: bool
+    diversity: float
+
+    @classmethod
+    def parse(cls, fields: Fields, default_k: int) -> FeedRequest:
+        return cls(
+            k=parse_k(fields, default_k),
+            filters=parse_filters(fields),
+            exclude_clicked=parse_bool(fields, "exclude_clicked", default=True),
+            diversity=parse_diversity(fields),
+        )
+
+
+@dataclass(frozen=True)
+class SimilarRequest:
+    """POST /similar: "more like this" for one product."""
+
+    product_id: str
+    k: int
+    filters: SearchFilters
+    same_category_boost: float | None
+    exclude_clicked: bool
+    diversity: float
+
+    @classmethod
+    def parse(cls, fields: Fields, default_k: int) -> SimilarRequest:
+        return cls(
+            product_id=parse_product_id(fields),
+            k=parse_k(fields, default_k),
+            filters=parse_filters(fields),
+            same_category_boost=parse_optional_float(fields, "same_category_boost", low=0, high=2),
+            exclude_clicked=parse_bool(fields, "exclude_clicked"),
+            diversity=parse_diversity(fields),
+        )
+
+
+def parse_required_text(fields: Fields, name: str, *, multiline: bool = False) -> str:
+    text = parse_text(fields, name, required=True, multiline=multiline)
+    assert text is not None  # required=True raised otherwise
+    return text
+
+
+def parse_product_id(fields: Fields) -> str:
+    """product_id is required; its form (no spaces or control characters) is the library's rule."""
+    product_id = parse_required_text(fields, "product_id")
+    if len(product_id) > 128:
+        raise ApiError(400, f"product_id is too long ({len(product_id)} characters; at most 128)")
+    try:
+        return check_product_id(product_id)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 class QueryEmbeddingCache:
@@ -220,29 +313,38 @@ class DemoApp:
         return count if count else self.seed()
 
     def user_state(self, user_id: str) -> dict[str, Any]:
-        features = self.recommender.get_user_features(user_id)
-        recent_ids = self.recommender.recent_clicks(user_id)
-        known = self.recommender.get_products(recent_ids)
-        session = features["session_vec"]
+        rec = self.recommender
+        features = rec.get_user_features(user_id)
+        recent_ids, dismissed_ids = rec.recent_clicks(user_id), rec.dismissed(user_id)
+        known = rec.get_products([*recent_ids, *dismissed_ids])
+        session = features.session_vec
+        affinities = rec.faded_affinities(features)
         return {
             "user_id": user_id,
-            "clicks": features["clicks"],
-            "last_clicked_id": features["last_clicked_id"],
-            "last_clicked_category": features["last_clicked_category"],
-            "affinities": dict(sorted(features["affinities"].items(), key=lambda kv: (-kv[1], kv[0]))),
+            "clicks": features.clicks,
+            "last_clicked_id": features.last_clicked_id,
+            "last_clicked_category": features.last_clicked_category,
+            "affinities": {
+                name: round(value, 4) for name, value in sorted(affinities.items(), key=lambda kv: (-kv[1], kv[0]))
+            },
             "has_session_vec": session is not None,
             "session_vec_dim": int(session.shape[0]) if session is not None else 0,
+            "session_weight": round(rec.session_weight_now(features), 4),
+            "session_fades_in_s": rec.session_fades_in_s(features),
             "recent_clicks": [{"id": pid, "name": known.get(pid, {}).get("name") or pid} for pid in recent_ids],
+            "dismissed": [{"id": pid, "name": known.get(pid, {}).get("name") or pid} for pid in dismissed_ids],
         }
 
     def state(self, user_id: str, fields: Fields) -> dict[str, Any]:
         info = self.recommender.index_info()
+        top = self.recommender.popularity(5)
+        names = self.recommender.get_products([pid for pid, _ in top])
         return {
             "user": self.user_state(user_id),
             "index": {
-                "num_docs": info["num_docs"],
-                "indexing_failures": info["indexing_failures"],
-                "vector_index_size_mb": info["vector_index_size_mb"],
+                "num_docs": info.num_docs,
+                "indexing_failures": info.indexing_failures,
+                "vector_index_size_mb": info.vector_index_size_mb,
                 "index_name": self.recommender.index_name,
                 "model": self.embedder.model_name,
                 "embedding_backend": self.embedder.backend,
@@ -250,29 +352,32 @@ class DemoApp:
             "products": self.recommender.list_products(limit=1000),
             "categories": self.recommender.list_categories(),
             "brands": self.recommender.list_brands(),
+            "popular": [
+                {"id": pid, "name": names.get(pid, {}).get("name") or pid, "popularity": round(score, 4)}
+                for pid, score in top
+            ],
         }
 
     def search(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        request = parse_search(fields, self.default_k)
+        request = SearchRequest.parse(fields, self.default_k)
         started = time.perf_counter()
-        query_vec, cached = self.embed_query(request["query"])
+        query_vec, cached = self.embed_query(request.query)
         embedded = time.perf_counter()
-        try:
-            result = self.recommender.recommend(
-                query_vec,
-                user_id=user_id,
-                k=request["k"],
-                use_session=request["use_session"],
-                use_rerank=request["use_rerank"],
-                **request["filters"],
-            )
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+        result = self.recommender.recommend(
+            query_vec,
+            user_id=user_id,
+            k=request.k,
+            filters=request.filters,
+            use_session=request.use_session,
+            use_rerank=request.use_rerank,
+            exclude_clicked=request.exclude_clicked,
+            diversity=request.diversity,
+        )
         return {
-            "candidates": [c.to_dict() for c in result.candidates],
-            "filter_clause": result.filter_clause,
+            **recommendation_payload(result),
             "used_session": result.used_session,
             "used_rerank": result.used_rerank,
+            "session_weight": result.session_weight,
             "embed_ms": round((embedded - started) * 1000, 3),
             "embed_cached": cached,
             "search_ms": round(result.search_ms, 3),
@@ -280,20 +385,65 @@ class DemoApp:
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
+    def recommend(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        request = FeedRequest.parse(fields, self.default_k)
+        started = time.perf_counter()
+        result = self.recommender.for_you(
+            user_id,
+            k=request.k,
+            filters=request.filters,
+            exclude_clicked=request.exclude_clicked,
+            diversity=request.diversity,
+        )
+        return {
+            "source": result.source,
+            **recommendation_payload(result),
+            "session_weight": result.session_weight,
+            "timing_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    def similar(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        request = SimilarRequest.parse(fields, self.default_k)
+        started = time.perf_counter()
+        result = self.recommender.similar(
+            request.product_id,
+            k=request.k,
+            filters=request.filters,
+            same_category_boost=request.same_category_boost,
+            user_id=user_id,
+            exclude_clicked=request.exclude_clicked,
+            diversity=request.diversity,
+        )
+        return {
+            "product_id": request.product_id,
+            **recommendation_payload(result),
+            "timing_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
     def click(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        product_id = self._product_id(fields)
-        try:
-            result = self.recommender.record_click(user_id, product_id)
-        except KeyError:
-            raise ApiError(404, f"no product with id {product_id!r}") from None
+        product_id = parse_product_id(fields)
+        result = self.recommender.record_click(user_id, product_id)
         user = self.user_state(user_id)
         # The click is the newest recent click, whose name user_state has just looked up.
         name = next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id)
         return {
-            "category": result["category"],
-            "affinity": result["affinity"],
-            "clicks": result["clicks"],
-            "last_clicked_id": result["last_clicked_id"],
+            "category": result.category,
+            "affinity": round(result.affinity, 6),
+            "clicks": result.clicks,
+            "last_clicked_id": result.last_clicked_id,
+            "name": name,
+            "user": user,
+        }
+
+    def dismiss(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        product_id = parse_product_id(fields)
+        result = self.recommender.dismiss(user_id, product_id)
+        user = self.user_state(user_id)
+        name = next((c["name"] for c in user["dismissed"] if c["id"] == product_id), product_id)
+        return {
+            "category": result.category,
+            "affinity": round(result.affinity, 6),
+            "product_id": product_id,
             "name": name,
             "user": user,
         }
@@ -308,37 +458,75 @@ class DemoApp:
         return {"seeded": seeded}
 
     def refresh_embedding(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        product_id = self._product_id(fields)
-        text = parse_text(fields, "text", required=True, multiline=True)
+        product_id = parse_product_id(fields)
+        text = parse_required_text(fields, "text", multiline=True)
         started = time.perf_counter()
         vector = self.embed(text)
         embed_ms = (time.perf_counter() - started) * 1000
-        try:
-            self.recommender.refresh_embedding(product_id, vector)
-        except KeyError:
-            raise ApiError(404, f"no product with id {product_id!r}") from None
+        self.recommender.refresh_embedding(product_id, vector)
         return {"product_id": product_id, "embed_ms": round(embed_ms, 3)}
 
-    @staticmethod
-    def _product_id(fields: Fields) -> str:
-        product_id = parse_text(fields, "product_id", required=True, max_chars=128)
-        problem = field_problem("id", product_id)
-        if problem:
-            raise ApiError(400, f"product_{problem}")
-        return product_id
+
+def recommendation_payload(result: Recommendation) -> dict[str, Any]:
+    """What every list endpoint answers: the candidates (each with its `why`) and how the list
+    was made."""
+    return {
+        "candidates": [c.to_dict() for c in result.candidates],
+        "filter_clause": result.filter_clause,
+        "excluded_count": result.excluded_count,
+        "exhausted": result.exhausted,
+    }
+
+
+Endpoint = Callable[[DemoApp, str, Fields], dict[str, Any]]
+
+
+def answering_library_errors(endpoint: Endpoint) -> Endpoint:
+    """The library's errors as the API's answers, in one place: bad arguments are the client's
+    400, an unknown product a 404, and conditions of Redis (no index, writes refused, replicas
+    that did not acknowledge) a 503 that says what is wrong. Redis being unreachable is the
+    transport's 503 (demo_server.py)."""
+
+    @functools.wraps(endpoint)
+    def answer(app: DemoApp, user_id: str, fields: Fields) -> dict[str, Any]:
+        try:
+            return endpoint(app, user_id, fields)
+        except KeyError as exc:
+            raise ApiError(404, f"no product with id {exc.args[0]!r}") from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        except IndexMissingError:
+            raise ApiError(503, "the search index is missing: POST /reset-index to rebuild it") from None
+        except WriteRefusedError as exc:
+            log.error("write refused by Redis: %s", exc)
+            raise ApiError(503, f"Redis refused the write: {exc.reason}; nothing was saved", RETRY_LATER) from None
+        except ReplicationTimeoutError as exc:
+            log.error("write not acknowledged by replicas: %s", exc)
+            raise ApiError(503, f"the write was not confirmed by enough replicas ({exc}); retry", RETRY_LATER) from None
+
+    return answer
+
+
+RETRY_LATER = {"Retry-After": "1"}
 
 
 @dataclass(frozen=True)
 class Route:
     method: str
-    endpoint: Callable[[DemoApp, str, Fields], dict[str, Any]]
+    endpoint: Endpoint
 
 
 API_ROUTES: dict[str, Route] = {
-    "/state": Route("GET", DemoApp.state),
-    "/search": Route("POST", DemoApp.search),
-    "/click": Route("POST", DemoApp.click),
-    "/reset-user": Route("POST", DemoApp.reset_user),
-    "/reset-index": Route("POST", DemoApp.reset_index),
-    "/refresh-embedding": Route("POST", DemoApp.refresh_embedding),
+    path: Route(method, answering_library_errors(endpoint))
+    for path, method, endpoint in (
+        ("/state", "GET", DemoApp.state),
+        ("/search", "POST", DemoApp.search),
+        ("/recommend", "POST", DemoApp.recommend),
+        ("/similar", "POST", DemoApp.similar),
+        ("/click", "POST", DemoApp.click),
+        ("/dismiss", "POST", DemoApp.dismiss),
+        ("/reset-user", "POST", DemoApp.reset_user),
+        ("/reset-index", "POST", DemoApp.reset_index),
+        ("/refresh-embedding", "POST", DemoApp.refresh_embedding),
+    )
 }

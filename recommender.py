@@ -1,163 +1,514 @@
-"""RedisRecommender: vector KNN with structured pre-filters in one FT.SEARCH, a per-user session
-vector updated atomically on every click, category-affinity re-ranking and hot embedding refresh.
+"""RedisRecommender: vector KNN with structured pre-filters in one FT.SEARCH, per-user signals
+(session vector, category affinities, dismissals, what was seen) updated atomically on every
+click, a "for you" feed, "more like this", time-decayed popularity, and hot embedding refresh.
 
-Everything Redis sees (key names, hash fields, the index schema, the query shape) is defined in
-this module and nowhere else, and it follows the data model shared by the other ports of this
-demo, so their data and ours are interchangeable.
+Everything Redis sees (key names, hash fields, the index schema, the query shape, the scripts)
+is defined in this module and nowhere else. It follows the data model shared by the other ports
+of Redis' recommendation-engine tutorial, so their data and ours are interchangeable, and it is
+the only module that talks to Redis. The ranking math itself lives in ranking.py, without Redis.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import math
+import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import redis
+import redis.cluster
 
-from embeddings import normalize_rows
+from ranking import (
+    POPULARITY_REBASE_HALF_LIVES,
+    Candidate,
+    Vector,
+    Why,
+    blend_query,
+    boost_category,
+    decay_factor,
+    decayed_popularity,
+    maximal_marginal_relevance,
+)
+from ranking import rerank as rerank_by_affinity
+
+__all__ = [
+    "Candidate",
+    "ClickResult",
+    "DismissResult",
+    "IndexInfo",
+    "IndexMissingError",
+    "RankingConfig",
+    "Recommendation",
+    "RecommenderError",
+    "RedisRecommender",
+    "ReplicationTimeoutError",
+    "SearchFilters",
+    "UserFeatures",
+    "Why",
+    "WriteRefusedError",
+    "build_filter_clause",
+]
 
 log = logging.getLogger(__name__)
 
 # --- the data model -------------------------------------------------------------------------
 
 PRODUCT_TEXT_FIELDS = ("name", "description")
-PRODUCT_TAG_FIELDS = ("category", "brand", "in_stock")
 PRODUCT_NUMERIC_FIELDS = ("price", "rating")
 PRODUCT_FIELDS = ("name", "description", "category", "brand", "price", "rating", "in_stock")
 EMBEDDING_FIELD = "embedding"
 SCORE_FIELD = "vector_score"
 
+# user:<id>:features, as every port writes it...
 SESSION_VEC_FIELD = "session_vec"
 AFFINITY_PREFIX = "aff:"
 CLICKS_FIELD = "clicks"
 LAST_CLICKED_ID_FIELD = "last_clicked_id"
 LAST_CLICKED_CATEGORY_FIELD = "last_clicked_category"
-RECENT_CLICKS_KEPT = 6
+# ...and what only this port adds to it (other ports ignore fields they don't know).
+NEGATIVE_VEC_FIELD = "negative_vec"
+SESSION_AT_FIELD = "session_at"
+NEGATIVE_AT_FIELD = "negative_at"
+AFFINITY_AT_FIELD = "affinity_at"
 
-DEFAULT_RERANK_OVERFETCH = 3
+RECENT_CLICKS_KEPT = 6
+DEFAULT_SEEN_KEPT = 200
+DEFAULT_USER_TTL_S = 30 * 86400
+# The largest k (and over-fetch) one query may ask for: RediSearch's own MAXSEARCHRESULTS
+# default is 10,000 rows.
 MAX_K = 10_000
 HYBRID_POLICIES = (None, "BATCHES", "ADHOC_BF")
 # Redis' own EF_RUNTIME (10) gives recall@10 0.65 at 100k items; 100 gives 0.99 for +0.14 ms
 # p50 (bench/retrieval.py, 2 cores). Small catalogs are exact either way.
 DEFAULT_EF_RUNTIME = 100
 TAG_SEPARATOR = ","
+# Below this fraction of its fresh weight a faded session no longer drives the feed (about
+# four half-lives): the user is treated as new and sees what is popular.
+MIN_FEED_SESSION_FACTOR = 1 / 16
 
-# One click, done entirely inside Redis so that concurrent clicks for one user serialise:
-# read the item, fold it into the session vector (EWMA, renormalised), bump the category
-# affinity and the click count, remember the last click. A client-side read-modify-write
-# would let two clicks read the same session vector and one of them be lost.
-#
-# Everything is read and computed before the first write: Redis does not roll a script back,
-# so a failure half-way would leave a half-applied click. Counters that hold junk restart at
-# 0 (reported back as `repaired`) instead of failing after the session vector was written.
-#
-# KEYS: product hash, user features hash, user recent-clicks list
-# ARGV: alpha, affinity step, dim, product id, recent clicks kept, field names...
-RECORD_CLICK_LUA = """
-local product, features, recent = KEYS[1], KEYS[2], KEYS[3]
-local alpha, step, dim = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local product_id, keep = ARGV[4], tonumber(ARGV[5])
-local emb_field, session_field, aff_prefix = ARGV[6], ARGV[7], ARGV[8]
-local clicks_field, last_id_field, last_cat_field = ARGV[9], ARGV[10], ARGV[11]
 
-if redis.call('EXISTS', product) == 0 then
-  return redis.error_reply('NOPRODUCT no such product')
-end
-local item = redis.call('HMGET', product, emb_field, 'category')
-local blob, category = item[1], item[2]
-if not category or category == '' then category = 'unknown' end
-local aff_field = aff_prefix .. category
+# --- errors: one hierarchy, classified in one place -------------------------------------------
 
-local function finite(raw)
-  local n = tonumber(raw)
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
-  return n
-end
-local current = redis.call('HMGET', features, session_field, clicks_field, aff_field)
-local repaired = 0
-local clicks = finite(current[2])
-if current[2] and not clicks then repaired = 1 end
-clicks = math.floor(clicks or 0) + 1
-local affinity = finite(current[3])
-if current[3] and not affinity then repaired = 1 end
-affinity = string.format('%.17g', (affinity or 0) + step)
 
-local session = nil
-if blob and #blob == dim * 4 then
-  local fmt = '<' .. string.rep('f', dim)
-  local v = {struct.unpack(fmt, blob)}
-  local previous = current[1]
-  if previous and #previous == dim * 4 then
-    local p = {struct.unpack(fmt, previous)}
-    for i = 1, dim do v[i] = alpha * v[i] + (1 - alpha) * p[i] end
-  end
-  local norm = 0
-  for i = 1, dim do norm = norm + v[i] * v[i] end
-  norm = math.sqrt(norm)
-  if norm > 0 and norm == norm and norm ~= math.huge then
-    for i = 1, dim do v[i] = v[i] / norm end
-    session = struct.pack(fmt, unpack(v, 1, dim))
-  end
-end
+class RecommenderError(Exception):
+    """Base of the errors this library raises for conditions of Redis (not of the arguments:
+    those are ValueError, and an unknown product is KeyError)."""
 
-if session then redis.call('HSET', features, session_field, session) end
-redis.call('HSET', features, aff_field, affinity, clicks_field, clicks,
-           last_id_field, product_id, last_cat_field, category)
-redis.call('LPUSH', recent, product_id)
-redis.call('LTRIM', recent, 0, keep - 1)
-return {category, affinity, clicks, session and 1 or 0, repaired}
-"""
 
-# Replace one item's vector only if the item still exists: HSET alone would resurrect a
-# product deleted between our existence check and the write.
-REFRESH_EMBEDDING_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return redis.error_reply('NOPRODUCT no such product')
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
+class IndexMissingError(RecommenderError, redis.ResponseError):
+    """The search index does not exist (never created, or dropped). A ResponseError too, so code
+    written against plain redis-py keeps catching it."""
+
+
+class WriteRefusedError(RecommenderError, redis.ResponseError):
+    """Redis refused a write: its disk is full or unwritable (MISCONF), it reached maxmemory
+    (OOM), or this is a read-only replica (READONLY). `reason` says which, in words."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"Redis refused the write: {reason} ({detail})")
+        self.reason = reason
+
+
+class ReplicationTimeoutError(RecommenderError):
+    """The write was applied on the primary but fewer replicas than required acknowledged it in
+    time (WAIT), so a failover could still lose it."""
+
+    def __init__(self, acked: int, required: int, timeout_ms: int) -> None:
+        super().__init__(f"only {acked} of {required} replica(s) acknowledged the write within {timeout_ms} ms")
+        self.acked = acked
+        self.required = required
+
+
+_WRITE_REFUSALS = (
+    ("MISCONF", "the disk is full or not writable"),
+    ("OOM", "memory is full"),
+    ("READONLY", "this is a read-only replica"),
+)
+
+
+def classify_response_error(exc: redis.ResponseError) -> Exception:
+    """The library's error for a Redis error reply, or the reply itself when it is none of ours.
+    The only place that reads Redis' error texts."""
+    message = str(exc)
+    lowered = message.lower()
+    if "no such index" in lowered or "unknown index name" in lowered:
+        return IndexMissingError(message)
+    for prefix, reason in _WRITE_REFUSALS:
+        if message.startswith(prefix):
+            return WriteRefusedError(reason, message)
+    return exc
+
+
+@contextmanager
+def _classified_errors() -> Iterator[None]:
+    try:
+        yield
+    except RecommenderError:
+        raise
+    except redis.ResponseError as exc:
+        raise classify_response_error(exc) from exc
+
+
+# --- validation helpers -----------------------------------------------------------------------
+
+
+def _check_literal(name: str, value: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError(f"{name} contains control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: Redis only takes valid UTF-8
+        raise ValueError(f"{name} is not valid Unicode text (it contains a lone surrogate)") from None
+    return value
+
+
+def _number(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number")
+    return number
+
+
+def check_k(k: Any, name: str = "k") -> int:
+    """k is a whole number from 1 to MAX_K: 0 or a negative k is a caller's mistake, not an
+    empty answer."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise ValueError(f"{name} must be an integer between 1 and {MAX_K}, got {k!r}")
+    return int(k)
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    number = _number(name, value)
+    if number is None or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
+    return number
+
+
+def check_user_id(user_id: Any) -> str:
+    """User ids become key names: no spaces, control characters or braces (a brace would change
+    the Redis Cluster hash slot of the user's keys and split them across nodes)."""
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError(f"user_id must be a non-empty string, got {user_id!r}")
+    if any(ch.isspace() or ord(ch) < 32 or ch in "{}" for ch in user_id):
+        raise ValueError(f"user_id must not contain spaces, control characters or braces, got {user_id!r}")
+    _check_literal("user_id", user_id)
+    return user_id
+
+
+def field_problem(name: str, value: str) -> str | None:
+    """What would make a product field misbehave in the index, for every writer to check:
+    RediSearch splits TAG values on commas (one category "a,b" would become two tags), and
+    a key-unsafe id could not be addressed by the API."""
+    if name in ("category", "brand") and TAG_SEPARATOR in value:
+        return f"{name} must not contain {TAG_SEPARATOR!r} (the tag separator), got {value!r}"
+    if name == "id" and any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return f"id must not contain spaces or control characters, got {value!r}"
+    return None
+
+
+def check_product_id(product_id: Any) -> str:
+    if not isinstance(product_id, str) or not product_id:
+        raise ValueError(f"product_id must be a non-empty string, got {product_id!r}")
+    problem = field_problem("id", product_id)
+    if problem:
+        raise ValueError(f"product_{problem}")
+    return _check_literal("product_id", product_id)
+
+
+# --- filters: one typed request, one clause ---------------------------------------------------
+
+
+def escape_tag_value(value: str) -> str:
+    """Escape a literal TAG value so that no character in it is query syntax.
+
+    Every ASCII character other than letters, digits and `_` is backslash-escaped, and so is
+    any whitespace. Other Unicode characters stay as they are: RediSearch matches them
+    literally, and escaping them would stop them from matching.
+    """
+    return "".join(
+        "\\" + ch if (ch.isascii() and not (ch.isalnum() or ch == "_")) or ch.isspace() else ch for ch in value
+    )
+
+
+def escape_text_phrase(value: str) -> str:
+    """One quoted phrase: only `\\` and `"` are special inside the quotes."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _range(field_name: str, low: float | None, high: float | None) -> str:
+    low_text = "-inf" if low is None else repr(low)
+    high_text = "+inf" if high is None else repr(high)
+    return f"@{field_name}:[{low_text} {high_text}]"
 
 
 @dataclass(frozen=True)
-class Candidate:
-    id: str
-    name: str
-    description: str
-    category: str
-    brand: str
-    price: float
-    rating: float
-    in_stock: bool
-    vector_distance: float
-    score: float
+class SearchFilters:
+    """What a result must be: the structured pre-filter of the hybrid query.
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    Travels unchanged from the HTTP parser (or a script) to FT.SEARCH, and checks its own rules
+    once, here: values are literals (TAG values are escaped character by character and the TEXT
+    match is one quoted phrase, so `x} | @brand:{y` can neither widen the query nor break it),
+    prices and ratings are finite numbers, and min_price ≤ max_price. None or an empty string
+    means "any" (the reference treats `category=""` so, and so does a form's "Any" option).
+    """
+
+    category: str | None = None
+    brand: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    in_stock_only: bool = False
+    min_rating: float | None = None
+    text_match: str | None = None
+    text_field: str = "description"
+
+    def __post_init__(self) -> None:
+        for name in ("category", "brand", "text_match"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_literal(name, value)
+                object.__setattr__(self, name, value.strip() or None)
+        for name in ("min_price", "max_price", "min_rating"):
+            object.__setattr__(self, name, _number(name, getattr(self, name)))
+        if not isinstance(self.in_stock_only, (bool, np.bool_)):
+            raise ValueError(f"in_stock_only must be a boolean, got {self.in_stock_only!r}")
+        object.__setattr__(self, "in_stock_only", bool(self.in_stock_only))
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError(f"min_price ({self.min_price:g}) is greater than max_price ({self.max_price:g})")
+        if self.text_field not in PRODUCT_TEXT_FIELDS:
+            raise ValueError(f"text_field must be one of {PRODUCT_TEXT_FIELDS}, got {self.text_field!r}")
+
+    def clause(self) -> str:
+        """The pre-filter half of the hybrid query; `*` when nothing filters."""
+        parts = [f"@{name}:{{{escape_tag_value(value)}}}" for name, value in self._tags() if value is not None]
+        if self.in_stock_only:
+            parts.append("@in_stock:{true}")
+        if self.min_price is not None or self.max_price is not None:
+            parts.append(_range("price", self.min_price, self.max_price))
+        if self.min_rating is not None:
+            parts.append(_range("rating", self.min_rating, None))
+        if self.text_match is not None:
+            parts.append(f"@{self.text_field}:{escape_text_phrase(self.text_match)}")
+        return " ".join(parts) if parts else "*"
+
+    def _tags(self) -> tuple[tuple[str, str | None], ...]:
+        return (("category", self.category), ("brand", self.brand))
+
+
+NO_FILTERS = SearchFilters()
+
+
+def build_filter_clause(
+    *,
+    category: str | None = None,
+    brand: str | None = None,
+    min_price: float | None = None,
+    max_price: float | None = None,
+    in_stock_only: bool = False,
+    min_rating: float | None = None,
+    text_match: str | None = None,
+    text_field: str = "description",
+) -> str:
+    """The FT.SEARCH pre-filter for these filters (`SearchFilters(...).clause()`); raises
+    ValueError for a value that could not be a literal or a range that cannot match."""
+    return SearchFilters(
+        category=category,
+        brand=brand,
+        min_price=min_price,
+        max_price=max_price,
+        in_stock_only=in_stock_only,
+        min_rating=min_rating,
+        text_match=text_match,
+        text_field=text_field,
+    ).clause()
+
+
+def knn_query(
+    filter_clause: str, k: int, ef_runtime: int | None, hybrid_policy: str | None
+) -> tuple[str, dict[str, str | bytes]]:
+    """The hybrid query string and its parameters (the vector is added by the caller).
+
+    RediSearch accepts HYBRID_POLICY only when there is a filter, and EF_RUNTIME only when
+    the HNSW graph is walked (not with ADHOC_BF, which scores the filtered set directly).
+    """
+    attributes: list[str] = []
+    params: dict[str, str | bytes] = {}
+    filtered = filter_clause != "*"
+    if hybrid_policy and filtered:
+        attributes.append(f"HYBRID_POLICY {hybrid_policy}")
+    if ef_runtime is not None and not (filtered and hybrid_policy == "ADHOC_BF"):
+        attributes.append("EF_RUNTIME $ef")
+        params["ef"] = str(ef_runtime)
+    knn = " ".join([f"KNN {k} @{EMBEDDING_FIELD} $vec", *attributes, f"AS {SCORE_FIELD}"])
+    return f"({filter_clause})=>[{knn}]", params
+
+
+# --- settings and typed results ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """How user signals shape results. The defaults are the ones bench/quality.py chose (see
+    README, "Quality"); each can be changed per recommender.
+
+    session_weight: share of the session vector in the blended query (fresh session).
+    negative_weight: how strongly the dismissed-items vector pushes the query away.
+    ewma_alpha: weight of a new click (or dismissal) in its running vector.
+    affinity_weight: scale of the log-shaped category-affinity term in rerank.
+    affinity_step / dismiss_step: how much a click raises, and a dismissal lowers, an affinity.
+    overfetch: candidates fetched per result shown, so rerank, exclusions and MMR have a pool.
+    session_half_life_s: the session and negative vectors fade with time since they were last
+    updated; affinity_half_life_s, the same for affinities (longer: tastes outlast sessions).
+    popularity_half_life_s: a click this long ago counts half in popular().
+    same_category_boost: similar()'s default preference for the product's own category.
+    """
+
+    session_weight: float = 0.3
+    negative_weight: float = 0.3
+    ewma_alpha: float = 0.4
+    affinity_weight: float = 0.15
+    affinity_step: float = 1.0
+    dismiss_step: float = 1.0
+    overfetch: int = 3
+    session_half_life_s: float = 1800.0
+    affinity_half_life_s: float = 7 * 86400.0
+    popularity_half_life_s: float = 7 * 86400.0
+    same_category_boost: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("session_weight", "ewma_alpha"):
+            check_unit_interval(name, getattr(self, name))
+        if self.ewma_alpha == 0:
+            raise ValueError("ewma_alpha must be greater than 0: a click must count")
+        for name in ("negative_weight", "affinity_weight", "affinity_step", "dismiss_step", "same_category_boost"):
+            value = _number(name, getattr(self, name))
+            if value is None or value < 0:
+                raise ValueError(f"{name} must be a number of at least 0, got {getattr(self, name)!r}")
+        for name in ("session_half_life_s", "affinity_half_life_s", "popularity_half_life_s"):
+            value = _number(name, getattr(self, name))
+            if value is None or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+        check_k(self.overfetch, "overfetch")
+
+
+class _FieldMapping(Mapping[str, Any]):
+    """Typed results that code written for the reference (which returns dicts) can still read as
+    `result["clicks"]` or `result.get("affinities")`."""
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, eq=False)
+class UserFeatures(_FieldMapping):
+    """A user's signals as stored, with the time each was last updated (None when unknown, e.g.
+    written by a port that keeps no timestamps). Fading is applied by the caller at read time."""
+
+    session_vec: Vector | None = None
+    affinities: dict[str, float] = field(default_factory=dict)
+    clicks: int = 0
+    last_clicked_id: str | None = None
+    last_clicked_category: str | None = None
+    negative_vec: Vector | None = None
+    session_at: float | None = None
+    negative_at: float | None = None
+    affinity_at: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ClickResult(_FieldMapping):
+    category: str
+    affinity: float
+    clicks: int
+    last_clicked_id: str
+    session_updated: bool
+
+
+@dataclass(frozen=True, eq=False)
+class DismissResult(_FieldMapping):
+    category: str
+    affinity: float
+    product_id: str
+    negative_updated: bool
+
+
+@dataclass(frozen=True, eq=False)
+class IndexInfo(_FieldMapping):
+    num_docs: int
+    indexing_failures: int
+    vector_index_size_mb: float
+    percent_indexed: float
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """What one recommend() call did, so a caller (the demo server) can show its work."""
+    """One answer and what produced it, so a caller (the demo page) can show its work.
+
+    source: "query" (a typed query), "session" (the feed, from the session vector), "popular"
+    (decayed click counts), "rating" (nothing clicked yet anywhere: highest rated) or "similar".
+    used_rerank: an affinity changed at least one score. session_weight: the session's share of
+    the query after fading (0 when unused). excluded_count: products left out because the user
+    dismissed or (with exclude_clicked) clicked them. exhausted: fewer than k came back because
+    fewer than k products pass the filters and exclusions.
+    """
 
     candidates: list[Candidate]
+    source: str
     filter_clause: str
-    used_session: bool
-    used_rerank: bool
-    search_ms: float
-    rerank_ms: float
-    features: dict[str, Any] = field(repr=False, default_factory=dict)
+    used_session: bool = False
+    used_rerank: bool = False
+    session_weight: float = 0.0
+    excluded_count: int = 0
+    exhausted: bool = False
+    search_ms: float = 0.0
+    rerank_ms: float = 0.0
 
 
-# --- pure helpers: data in, data out --------------------------------------------------------
+@dataclass(frozen=True)
+class _UserContext:
+    """What one request needs of a user, read in one round trip."""
+
+    features: UserFeatures
+    excluded: frozenset[str]
 
 
-def vector_to_bytes(vector: Any, dim: int) -> bytes:
+# --- vectors and product hashes ---------------------------------------------------------------
+
+
+def vector_to_bytes(vector: npt.ArrayLike, dim: int) -> bytes:
     """Validate and pack one vector as little-endian float32 bytes."""
     array = np.asarray(vector, dtype="<f4")
     if array.shape != (dim,):
@@ -167,11 +518,11 @@ def vector_to_bytes(vector: Any, dim: int) -> bytes:
     return array.tobytes()
 
 
-def bytes_to_vector(blob: bytes | None, dim: int) -> np.ndarray | None:
+def bytes_to_vector(blob: bytes | None, dim: int) -> Vector | None:
     """Unpack float32 bytes; anything of the wrong length is treated as absent."""
     if blob is None or len(blob) != dim * 4:
         return None
-    return np.frombuffer(blob, dtype="<f4").copy()
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
 def product_embedding_bytes(product: Mapping[str, Any], dim: int) -> bytes:
@@ -186,17 +537,6 @@ def product_embedding_bytes(product: Mapping[str, Any], dim: int) -> bytes:
     if "embedding" in product:
         return vector_to_bytes(product["embedding"], dim)
     raise ValueError(f"product {product.get('id')!r} has neither 'embedding' nor 'embedding_b64'")
-
-
-def field_problem(name: str, value: str) -> str | None:
-    """What would make a product field misbehave in the index, for every writer to check:
-    RediSearch splits TAG values on commas (one category "a,b" would become two tags), and
-    a key-unsafe id could not be addressed by the API."""
-    if name in ("category", "brand") and TAG_SEPARATOR in value:
-        return f"{name} must not contain {TAG_SEPARATOR!r} (the tag separator), got {value!r}"
-    if name == "id" and any(ch.isspace() or ord(ch) < 32 for ch in value):
-        return f"id must not contain spaces or control characters, got {value!r}"
-    return None
 
 
 def product_to_hash(product: Mapping[str, Any], dim: int) -> dict[str, bytes | str]:
@@ -234,147 +574,7 @@ def product_to_hash(product: Mapping[str, Any], dim: int) -> dict[str, bytes | s
     }
 
 
-def blend_session(query_vec: np.ndarray, session_vec: np.ndarray, session_weight: float) -> np.ndarray:
-    """normalize((1 - w) * query + w * session): the query keeps the lead, the session steers."""
-    if not 0.0 <= session_weight <= 1.0:
-        raise ValueError("session_weight must be between 0 and 1")
-    return normalize_rows((1.0 - session_weight) * query_vec + session_weight * session_vec)
-
-
-def escape_tag_value(value: str) -> str:
-    """Escape a literal TAG value so that no character in it is query syntax.
-
-    Every ASCII character other than letters, digits and `_` is backslash-escaped, and so is
-    any whitespace. Other Unicode characters stay as they are: RediSearch matches them
-    literally, and escaping them would stop them from matching.
-    """
-    return "".join(
-        "\\" + ch if (ch.isascii() and not (ch.isalnum() or ch == "_")) or ch.isspace() else ch for ch in value
-    )
-
-
-def escape_text_phrase(value: str) -> str:
-    """One quoted phrase: only `\\` and `"` are special inside the quotes."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _check_literal(name: str, value: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError(f"{name} contains control characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: Redis only takes valid UTF-8
-        raise ValueError(f"{name} is not valid Unicode text (it contains a lone surrogate)") from None
-    return value
-
-
-def _number(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number")
-    return number
-
-
-def _check_k(k: int) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-
-
-def _range(field_name: str, low: float | None, high: float | None) -> str:
-    low_text = "-inf" if low is None else repr(low)
-    high_text = "+inf" if high is None else repr(high)
-    return f"@{field_name}:[{low_text} {high_text}]"
-
-
-def build_filter_clause(
-    *,
-    category: str | None = None,
-    brand: str | None = None,
-    min_price: float | None = None,
-    max_price: float | None = None,
-    in_stock_only: bool = False,
-    min_rating: float | None = None,
-    text_match: str | None = None,
-    text_field: str = "description",
-) -> str:
-    """The pre-filter half of the hybrid query, `*` when nothing filters.
-
-    User values are always literals: TAG values are escaped character by character and the
-    TEXT match is a single quoted phrase, so input like `x} | @brand:{y` can neither widen
-    the query nor make it a syntax error. None means "no filter". An empty TAG value has no
-    literal form in RediSearch (and no product has one), so it is refused with ValueError;
-    an empty text match constrains nothing ("contains ''" holds for every text) and is
-    dropped.
-    """
-    parts: list[str] = []
-    for name, value in (("category", category), ("brand", brand)):
-        if value is None:
-            continue
-        value = _check_literal(name, value)
-        if not value.strip():
-            raise ValueError(f"{name} must not be empty: pass None to match any {name}")
-        parts.append(f"@{name}:{{{escape_tag_value(value)}}}")
-    if in_stock_only:
-        parts.append("@in_stock:{true}")
-    low, high = _number("min_price", min_price), _number("max_price", max_price)
-    if low is not None and high is not None and low > high:
-        raise ValueError(f"min_price ({low}) is greater than max_price ({high})")
-    if low is not None or high is not None:
-        parts.append(_range("price", low, high))
-    rating = _number("min_rating", min_rating)
-    if rating is not None:
-        parts.append(_range("rating", rating, None))
-    if text_match is not None and _check_literal("text_match", text_match).strip():
-        if text_field not in PRODUCT_TEXT_FIELDS:
-            raise ValueError(f"text_field must be one of {PRODUCT_TEXT_FIELDS}, got {text_field!r}")
-        parts.append(f"@{text_field}:{escape_text_phrase(text_match.strip())}")
-    return " ".join(parts) if parts else "*"
-
-
-def knn_query(
-    filter_clause: str, k: int, ef_runtime: int | None, hybrid_policy: str | None
-) -> tuple[str, dict[str, Any]]:
-    """The hybrid query string and its parameters (the vector is added by the caller).
-
-    RediSearch accepts HYBRID_POLICY only when there is a filter, and EF_RUNTIME only when
-    the HNSW graph is walked (not with ADHOC_BF, which scores the filtered set directly).
-    """
-    attributes, params = [], {}
-    filtered = filter_clause != "*"
-    if hybrid_policy and filtered:
-        attributes.append(f"HYBRID_POLICY {hybrid_policy}")
-    if ef_runtime is not None and not (filtered and hybrid_policy == "ADHOC_BF"):
-        attributes.append("EF_RUNTIME $ef")
-        params["ef"] = str(ef_runtime)
-    knn = " ".join([f"KNN {k} @{EMBEDDING_FIELD} $vec", *attributes, f"AS {SCORE_FIELD}"])
-    return f"({filter_clause})=>[{knn}]", params
-
-
-def rerank(
-    candidates: list[Candidate],
-    user_features: Mapping[str, Any] | None,
-    affinity_weight: float = 0.15,
-    k: int | None = None,
-) -> list[Candidate]:
-    """score = vector_distance - log1p(max(affinity, 0)) * affinity_weight, ascending.
-
-    Pass more candidates than you will show and `k` to cut after re-sorting: an item just
-    outside the first k by distance can then be pulled in by the user's affinity.
-    """
-    affinities = (user_features or {}).get("affinities", {}) or {}
-    rescored = [
-        replace(c, score=c.vector_distance - math.log1p(max(affinities.get(c.category, 0.0), 0.0)) * affinity_weight)
-        for c in candidates
-    ]
-    rescored.sort(key=lambda c: (c.score, c.vector_distance, c.id))
-    return rescored if k is None else rescored[:k]
+# --- reading Redis' replies -------------------------------------------------------------------
 
 
 def _text(value: Any) -> str:
@@ -391,35 +591,37 @@ def _float(value: Any, default: float = 0.0) -> float:
     return number if math.isfinite(number) else default
 
 
-def search_rows(response: Any) -> list[tuple[str, dict[str, str]]]:
-    """(key, fields) rows from FT.SEARCH, whichever protocol the client speaks.
+def _raw_rows(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, {field: raw value}) from FT.SEARCH, whichever protocol the client speaks.
 
     RESP2: [total, key, [field, value, ...], key, [...], ...]
     RESP3: {total_results, results: [{id, extra_attributes: {field: value}}]}, keys as bytes
     or str depending on decode_responses. This is the one place that knows both shapes.
     """
     if isinstance(response, dict):
-        response = {_text(k): v for k, v in response.items()}
-        rows = []
-        for result in response.get("results", []):
-            result = {_text(k): v for k, v in result.items()}
-            attributes = result.get("extra_attributes") or {}
-            rows.append((_text(result.get("id")), {_text(k): _text(v) for k, v in attributes.items()}))
-        return rows
-    rows = []
+        results = response.get(b"results", response.get("results", []))
+        for result in results:
+            key = result.get(b"id", result.get("id"))
+            attributes = result.get(b"extra_attributes", result.get("extra_attributes")) or {}
+            yield _text(key), {_text(name): value for name, value in attributes.items()}
+        return
     for i in range(1, len(response) - 1, 2):
         flat = response[i + 1] or []
-        rows.append((_text(response[i]), {_text(flat[j]): _text(flat[j + 1]) for j in range(0, len(flat) - 1, 2)}))
-    return rows
+        yield _text(response[i]), {_text(flat[j]): flat[j + 1] for j in range(0, len(flat) - 1, 2)}
+
+
+def search_rows(response: Any) -> list[tuple[str, dict[str, str]]]:
+    """(key, {field: text}) rows from an FT.SEARCH reply of either protocol."""
+    return [(key, {name: _text(value) for name, value in raw.items()}) for key, raw in _raw_rows(response)]
 
 
 def aggregate_rows(response: Any) -> list[dict[str, str]]:
     """Field maps from FT.AGGREGATE: RESP2 [total, [field, value, ...], ...]; RESP3
     {results: [{extra_attributes: {...}}]}. Like search_rows, the one place for both shapes."""
     if isinstance(response, dict):
-        results = {_text(k): v for k, v in response.items()}.get("results", [])
+        results = response.get(b"results", response.get("results", []))
         return [
-            {_text(k): _text(v) for k, v in ({_text(k): v for k, v in r.items()}.get("extra_attributes") or {}).items()}
+            {_text(k): _text(v) for k, v in (r.get(b"extra_attributes", r.get("extra_attributes")) or {}).items()}
             for r in results
         ]
     return [{_text(row[j]): _text(row[j + 1]) for j in range(0, len(row) - 1, 2)} for row in response[1:]]
@@ -469,42 +671,230 @@ def product_display_fields(product_id: str, fields: Mapping[str, str]) -> dict[s
     }
 
 
-def candidate_from_row(key: str, fields: Mapping[str, str], key_prefix: str) -> Candidate:
-    distance = _float(fields.get(SCORE_FIELD), default=2.0)
-    product_id = key[len(key_prefix) :] if key.startswith(key_prefix) else key
+def product_summary(product_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    """A product as lists show it: the display fields without the long description."""
+    shown = product_display_fields(product_id, fields)
+    del shown["description"]
+    return {"id": product_id, **shown}
+
+
+def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
+    """One FT.SEARCH row as a Candidate. Healthy rows take the short path (one conversion per
+    field, no checks to log); only a row that fails it goes through product_display_fields,
+    which names the problem once."""
+    distance = _float(raw.get(SCORE_FIELD), default=2.0)
+    try:
+        price, rating = float(raw["price"]), float(raw["rating"])
+        in_stock = raw["in_stock"]
+        if not (math.isfinite(price) and math.isfinite(rating)) or in_stock not in (b"true", b"false", "true", "false"):
+            raise ValueError
+        shown = {
+            "name": _text(raw["name"]),
+            "description": _text(raw["description"]),
+            "category": _text(raw["category"]),
+            "brand": _text(raw["brand"]),
+            "price": price,
+            "rating": rating,
+            "in_stock": in_stock in (b"true", "true"),
+        }
+    except (KeyError, ValueError, TypeError):
+        shown = product_display_fields(product_id, {n: _text(v) for n, v in raw.items() if n != EMBEDDING_FIELD})
     return Candidate(
-        id=product_id, **product_display_fields(product_id, fields), vector_distance=distance, score=distance
+        id=product_id, **shown, vector_distance=distance, score=distance, why=Why(vector_distance=distance)
     )
+
+
+# --- scripts ----------------------------------------------------------------------------------
+
+# One click or dismissal, done entirely inside Redis so that concurrent events of one user
+# serialise: fold the item's vector into the session (click) or negative (dismiss) vector as an
+# EWMA against the *faded* previous one, fade every category affinity to now and step the item's
+# category up or down, remember what was seen, and refresh the expiry of every key of the user.
+# A client-side read-modify-write would let two clicks read the same session and lose one.
+#
+# It touches only the user's own keys, which share one Redis Cluster slot: the product's vector
+# and category are read before, by the caller, and passed in.
+#
+# Everything is read and computed before the first write: Redis does not roll a script back,
+# so a failure half-way would leave a half-applied event. Counters that hold junk restart at
+# 0 (reported back as `repaired`) instead of failing after the vector was written.
+#
+# KEYS: features hash, recent clicks list, seen zset, dismissed set
+# ARGV: see RedisRecommender._user_event_args
+USER_EVENT_LUA = """
+local features, recent, seen, dismissed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local mode, product_id, category, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local alpha, step, dim, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local vector_half_life, affinity_half_life = tonumber(ARGV[9]), tonumber(ARGV[10])
+local seen_kept, recent_kept, ttl = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local vec_field, vec_at_field, aff_at_field = ARGV[14], ARGV[15], ARGV[16]
+local aff_prefix, clicks_field, last_id_field, last_cat_field = ARGV[17], ARGV[18], ARGV[19], ARGV[20]
+
+local function finite(raw)
+  local n = tonumber(raw)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
+  return n
+end
+local function faded(since, half_life)
+  local t = finite(since)
+  if t == nil or now <= t then return 1 end
+  return 0.5 ^ ((now - t) / half_life)
+end
+local function num(n) return string.format('%.17g', n) end
+
+local stored = {}
+local flat = redis.call('HGETALL', features)
+for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
+
+local repaired = 0
+local writes = {}
+local aff_fade = faded(stored[aff_at_field], affinity_half_life)
+local aff_field = aff_prefix .. category
+local affinity = 0
+for name, raw in pairs(stored) do
+  if string.sub(name, 1, #aff_prefix) == aff_prefix then
+    local value = finite(raw)
+    if value == nil then repaired = 1; value = 0 end
+    value = value * aff_fade
+    if name == aff_field then affinity = value else
+      table.insert(writes, name); table.insert(writes, num(value))
+    end
+  end
+end
+affinity = affinity + step
+table.insert(writes, aff_field); table.insert(writes, num(affinity))
+table.insert(writes, aff_at_field); table.insert(writes, num(now))
+
+local clicks = finite(stored[clicks_field])
+if stored[clicks_field] and not clicks then repaired = 1 end
+clicks = math.floor(clicks or 0)
+if mode == 'click' then
+  clicks = clicks + 1
+  table.insert(writes, clicks_field); table.insert(writes, clicks)
+  table.insert(writes, last_id_field); table.insert(writes, product_id)
+  table.insert(writes, last_cat_field); table.insert(writes, category)
+end
+
+local updated = 0
+if #blob == dim * 4 then
+  local fmt = '<' .. string.rep('f', dim)
+  local v = {struct.unpack(fmt, blob)}
+  local previous = stored[vec_field]
+  if previous and #previous == dim * 4 then
+    local p = {struct.unpack(fmt, previous)}
+    local keep = (1 - alpha) * faded(stored[vec_at_field], vector_half_life)
+    for i = 1, dim do v[i] = alpha * v[i] + keep * p[i] end
+  end
+  local norm = 0
+  for i = 1, dim do norm = norm + v[i] * v[i] end
+  norm = math.sqrt(norm)
+  if norm > 0 and norm == norm and norm ~= math.huge then
+    for i = 1, dim do v[i] = v[i] / norm end
+    table.insert(writes, vec_field); table.insert(writes, struct.pack(fmt, unpack(v, 1, dim)))
+    table.insert(writes, vec_at_field); table.insert(writes, num(now))
+    updated = 1
+  end
+end
+
+redis.call('HSET', features, unpack(writes))
+if mode == 'click' then
+  redis.call('LPUSH', recent, product_id)
+  redis.call('LTRIM', recent, 0, recent_kept - 1)
+else
+  redis.call('SADD', dismissed, product_id)
+end
+redis.call('ZADD', seen, now, product_id)
+redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_kept + 1))
+if ttl > 0 then
+  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end
+end
+return {num(affinity), clicks, updated, repaired}
+"""
+
+# One click's share of popularity (see ranking.py for the arithmetic): add 2^((now − epoch)/h)
+# to the product's sum; when that exponent passes the limit, scale every sum down and move the
+# epoch to now, so the numbers stay far from overflow whatever the half-life.
+# KEYS: popularity zset, epoch key (one slot). ARGV: product id, now, half-life, limit.
+POPULARITY_LUA = """
+local now, half_life, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local epoch = tonumber(redis.call('GET', KEYS[2]))
+if epoch == nil then
+  epoch = now
+  redis.call('SET', KEYS[2], string.format('%.17g', now))
+end
+local exponent = (now - epoch) / half_life
+if exponent > limit then
+  local scale = 0.5 ^ exponent
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    redis.call('ZADD', KEYS[1], string.format('%.17g', tonumber(members[i + 1]) * scale), members[i])
+  end
+  redis.call('SET', KEYS[2], string.format('%.17g', now))
+  exponent = 0
+end
+return redis.call('ZINCRBY', KEYS[1], string.format('%.17g', 2 ^ exponent), ARGV[1])
+"""
+
+# Replace one item's vector only if the item still exists: HSET alone would resurrect a
+# product deleted between our existence check and the write.
+REFRESH_EMBEDDING_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('NOPRODUCT no such product')
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 # --- the Redis-facing class -----------------------------------------------------------------
 
 
 class RedisRecommender:
-    """Owns the product index, the per-user features and the queries over them.
+    """Owns the product index, the per-user signals, popularity and the queries over them.
 
-    The client must return bytes (decode_responses=False): vectors are binary. Both RESP2 and
-    RESP3 clients work.
+    The client must return bytes (decode_responses=False): vectors are binary. RESP2 and RESP3
+    clients both work, and so does a `redis.cluster.RedisCluster` (every script touches the keys
+    of one slot; FT.* needs a Redis whose Search spans shards).
     """
 
     def __init__(
         self,
-        redis_client: redis.Redis | None = None,
+        redis_client: redis.Redis | redis.cluster.RedisCluster | None = None,
         index_name: str = "recommend:idx",
         key_prefix: str = "product:",
         user_key_prefix: str = "user:",
         vector_dim: int = 384,
         *,
+        config: RankingConfig | None = None,
         hnsw_m: int | None = None,
         hnsw_ef_construction: int | None = None,
         ef_runtime: int | None = DEFAULT_EF_RUNTIME,
         hybrid_policy: str | None = None,
+        user_ttl_s: int = DEFAULT_USER_TTL_S,
+        seen_kept: int = DEFAULT_SEEN_KEPT,
+        read_clients: Sequence[redis.Redis] = (),
+        min_replicas_ack: int = 0,
+        replica_ack_timeout_ms: int = 1000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """hnsw_m and hnsw_ef_construction shape the graph (used by create_index; None keeps
+        """Arguments after vector_dim:
+
+        config: the RankingConfig (weights, half-lives, over-fetch).
+        hnsw_m, hnsw_ef_construction: the graph's shape, used by create_index (None keeps
         RediSearch's defaults, M 16 and EF_CONSTRUCTION 200, and the exact shared schema).
-        ef_runtime widens the search at query time: more recall, more time (None: Redis' 10).
-        hybrid_policy forces BATCHES or ADHOC_BF for filtered queries (None: Redis chooses).
-        The defaults come from bench/retrieval.py (bench/README.md has the numbers)."""
+        ef_runtime: search breadth per query, more recall for more time (None: Redis' 10).
+        hybrid_policy: force BATCHES or ADHOC_BF for filtered queries (None: Redis chooses).
+        user_ttl_s: every key of a user expires this long after their last click or dismissal
+        (0: never), so abandoned users do not fill Redis.
+        seen_kept: how many recent clicks and dismissals are remembered for exclude_clicked.
+        read_clients: replicas for FT.SEARCH / FT.AGGREGATE, used in turn; writes and the user's
+        own state always go to `redis_client`, so a click shows in the very next search.
+        min_replicas_ack: after each write, WAIT for this many replicas (up to
+        replica_ack_timeout_ms) and raise ReplicationTimeoutError when fewer acknowledge.
+        clock: seconds since the epoch; inject one to test fading without sleeping.
+
+        Raises ValueError for a setting out of range, or a client that decodes responses.
+        """
         for name, value in (
             ("hnsw_m", hnsw_m),
             ("hnsw_ef_construction", hnsw_ef_construction),
@@ -514,30 +904,65 @@ class RedisRecommender:
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         if hybrid_policy not in HYBRID_POLICIES:
             raise ValueError(f"hybrid_policy must be one of {HYBRID_POLICIES}, got {hybrid_policy!r}")
-        self.hnsw_m = hnsw_m
-        self.hnsw_ef_construction = hnsw_ef_construction
-        self.ef_runtime = ef_runtime
-        self.hybrid_policy = hybrid_policy
+        for name, count in (("user_ttl_s", user_ttl_s), ("min_replicas_ack", min_replicas_ack)):
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError(f"{name} must be a whole number of at least 0, got {count!r}")
+        check_k(seen_kept, "seen_kept")
         self.redis = redis_client if redis_client is not None else redis.Redis()
-        if self.redis.get_connection_kwargs().get("decode_responses"):
-            raise ValueError("RedisRecommender needs a client with decode_responses=False: vectors are binary")
+        self.is_cluster = isinstance(self.redis, redis.cluster.RedisCluster)
+        if min_replicas_ack and self.is_cluster:
+            raise ValueError("min_replicas_ack is not supported on a Redis Cluster client")
+        for client in (self.redis, *read_clients):
+            if client.get_connection_kwargs().get("decode_responses"):
+                raise ValueError("RedisRecommender needs clients with decode_responses=False: vectors are binary")
         self.index_name = index_name
         self.key_prefix = key_prefix
         self.user_key_prefix = user_key_prefix
         self.vector_dim = vector_dim
-        self._record_click = self.redis.register_script(RECORD_CLICK_LUA)
+        self.config = config if config is not None else RankingConfig()
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self.ef_runtime = ef_runtime
+        self.hybrid_policy = hybrid_policy
+        self.user_ttl_s = user_ttl_s
+        self.seen_kept = seen_kept
+        self.read_clients = list(read_clients)
+        self._next_reader = itertools.cycle(range(len(self.read_clients))) if self.read_clients else None
+        self._reader_lock = threading.Lock()
+        self.min_replicas_ack = min_replicas_ack
+        self.replica_ack_timeout_ms = replica_ack_timeout_ms
+        self.clock = clock
+        self._user_event = self.redis.register_script(USER_EVENT_LUA)
+        self._add_popularity = self.redis.register_script(POPULARITY_LUA)
         self._refresh_embedding = self.redis.register_script(REFRESH_EMBEDDING_LUA)
 
-    # keys
+    # keys: the only place that names them
 
     def product_key(self, product_id: str) -> str:
         return f"{self.key_prefix}{product_id}"
 
     def features_key(self, user_id: str) -> str:
+        """`user:<id>:features`, exactly as every port writes it."""
         return f"{self.user_key_prefix}{user_id}:features"
 
-    def recent_clicks_key(self, user_id: str) -> str:
+    def user_key(self, user_id: str) -> str:
+        """The reference's name for features_key."""
+        return self.features_key(user_id)
+
+    def _user_keys(self, user_id: str) -> tuple[str, str, str, str]:
+        """features, recent clicks, seen, dismissed: the last three hash-tagged to the features
+        key so that the four share one Redis Cluster slot and one script can touch them all."""
+        features = self.features_key(check_user_id(user_id))
+        tag = "{" + features + "}"
+        return features, f"{tag}:recent", f"{tag}:seen", f"{tag}:dismissed"
+
+    def _legacy_recent_key(self, user_id: str) -> str:
+        """Where versions before the cluster-safe keys kept recent clicks; reset_user removes it."""
         return f"{self.user_key_prefix}{user_id}:recent_clicks"
+
+    def _popularity_keys(self) -> tuple[str, str]:
+        tag = "{" + f"{self.index_name}:popularity" + "}"
+        return tag, f"{tag}:epoch"
 
     # index
 
@@ -560,11 +985,9 @@ class RedisRecommender:
 
     def index_exists(self) -> bool:
         try:
-            self.redis.execute_command("FT.INFO", self.index_name)
-        except redis.ResponseError as exc:
-            if "unknown index name" in str(exc).lower() or "no such index" in str(exc).lower():
-                return False
-            raise
+            self.index_info()
+        except IndexMissingError:
+            return False
         return True
 
     def create_index(self) -> bool:
@@ -573,41 +996,33 @@ class RedisRecommender:
             return False
         try:
             self.redis.execute_command(
-                "FT.CREATE",
-                self.index_name,
-                "ON",
-                "HASH",
-                "PREFIX",
-                "1",
-                self.key_prefix,
-                "SCHEMA",
-                *self.index_schema(),
-            )
+                "FT.CREATE", self.index_name, "ON", "HASH", "PREFIX", "1", self.key_prefix,
+                "SCHEMA", *self.index_schema(),
+            )  # fmt: skip
         except redis.ResponseError as exc:
             if "index already exists" in str(exc).lower():
                 return False
-            raise
+            raise classify_response_error(exc) from exc
         return True
 
     def drop_index(self, delete_documents: bool = False) -> bool:
         """Drop the index (and with delete_documents its product hashes); False if it was absent."""
         args = ["FT.DROPINDEX", self.index_name] + (["DD"] if delete_documents else [])
         try:
-            self.redis.execute_command(*args)
-        except redis.ResponseError as exc:
-            if "unknown index name" in str(exc).lower() or "no such index" in str(exc).lower():
-                return False
-            raise
+            with _classified_errors():
+                self.redis.execute_command(*args)
+        except IndexMissingError:
+            return False
         return True
 
     def index_products(self, products: Iterable[Mapping[str, Any]], batch_size: int = 500) -> int:
         """HSET every product in pipelined batches; returns how many were written.
 
-        Each product needs an `id` and either `embedding` (array or list) or `embedding_b64`.
-        All of a batch is validated before any of it is sent.
+        Each product needs an `id`, the PRODUCT_FIELDS and either `embedding` (array or list)
+        or `embedding_b64`. All of a batch is validated (ValueError) before any of it is sent.
         """
         written = 0
-        batch: list[tuple[str, dict]] = []
+        batch: list[tuple[str, dict[str, bytes | str]]] = []
         for product in products:
             if not str(product.get("id", "")).strip():
                 raise ValueError(f"product without an id: {dict(product).get('name')!r}")
@@ -617,17 +1032,20 @@ class RedisRecommender:
                 batch = []
         return written + self._write_batch(batch)
 
-    def _write_batch(self, batch: list[tuple[str, dict]]) -> int:
+    def _write_batch(self, batch: list[tuple[str, dict[str, bytes | str]]]) -> int:
         if not batch:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for key, mapping in batch:
-            pipe.hset(key, mapping=mapping)
-        pipe.execute()
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        with _classified_errors():
+            pipe.execute()
         return len(batch)
 
-    def index_info(self) -> dict[str, Any]:
-        info = info_dict(self.redis.execute_command("FT.INFO", self.index_name))
+    def index_info(self) -> IndexInfo:
+        """The index's size and health (FT.INFO). Raises IndexMissingError when it is absent."""
+        with _classified_errors():
+            info = info_dict(self.redis.execute_command("FT.INFO", self.index_name))
         failures = int(_float(info.get("hash_indexing_failures")))
         if failures:
             # A hash the index refuses (a price of "abc", a vector of the wrong size) silently
@@ -638,31 +1056,95 @@ class RedisRecommender:
                 f"searches; the last: {_text(errors.get('last indexing error key'))} "
                 f"({_text(errors.get('last indexing error'))})"
             )
-        return {
-            "num_docs": int(_float(info.get("num_docs"))),
-            "indexing_failures": failures,
-            "vector_index_size_mb": round(_float(info.get("vector_index_sz_mb")), 4),
-            "percent_indexed": _float(info.get("percent_indexed"), default=1.0),
-        }
+        return IndexInfo(
+            num_docs=int(_float(info.get("num_docs"))),
+            indexing_failures=failures,
+            vector_index_size_mb=round(_float(info.get("vector_index_sz_mb")), 4),
+            percent_indexed=_float(info.get("percent_indexed"), default=1.0),
+        )
 
     def count_indexed(self) -> int:
-        return self.index_info()["num_docs"]
+        return self.index_info().num_docs
 
     def wait_until_indexed(self, timeout_s: float = 30.0) -> None:
         """HSETs into an existing index are indexed synchronously, but a new index over
         existing keys is built in the background; wait for that scan to finish."""
         deadline = time.monotonic() + timeout_s
-        while self.index_info()["percent_indexed"] < 1.0:
+        while self.index_info().percent_indexed < 1.0:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"index {self.index_name} still scanning after {timeout_s}s")
             time.sleep(0.02)
 
-    # retrieval
+    # searching
+
+    def _reader(self) -> redis.Redis | redis.cluster.RedisCluster:
+        if self._next_reader is None:
+            return self.redis
+        with self._reader_lock:
+            return self.read_clients[next(self._next_reader)]
+
+    def _search(self, *args: Any) -> Any:
+        """FT.SEARCH/FT.AGGREGATE on a replica when there are any, else the primary. A replica
+        that fails falls back to the primary for this call, with a log line."""
+        reader = self._reader()
+        with _classified_errors():
+            if reader is self.redis:
+                return self.redis.execute_command(*args)
+            try:
+                return reader.execute_command(*args)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("replica %s failed (%s); reading from the primary", _describe(reader), exc)
+                return self.redis.execute_command(*args)
+
+    def _knn_rows(
+        self, vector: Vector, filter_clause: str, n: int, with_vectors: bool
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The n nearest products passing the filter, closest first, as raw rows."""
+        query, params = knn_query(filter_clause, n, self.ef_runtime, self.hybrid_policy)
+        params["vec"] = vector_to_bytes(vector, self.vector_dim)
+        returned = (*PRODUCT_FIELDS, SCORE_FIELD, *((EMBEDDING_FIELD,) if with_vectors else ()))
+        response = self._search(
+            "FT.SEARCH", self.index_name, query,
+            "PARAMS", str(2 * len(params)), *[item for pair in params.items() for item in pair],
+            "RETURN", str(len(returned)), *returned,
+            "SORTBY", SCORE_FIELD,
+            "LIMIT", "0", str(n),
+            "DIALECT", "2",
+        )  # fmt: skip
+        return self._rows(response)
+
+    def _rows(self, response: Any) -> list[tuple[str, dict[str, Any]]]:
+        prefix = self.key_prefix
+        return [(key[len(prefix) :] if key.startswith(prefix) else key, raw) for key, raw in _raw_rows(response)]
+
+    def _knn_candidates(
+        self, vector: Vector, filter_clause: str, want: int, excluded: frozenset[str], with_vectors: bool
+    ) -> tuple[list[Candidate], dict[str, Vector | None], set[str], bool]:
+        """At least `want` candidates that are not excluded, closest first, when that many pass
+        the filter: (candidates, their vectors by id, the ids left out, exhausted).
+
+        Exclusions cannot be expressed in FT.SEARCH (RediSearch has no "not these keys"), so
+        they are dropped afterwards. The first query asks for `want` plus up to `want` more for
+        exclusions (what a user clicked tends to lie near what they are shown); only when
+        exclusions ate into that does a second ask for want + |excluded|, which is always
+        enough, since at most |excluded| of the rows can be excluded.
+        """
+        n = min(want + min(len(excluded), want), MAX_K)
+        while True:
+            rows = self._knn_rows(vector, filter_clause, n, with_vectors)
+            kept = [(pid, raw) for pid, raw in rows if pid not in excluded]
+            exhausted = len(rows) < n
+            if len(kept) >= want or exhausted or n >= min(want + len(excluded), MAX_K):
+                break
+            n = min(want + len(excluded), MAX_K)
+        candidates = [candidate_from_row(pid, raw) for pid, raw in kept]
+        vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in kept}
+        left_out = {pid for pid, _ in rows if pid in excluded}
+        return candidates, vectors, left_out, exhausted and len(kept) < want
 
     def candidate_retrieve(
         self,
-        query_vec: Any,
-        *,
+        query_vec: npt.ArrayLike,
         category: str | None = None,
         brand: str | None = None,
         min_price: float | None = None,
@@ -672,184 +1154,616 @@ class RedisRecommender:
         text_match: str | None = None,
         text_field: str = "description",
         k: int = 10,
-        session_vec: Any = None,
+        session_vec: npt.ArrayLike | None = None,
         session_weight: float = 0.3,
     ) -> list[Candidate]:
-        """The k nearest products that pass every filter, closest first, in one FT.SEARCH."""
-        _check_k(k)
-        filter_clause = build_filter_clause(
-            category=category,
-            brand=brand,
-            min_price=min_price,
-            max_price=max_price,
-            in_stock_only=in_stock_only,
-            min_rating=min_rating,
-            text_match=text_match,
-            text_field=text_field,
+        """The k nearest products that pass every filter, closest first, in one FT.SEARCH.
+
+        The reference's call, argument for argument: the filters may be given by position.
+        With `session_vec`, the query is first blended with it (normalize((1 − w)·q + w·s)).
+        Raises ValueError for a bad vector, filter or k, IndexMissingError without an index.
+        """
+        filters = SearchFilters(
+            category, brand, min_price, max_price, in_stock_only, min_rating, text_match, text_field
         )
-        return self._knn(filter_clause, query_vec, k, session_vec, session_weight)
+        k = check_k(k)
+        query = self._vector(query_vec)
+        session = self._vector(session_vec) if session_vec is not None else None
+        vector = blend_query(query, session, None, check_unit_interval("session_weight", session_weight), 0.0)
+        candidates, _, _, _ = self._knn_candidates(vector, filters.clause(), k, frozenset(), with_vectors=False)
+        return candidates[:k]
 
-    def _knn(
-        self, filter_clause: str, query_vec: Any, k: int, session_vec: Any, session_weight: float
-    ) -> list[Candidate]:
-        vector = np.frombuffer(vector_to_bytes(query_vec, self.vector_dim), dtype="<f4")
-        if session_vec is not None:
-            session = np.frombuffer(vector_to_bytes(session_vec, self.vector_dim), dtype="<f4")
-            vector = blend_session(vector, session, session_weight)
-        query, params = knn_query(filter_clause, k, self.ef_runtime, self.hybrid_policy)
-        params["vec"] = vector_to_bytes(vector, self.vector_dim)
-        returned = (*PRODUCT_FIELDS, SCORE_FIELD)
-        response = self.redis.execute_command(
-            "FT.SEARCH", self.index_name, query,
-            "PARAMS", str(2 * len(params)), *[item for pair in params.items() for item in pair],
-            "RETURN", str(len(returned)), *returned,
-            "SORTBY", SCORE_FIELD,
-            "LIMIT", "0", str(k),
-            "DIALECT", "2",
-        )  # fmt: skip
-        return [candidate_from_row(key, fields, self.key_prefix) for key, fields in search_rows(response)]
+    def _vector(self, vector: npt.ArrayLike) -> Vector:
+        return np.frombuffer(vector_to_bytes(vector, self.vector_dim), dtype="<f4").astype(np.float32)
 
-    def recommend(
-        self,
-        query_vec: Any,
+    @classmethod
+    def build_filter_clause(
+        cls,
         *,
-        user_id: str | None = None,
-        k: int = 10,
-        use_session: bool = True,
-        use_rerank: bool = True,
-        overfetch: int = DEFAULT_RERANK_OVERFETCH,
-        session_weight: float = 0.3,
-        affinity_weight: float = 0.15,
-        **filters: Any,
-    ) -> Recommendation:
-        """The whole demo flow: blend in the user's session vector, retrieve with filters,
-        and rerank by category affinity over `k * overfetch` candidates before cutting to k."""
-        _check_k(k)
-        filter_clause = build_filter_clause(**filters)
-        features = self.get_user_features(user_id) if user_id is not None else {}
-        session_vec = features.get("session_vec") if use_session else None
-        started = time.perf_counter()
-        fetch_k = k * max(1, overfetch) if use_rerank else k
-        candidates = self._knn(filter_clause, query_vec, fetch_k, session_vec, session_weight)
-        searched = time.perf_counter()
-        candidates = rerank(candidates, features, affinity_weight, k=k) if use_rerank else candidates[:k]
-        reranked = time.perf_counter()
-        return Recommendation(
-            candidates=candidates,
-            filter_clause=filter_clause,
-            used_session=session_vec is not None,
-            used_rerank=use_rerank,
-            search_ms=(searched - started) * 1000,
-            rerank_ms=(reranked - searched) * 1000,
-            features=features,
+        category: str | None = None,
+        brand: str | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        in_stock_only: bool = False,
+        min_rating: float | None = None,
+        text_match: str | None = None,
+        text_field: str = "description",
+    ) -> str:
+        """The pre-filter clause, callable on the class without an instance (the module
+        function build_filter_clause, offered here too because the reference offers it here)."""
+        return build_filter_clause(
+            category=category, brand=brand, min_price=min_price, max_price=max_price,
+            in_stock_only=in_stock_only, min_rating=min_rating, text_match=text_match, text_field=text_field,
+        )  # fmt: skip
+
+    # The reference's own server calls its private classmethod by this name.
+    _build_filter_clause = build_filter_clause
+
+    def rerank(
+        self,
+        candidates: list[Candidate],
+        user_features: Mapping[str, Any] | None,
+        affinity_weight: float | None = None,
+        k: int | None = None,
+    ) -> list[Candidate]:
+        """Re-score candidates by the user's category affinities and re-sort (the reference's
+        call): score = vector_distance − log1p(affinity)·weight for liked categories, + for
+        dismissed ones. Returns new Candidates; `k` cuts after sorting."""
+        affinities = (user_features or {}).get("affinities") or {}
+        weight = self.config.affinity_weight if affinity_weight is None else affinity_weight
+        ranked, _ = rerank_by_affinity(candidates, affinities, weight, k)
+        return ranked
+
+    # users: reading
+
+    def _user_context(self, user_id: str, exclude_clicked: bool) -> _UserContext:
+        """The user's features and the products to leave out, in one round trip to the primary
+        (never a replica: the user's last click must count in the very next answer)."""
+        features_key, _, seen_key, dismissed_key = self._user_keys(user_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(features_key)
+        pipe.smembers(dismissed_key)
+        if exclude_clicked:
+            pipe.zrange(seen_key, 0, -1)
+        with _classified_errors():
+            replies = pipe.execute()
+        excluded = {_text(pid) for pid in replies[1]}
+        if exclude_clicked:
+            excluded.update(_text(pid) for pid in replies[2])
+        return _UserContext(self._features_from_hash(user_id, replies[0]), frozenset(excluded))
+
+    def _features_from_hash(self, user_id: str, stored: Mapping[Any, Any]) -> UserFeatures:
+        raw = {_text(k): v for k, v in stored.items()}
+        vectors = {}
+        for name in (SESSION_VEC_FIELD, NEGATIVE_VEC_FIELD):
+            vectors[name] = bytes_to_vector(raw.get(name), self.vector_dim)
+            if vectors[name] is None and raw.get(name) is not None:
+                _report_once(
+                    f"user {user_id}: stored {name} has {len(raw[name])} bytes, expected {self.vector_dim * 4}; ignoring it"
+                )
+        timestamps = {name: _float(raw[name], default=math.nan) if name in raw else math.nan
+                      for name in (SESSION_AT_FIELD, NEGATIVE_AT_FIELD, AFFINITY_AT_FIELD)}  # fmt: skip
+        last_id, last_category = raw.get(LAST_CLICKED_ID_FIELD), raw.get(LAST_CLICKED_CATEGORY_FIELD)
+        return UserFeatures(
+            session_vec=vectors[SESSION_VEC_FIELD],
+            affinities={
+                name[len(AFFINITY_PREFIX) :]: _float(value)
+                for name, value in raw.items()
+                if name.startswith(AFFINITY_PREFIX)
+            },
+            clicks=int(_float(raw.get(CLICKS_FIELD))),
+            last_clicked_id=_text(last_id) if last_id is not None else None,
+            last_clicked_category=_text(last_category) if last_category is not None else None,
+            negative_vec=vectors[NEGATIVE_VEC_FIELD],
+            **{name: None if math.isnan(value) else value for name, value in timestamps.items()},
         )
 
-    # users
+    def get_user_features(self, user_id: str) -> UserFeatures:
+        """The user's signals as stored (readable as a dict too, like the reference's)."""
+        return self._user_context(user_id, exclude_clicked=False).features
 
-    def record_click(
-        self, user_id: str, product_id: str, ewma_alpha: float = 0.4, affinity_step: float = 1.0
-    ) -> dict[str, Any]:
-        """Fold one click into the user's features atomically (one Lua call); KeyError if the
-        product does not exist."""
-        if not 0.0 < ewma_alpha <= 1.0:
-            raise ValueError("ewma_alpha must be in (0, 1]")
-        try:
-            category, affinity, clicks, session_updated, repaired = self._record_click(
-                keys=[self.product_key(product_id), self.features_key(user_id), self.recent_clicks_key(user_id)],
-                args=[
-                    repr(float(ewma_alpha)), repr(float(affinity_step)), self.vector_dim, product_id, RECENT_CLICKS_KEPT,
-                    EMBEDDING_FIELD, SESSION_VEC_FIELD, AFFINITY_PREFIX,
-                    CLICKS_FIELD, LAST_CLICKED_ID_FIELD, LAST_CLICKED_CATEGORY_FIELD,
-                ],
-            )  # fmt: skip
-        except redis.ResponseError as exc:
-            if "NOPRODUCT" in str(exc):
-                raise KeyError(product_id) from None
-            raise
-        if repaired:
-            log.warning("user %s: clicks or an affinity held a non-number and was restarted from 0", user_id)
-        if not session_updated:
-            log.warning(
-                "product %s has no valid %d-d embedding: click counted, session vector unchanged",
-                product_id,
-                self.vector_dim,
-            )
-        return {
-            "category": _text(category),
-            "affinity": _float(affinity),
-            "clicks": int(clicks),
-            "last_clicked_id": product_id,
-            "session_updated": bool(session_updated),
-        }
+    def faded_affinities(self, features: UserFeatures, now: float | None = None) -> dict[str, float]:
+        """The affinities as rerank sees them now: faded by time since they were last updated."""
+        age = None if features.affinity_at is None else (self.clock() if now is None else now) - features.affinity_at
+        fade = decay_factor(age, self.config.affinity_half_life_s)
+        return {category: value * fade for category, value in features.affinities.items()}
 
-    def get_user_features(self, user_id: str) -> dict[str, Any]:
-        raw = {_text(k): v for k, v in self.redis.hgetall(self.features_key(user_id)).items()}
-        session_vec = bytes_to_vector(raw.get(SESSION_VEC_FIELD), self.vector_dim)
-        if session_vec is None and raw.get(SESSION_VEC_FIELD) is not None:
-            log.warning(
-                "user %s: stored session vector has %d bytes, expected %d; ignoring it",
-                user_id, len(raw[SESSION_VEC_FIELD]), self.vector_dim * 4,
-            )  # fmt: skip
-        affinities = {
-            name[len(AFFINITY_PREFIX) :]: _float(value)
-            for name, value in raw.items()
-            if name.startswith(AFFINITY_PREFIX)
-        }
-        last_id, last_category = raw.get(LAST_CLICKED_ID_FIELD), raw.get(LAST_CLICKED_CATEGORY_FIELD)
-        return {
-            "session_vec": session_vec,
-            "affinities": affinities,
-            "clicks": int(_float(raw.get(CLICKS_FIELD))),
-            "last_clicked_id": _text(last_id) if last_id is not None else None,
-            "last_clicked_category": _text(last_category) if last_category is not None else None,
-        }
+    def session_weight_now(self, features: UserFeatures, now: float | None = None) -> float:
+        """The session's share of the query now: config.session_weight, halved per half-life
+        since the session last moved; 0 without a session."""
+        return (
+            self.config.session_weight * self._session_fade(features, now) if features.session_vec is not None else 0.0
+        )
+
+    def session_fades_in_s(self, features: UserFeatures, now: float | None = None) -> float | None:
+        """Seconds until the session stops steering the feed (its weight falls below
+        MIN_FEED_SESSION_FACTOR of a fresh one's) unless the user clicks again; None without a
+        session, 0 when it already has."""
+        if features.session_vec is None:
+            return None
+        fade = self._session_fade(features, now)
+        if fade <= MIN_FEED_SESSION_FACTOR:
+            return 0.0
+        return round(self.config.session_half_life_s * math.log2(fade / MIN_FEED_SESSION_FACTOR), 1)
+
+    def _session_fade(self, features: UserFeatures, now: float | None = None) -> float:
+        age = None if features.session_at is None else (self.clock() if now is None else now) - features.session_at
+        return decay_factor(age, self.config.session_half_life_s)
+
+    def _negative_weight_now(self, features: UserFeatures, now: float) -> float:
+        if features.negative_vec is None:
+            return 0.0
+        age = None if features.negative_at is None else now - features.negative_at
+        return self.config.negative_weight * decay_factor(age, self.config.session_half_life_s)
 
     def recent_clicks(self, user_id: str) -> list[str]:
         """Product ids the user clicked, newest first (at most RECENT_CLICKS_KEPT)."""
-        return [_text(pid) for pid in self.redis.lrange(self.recent_clicks_key(user_id), 0, RECENT_CLICKS_KEPT - 1)]
+        with _classified_errors():
+            return [_text(pid) for pid in self.redis.lrange(self._user_keys(user_id)[1], 0, RECENT_CLICKS_KEPT - 1)]
+
+    def seen(self, user_id: str) -> list[str]:
+        """The user's last `seen_kept` clicked or dismissed product ids, newest first."""
+        with _classified_errors():
+            return [_text(pid) for pid in self.redis.zrevrange(self._user_keys(user_id)[2], 0, -1)]
+
+    def dismissed(self, user_id: str) -> list[str]:
+        """Every product the user dismissed ("not interested"), sorted."""
+        with _classified_errors():
+            return sorted(_text(pid) for pid in self.redis.smembers(self._user_keys(user_id)[3]))
 
     def reset_user(self, user_id: str) -> None:
-        self.redis.delete(self.features_key(user_id), self.recent_clicks_key(user_id))
+        """Forget the user: every key this library or another port keeps for them is deleted
+        (one slot, one DEL)."""
+        with _classified_errors():
+            self.redis.delete(*self._user_keys(user_id))
+            self.redis.delete(self._legacy_recent_key(user_id))
+
+    # users: writing
+
+    def _product_for_event(self, product_id: str) -> tuple[bytes, str]:
+        """The clicked product's vector and category, read before the user's script (which may
+        only touch the user's slot). KeyError when there is no such product."""
+        key = self.product_key(check_product_id(product_id))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+        pipe.exists(key)
+        with _classified_errors():
+            (blob, category), exists = pipe.execute()
+        if not exists:
+            raise KeyError(product_id)
+        return blob or b"", _text(category) or "unknown"
+
+    def _user_event_args(
+        self, mode: str, product_id: str, category: str, blob: bytes, alpha: float, step: float, now: float
+    ) -> list[Any]:
+        vec_field, vec_at_field = (
+            (SESSION_VEC_FIELD, SESSION_AT_FIELD) if mode == "click" else (NEGATIVE_VEC_FIELD, NEGATIVE_AT_FIELD)
+        )
+        return [
+            mode, product_id, category, blob, repr(float(alpha)), repr(float(step)), self.vector_dim, repr(now),
+            repr(self.config.session_half_life_s), repr(self.config.affinity_half_life_s),
+            self.seen_kept, RECENT_CLICKS_KEPT, self.user_ttl_s,
+            vec_field, vec_at_field, AFFINITY_AT_FIELD,
+            AFFINITY_PREFIX, CLICKS_FIELD, LAST_CLICKED_ID_FIELD, LAST_CLICKED_CATEGORY_FIELD,
+        ]  # fmt: skip
+
+    def _apply_event(
+        self, user_id: str, mode: str, product_id: str, alpha: float, step: float
+    ) -> tuple[str, list[Any]]:
+        """Run the user's event script (and, for a click, the popularity update) in one round
+        trip, then WAIT for replicas when required. Returns the category and the script's reply."""
+        blob, category = self._product_for_event(product_id)
+        now = float(self.clock())
+        keys = list(self._user_keys(user_id))
+        args = self._user_event_args(mode, product_id, category, blob, alpha, step, now)
+        popularity_args = [
+            product_id,
+            repr(now),
+            repr(self.config.popularity_half_life_s),
+            POPULARITY_REBASE_HALF_LIVES,
+        ]
+        with _classified_errors():
+            if self.is_cluster:
+                reply = self._user_event(keys=keys, args=args)
+                if mode == "click":
+                    self._add_popularity(keys=list(self._popularity_keys()), args=popularity_args)
+                return category, reply
+            pipe = self.redis.pipeline(transaction=False)
+            self._user_event(keys=keys, args=args, client=pipe)
+            if mode == "click":
+                self._add_popularity(keys=list(self._popularity_keys()), args=popularity_args, client=pipe)
+            if self.min_replicas_ack:
+                pipe.execute_command("WAIT", self.min_replicas_ack, self.replica_ack_timeout_ms)
+            replies = pipe.execute()
+        if self.min_replicas_ack:
+            self._check_acks(int(replies[-1]))
+        return category, replies[0]
+
+    def _check_acks(self, acked: int) -> None:
+        if acked < self.min_replicas_ack:
+            raise ReplicationTimeoutError(acked, self.min_replicas_ack, self.replica_ack_timeout_ms)
+
+    def record_click(
+        self, user_id: str, product_id: str, ewma_alpha: float | None = None, affinity_step: float | None = None
+    ) -> ClickResult:
+        """Fold one click into the user's signals atomically (one script on the user's keys) and
+        count it for popularity: the session vector moves towards the item (EWMA against the
+        faded session), the category affinity rises, the item joins recent clicks and seen.
+
+        ewma_alpha and affinity_step default to the RankingConfig's. Raises KeyError for an
+        unknown product, ValueError for a bad id or alpha, WriteRefusedError when Redis refuses
+        writes, ReplicationTimeoutError when min_replicas_ack replicas don't acknowledge.
+        """
+        alpha = self.config.ewma_alpha if ewma_alpha is None else check_unit_interval("ewma_alpha", ewma_alpha)
+        if alpha == 0:
+            raise ValueError("ewma_alpha must be in (0, 1]")
+        step = self.config.affinity_step if affinity_step is None else _number("affinity_step", affinity_step)
+        category, (affinity, clicks, updated, repaired) = self._apply_event(
+            user_id, "click", product_id, alpha, float(step or 0.0)
+        )
+        self._log_event_problems(user_id, product_id, bool(updated), bool(repaired))
+        return ClickResult(
+            category=category,
+            affinity=_float(affinity),
+            clicks=int(clicks),
+            last_clicked_id=product_id,
+            session_updated=bool(updated),
+        )
+
+    def dismiss(self, user_id: str, product_id: str) -> DismissResult:
+        """ "Not interested": the product never comes back for this user (until reset_user), its
+        category affinity goes down by config.dismiss_step (below zero, rerank then pushes the
+        category down), and the user's negative vector (EWMA of dismissed items) moves towards
+        it, so retrieval moves away. Atomic per user, like a click. Raises as record_click."""
+        category, (affinity, _, updated, repaired) = self._apply_event(
+            user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step
+        )
+        self._log_event_problems(user_id, product_id, bool(updated), bool(repaired))
+        return DismissResult(
+            category=category, affinity=_float(affinity), product_id=product_id, negative_updated=bool(updated)
+        )
+
+    def _log_event_problems(self, user_id: str, product_id: str, vector_updated: bool, repaired: bool) -> None:
+        if repaired:
+            log.warning("user %s: clicks or an affinity held a non-number and was restarted from 0", user_id)
+        if not vector_updated:
+            log.warning(
+                "product %s has no valid %d-d embedding: the event counts, but moves no vector", product_id, self.vector_dim
+            )
+
+    # recommending
+
+    def _finish(
+        self,
+        candidates: list[Candidate],
+        vectors: Mapping[str, Vector | None],
+        k: int,
+        diversity: float,
+        why: Why,
+    ) -> list[Candidate]:
+        """Stamp the request's part of `why` on every candidate, then diversify and cut to k."""
+        stamped = [
+            replace(c, why=replace(c.why, **{n: v for n, v in vars(why).items() if v is not None})) for c in candidates
+        ]
+        if diversity:
+            return maximal_marginal_relevance(stamped, [vectors.get(c.id) for c in stamped], k, diversity)
+        return stamped[:k]
+
+    def _pool_size(self, k: int, use_rerank: bool, diversity: float) -> int:
+        return min(k * self.config.overfetch, MAX_K) if use_rerank or diversity else k
+
+    def recommend(
+        self,
+        query_vec: npt.ArrayLike,
+        *,
+        user_id: str | None = None,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        use_session: bool = True,
+        use_rerank: bool = True,
+        exclude_clicked: bool = False,
+        diversity: float = 0.0,
+    ) -> Recommendation:
+        """A typed query, personalised: the query vector blended with the user's (faded) session
+        and pushed away from what they dismissed, KNN with the filters over `k × overfetch`
+        candidates, dismissed (and with exclude_clicked, clicked) products left out with k kept
+        full, rerank by (faded) category affinity, then MMR when diversity > 0.
+
+        Raises ValueError for bad arguments, IndexMissingError without an index.
+        """
+        k = check_k(k)
+        filters = filters or NO_FILTERS
+        diversity = check_unit_interval("diversity", diversity)
+        now = float(self.clock())
+        query = self._vector(query_vec)
+        context = self._user_context(user_id, exclude_clicked) if user_id is not None else None
+        features = context.features if context else UserFeatures()
+        session_weight = self.session_weight_now(features, now) if use_session else 0.0
+        negative_weight = self._negative_weight_now(features, now) if use_session else 0.0
+        vector = blend_query(query, features.session_vec, features.negative_vec, session_weight, negative_weight)
+        return self._rank(
+            vector, "query", filters, k, context, now, use_rerank, diversity,
+            Why(session_weight=round(session_weight, 6) if session_weight else None,
+                negative_weight=round(negative_weight, 6) if negative_weight else None),
+        )  # fmt: skip
+
+    def _rank(
+        self,
+        vector: Vector,
+        source: str,
+        filters: SearchFilters,
+        k: int,
+        context: _UserContext | None,
+        now: float,
+        use_rerank: bool,
+        diversity: float,
+        why: Why,
+    ) -> Recommendation:
+        filter_clause = filters.clause()
+        excluded = context.excluded if context else frozenset()
+        started = time.perf_counter()
+        candidates, vectors, left_out, exhausted = self._knn_candidates(
+            vector, filter_clause, self._pool_size(k, use_rerank, diversity), excluded, with_vectors=diversity > 0
+        )
+        excluded_count = len(left_out)
+        searched = time.perf_counter()
+        changed = False
+        if use_rerank and context is not None:
+            affinities = self.faded_affinities(context.features, now)
+            candidates, changed = rerank_by_affinity(candidates, affinities, self.config.affinity_weight)
+        why = replace(why, excluded_count=excluded_count)
+        shown = self._finish(candidates, vectors, k, diversity, why)
+        return Recommendation(
+            candidates=shown,
+            source=source,
+            filter_clause=filter_clause,
+            used_session=bool(why.session_weight),
+            used_rerank=changed,
+            session_weight=why.session_weight or 0.0,
+            excluded_count=excluded_count,
+            exhausted=exhausted and len(shown) < k,
+            search_ms=(searched - started) * 1000,
+            rerank_ms=(time.perf_counter() - searched) * 1000,
+        )
+
+    def for_you(
+        self,
+        user_id: str,
+        *,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        exclude_clicked: bool = True,
+        diversity: float = 0.0,
+    ) -> Recommendation:
+        """The feed, with no query: a user with a live session gets the KNN of their session
+        vector (pushed away from what they dismissed), reranked by their affinities, without
+        what they dismissed and (by default) what they clicked; anyone else gets popular().
+        A session that has faded below 1/16 of its weight no longer counts as live."""
+        k = check_k(k)
+        filters = filters or NO_FILTERS
+        diversity = check_unit_interval("diversity", diversity)
+        now = float(self.clock())
+        context = self._user_context(user_id, exclude_clicked)
+        features = context.features
+        fade = self._session_fade(features, now)
+        if features.session_vec is None or fade < MIN_FEED_SESSION_FACTOR:
+            return self._popular(k, filters, context, now, diversity)
+        negative_weight = self._negative_weight_now(features, now)
+        vector = blend_query(None, features.session_vec, features.negative_vec, 1.0, negative_weight)
+        session_weight = round(self.config.session_weight * fade, 6)
+        return self._rank(
+            vector, "session", filters, k, context, now, True, diversity,
+            Why(session_weight=session_weight, negative_weight=round(negative_weight, 6) if negative_weight else None),
+        )  # fmt: skip
+
+    def similar(
+        self,
+        product_id: str,
+        *,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        same_category_boost: float | None = None,
+        user_id: str | None = None,
+        exclude_clicked: bool = False,
+        diversity: float = 0.0,
+    ) -> Recommendation:
+        """ "More like this": the neighbours of the product's own stored vector, never the
+        product itself, with the filters, and a preference for its own category
+        (`same_category_boost` subtracted from their distance; 0 gives the plain KNN; default
+        from the RankingConfig). With a user, what they dismissed (and with exclude_clicked,
+        clicked) is left out. KeyError for an unknown product."""
+        k = check_k(k)
+        filters = filters or NO_FILTERS
+        diversity = check_unit_interval("diversity", diversity)
+        boost = (
+            self.config.same_category_boost
+            if same_category_boost is None
+            else _number("same_category_boost", same_category_boost)
+        )
+        if boost is None or boost < 0:
+            raise ValueError(f"same_category_boost must be at least 0, got {same_category_boost!r}")
+        key = self.product_key(check_product_id(product_id))
+        with _classified_errors():
+            blob, category = self.redis.hmget(key, [EMBEDDING_FIELD, "category"])
+        vector = bytes_to_vector(blob, self.vector_dim)
+        if vector is None:
+            if not self.redis.exists(key):
+                raise KeyError(product_id)
+            raise ValueError(f"product {product_id!r} has no valid {self.vector_dim}-d embedding to compare with")
+        context = self._user_context(user_id, exclude_clicked) if user_id is not None else None
+        excluded = (context.excluded if context else frozenset()) | {product_id}
+        filter_clause = filters.clause()
+        started = time.perf_counter()
+        pool = self._pool_size(k, bool(boost), diversity)
+        candidates, vectors, left_out, exhausted = self._knn_candidates(
+            vector, filter_clause, pool, excluded, with_vectors=diversity > 0
+        )
+        searched = time.perf_counter()
+        candidates = boost_category(candidates, _text(category), boost)
+        excluded_count = len(left_out - {product_id})
+        shown = self._finish(candidates, vectors, k, diversity, Why(excluded_count=excluded_count))
+        return Recommendation(
+            candidates=shown,
+            source="similar",
+            filter_clause=filter_clause,
+            excluded_count=excluded_count,
+            exhausted=exhausted and len(shown) < k,
+            search_ms=(searched - started) * 1000,
+            rerank_ms=(time.perf_counter() - searched) * 1000,
+        )
+
+    # popularity
+
+    def popular(
+        self, *, k: int = 10, filters: SearchFilters | None = None, user_id: str | None = None
+    ) -> Recommendation:
+        """Products by time-decayed click count (a click one popularity half-life ago counts
+        half), with the filters; what a given user dismissed is left out. Before any product has
+        been clicked (or when too few clicked ones pass the filters) the highest rated fill the
+        list, and source says "rating" when they are all of it."""
+        k = check_k(k)
+        context = self._user_context(user_id, exclude_clicked=False) if user_id is not None else None
+        return self._popular(k, filters or NO_FILTERS, context, float(self.clock()), 0.0)
+
+    def _popularity_scores(self, count: int, now: float) -> tuple[list[tuple[str, float]], int]:
+        """The `count` most popular (id, decayed count), and how many products have any."""
+        zset, epoch_key = self._popularity_keys()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrevrange(zset, 0, count - 1, withscores=True)
+        pipe.get(epoch_key)
+        pipe.zcard(zset)
+        with _classified_errors():
+            top, epoch, total = pipe.execute()
+        epoch_s = _float(epoch, default=now)
+        half_life = self.config.popularity_half_life_s
+        return [(_text(pid), decayed_popularity(score, now, epoch_s, half_life)) for pid, score in top], int(total)
+
+    def popularity(self, limit: int = 5) -> list[tuple[str, float]]:
+        """The `limit` most popular product ids with their decayed click counts, most first."""
+        return self._popularity_scores(check_k(limit, "limit"), float(self.clock()))[0]
+
+    def _popular(
+        self, k: int, filters: SearchFilters, context: _UserContext | None, now: float, diversity: float
+    ) -> Recommendation:
+        filter_clause = filters.clause()
+        excluded = context.excluded if context else frozenset()
+        started = time.perf_counter()
+        want = self._pool_size(k, False, diversity)
+        chosen: list[Candidate] = []
+        vectors: dict[str, Vector | None] = {}
+        excluded_count = 0
+        count = min(max(want * 4, 64), MAX_K)
+        while True:
+            scores, total = self._popularity_scores(count, now)
+            if not scores:
+                break
+            by_id = dict(scores)
+            rows = self._rows(self._search(
+                "FT.SEARCH", self.index_name, filter_clause,
+                "INKEYS", str(len(scores)), *[self.product_key(pid) for pid, _ in scores],
+                "RETURN", str(len(PRODUCT_FIELDS) + int(diversity > 0)),
+                *PRODUCT_FIELDS, *((EMBEDDING_FIELD,) if diversity > 0 else ()),
+                "LIMIT", "0", str(len(scores)),
+                "DIALECT", "2",
+            ))  # fmt: skip
+            kept = [(pid, raw) for pid, raw in rows if pid not in excluded]
+            excluded_count = len(rows) - len(kept)
+            if len(kept) >= want or count >= total or count >= MAX_K:
+                kept.sort(key=lambda row: (-by_id.get(row[0], 0.0), row[0]))
+                for pid, raw in kept[:want]:
+                    candidate = candidate_from_row(pid, raw)
+                    candidate.why.popularity = round(by_id.get(pid, 0.0), 6)
+                    chosen.append(candidate)
+                    vectors[pid] = bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim)
+                break
+            count = min(count * 4, MAX_K)
+        source = "popular" if chosen else "rating"
+        exhausted = False
+        if len(chosen) < want:
+            fill, fill_vectors, fill_excluded, exhausted = self._top_rated(
+                filter_clause, want - len(chosen), excluded | {c.id for c in chosen}, diversity > 0
+            )
+            chosen += fill
+            vectors.update(fill_vectors)
+            excluded_count += fill_excluded
+        shown = self._finish(chosen, vectors, k, diversity, Why(excluded_count=excluded_count))
+        return Recommendation(
+            candidates=shown,
+            source=source,
+            filter_clause=filter_clause,
+            excluded_count=excluded_count,
+            exhausted=exhausted and len(shown) < k,
+            search_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _top_rated(
+        self, filter_clause: str, want: int, excluded: frozenset[str], with_vectors: bool
+    ) -> tuple[list[Candidate], dict[str, Vector | None], int, bool]:
+        """The highest rated products passing the filter, minus the excluded ones."""
+        n = min(want + len(excluded), MAX_K)
+        returned = (*PRODUCT_FIELDS, *((EMBEDDING_FIELD,) if with_vectors else ()))
+        rows = self._rows(self._search(
+            "FT.SEARCH", self.index_name, filter_clause,
+            "RETURN", str(len(returned)), *returned,
+            "SORTBY", "rating", "DESC",
+            "LIMIT", "0", str(n),
+            "DIALECT", "2",
+        ))  # fmt: skip
+        kept = [(pid, raw) for pid, raw in rows if pid not in excluded][:want]
+        excluded_count = sum(1 for pid, _ in rows if pid in excluded)
+        candidates = [candidate_from_row(pid, raw) for pid, raw in kept]
+        vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in kept}
+        return candidates, vectors, excluded_count, len(rows) < n
 
     # products
 
-    def refresh_embedding(self, product_id: str, vector: Any) -> None:
-        """Replace one item's vector in place; the index picks it up on write. ValueError for a
-        wrong shape, KeyError for an unknown id (never creates a key)."""
-        blob = vector_to_bytes(vector, self.vector_dim)
+    def refresh_embedding(self, product_id: str, new_vector: npt.ArrayLike) -> None:
+        """Replace one item's vector in place; the index picks it up on write (no rebuild, no
+        downtime). ValueError for a wrong shape, KeyError for an unknown id (never creates a
+        key), ReplicationTimeoutError as record_click."""
+        blob = vector_to_bytes(new_vector, self.vector_dim)
         try:
-            self._refresh_embedding(keys=[self.product_key(product_id)], args=[EMBEDDING_FIELD, blob])
+            with _classified_errors():
+                if self.min_replicas_ack:
+                    pipe = self.redis.pipeline(transaction=False)
+                    self._refresh_embedding(
+                        keys=[self.product_key(product_id)], args=[EMBEDDING_FIELD, blob], client=pipe
+                    )
+                    pipe.execute_command("WAIT", self.min_replicas_ack, self.replica_ack_timeout_ms)
+                    _, acked = pipe.execute()
+                    self._check_acks(int(acked))
+                else:
+                    self._refresh_embedding(keys=[self.product_key(product_id)], args=[EMBEDDING_FIELD, blob])
         except redis.ResponseError as exc:
             if "NOPRODUCT" in str(exc):
                 raise KeyError(product_id) from None
             raise
 
-    def get_products(self, product_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Display fields of the given products (no vectors); unknown ids are left out."""
         pipe = self.redis.pipeline(transaction=False)
         for pid in product_ids:
-            pipe.hmget(self.product_key(pid), *PRODUCT_FIELDS)
+            pipe.hmget(self.product_key(pid), list(PRODUCT_FIELDS))
+        with _classified_errors():
+            replies = pipe.execute()
         found = {}
-        for pid, values in zip(product_ids, pipe.execute(), strict=True):
+        for pid, values in zip(product_ids, replies, strict=True):
             if all(v is None for v in values):  # no such key; a hash that lacks a field still exists
                 continue
-            fields = {name: _text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True) if v is not None}
-            found[pid] = product_summary(pid, fields)
+            stored = {name: _text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True) if v is not None}
+            found[pid] = product_summary(pid, stored)
         return found
 
     def list_products(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Up to `limit` indexed products (no vectors), sorted by price."""
-        response = self.redis.execute_command(
+        response = self._search(
             "FT.SEARCH", self.index_name, "*",
             "RETURN", str(len(PRODUCT_FIELDS)), *PRODUCT_FIELDS,
             "SORTBY", "price", "ASC",
             "LIMIT", "0", str(limit),
             "DIALECT", "2",
         )  # fmt: skip
-        return [
-            product_summary(key[len(self.key_prefix) :] if key.startswith(self.key_prefix) else key, fields)
-            for key, fields in search_rows(response)
-        ]
+        return [product_summary(pid, {n: _text(v) for n, v in raw.items()}) for pid, raw in self._rows(response)]
 
     def _distinct_values(self, field_name: str) -> list[str]:
         """Distinct values of a TAG field over the indexed documents, as written.
@@ -857,7 +1771,7 @@ class RedisRecommender:
         FT.AGGREGATE GROUPBY rather than FT.TAGVALS: TAGVALS lower-cases ("urban loom") and
         keeps values of deleted documents until Redis garbage-collects them.
         """
-        response = self.redis.execute_command("FT.AGGREGATE", self.index_name, "*", "GROUPBY", "1", f"@{field_name}")
+        response = self._search("FT.AGGREGATE", self.index_name, "*", "GROUPBY", "1", f"@{field_name}")
         values = {fields.get(field_name, "") for fields in aggregate_rows(response)}
         return sorted(v for v in values if v)
 
@@ -868,8 +1782,6 @@ class RedisRecommender:
         return self._distinct_values("brand")
 
 
-def product_summary(product_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
-    """A product as lists show it: the display fields without the long description."""
-    shown = product_display_fields(product_id, fields)
-    del shown["description"]
-    return {"id": product_id, **shown}
+def _describe(client: Any) -> str:
+    kwargs = client.get_connection_kwargs() if hasattr(client, "get_connection_kwargs") else {}
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"

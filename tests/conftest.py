@@ -37,9 +37,14 @@ def redis_client(request: pytest.FixtureRequest, local_redis: LocalRedis) -> Ite
     client.close()
 
 
+# A fixed time for the shared fixture, so nothing fades between two steps of a test; tests of
+# fading make their own recommender with a clock they move.
+FIXED_NOW = 1_790_000_000.0
+
+
 @pytest.fixture
 def recommender(redis_client: redis.Redis) -> RedisRecommender:
-    rec = RedisRecommender(redis_client)
+    rec = RedisRecommender(redis_client, clock=lambda: FIXED_NOW)
     rec.create_index()
     return rec
 

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENCODINGS = ("json", "form")
 MAX_BODY_BYTES = 64 * 1024
 
-STATE_KEYS = {"user", "index", "products", "categories", "brands"}
+STATE_KEYS = {"user", "index", "products", "categories", "brands", "popular"}
 USER_KEYS = {
     "user_id",
     "clicks",
@@ -45,6 +45,9 @@ USER_KEYS = {
     "has_session_vec",
     "session_vec_dim",
     "recent_clicks",
+    "dismissed",
+    "session_weight",
+    "session_fades_in_s",
 }
 INDEX_KEYS = {"num_docs", "indexing_failures", "vector_index_size_mb", "index_name", "model", "embedding_backend"}
 PRODUCT_KEYS = {"id", "name", "category", "brand", "price", "rating", "in_stock"}
@@ -58,8 +61,11 @@ SEARCH_KEYS = {
     "search_ms",
     "rerank_ms",
     "timing_ms",
+    "excluded_count",
+    "exhausted",
+    "session_weight",
 }
-CANDIDATE_KEYS = PRODUCT_KEYS | {"description", "vector_distance", "score"}
+CANDIDATE_KEYS = PRODUCT_KEYS | {"description", "vector_distance", "score", "why"}
 CLICK_KEYS = {"category", "affinity", "clicks", "last_clicked_id", "name", "user"}
 
 
@@ -167,6 +173,11 @@ class Browser:
 
     def cookie(self, name: str) -> str | None:
         return next((c.value for c in self.jar if c.name == name), None)
+
+
+def user_of_cookie(value: str | None) -> str | None:
+    """The user id in a signed `rr_user` value (`<user id>.<signature>`)."""
+    return value.rsplit(".", 1)[0] if value else None
 
 
 # --- fixtures and catalogue helpers ----------------------------------------------------------------
@@ -358,7 +369,10 @@ def test_state_has_the_documented_shape(demo_url: str, user_id: str, catalog: di
         "affinities": {},
         "has_session_vec": False,
         "session_vec_dim": 0,
+        "session_weight": 0.0,
+        "session_fades_in_s": None,
         "recent_clicks": [],
+        "dismissed": [],
     }
     index = state["index"]
     assert set(index) == INDEX_KEYS
@@ -472,7 +486,8 @@ def test_session_is_used_only_after_a_click(demo_url: str, user_id: str, encodin
         result = post(demo_url, "/search", fields, encoding)
         return result["used_session"], result["used_rerank"]
 
-    assert flags(use_session=True, rerank=True) == (False, True)
+    # used_rerank means "an affinity changed a score", as in the reference: not before a click.
+    assert flags(use_session=True, rerank=True) == (False, False)
     assert flags(use_session=False, rerank=False) == (False, False)
     post(demo_url, "/click", {"product_id": first_in(catalog, "footwear")["id"], "user_id": user_id}, encoding)
     assert flags(use_session=True, rerank=True) == (True, True)
@@ -640,7 +655,7 @@ def test_each_browser_gets_its_own_session(demo_url: str, demo_app, encoding: st
     alice, bob = Browser(demo_url), Browser(demo_url)
     alice.open("GET", "/")
     bob.open("GET", "/")
-    alice_id, bob_id = alice.cookie("rr_user"), bob.cookie("rr_user")
+    alice_id, bob_id = (user_of_cookie(browser.cookie("rr_user")) for browser in (alice, bob))
     try:
         assert alice_id and bob_id and alice_id != bob_id
         assert alice.open("GET", "/state")["user"]["user_id"] == alice_id
@@ -662,7 +677,7 @@ def test_an_explicit_user_id_overrides_the_cookie(
 ) -> None:
     browser = Browser(demo_url)
     browser.open("GET", "/")
-    cookie_user = browser.cookie("rr_user")
+    cookie_user = user_of_cookie(browser.cookie("rr_user"))
     try:
         clicked = browser.open(
             "POST", "/click", {"product_id": catalog["products"][0]["id"], "user_id": user_id}, encoding
@@ -763,7 +778,7 @@ def test_bad_json_bodies_are_400(demo_url: str, body: bytes) -> None:
     "body",
     [
         pytest.param(b"query=%ff%fe", id="bad-percent-utf8"),
-        pytest.param("query=café".encode(), id="raw-non-ascii"),
+        pytest.param("query=café".encode("latin-1"), id="raw-latin-1"),
         pytest.param("&".join(f"f{i}=1" for i in range(101)).encode() + b"&query=a", id="too-many-fields"),
     ],
 )
@@ -824,15 +839,17 @@ def test_json_content_type_parameters_are_accepted(demo_url: str, user_id: str) 
 @pytest.mark.parametrize(
     "request_bytes",
     [
-        pytest.param(b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", id="bad-request-line"),
-        pytest.param(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", id="bad-length"),
-        pytest.param(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", id="negative-length"),
+        pytest.param(b"GET /a b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id="bad-request-line"),
+        pytest.param(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ten\r\n\r\n", id="bad-length"),
+        pytest.param(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n", id="negative-length"),
         pytest.param(
-            b"POST /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
             b"Content-Type: application/json\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
             id="chunked",
         ),
-        pytest.param(b"GET /state HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", id="huge-header"),
+        pytest.param(
+            b"GET /state HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", id="huge-header"
+        ),
     ],
 )
 def test_malformed_requests_get_a_json_4xx(demo_url: str, request_bytes: bytes) -> None:
@@ -844,7 +861,7 @@ def test_malformed_requests_get_a_json_4xx(demo_url: str, request_bytes: bytes) 
 def test_a_body_that_never_arrives_is_408(demo_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that promises a body and stalls must get a timeout answer, not a 500."""
     monkeypatch.setattr(DemoRequestHandler, "timeout", 1)
-    head = b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    head = b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     raw_exchange(demo_url, head + b'{"query":').error(408)
 
 

@@ -12,12 +12,14 @@ import pytest
 import redis
 from conftest import DIM, make_products, unit_vectors
 
+from ranking import rerank
 from recommender import (
     Candidate,
+    RankingConfig,
     RedisRecommender,
+    SearchFilters,
     build_filter_clause,
     escape_tag_value,
-    rerank,
     search_rows,
 )
 
@@ -204,10 +206,18 @@ def test_hostile_text_match_is_one_literal_phrase(
 
 
 @pytest.mark.parametrize("field", ["category", "brand"])
-@pytest.mark.parametrize("value", ["", "   ", "a\x00b", "a\ud800b"])
+@pytest.mark.parametrize("value", ["a\x00b", "a\ud800b"])
 def test_unusable_tag_values_are_refused_clearly(recommender: RedisRecommender, field: str, value: str) -> None:
     with pytest.raises(ValueError, match=field):
         recommender.candidate_retrieve(unit_vectors(1)[0], **{field: value})
+
+
+@pytest.mark.parametrize("field", ["category", "brand"])
+def test_empty_tag_values_mean_any_as_in_the_reference(
+    recommender: RedisRecommender, catalog: list[dict], field: str
+) -> None:
+    assert build_filter_clause(**{field: ""}) == build_filter_clause(**{field: "  "}) == "*"
+    assert len(recommender.candidate_retrieve(unit_vectors(1)[0], "", k=60)) == 60
 
 
 def test_empty_text_match_filters_nothing(recommender: RedisRecommender, catalog: list[dict]) -> None:
@@ -306,13 +316,17 @@ def _candidate(pid: str, category: str, distance: float) -> Candidate:
 
 def test_rerank_applies_log_affinity_bonus() -> None:
     candidates = [_candidate("a", "tops", 0.30), _candidate("b", "bags", 0.35), _candidate("c", "hats", 0.40)]
-    features = {"affinities": {"bags": 3.0, "hats": -2.0}}
-    ranked = rerank(candidates, features, affinity_weight=0.15)
-    assert [c.id for c in ranked] == ["b", "a", "c"]
+    affinities = {"bags": 3.0, "hats": -2.0}
+    ranked, changed = rerank(candidates, affinities, affinity_weight=0.15)
+    assert [c.id for c in ranked] == ["b", "a", "c"] and changed
     assert ranked[0].score == pytest.approx(0.35 - np.log1p(3.0) * 0.15)
-    assert ranked[2].score == pytest.approx(0.40)  # negative affinity is clamped to zero
-    assert [c.id for c in rerank(candidates, None)] == ["a", "b", "c"]
-    assert [c.id for c in rerank(candidates, features, k=1)] == ["b"]
+    assert ranked[0].why.affinity_bonus == pytest.approx(np.log1p(3.0) * 0.15)
+    # A negative affinity (more dismissals than clicks) is a penalty of the same shape.
+    assert ranked[2].score == pytest.approx(0.40 + np.log1p(2.0) * 0.15)
+    assert ranked[2].why.affinity_penalty == pytest.approx(np.log1p(2.0) * 0.15)
+    assert [c.id for c in candidates] == ["a", "b", "c"] and candidates[1].score == 0.35  # inputs untouched
+    assert rerank(candidates, {}) == (candidates, False)
+    assert [c.id for c in rerank(candidates, affinities, k=1)[0]] == ["b"]
 
 
 def test_overfetch_lets_rerank_pull_in_an_item_beyond_k(recommender: RedisRecommender) -> None:
@@ -326,8 +340,9 @@ def test_overfetch_lets_rerank_pull_in_an_item_beyond_k(recommender: RedisRecomm
         product.update(category=category, embedding=vec / np.linalg.norm(vec), in_stock=True)
     recommender.index_products(products)
     recommender.redis.hset(recommender.features_key("fan"), "aff:bags", 20)
-    without = recommender.recommend(query, user_id="fan", k=3, use_session=False, overfetch=1)
-    with_overfetch = recommender.recommend(query, user_id="fan", k=3, use_session=False, overfetch=3)
+    no_overfetch = RedisRecommender(recommender.redis, config=RankingConfig(overfetch=1))
+    without = no_overfetch.recommend(query, user_id="fan", k=3, use_session=False)
+    with_overfetch = recommender.recommend(query, user_id="fan", k=3, use_session=False)
     assert products[3]["id"] not in [c.id for c in without.candidates]
     assert with_overfetch.candidates[0].id == products[3]["id"]
     assert len(with_overfetch.candidates) == 3 and with_overfetch.used_rerank
@@ -335,7 +350,7 @@ def test_overfetch_lets_rerank_pull_in_an_item_beyond_k(recommender: RedisRecomm
 
 def test_recommend_reports_what_it_did(recommender: RedisRecommender, catalog: list[dict]) -> None:
     query = unit_vectors(1, seed=8)[0]
-    first = recommender.recommend(query, user_id="new-user", k=5, category="tops")
+    first = recommender.recommend(query, user_id="new-user", k=5, filters=SearchFilters(category="tops"))
     assert first.used_session is False and first.filter_clause == "@category:{tops}"
     assert all(c.category == "tops" for c in first.candidates) and len(first.candidates) == 5
     recommender.record_click("new-user", catalog[0]["id"])
@@ -402,15 +417,21 @@ def test_unknown_user_has_empty_features(recommender: RedisRecommender) -> None:
         "clicks": 0,
         "last_clicked_id": None,
         "last_clicked_category": None,
+        # Ours only: the negative (dismissed) vector and when each signal last moved.
+        "negative_vec": None,
+        "session_at": None,
+        "negative_at": None,
+        "affinity_at": None,
     }
 
 
 def test_wrong_length_session_vector_is_treated_as_absent(
     recommender: RedisRecommender, catalog: list[dict], caplog
 ) -> None:
-    recommender.redis.hset(recommender.features_key("u1"), mapping={"session_vec": b"\x00" * 100, "clicks": 3})
+    user = f"u-{recommender.redis.connection_pool.connection_kwargs.get('protocol')}"  # logged once per user
+    recommender.redis.hset(recommender.features_key(user), mapping={"session_vec": b"\x00" * 100, "clicks": 3})
     with caplog.at_level(logging.WARNING):
-        features = recommender.get_user_features("u1")
+        features = recommender.get_user_features(user)
     assert features["session_vec"] is None and features["clicks"] == 3
     assert "100 bytes" in caplog.text
     assert recommender.recommend(unit_vectors(1)[0], user_id="u1", k=3).used_session is False

@@ -1,0 +1,244 @@
+"""The ranking math, with no Redis in it: what a result is, how a user's signals move a query,
+and how candidates are re-scored, diversified and explained.
+
+recommender.py fetches candidates and user state from Redis and hands them here; everything in
+this module is a pure function of its arguments (time is passed in, never read), so every rule
+can be tested on small hand-made inputs and the benchmarks can replay it.
+
+Scores follow the index's orientation: lower is better, starting from the cosine distance that
+FT.SEARCH returns (0 = identical, 2 = opposite).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings import normalize_rows
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass
+class Why:
+    """The terms that produced one candidate's place in a list; None means "played no part".
+
+    affinity_bonus lowers the score (a liked category), affinity_penalty raises it (a dismissed
+    one); category_boost is similar()'s same-category preference; mmr_penalty is the redundancy
+    term maximal marginal relevance charged when it picked the item; popularity is the decayed
+    click count of popular results; excluded_count belongs to the request and is repeated here so
+    that one card can say everything about itself.
+    """
+
+    vector_distance: float | None = None
+    affinity_bonus: float | None = None
+    affinity_penalty: float | None = None
+    session_weight: float | None = None
+    negative_weight: float | None = None
+    category_boost: float | None = None
+    mmr_penalty: float | None = None
+    popularity: float | None = None
+    excluded_count: int | None = None
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+@dataclass
+class Candidate:
+    """One product in a result list. Mutable, like the reference's: code written for it sets
+    `score` in its own re-rankers."""
+
+    id: str
+    name: str
+    description: str
+    category: str
+    brand: str
+    price: float
+    rating: float
+    in_stock: bool
+    vector_distance: float
+    score: float
+    why: Why = field(default_factory=Why)
+
+    def to_dict(self) -> dict[str, Any]:
+        shown = asdict(self)
+        shown["why"] = self.why.to_dict()
+        return shown
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+def decay_factor(age_s: float | None, half_life_s: float | None) -> float:
+    """How much of a signal is left after `age_s` seconds: 1 when fresh, 1/2 after one half-life.
+
+    An unknown age (state written by a port that keeps no timestamps) counts as fresh, and a
+    half-life of None or 0 turns fading off. A clock that went backwards counts as no time.
+    """
+    if age_s is None or not half_life_s:
+        return 1.0
+    return float(0.5 ** (max(age_s, 0.0) / half_life_s))
+
+
+# --- moving the query ---------------------------------------------------------------------------
+
+
+def blend_query(
+    query_vec: Vector | None,
+    session_vec: Vector | None,
+    negative_vec: Vector | None,
+    session_weight: float,
+    negative_weight: float,
+) -> Vector:
+    """normalize((1 - w_s)·query + w_s·session − w_n·negative), the vector the KNN searches with.
+
+    The query keeps the lead and the session steers; what the user dismissed pushes the other way
+    (Qdrant's "average vector" recommendation strategy, on our stored vectors). With no query the
+    session itself is the query (the feed). Weights arrive already faded by time. Should the
+    arithmetic cancel out to a zero vector, the unmodified query (or session) is kept.
+    """
+    if not 0.0 <= session_weight <= 1.0:
+        raise ValueError(f"session_weight must be between 0 and 1, got {session_weight}")
+    if negative_weight < 0.0:
+        raise ValueError(f"negative_weight must not be negative, got {negative_weight}")
+    if query_vec is None:
+        if session_vec is None:
+            raise ValueError("blend_query needs a query vector or a session vector")
+        base = np.asarray(session_vec, dtype=np.float32)
+        mixed = base.copy()
+    else:
+        base = np.asarray(query_vec, dtype=np.float32)
+        mixed = base.copy()
+        if session_vec is not None and session_weight > 0:
+            mixed = (1.0 - session_weight) * base + session_weight * np.asarray(session_vec, dtype=np.float32)
+    if negative_vec is not None and negative_weight > 0:
+        mixed = mixed - negative_weight * np.asarray(negative_vec, dtype=np.float32)
+    if not np.any(mixed) or not np.all(np.isfinite(mixed)):
+        mixed = base
+    return normalize_rows(mixed)
+
+
+# --- re-scoring ---------------------------------------------------------------------------------
+
+
+def affinity_term(affinity: float, affinity_weight: float) -> float:
+    """The score change a category affinity earns: log1p(|a|)·weight, negative (better) for a
+    liked category and positive (worse) for one the user dismissed more than clicked.
+
+    The logarithm gives repeated clicks diminishing returns, so one dominant category cannot
+    swamp the vector signal; a positive affinity gives exactly the reference's bonus.
+    """
+    if not math.isfinite(affinity) or affinity == 0 or affinity_weight <= 0:
+        return 0.0
+    return -math.copysign(math.log1p(abs(affinity)), affinity) * affinity_weight
+
+
+def rerank(
+    candidates: Iterable[Candidate],
+    affinities: Mapping[str, float],
+    affinity_weight: float = 0.15,
+    k: int | None = None,
+) -> tuple[list[Candidate], bool]:
+    """Re-score by category affinity (score = vector_distance + affinity_term) and re-sort.
+
+    Returns the new list (copies; the inputs are untouched) and whether any score changed, which
+    is what "re-ranked" means to a caller. Ties keep distance order, then id, so results are
+    deterministic. Pass more candidates than you show, and `k` to cut after sorting: an item just
+    outside the first k by distance can then be pulled in.
+    """
+    rescored, changed = [], False
+    for candidate in candidates:
+        term = affinity_term(affinities.get(candidate.category, 0.0), affinity_weight)
+        why = replace(candidate.why)
+        if term < 0:
+            why.affinity_bonus = -term
+        elif term > 0:
+            why.affinity_penalty = term
+        changed = changed or term != 0
+        rescored.append(replace(candidate, score=candidate.vector_distance + term, why=why))
+    rescored.sort(key=lambda c: (c.score, c.vector_distance, c.id))
+    return (rescored if k is None else rescored[:k]), changed
+
+
+def boost_category(candidates: Iterable[Candidate], category: str, boost: float) -> list[Candidate]:
+    """similar()'s preference for the product's own category: `boost` is subtracted from the
+    distance of same-category candidates, then the list is re-sorted. Shoppers on a parka's page
+    expect jackets, while plain KNN also finds sleeping bags that share "down, warm"."""
+    boosted = []
+    for candidate in candidates:
+        if boost and candidate.category == category:
+            why = replace(candidate.why, category_boost=boost)
+            boosted.append(replace(candidate, score=candidate.score - boost, why=why))
+        else:
+            boosted.append(candidate)
+    boosted.sort(key=lambda c: (c.score, c.vector_distance, c.id))
+    return boosted
+
+
+def maximal_marginal_relevance(
+    candidates: Sequence[Candidate], vectors: Sequence[Vector | None], k: int, diversity: float
+) -> list[Candidate]:
+    """Pick k of the candidates (already sorted by score) by MMR: each step takes the one that
+    maximises (1 − λ)·relevance − λ·(its highest cosine to anything already picked), with
+    relevance = −score. λ = `diversity`: 0 keeps the score order, 1 only avoids repeats.
+
+    The redundancy term charged at pick time is recorded as why.mmr_penalty. A candidate without
+    a stored vector cannot be compared and counts as unlike everything.
+    """
+    if not 0.0 <= diversity <= 1.0:
+        raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
+    if diversity == 0 or len(candidates) <= 1:
+        return list(candidates[:k])
+    dim = next((len(v) for v in vectors if v is not None), 0)
+    matrix = normalize_rows(np.stack([v if v is not None else np.zeros(dim, np.float32) for v in vectors]))
+    similarity = matrix @ matrix.T
+    relevance = np.array([-c.score for c in candidates], dtype=np.float64)
+    remaining = list(range(len(candidates)))
+    max_similarity = np.full(len(candidates), -np.inf)
+    picked: list[Candidate] = []
+    while remaining and len(picked) < k:
+        redundancy = np.where(np.isfinite(max_similarity[remaining]), max_similarity[remaining], 0.0)
+        objective = (1.0 - diversity) * relevance[remaining] - diversity * redundancy
+        best = remaining[int(np.argmax(objective))]
+        penalty = float(diversity * max(max_similarity[best], 0.0)) if picked else 0.0
+        picked.append(replace(candidates[best], why=replace(candidates[best].why, mmr_penalty=round(penalty, 6))))
+        remaining.remove(best)
+        max_similarity = np.maximum(max_similarity, similarity[best])
+    return picked
+
+
+def intra_list_similarity(vectors: Sequence[Vector]) -> float:
+    """Mean pairwise cosine of a list's vectors: how alike the shown items are (lower = more
+    diverse). Used by the benchmarks to show what diversity does."""
+    if len(vectors) < 2:
+        return 0.0
+    matrix = normalize_rows(np.stack(vectors))
+    similarity = matrix @ matrix.T
+    n = len(vectors)
+    return float((similarity.sum() - np.trace(similarity)) / (n * (n - 1)))
+
+
+# --- popularity ---------------------------------------------------------------------------------
+
+# A click one half-life ago counts half. Redis keeps, per product, the sum of 2^((t − epoch)/h)
+# over its clicks: a click's weight grows with time instead of every stored count shrinking, so
+# one ZINCRBY records a click and ZREVRANGE ranks by decayed count without touching other
+# members. Multiplying by 2^(−(now − epoch)/h) at read time turns a sum back into a count. The
+# exponent is kept below this many half-lives by rebasing the epoch (see recommender.py).
+POPULARITY_REBASE_HALF_LIVES = 64.0
+
+
+def popularity_increment(now_s: float, epoch_s: float, half_life_s: float) -> float:
+    """What one click at `now_s` adds to a product's stored popularity sum."""
+    return float(2.0 ** ((now_s - epoch_s) / half_life_s))
+
+
+def decayed_popularity(stored: float, now_s: float, epoch_s: float, half_life_s: float) -> float:
+    """A stored popularity sum as a decayed click count at `now_s` (1.0 = one click just now)."""
+    return float(stored * 2.0 ** (-(now_s - epoch_s) / half_life_s))
