@@ -310,8 +310,9 @@ def test_cluster_cli_prints_the_nodes_and_stops_them_on_sigterm() -> None:
         cli.communicate()
 
 
-def test_processes_die_when_the_parent_is_killed() -> None:
-    cli = _start_cli("ha", "--replicas", "1", "--sentinels", "1")
+def test_processes_die_when_the_parent_is_killed(tmp_path: Path) -> None:
+    # A parent killed with -9 cannot remove its temporary folder: give it one pytest removes.
+    cli = _start_cli("ha", "--replicas", "1", "--sentinels", "1", "--data-dir", str(tmp_path))
     try:
         lines = _read_until(cli, "Ctrl-C")
         ports = [int(line.split()[1].rsplit(":", 1)[1]) for line in lines if line.split()[0] in ("primary", "replica")]
