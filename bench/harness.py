@@ -1,9 +1,11 @@
-"""What the HTTP benchmarks share: a demo server of their own on loopback, a keep-alive JSON
-client, percentiles, and the machine description stored with every result file."""
+"""What the HTTP benchmarks share: a demo server of their own on loopback, an echo server (the
+floor under any endpoint), a keep-alive JSON client, percentiles, and the machine description
+stored with every result file."""
 
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import os
 import platform
@@ -147,3 +149,46 @@ def start_demo_server(redis_url: str, extra_args: list[str] = ()) -> DemoProcess
             threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
             return DemoProcess(process, f"http://127.0.0.1:{port}", seconds, phases)
     raise RuntimeError(f"the demo server did not start (exit code {process.wait()})")
+
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """The least an HTTP endpoint on Python's stdlib server can do: read the request body and
+    send it back, over the same machinery the demo server uses (ThreadingHTTPServer, HTTP/1.1
+    keep-alive, Nagle off). Timing it gives the floor under every endpoint's latency."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: a benchmark's thousands of requests are not worth a log line each."""
+
+
+def serve_echo(port: int) -> None:
+    """Run the echo server until killed (in a process of its own, like the demo server, so
+    that it does not share the benchmark's interpreter lock)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), EchoHandler)
+    server.daemon_threads = True
+    print(f"listening on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    server.serve_forever()
+
+
+def start_echo_server() -> DemoProcess:
+    port = free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from bench.harness import serve_echo; serve_echo(int(sys.argv[1]))", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = process.stderr.readline()
+    if "listening on" not in line:
+        raise RuntimeError(f"the echo server did not start (exit code {process.poll()}): {line.strip()}")
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    return DemoProcess(process, f"http://127.0.0.1:{port}", time.perf_counter() - started)

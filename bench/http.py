@@ -1,29 +1,67 @@
-"""End-to-end latency of the demo server: /search at 1, 4 and 16 concurrent clients, split into
-repeated queries (the query-vector cache answers) and fresh ones (the model runs), /click, and
-the server's cold start and memory.
+"""End-to-end latency of the demo server, each phase beside its floor measured in the same run.
+
+Phases: /search with repeated queries (the query-vector cache answers) and fresh ones (the model
+runs), /click, /recommend and /similar, at 1, 8 and 16 concurrent clients over keep-alive
+connections; plus the server's cold start and memory.
+
+Floors, each the least its phase could cost on this machine, timed at one client:
+- an HTTP round trip through Python's stdlib server that echoes the same request bytes (an echo
+  server on another port, in a process of its own, like the demo server);
+- the Redis work a phase cannot do without, sent by redis-py with hiredis: HGETALL of the
+  user's features and the FT.SEARCH the server sends (KNN 30, 8 fields, SORTBY) for /search and
+  /recommend; HGET of the product's vector and the same FT.SEARCH for /similar; one EVALSHA of a
+  trivial script for /click; and for fresh queries the model's own time as the server reports it.
+Each phase's 1-client p50 is then divided by its floor's.
+
+It also times that FT.SEARCH with redis-py's hiredis parser and its pure-Python one, on RESP2
+and RESP3, with and without the library's row parsing (recommender.search_rows), to choose the
+protocol the server should speak.
 
     .venv/bin/python -m bench.http
-    .venv/bin/python -m bench.http --requests 200 --server-arg=--embedding-backend=torch
+    .venv/bin/python -m bench.http --quick
+    .venv/bin/python -m bench.http --server-arg=--embedding-backend=torch
 
-It starts its own Redis with Search and demo server on loopback. Results: a table on stdout
-and bench/results/http.json.
+It starts its own Redis with Search and demo server on loopback. Results: tables on stdout and
+bench/results/http.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
+import logging
+import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import redis
+from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
-from bench.harness import RESULTS_DIR, ROOT, JsonClient, machine, percentiles, start_demo_server, write_result
-from local_redis import LocalRedis
+from bench.harness import (
+    RESULTS_DIR,
+    ROOT,
+    JsonClient,
+    machine,
+    percentiles,
+    start_demo_server,
+    start_echo_server,
+    write_result,
+)
+from local_redis import LocalRedis, connect
+from recommender import PRODUCT_FIELDS, SCORE_FIELD, RedisRecommender, build_filter_clause, knn_query, search_rows
 
+log = logging.getLogger("bench.http")
+
+INDEX_NAME = "bench:idx"  # what harness.start_demo_server passes
+KEY_PREFIX = "bench:product:"
+USERS = 8
 REPEATED_QUERIES = [
     "insulated down jacket for cold weather",
     "comfortable shoes for trail running",
@@ -32,11 +70,17 @@ REPEATED_QUERIES = [
     "lightweight daypack",
 ]
 FRESH_WORDS = ["warm", "light", "waterproof", "durable", "soft", "jacket", "boots", "pack", "gloves", "tent"]
+# The server asks for k x overfetch candidates (10 x 3) and these fields.
+SERVER_KNN = 30
+RETURNED = (*PRODUCT_FIELDS, SCORE_FIELD)
+EF_RUNTIME = 100
+TRIVIAL_SCRIPT = "return 1"
+
+Request = tuple[str, str, dict[str, Any]]
 
 
-def search_body(kind: str, counter: itertools.count) -> dict:
+def search_body(kind: str, n: int) -> dict[str, Any]:
     """Repeated queries hit the cache after the warm-up; fresh ones are unique texts."""
-    n = next(counter)
     if kind == "repeated":
         query = REPEATED_QUERIES[n % len(REPEATED_QUERIES)]
     else:
@@ -47,19 +91,38 @@ def search_body(kind: str, counter: itertools.count) -> dict:
         "category": "outerwear" if n % 2 else "",
         "use_session": True,
         "rerank": True,
-        "user_id": f"bench-{n % 8}",
+        "user_id": f"bench-{n % USERS}",
     }
 
 
-def run_phase(url: str, clients: int, total: int, make_request) -> dict:
+def product_id(n: int) -> str:
+    return f"p{n % 96 + 1:03d}"
+
+
+def phase_requests(products: list[str]) -> dict[str, Callable[[int], Request]]:
+    """Each phase's n-th request. Fresh-query numbers never repeat within a run (a shared
+    counter), so the model always runs."""
+    return {
+        "/search repeated": lambda n: ("POST", "/search", search_body("repeated", n)),
+        "/search fresh": lambda n: ("POST", "/search", search_body("fresh", n)),
+        "/click": lambda n: ("POST", "/click", {"product_id": products[n % len(products)], "user_id": "bench-clicker"}),
+        "/recommend": lambda n: ("POST", "/recommend", {"k": 10, "user_id": f"bench-{n % USERS}"}),
+        "/similar": lambda n: (
+            "POST",
+            "/similar",
+            {"product_id": products[n % len(products)], "k": 10, "user_id": f"bench-{n % USERS}"},
+        ),
+    }
+
+
+def run_phase(url: str, clients: int, total: int, make_request: Callable[[], Request]) -> dict[str, Any]:
     """`total` requests spread over `clients` threads, each with its own keep-alive connection."""
     latencies: list[float] = []
     server_side: list[dict] = []
-    errors = 0
+    errors: dict[int, int] = {}
     lock = threading.Lock()
 
     def worker(count: int) -> None:
-        nonlocal errors
         client = JsonClient(url)
         for _ in range(count):
             method, path, body = make_request()
@@ -69,7 +132,7 @@ def run_phase(url: str, clients: int, total: int, make_request) -> dict:
                     latencies.append(ms)
                     server_side.append(data)
                 else:
-                    errors += 1
+                    errors[status] = errors.get(status, 0) + 1
         client.close()
 
     shares = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
@@ -80,85 +143,298 @@ def run_phase(url: str, clients: int, total: int, make_request) -> dict:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    row = {
+    row: dict[str, Any] = {
         "clients": clients,
         "requests": len(latencies),
-        "errors": errors,
+        "errors": sum(errors.values()),
+        "error_statuses": {str(k): v for k, v in errors.items()},
         "rps": round(len(latencies) / elapsed, 1),
         **percentiles(latencies),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    for name in ("embed_ms", "search_ms", "rerank_ms"):
-        values = [d[name] for d in server_side if name in d]
+    for name in ("embed_ms", "search_ms", "rerank_ms", "timing_ms"):
+        values = [d[name] for d in server_side if isinstance(d.get(name), (int, float))]
         if values:
             row[f"server_{name}_p50"] = round(float(np.median(values)), 3)
     return row
 
 
+# --- floors ---------------------------------------------------------------------------------
+
+
+def time_calls(call: Callable[[int], Any], samples: int, warmup: int = 20) -> list[float]:
+    for n in range(warmup):
+        call(n)
+    gc.collect()
+    times = []
+    for n in range(samples):
+        started = time.perf_counter()
+        call(n)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def server_search_args(vector: bytes, filtered: bool) -> list[Any]:
+    """The FT.SEARCH the server sends for a /search or /recommend of k 10: KNN 30 with
+    EF_RUNTIME, the 7 product fields and the score, sorted by score; filtered, on a category
+    as every other /search of the phases is."""
+    clause = build_filter_clause(category="outerwear") if filtered else "*"
+    query, params = knn_query(clause, SERVER_KNN, EF_RUNTIME, None)
+    params["vec"] = vector
+    return [
+        "FT.SEARCH", INDEX_NAME, query,
+        "PARAMS", str(2 * len(params)), *[item for pair in params.items() for item in pair],
+        "RETURN", str(len(RETURNED)), *RETURNED,
+        "SORTBY", SCORE_FIELD,
+        "LIMIT", "0", str(SERVER_KNN),
+        "DIALECT", "2",
+    ]  # fmt: skip
+
+
+def query_vectors(client: redis.Redis, products: list[str]) -> list[bytes]:
+    rec = RedisRecommender(client, index_name=INDEX_NAME, key_prefix=KEY_PREFIX)
+    return [client.hget(rec.product_key(pid), "embedding") for pid in products[:16]]
+
+
+def measure_floors(
+    redis_url: str, echo_url: str, requests: dict[str, Callable[[int], Request]], products: list[str], samples: int
+) -> dict[str, Any]:
+    """Each building block on its own, one client, redis-py with hiredis on RESP2 (the
+    library's default connection)."""
+    client = connect(redis_url)
+    rec = RedisRecommender(client, index_name=INDEX_NAME, key_prefix=KEY_PREFIX)
+    vectors = query_vectors(client, products)
+    trivial = client.register_script(TRIVIAL_SCRIPT)
+    echo = JsonClient(echo_url)
+    blocks: dict[str, list[float]] = {}
+    for phase, make in requests.items():
+        blocks[f"echo {phase}"] = time_calls(lambda n, make=make: echo.call(*make(n)), samples)
+    echo.close()
+    blocks["HGETALL features"] = time_calls(lambda n: client.hgetall(rec.features_key(f"bench-{n % USERS}")), samples)
+    blocks["FT.SEARCH KNN 30"] = time_calls(
+        lambda n: client.execute_command(*server_search_args(vectors[n % len(vectors)], n % 2 == 1)), samples
+    )
+    blocks["HGET embedding"] = time_calls(
+        lambda n: client.hget(rec.product_key(products[n % len(products)]), "embedding"), samples
+    )
+    blocks["EVALSHA trivial"] = time_calls(lambda n: trivial(), samples)
+    client.close()
+    return {name: percentiles(times) for name, times in blocks.items()}
+
+
+def floor_parts(phase: str) -> list[str]:
+    redis_parts = {
+        "/search repeated": ["HGETALL features", "FT.SEARCH KNN 30"],
+        "/search fresh": ["HGETALL features", "FT.SEARCH KNN 30"],
+        "/recommend": ["HGETALL features", "FT.SEARCH KNN 30"],
+        "/similar": ["HGET embedding", "FT.SEARCH KNN 30"],
+        "/click": ["EVALSHA trivial"],
+    }
+    return [f"echo {phase}", *redis_parts[phase]]
+
+
+def phase_floor(phase: str, floors: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of the parts' p50s; a fresh query adds the model's time as the server reports it
+    (its 1-client median embed_ms), the one cost that is not a round trip."""
+    parts = {name: floors[name]["p50_ms"] for name in floor_parts(phase)}
+    if phase == "/search fresh":
+        single = next(r for r in rows if r["endpoint"] == phase and r["clients"] == 1)
+        parts["model (server's embed_ms)"] = single.get("server_embed_ms_p50", 0.0)
+    return {"parts_p50_ms": parts, "p50_ms": round(sum(parts.values()), 3)}
+
+
+# --- parsers and protocols ------------------------------------------------------------------
+
+
+PARSERS = {
+    ("hiredis", 2): _HiredisParser,
+    ("hiredis", 3): _HiredisParser,
+    ("python", 2): _RESP2Parser,
+    ("python", 3): _RESP3Parser,
+}
+
+
+def parser_client(url: str, parser: str, protocol: int) -> tuple[redis.Redis, str]:
+    """A client forced onto one reply parser (redis-py's `parser_class` connection argument)
+    and one protocol; returns it and the parser class its connection really uses."""
+    client = redis.Redis.from_url(url, protocol=protocol, parser_class=PARSERS[(parser, protocol)])
+    client.ping()
+    connection = client.connection_pool.get_connection()
+    used = type(connection._parser).__name__
+    client.connection_pool.release(connection)
+    return client, used
+
+
+def compare_parsers(redis_url: str, products: list[str], samples: int) -> dict[str, Any]:
+    """FT.SEARCH (KNN 30, 8 fields, unfiltered so that every reply holds 30 rows) through each
+    parser and protocol, sample by sample in turn so that all see the same machine: the reply
+    as redis-py returns it, and that reply turned into rows by the library's search_rows (what
+    the server pays per search)."""
+    vectors = query_vectors(connect(redis_url), products)
+    clients = {f"{parser} RESP{protocol}": parser_client(redis_url, parser, protocol) for parser, protocol in PARSERS}
+    raw: dict[str, list[float]] = {name: [] for name in clients}
+    parsed: dict[str, list[float]] = {name: [] for name in clients}
+    for n in range(-20, samples):
+        args = server_search_args(vectors[n % len(vectors)], filtered=False)
+        for name, (client, _) in clients.items():
+            started = time.perf_counter()
+            reply = client.execute_command(*args)
+            replied = time.perf_counter()
+            rows = search_rows(reply)
+            done = time.perf_counter()
+            if n >= 0:
+                raw[name].append((replied - started) * 1000)
+                parsed[name].append((done - started) * 1000)
+            if len(rows) != SERVER_KNN:
+                raise RuntimeError(f"{name}: FT.SEARCH gave {len(rows)} rows, expected {SERVER_KNN}")
+    table = {
+        name: {
+            "parser_class": clients[name][1],
+            "reply": percentiles(raw[name]),
+            "reply_and_search_rows": percentiles(parsed[name]),
+        }
+        for name in clients
+    }
+    for client, _ in clients.values():
+        client.close()
+    best = min(table, key=lambda name: table[name]["reply_and_search_rows"]["p50_ms"])
+    return {"samples": samples, "rows_per_reply": SERVER_KNN, "table": table, "fastest": best}
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def probe(url: str, phase: str, make: Callable[[int], Request]) -> int:
+    client = JsonClient(url)
+    status, _, _ = client.call(*make(0))
+    client.close()
+    return status
+
+
+def gains(rows: list[dict[str, Any]], phase: str) -> dict[str, float]:
+    by_clients = {r["clients"]: r["rps"] for r in rows if r["endpoint"] == phase}
+    base = by_clients.get(1)
+    return {f"{c}_over_1": round(rps / base, 2) for c, rps in by_clients.items() if base and c != 1}
+
+
+def print_report(result: dict[str, Any]) -> None:
+    print(
+        f"\nserver start to listening: {result['seconds_to_listening']:.2f} s ({result['startup_phases_s']}); "
+        f"RSS after the run {result['server_rss_mb']:.0f} MB"
+    )
+    for note in result["skipped"]:
+        print(note)
+    print(
+        f"{'phase':<18} {'clients':>7} {'ok':>5} {'err':>4} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+        f"{'floor':>6} {'x floor':>7} {'gain':>5}"
+    )
+    for r in result["rows"]:
+        floor = result["floors_by_phase"].get(r["endpoint"], {})
+        single = r["clients"] == 1
+        gain = result["rps_gain"].get(r["endpoint"], {}).get(f"{r['clients']}_over_1")
+        print(
+            f"{r['endpoint']:<18} {r['clients']:>7} {r['requests']:>5} {r['errors']:>4} {r['rps']:>7.0f} "
+            f"{r['p50_ms']:>7.2f} {r['p95_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+            f"{floor.get('p50_ms', 0) if single else '':>6} {r.get('over_floor_p50', '') if single else '':>7} "
+            f"{gain if gain else '':>5}"
+        )
+    print(
+        "floor: the phase's floor p50 in ms (1 client); x floor: the phase's 1-client p50 over it; gain: req/s over 1 client"
+    )
+    print("\nfloor parts (1 client):")
+    for name, p in result["floor_parts"].items():
+        print(f"  {name:<24} p50 {p['p50_ms']:.3f}  p95 {p['p95_ms']:.3f}  p99 {p['p99_ms']:.3f} ms")
+    parsers = result["parsers"]
+    print(f"\nFT.SEARCH KNN {parsers['rows_per_reply']}, 8 fields, {parsers['samples']} samples each (p50 / p99 ms):")
+    print(f"  {'client':<16} {'parser class':<16} {'reply':>15} {'+ search_rows':>15}")
+    for name, row in parsers["table"].items():
+        reply, rows = row["reply"], row["reply_and_search_rows"]
+        print(
+            f"  {name:<16} {row['parser_class']:<16} {reply['p50_ms']:>7.3f} / {reply['p99_ms']:<5.3f} "
+            f"{rows['p50_ms']:>7.3f} / {rows['p99_ms']:<5.3f}"
+        )
+    print(f"  fastest with the library's parsing: {parsers['fastest']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=400, help="requests per phase (default 400)")
-    parser.add_argument("--concurrency", default="1,4,16", help="client counts (default 1,4,16)")
+    parser.add_argument("--quick", action="store_true", help="100 requests per phase, 300 samples per floor part")
+    parser.add_argument("--requests", type=int, default=None, help="requests per phase (default 400)")
+    parser.add_argument("--concurrency", default="1,8,16", help="client counts (default 1,8,16)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per floor part and parser (default 2000)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra demo_server.py argument (repeatable)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "http.json")
     args = parser.parse_args(argv)
-    levels = [int(x) for x in args.concurrency.split(",")]
+    requests_per_phase = args.requests or (100 if args.quick else 400)
+    samples = args.samples or (300 if args.quick else 2000)
+    try:
+        levels = sorted({int(x) for x in args.concurrency.split(",")})
+    except ValueError:
+        parser.error("--concurrency takes comma-separated client counts, such as 1,8,16")
+    if levels[0] < 1 or requests_per_phase < 1 or samples < 1:
+        parser.error("client counts, --requests and --samples must be positive")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     # The first start on a machine exports the ONNX model once (seconds, and torch in memory);
     # do that untimed, so the figures are those of every later start.
     subprocess.run([sys.executable, str(ROOT / "embeddings.py"), "--export-onnx"], check=True, capture_output=True)
+    about = machine()
     with LocalRedis() as redis_server:
         server = start_demo_server(redis_server.url, args.server_arg)
+        echo = start_echo_server()
         try:
+            rec = RedisRecommender(connect(redis_server.url), index_name=INDEX_NAME, key_prefix=KEY_PREFIX)
+            products = sorted(p["id"] for p in rec.list_products(limit=1000))
+            requests = phase_requests(products)
             warm = JsonClient(server.url)
             for query in REPEATED_QUERIES:  # fill the cache, and let every user have a session
                 warm.call("POST", "/search", {"query": query})
-            for n in range(8):
-                warm.call("POST", "/click", {"product_id": "p001", "user_id": f"bench-{n}"})
+            for n in range(USERS):
+                warm.call("POST", "/click", {"product_id": products[n], "user_id": f"bench-{n}"})
             warm.close()
+            skipped = []
+            for phase in ("/recommend", "/similar"):
+                status = probe(server.url, phase, requests[phase])
+                if status != 200:
+                    skipped.append(f"{phase} skipped: the server answered {status} (not there yet?)")
+                    del requests[phase]
             counter = itertools.count()
             rows = []
-            for kind in ("repeated", "fresh"):
+            for phase, make in requests.items():
                 for clients in levels:
-                    row = run_phase(
-                        server.url,
-                        clients,
-                        args.requests,
-                        lambda kind=kind: ("POST", "/search", search_body(kind, counter)),
-                    )
-                    rows.append({"endpoint": f"/search {kind}", **row})
-            for clients in levels:
-                clicks = itertools.count()
-                row = run_phase(
-                    server.url, clients, args.requests,
-                    lambda clicks=clicks: ("POST", "/click", {"product_id": f"p{next(clicks) % 96 + 1:03d}", "user_id": "bench-clicker"}),
-                )  # fmt: skip
-                rows.append({"endpoint": "/click", **row})
+                    log.info("%s at %d client(s)", phase, clients)
+                    row = run_phase(server.url, clients, requests_per_phase, lambda make=make: make(next(counter)))
+                    rows.append({"endpoint": phase, **row})
+            log.info("floors")
+            floors = measure_floors(redis_server.url, echo.url, requests, products, samples)
+            log.info("parsers and protocols")
+            parsers = compare_parsers(redis_server.url, products, samples)
             rss_mb = server.rss_mb()
         finally:
             server.stop()
+            echo.stop()
 
-    print(
-        f"server start to listening: {server.seconds_to_listening:.2f} s ({server.startup_phases}); RSS after the run {rss_mb:.0f} MB"
-    )
-    print(
-        f"{'endpoint':<18} {'clients':>7} {'ok':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'embed p50':>9}"
-    )
-    for r in rows:
-        print(
-            f"{r['endpoint']:<18} {r['clients']:>7} {r['requests']:>6} {r['errors']:>4} {r['rps']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r.get('server_embed_ms_p50', ''):>9}"
-        )
-    write_result(
-        args.output,
-        {
-            "command": "python -m bench.http " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "machine": machine(),
-            "server_args": args.server_arg,
-            "seconds_to_listening": round(server.seconds_to_listening, 2),
-            "startup_phases_s": server.startup_phases,
-            "server_rss_mb": round(rss_mb, 1),
-            "rows": rows,
-        },
-    )
+    floors_by_phase = {phase: phase_floor(phase, floors, rows) for phase in requests}
+    for row in rows:
+        if row["clients"] == 1 and floors_by_phase[row["endpoint"]]["p50_ms"]:
+            row["over_floor_p50"] = round(row["p50_ms"] / floors_by_phase[row["endpoint"]]["p50_ms"], 2)
+    result = {
+        "command": "python -m bench.http " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": about,
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "server_args": args.server_arg,
+        "seconds_to_listening": round(server.seconds_to_listening, 2),
+        "startup_phases_s": server.startup_phases,
+        "server_rss_mb": round(rss_mb, 1),
+        "skipped": skipped,
+        "rows": rows,
+        "floor_parts": floors,
+        "floors_by_phase": floors_by_phase,
+        "rps_gain": {phase: gains(rows, phase) for phase in requests},
+        "parsers": parsers,
+    }
+    print_report(result)
+    write_result(args.output, result)
     return 1 if any(r["errors"] for r in rows) else 0
 
 
