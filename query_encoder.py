@@ -1,0 +1,312 @@
+"""Query vectors for the server's request threads: recent queries from an LRU cache, fresh ones
+embedded together in micro-batches.
+
+Why batch: one model call at a time is the rule on a small machine (concurrent calls only fight
+over the cores), so with a lock around single-text calls eight concurrent clients get no more
+texts per second than one. The ONNX backend embeds a batch of eight short queries at about twice
+the single-query rate, so fresh queries that arrive together are embedded in one call.
+
+How: one worker thread owns the model. A caller looks its text up in the cache; on a miss it
+queues the text and waits for its vector. The worker takes the oldest waiting text and waits
+until `window_s` after that text arrived, or until `max_batch` distinct texts wait, then embeds
+them together (one `encode_many` call, or one per length group, below) and hands every caller
+its row. The window is counted from the
+oldest text's arrival, not from when the worker got to it: under load, texts have already
+waited while the previous batch ran, so the next batch starts at once and the model never idles
+for the window; a lone query waits at most the window. Identical texts waiting at the same time
+(queued or being embedded) share one row. When a batch's model call fails, its texts are embedded
+again one by one, so the error reaches only the callers of the text that fails alone (all of the
+batch's callers if the model fails on everything), and the worker carries on with the next batch.
+
+Why a worker thread rather than leader-follower (the first caller runs the batch on its own
+thread): onnxruntime releases the GIL and runs on its own intra-op threads, so the model is as
+fast on any thread; with a single owner "one model call at a time" holds by construction rather
+than by a lock protocol; no caller's latency includes other callers' batches, as a leader's
+would when it must also run what queued behind it; and close() has one thread to stop. The
+price is two thread hand-offs per fresh query, tens of microseconds (bench/batching.py
+measures a lone query's added latency against calling encode_one directly).
+
+Batched vectors are the single-call vectors: the ONNX export masks padding in attention and
+mean-pools over real tokens only, and on the project's machine 200 varied texts (empty to
+over 256 tokens) embedded in shuffled batches of 8 and 16 matched their single calls bit for
+bit (bench/batching.py; tests/test_query_encoder.py checks them to 1e-6).
+
+Padding costs time, though: every text of a call is padded to its longest, so fifteen short
+queries batched with one 1000-character text cost about six times as much as the two groups
+embedded apart (measured). A batch is therefore cut into groups of similar length, the longest
+at most about twice the shortest in characters (a tokenizer-free proxy for tokens), embedded
+shortest first, one model call per group. Typical queries fall into one group.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import numpy as np
+
+from embeddings import LocalEmbedder
+
+log = logging.getLogger("query_encoder")
+
+DEFAULT_WINDOW_S = 0.001
+DEFAULT_MAX_BATCH = 16
+DEFAULT_CACHE_SIZE = 2048
+# Texts share a model call when the longest is at most MAX_PADDING_RATIO times the shortest,
+# counting LENGTH_SLACK more characters for each so that very short texts need not be alone.
+MAX_PADDING_RATIO = 2.0
+LENGTH_SLACK = 16
+CLOSE_TIMEOUT_S = 10.0
+
+
+class EncoderClosedError(RuntimeError):
+    """encode() after close(): the server is shutting down."""
+
+
+@dataclass(frozen=True)
+class EncoderStats:
+    """Counters since the encoder started: how well the cache and the batching work."""
+
+    requests: int
+    cache_hits: int
+    model_calls: int
+    texts_embedded: int
+    largest_batch: int
+
+
+@dataclass
+class PendingText:
+    """One distinct text queued or being embedded; every caller that asked for it waits on
+    `vector`. `remember` says whether any of them wants the result cached."""
+
+    text: str
+    arrived: float
+    remember: bool
+    vector: Future[np.ndarray] = field(default_factory=Future)
+
+
+def length_groups(batch: Sequence[PendingText]) -> list[list[PendingText]]:
+    """The batch cut into runs of similar length, shortest first, so that padding to the longest
+    text of a call wastes at most about half of it."""
+    groups: list[list[PendingText]] = []
+    for pending in sorted(batch, key=lambda pending: len(pending.text)):
+        if groups and len(pending.text) + LENGTH_SLACK <= MAX_PADDING_RATIO * (len(groups[-1][0].text) + LENGTH_SLACK):
+            groups[-1].append(pending)
+        else:
+            groups.append([pending])
+    return groups
+
+
+class RecentVectors:
+    """Least-recently-used query vectors by exact text (one encoder is one model, so the text is
+    the whole key). Not locked itself: the encoder's lock guards it together with the queue, so
+    that a text is always either cached or pending while its vector is handed over."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, text: str) -> np.ndarray | None:
+        vector = self._items.get(text)
+        if vector is not None:
+            self._items.move_to_end(text)
+        return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        self._items[text] = vector
+        self._items.move_to_end(text)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class QueryEncoder:
+    """Thread-safe query embedding with an LRU cache and micro-batching (see the module
+    docstring). Vectors are read-only arrays shared between callers and the cache: copy one
+    before changing it in place. close() it (or use it as a context manager) to stop its
+    worker thread."""
+
+    def __init__(
+        self,
+        embedder: LocalEmbedder,
+        *,
+        window_s: float = DEFAULT_WINDOW_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        if not (math.isfinite(window_s) and 0 <= window_s <= 1):
+            raise ValueError(f"window_s must be from 0 to 1 second, got {window_s!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be 0 (no cache) or more, got {cache_size!r}")
+        self.embedder = embedder
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self._cache = RecentVectors(cache_size)
+        self._queue: deque[PendingText] = deque()
+        self._pending: dict[str, PendingText] = {}
+        self._lock = threading.Condition()
+        self._closed = False
+        self._requests = self._cache_hits = self._model_calls = self._texts_embedded = self._largest_batch = 0
+        self._worker = threading.Thread(target=self._run, name="query-encoder", daemon=True)
+        self._worker.start()
+
+    # --- callers' side ------------------------------------------------------------------------
+
+    def encode(self, text: str) -> tuple[np.ndarray, bool]:
+        """The text's vector, and whether it came from the cache."""
+        with self._lock:
+            self._requests += 1
+            vector = self._cache.get(text)
+            if vector is not None:
+                self._cache_hits += 1
+                return vector, True
+            pending = self._enqueue(text, remember=True)
+        return pending.vector.result(), False
+
+    def encode_uncached(self, text: str) -> np.ndarray:
+        """The text's vector from the model, neither read from nor written to the cache: for
+        product texts (a refreshed embedding), which would only push queries out of it."""
+        with self._lock:
+            self._requests += 1
+            pending = self._enqueue(text, remember=False)
+        return pending.vector.result()
+
+    def _enqueue(self, text: str, remember: bool) -> PendingText:
+        """Join the text's pending request, or queue a new one. Called with the lock held."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if self._closed:
+            raise EncoderClosedError("the query encoder is closed")
+        pending = self._pending.get(text)
+        if pending is not None:
+            pending.remember = pending.remember or remember
+            return pending
+        pending = PendingText(text, time.monotonic(), remember)
+        self._pending[text] = pending
+        self._queue.append(pending)
+        # Wake the worker when it may be idle (nothing was queued) or when its batch is full;
+        # otherwise it is waiting for its window and need not be woken for every arrival.
+        if len(self._queue) == 1 or len(self._queue) >= self.max_batch:
+            self._lock.notify()
+        return pending
+
+    def stats(self) -> EncoderStats:
+        with self._lock:
+            return EncoderStats(
+                self._requests, self._cache_hits, self._model_calls, self._texts_embedded, self._largest_batch
+            )
+
+    def cached_count(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Refuse new texts, embed the ones already queued (their callers get their vectors),
+        and stop the worker thread. Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._worker.join(timeout_s)
+        if self._worker.is_alive():
+            log.warning("the query encoder's model call did not finish within %.0f s; leaving it behind", timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._worker.is_alive()
+
+    def __enter__(self) -> QueryEncoder:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if not batch:
+                return
+            for group in length_groups(batch):
+                self._embed(group)
+
+    def _next_batch(self) -> list[PendingText]:
+        """Up to max_batch queued texts, once the oldest has waited window_s or the batch is
+        full; [] when closed with nothing left to do."""
+        with self._lock:
+            while not self._queue and not self._closed:
+                self._lock.wait()
+            if self._queue and not self._closed:
+                deadline = self._queue[0].arrived + self.window_s
+                while len(self._queue) < self.max_batch and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._lock.wait(remaining)
+            count = min(len(self._queue), self.max_batch)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _embed(self, group: list[PendingText]) -> None:
+        """One model call for a group of the batch, outside the lock; then cache and hand over
+        each row. If the call fails, each text is embedded again on its own, so that one text
+        the model cannot take (or a passing failure) costs only its own callers their vector,
+        and they get the model's exception."""
+        try:
+            rows = self._model_call([pending.text for pending in group])
+        except Exception as exc:  # the callers decide what a failed embedding means
+            if len(group) == 1:
+                self._deliver(group, [exc])
+                return
+            outcomes: list[np.ndarray | Exception] = []
+            for pending in group:
+                try:
+                    outcomes.extend(self._model_call([pending.text]))
+                except Exception as single_exc:
+                    outcomes.append(single_exc)
+            self._deliver(group, outcomes)
+            return
+        self._deliver(group, rows)
+
+    def _model_call(self, texts: list[str]) -> list[np.ndarray]:
+        """Read-only vectors, one per text, from a single encode_many call."""
+        with self._lock:
+            self._model_calls += 1
+            self._texts_embedded += len(texts)
+            self._largest_batch = max(self._largest_batch, len(texts))
+        vectors = self.embedder.encode_many(texts, batch_size=len(texts))
+        if len(vectors) != len(texts):
+            raise RuntimeError(f"the embedder returned {len(vectors)} vectors for {len(texts)} texts")
+        rows = []
+        for row in vectors:
+            # A copy per text: a row of the batch would keep the whole batch alive in the cache.
+            vector = np.array(row, dtype=np.float32)
+            vector.flags.writeable = False
+            rows.append(vector)
+        return rows
+
+    def _deliver(self, batch: list[PendingText], outcomes: Sequence[np.ndarray | Exception]) -> None:
+        """Cache the vectors and wake every caller. The text leaves `pending` in the same locked
+        step as it enters the cache, so a caller arriving meanwhile finds it in one or the other."""
+        with self._lock:
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if pending.remember and isinstance(outcome, np.ndarray):
+                    self._cache.put(pending.text, outcome)
+                del self._pending[pending.text]
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, np.ndarray):
+                pending.vector.set_result(outcome)
+            else:
+                pending.vector.set_exception(outcome)
