@@ -3,6 +3,8 @@ a client per protocol, and the real embedding model. Nothing here emulates Redis
 
 from __future__ import annotations
 
+import re
+import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +141,18 @@ def demo_url(demo_app) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(params=["json", "form"])
+def encoding(request: pytest.FixtureRequest) -> str:
+    """Every POST must accept JSON and urlencoded forms with the same field names."""
+    return str(request.param)
+
+
+@pytest.fixture
+def user_id(request: pytest.FixtureRequest, demo_app) -> Iterator[str]:
+    """A user of this test alone, named after it so that a leftover is easy to trace."""
+    name = re.sub(r"[^A-Za-z0-9_.:-]+", "-", request.node.name)[:50]
+    uid = f"{name}-{secrets.token_hex(4)}"
+    yield uid
+    demo_app.recommender.reset_user(uid)

@@ -183,21 +183,6 @@ def user_of_cookie(value: str | None) -> str | None:
 # --- fixtures and catalogue helpers ----------------------------------------------------------------
 
 
-@pytest.fixture(params=ENCODINGS)
-def encoding(request: pytest.FixtureRequest) -> str:
-    """Every POST must accept JSON and urlencoded forms with the same field names."""
-    return request.param
-
-
-@pytest.fixture
-def user_id(request: pytest.FixtureRequest, demo_app) -> Iterator[str]:
-    """A user of this test alone, named after it so that a leftover is easy to trace."""
-    name = re.sub(r"[^A-Za-z0-9_.:-]+", "-", request.node.name)[:50]
-    uid = f"{name}-{secrets.token_hex(4)}"
-    yield uid
-    demo_app.recommender.reset_user(uid)
-
-
 @pytest.fixture
 def restore_vectors(demo_app, catalog: dict) -> Iterator[list[str]]:
     """Product ids whose vectors a test replaces; they get their catalogue vectors back after it."""
