@@ -169,11 +169,14 @@ def parse_csv(text: str) -> tuple[list[Record], list[Problem]]:
     csv runs strict, so a stray quote is an error rather than a silently mangled value, and a
     quote left open is found (unclosed_quote) instead of swallowing the rows after it."""
     lines = io.StringIO(text, newline="").readlines()
+    lengths = [len(line.rstrip("\r\n")) for line in lines]
     problems: list[Problem] = [
-        (line_no, line_too_long(len(line))) for line_no, line in enumerate(lines, start=1) if len(line) > MAX_LINE_CHARS
+        (line_no, line_too_long(length)) for line_no, length in enumerate(lengths, start=1) if length > MAX_LINE_CHARS
     ]
     # An over-long line is read as a blank one: csv never holds it, and later lines keep their numbers.
-    rows = csv.reader(["\n" if len(line) > MAX_LINE_CHARS else line for line in lines], strict=True)
+    rows = csv.reader(
+        ["\n" if length > MAX_LINE_CHARS else line for line, length in zip(lines, lengths, strict=True)], strict=True
+    )
     records: list[Record] = []
     start = 1
     try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -210,6 +212,283 @@ def test_unknown_field_is_a_warning_not_an_error(
         products = load_products(write(tmp_path, name, lines))
     assert all(list(p) == list(PRODUCT_FIELDS) for p in products)
     assert f"ignoring unknown field 'color' (first on line {line_no})" in caplog.text
+
+
+# --- hostile input: every problem named by its line, never a traceback or a silent loss ------
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "build_catalog.py"), *argv], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # The quote closes at a literal quote in a later row's same column: csv reads a valid row and
+        # drops line 3 without a word (before: exit 0, one product short).
+        (
+            [csv_row(id="a", description='"Holds 12 oz'), csv_row(id="b", description='Skillet 12"'), csv_row(id="c")],
+            "line 2: a quoted value opened on this line is never closed, so line 3 was read into it",
+        ),
+        (
+            [
+                csv_row(id="a", description='"Holds 12 oz'),
+                csv_row(id="b"),
+                csv_row(id="c", description='Pan 9"'),
+                csv_row(id="d"),
+            ],
+            "line 2: a quoted value opened on this line is never closed, so lines 3-4 were read into it",
+        ),
+        # The quote closes at the opening quote of a later value: csv stops on the next character.
+        (
+            [csv_row(id="a", description='"Holds 12 oz'), csv_row(id="b", description='"Cast iron"'), csv_row(id="c")],
+            "line 2: a quoted value opened on this line is never closed, so line 3 was read into it",
+        ),
+        ([csv_row(id="a"), csv_row(id="b", in_stock='"true')], "line 3: the file ends inside a quoted value"),
+    ],
+)
+def test_csv_unclosed_quote_is_found_and_named(tmp_path: Path, rows: list[str], expected: str) -> None:
+    output = tmp_path / "catalog.json"
+    result = cli("--input", str(write(tmp_path, "p.csv", [CSV_HEADER, *rows])), "--output", str(output))
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
+
+
+def test_csv_quoted_values_may_still_span_lines(tmp_path: Path) -> None:
+    """Not every multi-line value is a missing quote: a description written on two lines loads,
+    and the row after it keeps the number of the line it starts on."""
+    rows = [csv_row(id="a", description='"Line one, with a comma\nline two"'), csv_row(id="b", price="abc")]
+    path = write(tmp_path, "p.csv", [CSV_HEADER, *rows])
+    assert problems_of(path) == ["line 4: price must be a non-negative number, got 'abc'"]
+    path = write(tmp_path, "p.csv", [CSV_HEADER, rows[0], csv_row(id="b")])
+    assert load_products(path)[0]["description"] == "Line one, with a comma\nline two"
+
+
+def test_csv_stray_quote_inside_a_quoted_value_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.csv", [CSV_HEADER, csv_row(description='"A "12 inch" pan"')])
+    (problem,) = problems_of(path)
+    assert problem.startswith("line 2: malformed CSV:") and 'written twice: ""' in problem
+
+
+@pytest.mark.parametrize("depth", [100_000, 5_000])
+def test_jsonl_deep_nesting_is_one_problem_on_its_line(tmp_path: Path, depth: int) -> None:
+    """100k levels is refused by the line limit before parsing; 5k levels fits in a line and
+    would overflow the parser's recursion (before: a RecursionError traceback)."""
+    path = write(tmp_path, "p.jsonl", [jsonl_line(id="a"), "[" * depth + "]" * depth, jsonl_line(id="c")])
+    result = cli("--input", str(path), "--output", str(tmp_path / "c.json"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "1 problem:\n  line 2: " in result.stderr
+    assert ("over the limit of 100,000" if depth == 100_000 else "nested too deeply") in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            jsonl_line(description="fine\u0000then"),
+            "line 1: description contains a NUL character (U+0000) at character 5",
+        ),
+        (jsonl_line(name="cup \ud800"), "line 1: name contains a lone surrogate (U+D800"),
+        (jsonl_line(brand="Ac\x07me"), "line 1: brand contains a control character (U+0007) at character 3"),
+    ],
+)
+def test_jsonl_nul_surrogate_and_control_characters_are_refused(tmp_path: Path, line: str, expected: str) -> None:
+    """json.dumps writes these as \\u escapes, as any JSON writer may; before, they passed the
+    checks and the build crashed later (a lone surrogate cannot be encoded to UTF-8)."""
+    (problem,) = problems_of(write(tmp_path, "p.jsonl", [line]))
+    assert problem.startswith(expected)
+
+
+def test_csv_nul_byte_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.csv", [CSV_HEADER, csv_row(id="a"), csv_row(id="b", name="mu\x00g")])
+    assert problems_of(path) == ["line 3: name contains a NUL character (U+0000) at character 3: remove it"]
+
+
+@pytest.mark.parametrize("size", [10 * 1024 * 1024, 20_000])
+def test_one_size_limit_for_jsonl_and_csv(tmp_path: Path, size: int) -> None:
+    """The same limits in both formats, named in the message: a line (a CSV row) over 100,000
+    characters, a text field over 10,000 (before: a 10 MB description was embedded from JSONL,
+    for seconds and gigabytes, and refused from CSV by csv's own 131,072 limit)."""
+    big_json, big_csv = jsonl_line(id="b", description="x" * size), csv_row(id="b", description="x" * size)
+    jsonl = write(tmp_path, "p.jsonl", [jsonl_line(id="a"), big_json])
+    csv_file = write(tmp_path, "p.csv", [CSV_HEADER, csv_row(id="a"), big_csv])
+    if size > 100_000:
+        limit = ", over the limit of 100,000 (a text field may hold 10,000)"
+        assert problems_of(jsonl) == [f"line 2: the line is {len(big_json):,} characters long{limit}"]
+        assert problems_of(csv_file) == [f"line 3: the line is {len(big_csv):,} characters long{limit}"]
+    else:
+        field = f"description is {size:,} characters long, over the limit of 10,000"
+        assert problems_of(jsonl) == [f"line 2: {field}"]
+        assert problems_of(csv_file) == [f"line 3: {field}"]
+
+
+def test_csv_row_over_the_limit_across_lines(tmp_path: Path) -> None:
+    """A quoted value spanning lines can make a row too long with no line too long."""
+    value = '"' + "\n".join(["y" * 80_000] * 2) + '"'
+    path = write(tmp_path, "p.csv", [CSV_HEADER, csv_row(id="a", description=value), csv_row(id="b")])
+    (problem,) = problems_of(path)
+    assert problem.startswith("line 2: the row is over the limit of 100,000 characters")
+
+
+def test_latin1_input_reports_lines_not_byte_offsets(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    lines = [CSV_HEADER, csv_row(id="a"), csv_row(id="b", name="Café mug"), csv_row(id="c", brand="Müller")]
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    result = cli("--input", str(path), "--output", str(tmp_path / "c.json"))
+    assert result.returncode == 2
+    assert "2 lines not UTF-8:\n" in result.stderr
+    assert "line 3: not UTF-8 text (byte 0xE9 at column 6)" in result.stderr
+    assert "line 4: not UTF-8 text (byte 0xFC at column " in result.stderr
+    assert "save the file as UTF-8" in result.stderr
+
+
+def test_utf8_bom_is_still_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{CSV_HEADER}\n{csv_row()}\n".encode())
+    assert load_products(path)[0]["id"] == "x1"
+
+
+# --- --output: only a regular file is ever replaced -------------------------------------------
+
+
+def special_outputs(tmp_path: Path) -> list[tuple[Path, str]]:
+    """A symlink (to a file that must stay untouched), a directory, a FIFO and, where this user
+    may make one, a character device (a /dev/null twin in tmp_path: replacing the real one would
+    break the machine, which is what the builder did before)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "link.json").symlink_to(victim)
+    (tmp_path / "folder.json").mkdir()
+    os.mkfifo(tmp_path / "fifo.json")
+    outputs = [
+        (tmp_path / "link.json", "a symbolic link"),
+        (tmp_path / "folder.json", "a directory"),
+        (tmp_path / "fifo.json", "a named pipe"),
+    ]
+    try:
+        os.mknod(tmp_path / "null.json", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        outputs.append((tmp_path / "null.json", "a character device"))
+    except PermissionError:
+        pass
+    return outputs
+
+
+def test_main_refuses_an_output_that_is_not_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for output, kind in special_outputs(tmp_path):
+        before = output.lstat()
+        assert main(["--input", str(EXAMPLE_JSONL), "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert f"{output}: cannot write it: {output} is {kind}; only a regular file is ever replaced" in err
+        after = output.lstat()
+        assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert (tmp_path / "victim.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_write_catalog_refuses_a_symlink_even_without_main(tmp_path: Path) -> None:
+    """The check lives in the one atomic writer, so every caller has it."""
+    (tmp_path / "real.json").write_text("keep me")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    with pytest.raises(OSError, match="is a symbolic link"):
+        write_catalog(tmp_path / "link.json", "m", DIM, [])
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "keep me"
+
+
+def test_main_reports_a_missing_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "absent" / "catalog.json"
+    assert main(["--input", str(EXAMPLE_JSONL), "--output", str(output)]) == 2
+    assert f"the folder {output.parent} does not exist" in capsys.readouterr().err
+
+
+# --- read_catalog: the builder's rules, applied to a catalog -----------------------------------
+
+
+def catalog_file(tmp_path: Path, products: list, **top: object) -> Path:
+    vector = base64.b64encode((np.ones(DIM, dtype="<f4") / np.float32(np.sqrt(DIM))).tobytes()).decode()
+    rows = [{**product, "embedding_b64": vector} if isinstance(product, dict) else product for product in products]
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps({"model": "all-MiniLM-L6-v2", "dim": DIM, "products": rows, **top}))
+    return path
+
+
+def catalog_problems_of(path: Path) -> list[str]:
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(path)
+    return caught.value.problems
+
+
+def test_read_catalog_names_an_entry_that_is_not_a_product(tmp_path: Path) -> None:
+    """Before: AttributeError ('str' object has no attribute 'get')."""
+    path = catalog_file(tmp_path, [GOOD, "p002", [1, 2]])
+    assert catalog_problems_of(path) == [
+        "products[1]: expected a product object, got a string",
+        "products[2]: expected a product object, got an array",
+    ]
+
+
+def test_read_catalog_refuses_duplicate_ids(tmp_path: Path) -> None:
+    """Before: "96 products" loaded when 95 keys were indexed, the second overwriting the first."""
+    path = catalog_file(tmp_path, [GOOD, {**GOOD, "id": "x2"}, GOOD])
+    assert catalog_problems_of(path) == ["products[2] (id 'x1'): duplicate id 'x1', already used by products[0]"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"price": -1}, "price must be a non-negative number, got -1"),
+        ({"rating": 99}, "rating must be a number from 0 to 5, got 99"),
+        ({"in_stock": "yes"}, "in_stock must be true or false, got 'yes'"),
+        ({"category": "a,b"}, "category must not contain ','"),
+        ({"description": "x" * 10_001}, "description is 10,001 characters long, over the limit of 10,000"),
+        ({"name": DROP}, "name is missing or empty"),
+    ],
+)
+def test_builder_and_loader_apply_one_rule(tmp_path: Path, changes: dict, problem: str) -> None:
+    """The same product gets the same verdict, in the same words, from build_catalog.py's input
+    check and from read_catalog (before: the loader took a negative price or a rating of 99)."""
+    product = {name: value for name, value in {**GOOD, **changes}.items() if value is not DROP}
+    (from_builder,) = problems_of(write(tmp_path, "p.jsonl", [json.dumps(product)]))
+    (from_loader,) = catalog_problems_of(catalog_file(tmp_path, [product]))
+    assert from_builder.startswith(f"line 1: {problem}")
+    assert from_loader.startswith(f"products[0] (id 'x1'): {problem}") or from_loader.startswith(
+        f"products[0]: {problem}"
+    )
+    assert from_builder.removeprefix("line 1: ") == from_loader.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [
+        ({"dim": "384"}, "dim must be a positive integer, got '384'"),
+        ({"model": ""}, "model must name the embedding model"),
+        ({"model": None}, "model must name the embedding model, got null"),
+    ],
+)
+def test_read_catalog_checks_the_header(tmp_path: Path, top: dict, expected: str) -> None:
+    with pytest.raises(CatalogError, match=expected):
+        read_catalog(catalog_file(tmp_path, [GOOD], **top))
+
+
+def test_read_catalog_refuses_an_empty_or_deeply_nested_catalog(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="holds no products"):
+        read_catalog(catalog_file(tmp_path, []))
+    path = tmp_path / "deep.json"
+    path.write_text('{"model": "m", "dim": 384, "products": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CatalogError, match="nested too deeply"):
+        read_catalog(path)
+
+
+def test_read_catalog_returns_the_builders_form(tmp_path: Path) -> None:
+    """Integer prices (Go's and Node's JSON) become floats; the fields come in the builder's order."""
+    path = catalog_file(tmp_path, [{**GOOD, "price": 12, "rating": 4}])
+    (product,) = read_catalog(path)["products"]
+    assert list(product) == [*PRODUCT_FIELDS, "embedding_b64"]
+    assert (product["price"], product["rating"]) == (12.0, 4.0) and isinstance(product["price"], float)
 
 
 # --- the catalog file -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from embeddings import (
     LocalEmbedder,
     ModelNotFoundError,
     default_model_path,
+    ensure_onnx_export,
     load_tokenizer,
     normalize_rows,
     onnx_cache_root,
@@ -238,6 +239,22 @@ def test_a_killed_export_leaves_no_model_behind(tmp_path: Path) -> None:
         export.wait()
     assert list(tmp_path.glob("*/.model.onnx.*.tmp"))
     assert not list(tmp_path.glob("*/model.onnx"))
+
+
+def test_onnx_export_goes_through_the_one_atomic_writer(tmp_path: Path) -> None:
+    """The export is written by atomic_file like the catalog: a symlink where model.onnx goes is
+    refused, not replaced, and the refusal comes before the (seconds long) export."""
+    directory = transformer_dir(default_model_path())
+    tokenizer = load_tokenizer(directory)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ONNX_CACHE_ENV, str(tmp_path))
+        target = onnx_model_path(DEFAULT_MODEL_NAME, directory)
+        target.parent.mkdir(parents=True)
+        target.symlink_to(tmp_path / "elsewhere.onnx")
+        with pytest.raises(EmbeddingBackendError, match=r"model\.onnx is a symbolic link; only a regular file"):
+            ensure_onnx_export(DEFAULT_MODEL_NAME, directory, tokenizer)
+    assert target.is_symlink() and not (tmp_path / "elsewhere.onnx").exists()
+    assert sorted(path.name for path in target.parent.iterdir()) == ["model.onnx"]
 
 
 def test_export_command_reports_a_missing_model(tmp_path: Path) -> None:
