@@ -16,12 +16,12 @@ script starts a fresh bundled Redis with Search, loads a catalog of products wit
   after a forced garbage collection; and times the "top 10 popular" read where the design has
   one.
 
-Designs: `hash field` (HINCRBYFLOAT product:<id> popularity, not in the schema), `hash field,
-indexed` (the same, declared NUMERIC SORTABLE so FT.SEARCH could sort or filter by it),
-`hash field, partial indexing` (not in the schema, with RediSearch loaded with
+Designs (--designs keys): `hash` (HINCRBYFLOAT product:<id> popularity, a field not in the
+schema), `hash-indexed` (the same field declared NUMERIC SORTABLE, so FT.SEARCH could sort or
+filter by it), `hash-partial` (not in the schema, with RediSearch loaded with
 PARTIAL_INDEXED_DOCS 1, which may skip re-indexing a hash when no indexed field changed; a
-load-time module option, so not available on every managed Redis) and `sorted set` (ZINCRBY on
-one zset beside the index).
+load-time module option, so not available on every managed Redis) and `zset` (ZINCRBY on one
+sorted set beside the index).
 
     .venv/bin/python -m bench.popularity            # 10k products, 100k clicks: about 3 minutes
     .venv/bin/python -m bench.popularity --quick    # 2k products, 10k clicks: under a minute
@@ -75,6 +75,7 @@ BASELINE_COMMIT = "23adc68"
 class Design:
     """One place for popularity: how a click writes it, and how the page would read the top."""
 
+    key: str  # for --designs
     name: str
     write: Callable[[Any, RedisRecommender, str, float], Any]  # (client or pipeline, rec, id, weight)
     indexed_field: bool = False
@@ -103,10 +104,10 @@ def indexed_top(client: redis.Redis, rec: RedisRecommender) -> Any:
 
 
 DESIGNS = (
-    Design("hash field", hash_write),
-    Design("hash field, indexed", hash_write, indexed_field=True, top_read=indexed_top),
-    Design("hash field, partial indexing", hash_write, partial_indexing=True),
-    Design("sorted set", zset_write, command="zincrby", top_read=zset_top),
+    Design("hash", "hash field", hash_write),
+    Design("hash-indexed", "hash field, indexed", hash_write, indexed_field=True, top_read=indexed_top),
+    Design("hash-partial", "hash field, partial indexing", hash_write, partial_indexing=True),
+    Design("zset", "sorted set", zset_write, command="zincrby", top_read=zset_top),
 )
 
 
@@ -373,6 +374,7 @@ def run_design(design: Design, workload: Workload, batch: int, today_class: type
             client.close()
     result = {
         "design": design.name,
+        "key": design.key,
         "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "load_seconds": round(load_s, 2),
         "library_click_creates_keys": library_keys,
@@ -512,7 +514,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the commit whose record_click is today's click (default: the last before clicks counted popularity)",
     )
     parser.add_argument(
-        "--designs", default=None, help=f"comma-separated subset of: {'; '.join(d.name for d in DESIGNS)}"
+        "--designs", default=None, help=f"comma-separated subset of {','.join(d.key for d in DESIGNS)} (default: all)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "popularity.json")
     args = parser.parse_args(argv)
@@ -533,11 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     designs = list(DESIGNS)
     if args.designs:
-        wanted = [name.strip() for name in args.designs.split(",") if name.strip()]
-        unknown = [name for name in wanted if name not in {d.name for d in DESIGNS}]
+        wanted = [key.strip() for key in args.designs.split(",") if key.strip()]
+        unknown = [key for key in wanted if key not in {d.key for d in DESIGNS}]
         if unknown:
-            raise SystemExit(f"unknown design(s) {unknown}: choose from {[d.name for d in DESIGNS]}")
-        designs = [d for d in DESIGNS if d.name in wanted]
+            raise SystemExit(f"unknown design(s) {unknown}: choose from {','.join(d.key for d in DESIGNS)}")
+        designs = [d for d in DESIGNS if d.key in wanted]
     workload = make_workload(args.items, args.clicks, args.samples, args.queries, args.seed)
     with LocalRedis() as server:
         about = machine(connect(server.url))
