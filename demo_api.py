@@ -7,16 +7,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from embeddings import LocalEmbedder
+from query_encoder import QueryEncoder
 from recommender import (
     IndexMissingError,
     Recommendation,
@@ -35,7 +32,6 @@ MAX_QUERY_CHARS = 1000
 HTTP_MAX_K = 100
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
-QUERY_CACHE_SIZE = 2048
 
 
 class ApiError(Exception):
@@ -240,30 +236,6 @@ def parse_product_id(fields: Fields) -> str:
         raise ApiError(400, str(exc)) from None
 
 
-class QueryEmbeddingCache:
-    """Recent query vectors, keyed by model and exact text: people repeat queries (and the page
-    re-runs the last one after every click), and the model is the slow part of a search."""
-
-    def __init__(self, maxsize: int = QUERY_CACHE_SIZE) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> np.ndarray | None:
-        with self._lock:
-            vector = self._items.get(key)
-            if vector is not None:
-                self._items.move_to_end(key)
-            return vector
-
-    def put(self, key: tuple[str, str], vector: np.ndarray) -> None:
-        with self._lock:
-            self._items[key] = vector
-            self._items.move_to_end(key)
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-
-
 class DemoApp:
     """The endpoints as plain methods: fields in, JSON-ready dicts out."""
 
@@ -281,22 +253,13 @@ class DemoApp:
         self.catalog = catalog
         self.default_k = default_k
         self.redis_description = redis_description
-        self.query_cache = QueryEmbeddingCache()
-        # One model call at a time: on a small machine concurrent calls only fight over cores.
-        self._model_lock = threading.Lock()
+        # Recent queries from its cache, fresh ones embedded together with whatever else arrives
+        # within a couple of milliseconds, one model call at a time.
+        self.encoder = QueryEncoder(embedder)
 
-    def embed(self, text: str) -> np.ndarray:
-        with self._model_lock:
-            return self.embedder.encode_one(text)
-
-    def embed_query(self, text: str) -> tuple[np.ndarray, bool]:
-        key = (self.embedder.model_name, text)
-        vector = self.query_cache.get(key)
-        if vector is not None:
-            return vector, True
-        vector = self.embed(text)
-        self.query_cache.put(key, vector)
-        return vector, False
+    def close(self) -> None:
+        """Stop the encoder's worker thread (the server calls this when it stops)."""
+        self.encoder.close()
 
     def seed(self) -> int:
         """Drop the index and its documents, recreate it, and load the catalog's vectors as they
@@ -361,7 +324,7 @@ class DemoApp:
     def search(self, user_id: str, fields: Fields) -> dict[str, Any]:
         request = SearchRequest.parse(fields, self.default_k)
         started = time.perf_counter()
-        query_vec, cached = self.embed_query(request.query)
+        query_vec, cached = self.encoder.encode(request.query)
         embedded = time.perf_counter()
         result = self.recommender.recommend(
             query_vec,
@@ -461,7 +424,7 @@ class DemoApp:
         product_id = parse_product_id(fields)
         text = parse_required_text(fields, "text", multiline=True)
         started = time.perf_counter()
-        vector = self.embed(text)
+        vector = self.encoder.encode_uncached(text)
         embed_ms = (time.perf_counter() - started) * 1000
         self.recommender.refresh_embedding(product_id, vector)
         return {"product_id": product_id, "embed_ms": round(embed_ms, 3)}
