@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from build_catalog import DEFAULT_INPUT, load_products, product_text
-from query_encoder import EncoderClosedError, QueryEncoder
+from query_encoder import DEFAULT_CACHE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, EncoderClosedError, QueryEncoder
 
 REPO = Path(__file__).resolve().parent.parent
 QUERIES = (REPO / "data" / "sample_queries.txt").read_text().splitlines()
@@ -46,8 +46,10 @@ def make_encoder(onnx_embedder) -> Iterator[EncoderFactory]:
     """QueryEncoders on the shared ONNX model, every one closed after the test."""
     made: list[QueryEncoder] = []
 
-    def make(**settings: float) -> QueryEncoder:
-        encoder = QueryEncoder(onnx_embedder, **settings)
+    def make(
+        *, window_s: float = DEFAULT_WINDOW_S, max_batch: int = DEFAULT_MAX_BATCH, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> QueryEncoder:
+        encoder = QueryEncoder(onnx_embedder, window_s=window_s, max_batch=max_batch, cache_size=cache_size)
         made.append(encoder)
         return encoder
 
@@ -105,19 +107,19 @@ def test_concurrent_callers_each_get_their_own_vector(onnx_embedder, make_encode
     start = threading.Barrier(16)
     got: dict[int, list[tuple[str, np.ndarray]]] = {}
 
-    def client(thread: int) -> None:
+    def client(index: int) -> None:
         start.wait()
-        got[thread] = [(text, encoder.encode(text)[0]) for text in per_thread[thread]]
+        got[index] = [(text, encoder.encode(text)[0]) for text in per_thread[index]]
 
-    threads = [threading.Thread(target=client, args=(thread,)) for thread in range(16)]
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
     assert sorted(got) == list(range(16))
-    for thread, pairs in got.items():
-        assert [text for text, _ in pairs] == per_thread[thread]
+    for index, pairs in got.items():
+        assert [text for text, _ in pairs] == per_thread[index]
         for text, vector in pairs:
             np.testing.assert_allclose(vector, expected[text], atol=BATCH_TOLERANCE, err_msg=text)
     stats = encoder.stats()
@@ -217,10 +219,12 @@ def test_a_model_error_reaches_its_callers_and_the_encoder_keeps_working(
 
     assert encoder.stats().largest_batch == 3, "the bad text was not batched with good ones"
     for index, text in enumerate(texts):
+        outcome = outcomes[index]
         if text == UNENCODABLE:
-            assert isinstance(outcomes[index], TypeError)
+            assert isinstance(outcome, TypeError)
         else:
-            np.testing.assert_allclose(outcomes[index], onnx_embedder.encode_one(text), atol=BATCH_TOLERANCE)
+            assert isinstance(outcome, np.ndarray), outcome
+            np.testing.assert_allclose(outcome, onnx_embedder.encode_one(text), atol=BATCH_TOLERANCE)
 
     with pytest.raises(TypeError):
         encoder.encode(UNENCODABLE)  # alone, and not cached as a failure: it fails again
