@@ -89,6 +89,8 @@ HYBRID_POLICIES = (None, "BATCHES", "ADHOC_BF")
 # Redis' own EF_RUNTIME (10) gives recall@10 0.65 at 100k items; 100 gives 0.99 for +0.14 ms
 # p50 (bench/retrieval.py, 2 cores). Small catalogs are exact either way.
 DEFAULT_EF_RUNTIME = 100
+# all-MiniLM-L6-v2's dimension, under the reference's name for it.
+VECTOR_DIM_DEFAULT = 384
 TAG_SEPARATOR = ","
 # Below this fraction of its fresh weight a faded session no longer drives the feed (about
 # four half-lives): the user is treated as new and sees what is popular.
@@ -407,29 +409,19 @@ class RankingConfig:
         check_k(self.overfetch, "overfetch")
 
 
-class _FieldMapping(Mapping[str, Any]):
-    """Typed results that code written for the reference (which returns dicts) can still read as
-    `result["clicks"]` or `result.get("affinities")`."""
+class _FieldMapping(dict[str, Any]):
+    """Typed results that are also the plain dicts the reference returns, so that code written for
+    it works unchanged: it reads `result["clicks"]`, adds keys (the reference's server does
+    `info["index_name"] = ...`) and hands results to json.dumps, which takes dicts only.
 
-    def __getitem__(self, name: str) -> Any:
-        if name not in self._names():
-            raise KeyError(name)
-        return getattr(self, name)
+    The dict is filled from the fields once, when the result is made; the attributes stay as
+    they were made (keys added or changed later are the caller's, not the result's)."""
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
+    def __post_init__(self) -> None:
+        dict.update(self, {f.name: getattr(self, f.name) for f in fields(self)})  # type: ignore[arg-type]
 
-    def __len__(self) -> int:
-        return len(self._names())
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
-
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # type: ignore[override]
         return id(self)
-
-    def _names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, eq=False)
@@ -863,7 +855,7 @@ class RedisRecommender:
         index_name: str = "recommend:idx",
         key_prefix: str = "product:",
         user_key_prefix: str = "user:",
-        vector_dim: int = 384,
+        vector_dim: int = VECTOR_DIM_DEFAULT,
         *,
         config: RankingConfig | None = None,
         hnsw_m: int | None = None,
@@ -1064,7 +1056,12 @@ class RedisRecommender:
         )
 
     def count_indexed(self) -> int:
-        return self.index_info().num_docs
+        """How many products the index holds; 0 when there is no index, as in the reference
+        (other errors of Redis are raised, not counted as 0)."""
+        try:
+            return self.index_info().num_docs
+        except IndexMissingError:
+            return 0
 
     def wait_until_indexed(self, timeout_s: float = 30.0) -> None:
         """HSETs into an existing index are indexed synchronously, but a new index over
@@ -1196,8 +1193,13 @@ class RedisRecommender:
             in_stock_only=in_stock_only, min_rating=min_rating, text_match=text_match, text_field=text_field,
         )  # fmt: skip
 
-    # The reference's own server calls its private classmethod by this name.
-    _build_filter_clause = build_filter_clause
+    @classmethod
+    def _build_filter_clause(cls, **filters: Any) -> str:
+        """The reference's spelling (its own server calls it on the class), with the reference's
+        shape: the clause in parentheses, "(*)" when nothing filters, so that it can stand in
+        front of `=>[KNN ...]` as it is (a bare multi-term clause there is a syntax error).
+        Keyword arguments as build_filter_clause; raises ValueError as it does."""
+        return f"({build_filter_clause(**filters)})"
 
     def rerank(
         self,
@@ -1208,11 +1210,22 @@ class RedisRecommender:
     ) -> list[Candidate]:
         """Re-score candidates by the user's category affinities and re-sort (the reference's
         call): score = vector_distance − log1p(affinity)·weight for liked categories, + for
-        dismissed ones. Returns new Candidates; `k` cuts after sorting."""
+        dismissed ones. `user_features` is anything with an "affinities" mapping (a UserFeatures,
+        the reference's dict); affinity_weight defaults to config.affinity_weight.
+
+        Returns a new list, sorted by score (ties by distance, then id), cut to `k` when given.
+        With affinities the candidates in it are re-scored copies (the inputs are untouched);
+        without any (or with a weight of 0) they are the inputs, scores kept as the caller set
+        them."""
         affinities = (user_features or {}).get("affinities") or {}
         weight = self.config.affinity_weight if affinity_weight is None else affinity_weight
-        ranked, _ = rerank_by_affinity(candidates, affinities, weight, k)
-        return ranked
+        if not affinities or weight <= 0:
+            # Nothing to apply: as in the reference, scores a caller has set are kept and only
+            # the order follows them.
+            ranked = sorted(candidates, key=lambda c: (c.score, c.vector_distance, c.id))
+        else:
+            ranked, _ = rerank_by_affinity(candidates, affinities, weight)
+        return ranked if k is None else ranked[:k]
 
     # users: reading
 
@@ -1769,16 +1782,22 @@ class RedisRecommender:
         """Distinct values of a TAG field over the indexed documents, as written.
 
         FT.AGGREGATE GROUPBY rather than FT.TAGVALS: TAGVALS lower-cases ("urban loom") and
-        keeps values of deleted documents until Redis garbage-collects them.
+        keeps values of deleted documents until Redis garbage-collects them. No index has no
+        values (an empty list, as in the reference).
         """
-        response = self._search("FT.AGGREGATE", self.index_name, "*", "GROUPBY", "1", f"@{field_name}")
+        try:
+            response = self._search("FT.AGGREGATE", self.index_name, "*", "GROUPBY", "1", f"@{field_name}")
+        except IndexMissingError:
+            return []
         values = {fields.get(field_name, "") for fields in aggregate_rows(response)}
         return sorted(v for v in values if v)
 
     def list_categories(self) -> list[str]:
+        """The distinct categories of the indexed products, as written, sorted."""
         return self._distinct_values("category")
 
     def list_brands(self) -> list[str]:
+        """The distinct brands of the indexed products, as written, sorted."""
         return self._distinct_values("brand")
 
 
