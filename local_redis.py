@@ -487,7 +487,6 @@ class LocalRedis:
             (self.data_dir / PORT_FILE).unlink(missing_ok=True)
             self._stop_stale_server()
             server, module = self._binaries()
-            log.info("starting local Redis with Search on 127.0.0.1 (data in %s)", self.data_dir)
             for attempt in range(3):
                 try:
                     self._launch(server, module, self.fixed_port or free_port())
@@ -501,6 +500,7 @@ class LocalRedis:
         except BaseException:
             self._lock.release()
             raise
+        log.info("local Redis with Search on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
         self._register_atexit()
         if supervise:
             self.supervise()
@@ -832,7 +832,7 @@ def repair_aof(data_dir: Path) -> str:
         pid = _live_redis_pid(data_dir)
         if pid is not None:
             raise LocalRedisError(f"a redis-server (pid {pid}) still runs on {data_dir}: stop it before repairing")
-        backup = data_dir / f"{AOF_DIR}.before-repair-{time.strftime('%Y%m%d-%H%M%S')}"
+        backup = _unused_path(data_dir / f"{AOF_DIR}.before-repair-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.copytree(aof_dir, backup)
         before = {path.name: path.stat().st_size for path in aof_dir.iterdir()}
         result = subprocess.run(
@@ -863,6 +863,15 @@ def repair_aof(data_dir: Path) -> str:
         )
     finally:
         lock.release()
+
+
+def _unused_path(path: Path) -> Path:
+    """path, or path-2, path-3, ... if it exists (two repairs within one second)."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -120,6 +120,34 @@ def test_an_unsupervised_redis_stays_down(tmp_path: Path) -> None:
         assert not answers(client)
 
 
+def test_the_demo_server_heals_by_itself_when_its_bundled_redis_is_killed(tmp_path: Path, catalog: dict) -> None:
+    """demo_server.py --data-dir, as a person runs it: its Redis is OOM-killed (kill -9), and
+    requests succeed again, with the user's acknowledged click, without touching the server."""
+    from test_reliability import BundledDemo  # here: the demo's modules are needed by this test only
+
+    demo = BundledDemo(str(tmp_path))
+    try:
+        demo.wait_until_listening()
+        user_id, product_id = "supervised-user", catalog["products"][0]["id"]
+        assert demo.request("POST", "/click", {"product_id": product_id, "user_id": user_id})["clicks"] == 1
+        wait_until_appended(connect(f"redis://127.0.0.1:{(tmp_path / 'redis.port').read_text()}"))
+        os.kill(int((tmp_path / "redis.pid").read_text()), signal.SIGKILL)
+
+        def served() -> bool:
+            try:
+                return demo.request("GET", f"/state?user_id={user_id}")["user"]["clicks"] == 1
+            except OSError:  # urllib's HTTPError (the 503s meanwhile) and refused connections
+                return False
+
+        wait_for(served, "the demo serving the user again")
+        assert "restarting it on 127.0.0.1:" in demo.log
+        assert demo.interrupt() == 0
+        assert "Traceback" not in demo.log
+    finally:
+        demo.kill()
+    assert redis_servers_on(tmp_path) == []
+
+
 # --- two processes on one data dir -----------------------------------------------------------
 
 # A process of ours using the bundled Redis, driven line by line over stdin: it imports, says
