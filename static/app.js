@@ -12,11 +12,21 @@
 
   // ---------------------------------------------------------------- state --
 
+  const FEED_K = 10;
+  // Where the For you list came from (the /recommend "source"), as the page says it.
+  const SOURCE_LABELS = { session: "from your session", popular: "trending", rating: "top rated" };
+  const MINUS = "\u2212";
+
   let lastSearch = null;        // body of the last search that was sent, or null
-  let searchSeq = 0;            // increases on each search; only the newest renders
-  let searchesInFlight = 0;
+  let similarOf = null;         // {id, name} while the results list shows "More like <name>"
+  let resultsSeq = 0;           // increases on each search or "more like this"; only the newest renders
+  let resultsInFlight = 0;
+  let feedSeq = 0;              // the same for the For you list
+  let liveSeq = 0;              // and for GET /state
   let lastClickedId = null;
+  let dismissedIds = new Set();
   const pendingClicks = new Set();
+  const pendingDismissals = new Set();
   let products = [];
 
   // ------------------------------------------------------------- helpers --
@@ -224,7 +234,8 @@
 
   // ---------------------------------------------------------- rendering --
 
-  function renderState(state) {
+  /** Everything GET /state says: the form's choices, the catalogue and the live panels. */
+  function renderState(state, live) {
     const categories = Array.isArray(state.categories) ? state.categories : [];
     const brands = Array.isArray(state.brands) ? state.brands : [];
     fillSelect($("category"), categories.map((c) => ({ value: c, label: c })), true);
@@ -235,9 +246,15 @@
       String(a.id).localeCompare(String(b.id), undefined, { numeric: true }));
     fillSelect($("refresh-product"), byId.map((p) => ({ value: p.id, label: `${p.id} — ${str(p.name, "(unnamed)")}` })), false);
 
+    renderCatalogue(products);
+    if (live) renderLive(state);
+  }
+
+  /** The parts of /state that clicks and dismissals change. */
+  function renderLive(state) {
     if (state.user) renderSession(state.user);
     if (state.index) renderIndex(state.index);
-    renderCatalogue(products);
+    renderTrending(state.popular);
   }
 
   function renderSession(user) {
@@ -265,10 +282,30 @@
       vec.textContent = "none yet";
       vec.className = "muted";
     }
+    renderFade(user);
 
+    const dismissed = Array.isArray(user.dismissed) ? user.dismissed : [];
+    dismissedIds = new Set(dismissed.map((item) => str(item && typeof item === "object" ? item.id : item)));
     renderAffinities(user.affinities);
-    renderRecent(user.recent_clicks);
-    markLastClicked();
+    renderRecent($("recent-clicks"), user.recent_clicks, "Nothing clicked yet.");
+    renderRecent($("dismissed"), dismissed, "Nothing dismissed.");
+    markCards();
+  }
+
+  /** How much the session steers the lists now, and how long until it stops (it fades with time). */
+  function renderFade(user) {
+    const node = $("session-fades");
+    const seconds = toNumber(user.session_fades_in_s);
+    if (Number.isNaN(seconds)) {
+      node.textContent = user.has_session_vec ? "no longer (faded)" : "no session yet";
+      node.className = "muted";
+      return;
+    }
+    const weight = toNumber(user.session_weight);
+    const minutes = Math.ceil(seconds / 60);
+    const fades = seconds < 60 ? "fades in under a minute" : `fades in ${minutes} min`;
+    node.textContent = Number.isNaN(weight) ? fades : `${percent(weight)} · ${fades}`;
+    node.className = "";
   }
 
   function renderAffinities(affinities) {
@@ -286,7 +323,8 @@
     }
     const max = Math.max(...entries.map(([, v]) => Math.abs(v)), 1e-9);
     for (const [category, value] of entries) {
-      const fill = el("span", { className: "bar-fill" });
+      // A dismissed category goes below zero: its bar is drawn in the muted colour.
+      const fill = el("span", { className: value < 0 ? "bar-fill negative" : "bar-fill" });
       fill.style.width = Math.max(2, Math.round((Math.abs(value) / max) * 100)) + "%";
       list.append(el("li", { className: "bar-item" }, [
         el("span", { className: "bar-label", text: category }),
@@ -296,19 +334,39 @@
     }
   }
 
-  function renderRecent(recent) {
-    const list = $("recent-clicks");
+  /** A list of {id, name} products (recent clicks, dismissals). */
+  function renderRecent(list, items, emptyText) {
     clear(list);
-    const items = Array.isArray(recent) ? recent : [];
-    if (!items.length) {
-      list.append(el("li", { className: "empty", text: "Nothing clicked yet." }));
+    const entries = Array.isArray(items) ? items : [];
+    if (!entries.length) {
+      list.append(el("li", { className: "empty", text: emptyText }));
       return;
     }
-    for (const item of items) {
+    for (const item of entries) {
       const entry = item && typeof item === "object" ? item : { id: item, name: "" };
       list.append(el("li", { title: str(entry.id) }, [
         el("span", { text: str(entry.name, str(entry.id, "?")) }),
         entry.id ? el("span", { className: "muted small", text: ` ${entry.id}` }) : null,
+      ]));
+    }
+  }
+
+  function renderTrending(popular) {
+    const list = $("trending");
+    clear(list);
+    const items = Array.isArray(popular) ? popular.filter((p) => p && typeof p === "object") : [];
+    if (!items.length) {
+      list.append(el("li", { className: "empty", text: "Nothing yet: clicks make products trend." }));
+      return;
+    }
+    for (const item of items) {
+      list.append(el("li", { className: "trend-item", dataset: { id: str(item.id) }, title: str(item.id) }, [
+        el("span", { className: "trend-name", text: str(item.name, str(item.id, "?")) }),
+        el("span", {
+          className: "trend-score",
+          text: fixed(item.popularity, 1),
+          title: "clicks by everyone, older ones counting for less",
+        }),
       ]));
     }
   }
@@ -328,6 +386,104 @@
     return el("span", { className: "badge badge-oos", text: "out of stock" });
   }
 
+  /** A cosine distance; float noise can put an identical vector a hair below 0 ("-0.000"). */
+  function fmtDistance(value, digits) {
+    return Math.max(0, value).toFixed(digits);
+  }
+
+  function percent(fraction) {
+    return `${Math.round(fraction * 100)}%`;
+  }
+
+  /** -0.1 -> "−0.10", 0.1 -> "+0.10" (a real minus sign). */
+  function signed(value, digits) {
+    return (value < 0 ? MINUS : "+") + Math.abs(value).toFixed(digits);
+  }
+
+  /**
+   * A candidate's `why` as short badge texts and longer tooltip lines. Absent keys played no
+   * part. `showDistance` is false where the distance has a column of its own, or where the list
+   * was not made by a vector query (trending and top rated carry a placeholder distance).
+   */
+  function whyParts(why, showDistance) {
+    const parts = [];
+    if (!why || typeof why !== "object") return parts;
+    const add = (kind, short, long) => parts.push({ kind, short, long });
+    const value = (key) => toNumber(why[key]);
+
+    let n = value("vector_distance");
+    if (showDistance && !Number.isNaN(n)) add("distance", `distance ${fmtDistance(n, 3)}`, `cosine distance ${fmtDistance(n, 4)}`);
+    n = value("affinity_bonus");
+    if (!Number.isNaN(n) && n !== 0) {
+      add("affinity", `affinity ${signed(-n, 2)}`, `a category you clicked lowered the score by ${n.toFixed(3)}`);
+    }
+    n = value("affinity_penalty");
+    if (!Number.isNaN(n) && n !== 0) {
+      add("penalty", `affinity ${signed(n, 2)}`, `a category you dismissed raised the score by ${n.toFixed(3)}`);
+    }
+    n = value("session_weight");
+    if (!Number.isNaN(n) && n > 0) add("session", `session ${percent(n)}`, `your clicks made up ${percent(n)} of the query`);
+    n = value("negative_weight");
+    if (!Number.isNaN(n) && n > 0) {
+      add("negative", `dismissed ${MINUS}${percent(n)}`, `the query was pushed away from what you dismissed (${percent(n)})`);
+    }
+    n = value("category_boost");
+    if (!Number.isNaN(n) && n !== 0) {
+      add("category", `same category ${signed(-n, 2)}`, `same category as the product: score lowered by ${n.toFixed(3)}`);
+    }
+    n = value("mmr_penalty");
+    if (!Number.isNaN(n) && n > 0) {
+      add("diversity", `diversity ${signed(-n, 2)}`, `diversity: ${n.toFixed(3)} charged for resembling products ranked above`);
+    }
+    n = value("popularity");
+    if (!Number.isNaN(n)) add("popularity", `popularity ${n.toFixed(1)}`, `popularity ${n.toFixed(2)} (recent clicks by everyone)`);
+    n = value("excluded_count");
+    if (!Number.isNaN(n) && n > 0) add("excluded", null, `${n} product${n === 1 ? "" : "s"} you've seen left out of this list`);
+    return parts;
+  }
+
+  function whyLine(why, showDistance) {
+    const parts = whyParts(why, showDistance);
+    const shown = parts.filter((p) => p.short);
+    if (!shown.length) return null;
+    return el("span", { className: "why", title: parts.map((p) => p.long).join("\n") },
+      shown.map((p) => el("span", { className: `badge badge-why why-${p.kind}`, text: p.short })));
+  }
+
+  function productName(id, fallback) {
+    const product = products.find((p) => str(p.id) === id);
+    return str(product ? product.name : fallback, id);
+  }
+
+  /** One of the buttons every listed product carries: click, more like this, not interested. */
+  function actionButton(kind, product) {
+    const id = str(product.id);
+    const name = str(product.name, id);
+    const spec = {
+      click: ["btn btn-small click-btn", "Click", `Record a click on ${name}`],
+      more: ["btn btn-small more-btn", "More like this", `More like ${name}`],
+      dismiss: ["btn btn-small btn-quiet dismiss-btn", "Not interested", `Not interested in ${name}`],
+    }[kind];
+    const button = el("button", {
+      className: spec[0],
+      text: spec[1],
+      title: spec[2],
+      dataset: { id, name },
+      attrs: { type: "button", "aria-label": spec[2] },
+    });
+    if ((kind === "click" && pendingClicks.has(id)) || (kind === "dismiss" && pendingDismissals.has(id))) {
+      button.disabled = true;
+    }
+    return button;
+  }
+
+  function categoryLine(p) {
+    return el("span", { className: "card-sub" }, [
+      `${str(p.brand, "—")} · `,
+      el("span", { className: "card-category", text: str(p.category, "—") }),
+    ]);
+  }
+
   function renderCatalogue(list) {
     const box = $("catalogue");
     clear(box);
@@ -338,32 +494,105 @@
     }
     const frag = document.createDocumentFragment();
     for (const p of list) {
+      const id = str(p.id);
       const inStock = isInStock(p);
-      const card = el("button", {
-        className: "product-card" + (inStock ? "" : " is-oos"),
-        dataset: { id: str(p.id) },
-        title: `Record a click on ${str(p.name, str(p.id))}`,
+      const main = el("button", {
+        className: "card-main",
+        dataset: { id },
+        title: `Record a click on ${str(p.name, id)}`,
         attrs: { type: "button" },
       }, [
         el("span", { className: "card-name", text: str(p.name, "(unnamed)") }),
-        el("span", { className: "card-sub", text: `${str(p.brand, "—")} · ${str(p.category, "—")}` }),
+        categoryLine(p),
         el("span", { className: "card-foot" }, [
           el("span", { className: "card-price", text: fmtPrice(p.price) }),
           el("span", { className: "card-rating", text: fmtRating(p.rating) }),
         ]),
         inStock ? null : stockBadge(),
-        el("span", { className: "card-id", text: str(p.id) }),
       ]);
-      frag.append(card);
+      if (pendingClicks.has(id)) main.disabled = true;
+      frag.append(el("div", { className: "product-card" + (inStock ? "" : " is-oos"), dataset: { id } }, [
+        main,
+        el("div", { className: "card-actions" }, [actionButton("more", p), el("span", { className: "card-id", text: id })]),
+      ]));
     }
     box.append(frag);
-    markLastClicked();
+    markCards();
   }
 
-  function markLastClicked() {
-    for (const node of document.querySelectorAll(".product-card, .result-row")) {
+  /** Highlight the last clicked product everywhere; grey out dismissed ones in the catalogue. */
+  function markCards() {
+    for (const node of document.querySelectorAll(".product-card, .result-row, .feed-card")) {
       node.classList.toggle("is-last", lastClickedId !== null && node.dataset.id === lastClickedId);
     }
+    for (const node of document.querySelectorAll(".product-card")) {
+      node.classList.toggle("is-dismissed", dismissedIds.has(node.dataset.id));
+    }
+  }
+
+  /** "3 seen left out", "ran out before k": how the server had to bend the list. */
+  function listNotes(result) {
+    const notes = [];
+    const excluded = toNumber(result.excluded_count);
+    if (excluded > 0) notes.push(`${excluded} seen left out`);
+    if (result.exhausted) notes.push("the filtered catalogue ran out before the list was full");
+    return notes;
+  }
+
+  function renderFeed(result, tuning) {
+    const source = str(result.source);
+    const known = Object.prototype.hasOwnProperty.call(SOURCE_LABELS, source);
+    const badge = $("foryou-source");
+    badge.textContent = known ? SOURCE_LABELS[source] : str(source, "—");
+    badge.className = "source-badge" + (known ? ` source-${source}` : "");
+
+    const candidates = Array.isArray(result.candidates) ? result.candidates : [];
+    const how = {
+      session: "close to what you clicked",
+      popular: "clicked most by everyone lately; click something to make it yours",
+      rating: "the best rated; click something to make it yours",
+    }[source] || "";
+    const parts = [`${candidates.length} pick${candidates.length === 1 ? "" : "s"}${how ? ", " + how : ""}`];
+    parts.push(...listNotes(result));
+    if (tuning.diversity > 0) parts.push(`diversity ${tuning.diversity.toFixed(1)}`);
+    parts.push(fmtMs(result.timing_ms));
+    $("foryou-meta").textContent = parts.join(" · ");
+
+    const box = $("foryou");
+    clear(box);
+    if (!candidates.length) {
+      box.append(el("p", { className: "empty", text: "Nothing left to suggest: you have seen or dismissed it all." }));
+      return;
+    }
+    const showDistance = source === "session";
+    const frag = document.createDocumentFragment();
+    for (const c of candidates) {
+      const inStock = isInStock(c);
+      frag.append(el("div", { className: "feed-card" + (inStock ? "" : " is-oos"), dataset: { id: str(c.id) } }, [
+        el("span", { className: "card-name", text: str(c.name, "(unnamed)") }),
+        categoryLine(c),
+        el("span", { className: "card-foot" }, [
+          el("span", { className: "card-price", text: fmtPrice(c.price) }),
+          el("span", { className: "card-rating", text: fmtRating(c.rating) }),
+          inStock ? null : stockBadge(),
+        ]),
+        whyLine(c.why, showDistance),
+        el("div", { className: "card-actions" }, [
+          actionButton("click", c),
+          actionButton("more", c),
+          actionButton("dismiss", c),
+        ]),
+      ]));
+    }
+    box.append(frag);
+    markCards();
+  }
+
+  function setResultsHeading() {
+    $("results-heading").textContent = similarOf ? `More like ${similarOf.name}` : "Results";
+    const back = $("results-back");
+    back.hidden = !similarOf;
+    back.textContent = lastSearch ? "← Back to search results" : "← Back";
   }
 
   function resetResults(message) {
@@ -386,6 +615,7 @@
     parts.push(" · search " + fmtMs(result.search_ms));
     if (result.rerank_ms !== undefined && result.rerank_ms !== null) parts.push(" · rerank " + fmtMs(result.rerank_ms));
     if (result.timing_ms !== undefined && result.timing_ms !== null) parts.push(" · total " + fmtMs(result.timing_ms));
+    for (const note of listNotes(result)) parts.push(" · " + note);
     parts.push(el("br"));
     parts.push("Filter: ");
     parts.push(el("code", { className: "filter", text: str(result.filter_clause, "*") }));
@@ -402,7 +632,23 @@
     else if (body && body.rerank) rerankText = "rerank requested but not applied";
     else rerankText = "rerank off";
     parts.push(el("span", { className: result.used_rerank ? "flag on" : "flag", text: rerankText }));
+    if (body && body.diversity > 0) parts.push(" · ", el("span", { className: "flag on", text: `diversity ${body.diversity.toFixed(1)}` }));
 
+    for (const part of parts) meta.append(part);
+  }
+
+  function renderSimilarMeta(result, anchor) {
+    const meta = $("search-meta");
+    clear(meta);
+    const candidates = Array.isArray(result.candidates) ? result.candidates : [];
+    const parts = [
+      el("strong", { text: `${candidates.length} neighbour${candidates.length === 1 ? "" : "s"}` }),
+      " of ",
+      el("code", { text: anchor.id }),
+      " · total " + fmtMs(result.timing_ms),
+    ];
+    for (const note of listNotes(result)) parts.push(" · " + note);
+    parts.push(el("br"), "Filter: ", el("code", { className: "filter", text: str(result.filter_clause, "*") }));
     for (const part of parts) meta.append(part);
   }
 
@@ -426,30 +672,19 @@
         el("span", { className: "name", text: str(c.name, "(unnamed)") }),
         isInStock(c) ? null : stockBadge(),
         c.description ? el("span", { className: "desc", text: String(c.description) }) : null,
+        whyLine(c.why, false),
       ]);
 
       const scoreCell = el("td", { className: "num cell-score", title: "cosine distance, lower is closer" }, [
-        el("span", { className: "distance", text: Number.isNaN(distance) ? "—" : distance.toFixed(4) }),
+        el("span", { className: "distance", text: Number.isNaN(distance) ? "—" : fmtDistance(distance, 4) }),
       ]);
       if (!Number.isNaN(distance) && !Number.isNaN(score) && Math.abs(score - distance) > 1e-9) {
-        const delta = distance - score;
-        const label = delta >= 0
-          ? `affinity −${delta.toFixed(3)}`
-          : `affinity +${(-delta).toFixed(3)}`;
         scoreCell.append(el("span", {
-          className: "badge badge-affinity",
-          text: label,
-          title: `Reranked score ${score.toFixed(4)} (vector distance ${distance.toFixed(4)})`,
+          className: "score",
+          text: `score ${score.toFixed(4)}`,
+          title: "the distance after the rerank terms in the badges",
         }));
       }
-
-      const button = el("button", {
-        className: "btn btn-small click-btn",
-        text: "Click",
-        dataset: { id },
-        title: `Record a click on ${str(c.name, id)}`,
-        attrs: { type: "button" },
-      });
 
       const row = el("tr", { className: "result-row", dataset: { id } }, [
         el("td", { className: "num rank", text: String(i + 1) }),
@@ -462,21 +697,42 @@
           el("span", { className: "rating", text: fmtRating(c.rating) }),
         ]),
         scoreCell,
-        el("td", { className: "cell-action" }, [button]),
+        el("td", { className: "cell-action" }, [
+          el("div", { className: "row-actions" }, [
+            actionButton("click", c),
+            actionButton("more", c),
+            actionButton("dismiss", c),
+          ]),
+        ]),
       ]);
-      if (pendingClicks.has(id)) button.disabled = true;
       frag.append(row);
     });
     tbody.append(frag);
-    markLastClicked();
+    markCards();
+  }
+
+  /** Take a dismissed product off the page at once; the lists that refresh next leave it out too. */
+  function removeShown(productId) {
+    for (const node of document.querySelectorAll("#results .result-row, #foryou .feed-card")) {
+      if (node.dataset.id === productId) node.remove();
+    }
   }
 
   // ------------------------------------------------------------- actions --
 
   async function loadState() {
+    const seq = ++liveSeq;
     const state = await api("GET", "/state");
-    renderState(state);
+    // A newer GET /state started meanwhile owns the live panels; the catalogue is this one's.
+    renderState(state, seq === liveSeq);
     return state;
+  }
+
+  /** Session, trending and index only: what a click or a dismissal changes. */
+  async function loadLive() {
+    const seq = ++liveSeq;
+    const state = await api("GET", "/state");
+    if (seq === liveSeq) renderLive(state);
   }
 
   function readNumberField(id) {
@@ -491,19 +747,14 @@
     return label ? label.textContent.trim() : input.id;
   }
 
-  /** Build the /search body from the form, or throw with a readable message. */
-  function readSearchForm() {
-    const form = $("search-form");
-    for (const input of form.querySelectorAll("input, select")) {
+  /** The filter fields of the search form (search and "more like this" share them), or throw. */
+  function readFilters() {
+    for (const input of $("search-form").querySelectorAll("input, select")) {
+      if (input.id === "query") continue; // "more like this" needs no query; readSearchForm checks it
       if (!input.checkValidity()) {
         input.focus();
         throw new ApiError(`${labelFor(input)}: ${input.validationMessage || "invalid value"}`);
       }
-    }
-    const query = $("query").value.trim();
-    if (!query) {
-      $("query").focus();
-      throw new ApiError("Enter a search query.");
     }
     const minPrice = readNumberField("min-price");
     const maxPrice = readNumberField("max-price");
@@ -511,22 +762,76 @@
       $("max-price").focus();
       throw new ApiError("Max price must be at least the min price.");
     }
-    let k = parseInt($("k").value, 10);
-    if (!Number.isFinite(k)) k = 10;
-    k = Math.min(100, Math.max(1, k));
     return {
-      query,
       category: $("category").value,
       brand: $("brand").value,
       min_price: minPrice,
       max_price: maxPrice,
       min_rating: readNumberField("min-rating"),
       text_match: $("text-match").value.trim(),
-      k,
       in_stock_only: $("in-stock-only").checked,
+    };
+  }
+
+  function readK() {
+    const k = parseInt($("k").value, 10);
+    return Number.isFinite(k) ? Math.min(100, Math.max(1, k)) : 10;
+  }
+
+  /** The two controls that shape every list: search, For you and "more like this". */
+  function readTuning() {
+    const diversity = Math.round(Number($("diversity").value) * 10) / 10;
+    return {
+      exclude_clicked: $("exclude-clicked").checked,
+      diversity: Number.isFinite(diversity) ? Math.min(1, Math.max(0, diversity)) : 0,
+    };
+  }
+
+  /** Build the /search body from the form, or throw with a readable message. */
+  function readSearchForm() {
+    const queryInput = $("query");
+    if (!queryInput.checkValidity() || !queryInput.value.trim()) {
+      queryInput.focus();
+      throw new ApiError("Enter a search query.");
+    }
+    return {
+      query: queryInput.value.trim(),
+      ...readFilters(),
+      k: readK(),
       use_session: $("use-session").checked,
       rerank: $("rerank").checked,
+      ...readTuning(),
     };
+  }
+
+  /**
+   * POST a request whose answer fills the results list. Returns the answer, or null when it
+   * failed (the status says why) or a newer request superseded it (only the newest renders).
+   */
+  async function fetchResults(path, body, quiet, busyMessage) {
+    const seq = ++resultsSeq;
+    resultsInFlight += 1;
+    $("search-btn").disabled = true;
+    $("results").classList.add("loading");
+    if (!quiet) info(busyMessage);
+    try {
+      const result = await api("POST", path, body);
+      return seq === resultsSeq ? result : null;
+    } catch (err) {
+      if (seq === resultsSeq) fail(err);
+      return null;
+    } finally {
+      resultsInFlight -= 1;
+      if (resultsInFlight === 0) {
+        $("search-btn").disabled = false;
+        $("results").classList.remove("loading");
+      }
+    }
+  }
+
+  function countText(result, noun) {
+    const n = Array.isArray(result.candidates) ? result.candidates.length : 0;
+    return `${n} ${noun}${n === 1 ? "" : "s"}`;
   }
 
   /**
@@ -534,42 +839,91 @@
    * search is re-run after another action, whose message should stay).
    */
   async function runSearch(body, quiet) {
-    const seq = ++searchSeq;
-    const button = $("search-btn");
-    searchesInFlight += 1;
-    button.disabled = true;
-    $("results").classList.add("loading");
-    if (!quiet) info("Searching…");
+    const result = await fetchResults("/search", body, quiet, "Searching…");
+    if (!result) return;
+    lastSearch = body;
+    similarOf = null;
+    setResultsHeading();
+    renderMeta(result, body);
+    renderResults(result);
+    if (!quiet) ok(`Found ${countText(result, "candidate")} in ${fmtMs(result.timing_ms)}.`);
+  }
+
+  /** "More like this": the product's neighbours under the search form's filters and tuning. */
+  async function runSimilar(anchor, quiet) {
+    let body;
     try {
-      const result = await api("POST", "/search", body);
-      if (seq !== searchSeq) return; // a newer search superseded this one
-      lastSearch = body;
-      renderMeta(result, body);
-      renderResults(result);
-      if (!quiet) {
-        const n = Array.isArray(result.candidates) ? result.candidates.length : 0;
-        ok(`Found ${n} candidate${n === 1 ? "" : "s"} in ${fmtMs(result.timing_ms)}.`);
-      }
+      body = { product_id: anchor.id, k: readK(), ...readFilters(), ...readTuning() };
     } catch (err) {
-      if (seq === searchSeq) fail(err);
-    } finally {
-      searchesInFlight -= 1;
-      if (searchesInFlight === 0) {
-        button.disabled = false;
-        $("results").classList.remove("loading");
-      }
+      fail(err);
+      return false;
+    }
+    const result = await fetchResults("/similar", body, quiet, `Finding products like ${anchor.name}…`);
+    if (!result) return false;
+    similarOf = anchor;
+    setResultsHeading();
+    renderSimilarMeta(result, anchor);
+    renderResults(result);
+    if (!quiet) ok(`${countText(result, "product")} like ${anchor.name}.`);
+    return true;
+  }
+
+  async function showSimilar(productId, fallbackName, trigger) {
+    if (!productId) return;
+    const anchor = { id: productId, name: productName(productId, fallbackName) };
+    const shown = await runSimilar(anchor, false);
+    // Opened from the For you panel or the catalogue: bring the list (and keyboard focus) to it.
+    if (shown && trigger && !$("results-panel").contains(trigger)) {
+      $("results-panel").scrollIntoView({ block: "start" });
+      $("results-heading").focus({ preventScroll: true });
     }
   }
 
-  function rerunLastSearch() {
+  function backToSearch() {
+    similarOf = null;
+    if (lastSearch) {
+      runSearch(lastSearch, false);
+      return;
+    }
+    resultsSeq += 1; // ignore a "more like this" still in flight
+    setResultsHeading();
+    resetResults();
+  }
+
+  /** Re-run whatever the results list shows, so it reflects a click, a dismissal or new tuning. */
+  function rerunResults() {
+    if (similarOf) return runSimilar(similarOf, true);
     if (lastSearch) return runSearch(lastSearch, true);
     return Promise.resolve();
+  }
+
+  async function refreshFeed() {
+    const seq = ++feedSeq;
+    const tuning = readTuning();
+    const box = $("foryou");
+    box.classList.add("loading");
+    try {
+      const result = await api("POST", "/recommend", { k: FEED_K, ...tuning });
+      if (seq === feedSeq) renderFeed(result, tuning);
+    } catch (err) {
+      if (seq === feedSeq) {
+        $("foryou-meta").textContent = "Could not load your feed.";
+        fail(err);
+      }
+    } finally {
+      if (seq === feedSeq) box.classList.remove("loading");
+    }
+  }
+
+  /** After a click, a dismissal or a reset: every list and the side panels catch up. */
+  function refreshAfterFeedback() {
+    return Promise.all([refreshFeed(), rerunResults(), loadLive().catch(fail)]);
   }
 
   async function recordClick(productId, trigger) {
     if (!productId || pendingClicks.has(productId)) return;
     pendingClicks.add(productId);
-    const related = Array.from(document.querySelectorAll(".click-btn, .product-card"))
+    const related = Array.from(document.querySelectorAll(".click-btn, .card-main"))
       .filter((node) => node.dataset.id === productId);
     if (trigger && !related.includes(trigger)) related.push(trigger);
     const hadFocus = trigger && document.activeElement === trigger ? trigger : null;
@@ -580,7 +934,6 @@
         const category = str(res.category, "unknown category");
         ok(`Clicked ${name} — ${category} affinity ${fmtAffinity(res.affinity)}`);
         if (res.user && typeof res.user === "object") renderSession(res.user);
-        else await loadState();
       });
     } catch (err) {
       fail(err);
@@ -590,7 +943,37 @@
       // Disabling a focused button drops focus; give it back for keyboard users.
       if (hadFocus && hadFocus.isConnected && document.activeElement !== hadFocus) hadFocus.focus();
     }
-    await rerunLastSearch();
+    await refreshAfterFeedback();
+  }
+
+  async function dismissProduct(productId) {
+    if (!productId || pendingDismissals.has(productId)) return;
+    pendingDismissals.add(productId);
+    const related = Array.from(document.querySelectorAll(".dismiss-btn"))
+      .filter((node) => node.dataset.id === productId);
+    try {
+      await busy(related, async () => {
+        const res = await api("POST", "/dismiss", { product_id: productId });
+        removeShown(productId);
+        const name = str(res.name, productId);
+        ok(`Not interested in ${name}: it stays out of your lists until you reset the session.`);
+        if (res.user && typeof res.user === "object") renderSession(res.user);
+      });
+    } catch (err) {
+      fail(err);
+      return;
+    } finally {
+      pendingDismissals.delete(productId);
+    }
+    await refreshAfterFeedback();
+  }
+
+  function tuningChanged() {
+    const tuning = readTuning();
+    $("diversity-value").textContent = tuning.diversity.toFixed(1);
+    if (lastSearch) lastSearch = { ...lastSearch, ...tuning };
+    refreshFeed();
+    rerunResults();
   }
 
   async function resetUser() {
@@ -598,14 +981,13 @@
     try {
       await busy(button, async () => {
         await api("POST", "/reset-user", {});
-        ok("Session reset: clicks, affinities and session vector cleared.");
-        await loadState();
+        ok("Session reset: clicks, dismissals, affinities and session vector cleared.");
       });
     } catch (err) {
       fail(err);
       return;
     }
-    await rerunLastSearch();
+    await refreshAfterFeedback();
   }
 
   async function refreshEmbedding() {
@@ -640,7 +1022,7 @@
     } catch (err) {
       fail(err);
     }
-    await rerunLastSearch();
+    await Promise.all([refreshFeed(), rerunResults()]);
   }
 
   async function resetIndex() {
@@ -652,7 +1034,9 @@
       await busy(button, async () => {
         const res = await api("POST", "/reset-index", {});
         lastSearch = null;
-        searchSeq += 1; // ignore any search still in flight
+        similarOf = null;
+        resultsSeq += 1; // ignore any search still in flight
+        setResultsHeading();
         resetResults("Index was reset. Run a new search.");
         $("refresh-result").textContent = "";
         ok(`Re-seeded ${str(res.seeded, "?")} products`);
@@ -660,7 +1044,9 @@
       });
     } catch (err) {
       fail(err);
+      return;
     }
+    await refreshFeed();
   }
 
   // -------------------------------------------------------------- wiring --
@@ -668,7 +1054,7 @@
   function init() {
     $("search-form").addEventListener("submit", (event) => {
       event.preventDefault();
-      if (searchesInFlight > 0) return; // the button is disabled; ignore Enter too
+      if (resultsInFlight > 0) return; // the button is disabled; ignore Enter too
       let body;
       try {
         body = readSearchForm();
@@ -679,27 +1065,36 @@
       runSearch(body, false);
     });
 
-    $("results").addEventListener("click", (event) => {
-      const button = event.target.closest(".click-btn");
+    // Every listed product's buttons, wherever the product is listed.
+    document.querySelector("main").addEventListener("click", (event) => {
+      const button = event.target instanceof Element ? event.target.closest("button") : null;
       if (!button || button.disabled) return;
-      recordClick(button.dataset.id, button);
+      const classes = button.classList;
+      if (classes.contains("click-btn") || classes.contains("card-main")) recordClick(button.dataset.id, button);
+      else if (classes.contains("more-btn")) showSimilar(button.dataset.id, button.dataset.name, button);
+      else if (classes.contains("dismiss-btn")) dismissProduct(button.dataset.id);
     });
 
-    $("catalogue").addEventListener("click", (event) => {
-      const card = event.target.closest(".product-card");
-      if (!card || card.disabled) return;
-      recordClick(card.dataset.id, card);
+    $("diversity").addEventListener("input", () => {
+      $("diversity-value").textContent = readTuning().diversity.toFixed(1);
     });
-
+    $("diversity").addEventListener("change", tuningChanged);
+    $("exclude-clicked").addEventListener("change", tuningChanged);
+    $("results-back").addEventListener("click", backToSearch);
     $("reset-user-btn").addEventListener("click", resetUser);
     $("refresh-btn").addEventListener("click", refreshEmbedding);
     $("reset-index-btn").addEventListener("click", resetIndex);
 
     renderAffinities(null);
-    renderRecent(null);
+    renderRecent($("recent-clicks"), null, "Nothing clicked yet.");
+    renderRecent($("dismissed"), null, "Nothing dismissed.");
+    renderTrending(null);
     info("Loading state…");
     loadState()
-      .then(() => ok("Ready. Run a search, then click products to build a session."))
+      .then(() => {
+        ok("Ready. Run a search, then click products to build a session.");
+        return refreshFeed();
+      })
       .catch(fail);
   }
 

@@ -1,7 +1,8 @@
 """The demo page in a real browser: Debian's headless Chromium driven by Playwright, against the
-in-process demo server. It walks the flow a person follows (search with filters, click, watch the
-session panel, re-embed a product, reset), checks that hostile product text stays text, that the
-page runs without errors or Content-Security-Policy violations, and that it fits a phone screen.
+in-process demo server. It walks the flows a person follows (search with filters, click, watch the
+session panel, re-embed a product, reset; the For you feed turning to what was clicked, More like
+this, Not interested), checks that hostile product text stays text, that the page runs without
+errors or Content-Security-Policy violations, and that it fits a phone screen.
 
 Screenshots land in test-output/ for a person to look at.
 """
@@ -80,7 +81,12 @@ class Watched:
             self.console_errors.append(message.text)
 
     def user_id(self) -> str | None:
-        return next((c["value"] for c in self.context.cookies() if c["name"] == "rr_user"), None)
+        """The user id in the page's cookie, which is either the bare id or `<id>.<signature>`."""
+        value = next((c["value"] for c in self.context.cookies() if c["name"] == "rr_user"), None)
+        if value is None:
+            return None
+        user_id, dot, _signature = value.rpartition(".")
+        return user_id if dot else value
 
     def assert_clean(self) -> None:
         violations = self.page.evaluate("window.__cspViolations")
@@ -197,6 +203,74 @@ def test_search_click_refresh_and_reset(
     watched.assert_clean()
 
 
+def result_categories(page: Page) -> list[str]:
+    """The category of every row in the results list ("brand · category · price · rating")."""
+    details = page.locator("#results tr.result-row .cell-details").all_inner_texts()
+    return [text.split(" · ")[1] for text in details]
+
+
+def test_feed_follows_clicks_more_like_this_and_not_interested(
+    open_page: Callable[[dict[str, int]], Watched], catalog: dict
+) -> None:
+    watched = open_page(DESKTOP)
+    page = watched.page
+    feed = page.locator("#foryou .feed-card")
+    expect(feed).to_have_count(10)
+    expect(page.locator("#foryou-source")).to_have_text(re.compile(r"^(trending|top rated)$"))
+    expect(page.locator("#session-fades")).to_have_text("no session yet")
+
+    footwear = [p["id"] for p in catalog["products"] if p["category"] == "footwear"][:3]
+    for clicks, product_id in enumerate(footwear, start=1):
+        page.locator(f'.product-card[data-id="{product_id}"] .card-main').click()
+        expect(page.locator("#session-clicks")).to_have_text(str(clicks))
+    # The feed made after the third click leaves out the three clicked products.
+    expect(page.locator("#foryou-meta")).to_contain_text(re.compile(r"\b[3-9] seen left out"))
+    expect(page.locator("#foryou-source")).to_have_text("from your session")
+    expect(feed).to_have_count(10)
+    categories = feed.locator(".card-category").all_inner_texts()
+    assert sum(category == "footwear" for category in categories) >= 7, categories
+    assert not {card.get_attribute("data-id") for card in feed.all()} & set(footwear)
+    expect(feed.first.locator(".why-session")).to_have_text(re.compile(r"^session \d+%$"))
+    expect(page.locator("#session-fades")).to_contain_text(re.compile(r"fades in (\d+ min|under a minute)"))
+    expect(page.locator("#trending .trend-item").first).to_be_visible()
+
+    parka = next(p for p in catalog["products"] if p["id"] == "p001")
+    page.locator('.product-card[data-id="p001"] .more-btn').click()
+    expect(page.locator("#results-heading")).to_have_text(f"More like {parka['name']}")
+    rows = page.locator("#results tr.result-row")
+    expect(rows).to_have_count(10)
+    categories = result_categories(page)
+    assert sum(category == "outerwear" for category in categories) >= 6, categories
+    expect(page.locator('#results tr.result-row[data-id="p001"]')).to_have_count(0)
+    expect(rows.locator(".why-category").first).to_have_text(re.compile(r"^same category −\d\.\d\d$"))
+    page.click("#results-back")
+    expect(page.locator("#results-heading")).to_have_text("Results")
+    expect(page.locator("#results-back")).to_be_hidden()
+
+    page.fill("#query", "warm down parka for winter")
+    page.click("#search-btn")
+    expect(rows).to_have_count(10)
+    dismissed_id = rows.first.get_attribute("data-id")
+    dismissed_name = rows.first.locator(".name").inner_text()
+    rows.first.locator(".dismiss-btn").click()
+    expect(page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')).to_have_count(0)
+    expect(page.locator("#dismissed")).to_contain_text(dismissed_name)
+    expect(page.locator(f'.product-card[data-id="{dismissed_id}"]')).to_have_class(re.compile(r"\bis-dismissed\b"))
+    # A new search for the product by its own name: it stays gone, here and in the feed.
+    page.fill("#query", dismissed_name)
+    page.click("#search-btn")
+    expect(page.locator("#status")).to_contain_text("Found")
+    expect(rows.first).to_be_visible()
+    expect(page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')).to_have_count(0)
+    expect(page.locator(f'#foryou .feed-card[data-id="{dismissed_id}"]')).to_have_count(0)
+
+    page.locator("#diversity").fill("0.5")
+    expect(page.locator("#diversity-value")).to_have_text("0.5")
+    expect(feed.locator(".why-diversity").first).to_have_text(re.compile(r"^diversity −\d\.\d\d$"))
+    screenshot(page, "feed.png")
+    watched.assert_clean()
+
+
 def test_product_text_is_never_markup(
     open_page: Callable[[dict[str, int]], Watched], hostile_product: dict[str, Any]
 ) -> None:
@@ -219,6 +293,11 @@ def test_product_text_is_never_markup(
     row.locator(".click-btn").click()
     expect(page.locator("#recent-clicks")).to_contain_text(name)
     expect(page.locator("#status")).to_contain_text(name)
+    page.fill("#max-price", "")  # "more like this" takes the search filters too
+    card.locator(".more-btn").click()
+    expect(page.locator("#results-heading")).to_have_text(f"More like {name}")
+    row = page.locator("#results tr.result-row").first
+    expect(row.locator(".dismiss-btn")).to_have_attribute("aria-label", re.compile("^Not interested in "))
 
     # The page itself has no images: any <img> would be product text parsed as HTML.
     expect(page.locator("img")).to_have_count(0)
@@ -231,8 +310,10 @@ def test_the_page_fits_a_phone_screen(open_page: Callable[[dict[str, int]], Watc
     page = watched.page
     page.click("#search-btn")
     expect(page.locator("#results tr.result-row").first).to_be_visible()
-    page.locator(".product-card").first.click()
+    page.locator(".product-card .card-main").first.click()
     expect(page.locator("#session-clicks")).to_have_text("1")
+    expect(page.locator("#foryou-source")).to_have_text("from your session")
+    expect(page.locator("#foryou .feed-card").first).to_be_visible()
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= PHONE["width"] + 1, f"the page scrolls sideways: {scroll_width}px wide"
     screenshot(page, "narrow.png")
