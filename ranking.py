@@ -46,6 +46,7 @@ class Why:
     excluded_count: int | None = None
 
     def to_dict(self) -> dict[str, float | int]:
+        """The terms that played a part (None fields are left out), as JSON-ready numbers."""
         return {name: value for name, value in asdict(self).items() if value is not None}
 
 
@@ -67,6 +68,8 @@ class Candidate:
     why: Why = field(default_factory=Why)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, at full precision (the reference rounds the distance and score to 4
+        places, which can show different scores as equal), with `why` as its to_dict()."""
         shown = asdict(self)
         shown["why"] = self.why.to_dict()
         return shown

@@ -442,6 +442,10 @@ class UserFeatures(_FieldMapping):
 
 @dataclass(frozen=True, eq=False)
 class ClickResult(_FieldMapping):
+    """What one click did: the item's category, that category's affinity after the click, the
+    user's click count, the item clicked, and whether the session vector moved (False when the
+    item has no valid vector: the click still counts)."""
+
     category: str
     affinity: float
     clicks: int
@@ -451,6 +455,9 @@ class ClickResult(_FieldMapping):
 
 @dataclass(frozen=True, eq=False)
 class DismissResult(_FieldMapping):
+    """What one dismissal did: the item's category and its affinity after the step down, the
+    item, and whether the negative vector moved (False when the item has no valid vector)."""
+
     category: str
     affinity: float
     product_id: str
@@ -459,6 +466,10 @@ class DismissResult(_FieldMapping):
 
 @dataclass(frozen=True, eq=False)
 class IndexInfo(_FieldMapping):
+    """The index's size and health from FT.INFO: documents indexed, hashes the index refused,
+    the vector index's memory in MB, and the share of existing keys scanned (1.0 once a new
+    index has caught up)."""
+
     num_docs: int
     indexing_failures: int
     vector_index_size_mb: float
@@ -931,6 +942,7 @@ class RedisRecommender:
     # keys: the only place that names them
 
     def product_key(self, product_id: str) -> str:
+        """`product:<id>` (key_prefix + id), the product hash every port writes."""
         return f"{self.key_prefix}{product_id}"
 
     def features_key(self, user_id: str) -> str:
@@ -959,6 +971,8 @@ class RedisRecommender:
     # index
 
     def index_schema(self) -> list[str]:
+        """FT.CREATE's SCHEMA arguments: the fields every port indexes, and the HNSW cosine vector
+        field (with M and EF_CONSTRUCTION only when hnsw_m / hnsw_ef_construction are set)."""
         hnsw = ["TYPE", "FLOAT32", "DIM", str(self.vector_dim), "DISTANCE_METRIC", "COSINE"]
         if self.hnsw_m is not None:
             hnsw += ["M", str(self.hnsw_m)]
@@ -976,6 +990,7 @@ class RedisRecommender:
         ]  # fmt: skip
 
     def index_exists(self) -> bool:
+        """Whether the index exists; other Redis errors are raised, not taken for "no"."""
         try:
             self.index_info()
         except IndexMissingError:
@@ -1272,7 +1287,9 @@ class RedisRecommender:
         )
 
     def get_user_features(self, user_id: str) -> UserFeatures:
-        """The user's signals as stored (readable as a dict too, like the reference's)."""
+        """The user's signals as stored, unfaded (a dict too, like the reference's; see
+        faded_affinities and session_weight_now for their weight now). An unknown user has
+        empty features. ValueError for a malformed user id."""
         return self._user_context(user_id, exclude_clicked=False).features
 
     def faded_affinities(self, features: UserFeatures, now: float | None = None) -> dict[str, float]:
