@@ -915,6 +915,32 @@
     }
   }
 
+  const LISTED = ".result-row, .feed-card, .product-card";
+  const ITEM_BUTTONS = ["click-btn", "more-btn", "dismiss-btn", "card-main"];
+
+  /** Which listed product's button has keyboard focus, so that focus survives the lists re-rendering. */
+  function focusSpot() {
+    const node = document.activeElement;
+    if (!(node instanceof HTMLElement) || !node.dataset.id) return null;
+    const list = node.closest("#results, #foryou, #catalogue");
+    const item = node.closest(LISTED);
+    const kind = ITEM_BUTTONS.find((name) => node.classList.contains(name));
+    if (!list || !item || !kind) return null;
+    return { listId: list.id, kind, id: node.dataset.id, index: Array.from(list.querySelectorAll(LISTED)).indexOf(item) };
+  }
+
+  /**
+   * Put focus back after the lists re-rendered (or the focused product was dismissed): on the same
+   * button of the same product, else on that button of the product now in its place.
+   */
+  function restoreFocus(spot) {
+    const active = document.activeElement;
+    if (!spot || (active && active !== document.body)) return;
+    const buttons = Array.from($(spot.listId).querySelectorAll("." + spot.kind));
+    const target = buttons.find((b) => b.dataset.id === spot.id) || buttons[Math.min(spot.index, buttons.length - 1)];
+    if (target) target.focus({ preventScroll: true });
+  }
+
   /** After a click, a dismissal or a reset: every list and the side panels catch up. */
   function refreshAfterFeedback() {
     return Promise.all([refreshFeed(), rerunResults(), loadLive().catch(fail)]);
@@ -923,6 +949,7 @@
   async function recordClick(productId, trigger) {
     if (!productId || pendingClicks.has(productId)) return;
     pendingClicks.add(productId);
+    const spot = focusSpot();
     const related = Array.from(document.querySelectorAll(".click-btn, .card-main"))
       .filter((node) => node.dataset.id === productId);
     if (trigger && !related.includes(trigger)) related.push(trigger);
@@ -944,11 +971,13 @@
       if (hadFocus && hadFocus.isConnected && document.activeElement !== hadFocus) hadFocus.focus();
     }
     await refreshAfterFeedback();
+    restoreFocus(spot);
   }
 
   async function dismissProduct(productId) {
     if (!productId || pendingDismissals.has(productId)) return;
     pendingDismissals.add(productId);
+    const spot = focusSpot();
     const related = Array.from(document.querySelectorAll(".dismiss-btn"))
       .filter((node) => node.dataset.id === productId);
     try {
@@ -966,6 +995,7 @@
       pendingDismissals.delete(productId);
     }
     await refreshAfterFeedback();
+    restoreFocus(spot);
   }
 
   function tuningChanged() {

@@ -264,6 +264,13 @@ def test_feed_follows_clicks_more_like_this_and_not_interested(
     expect(page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')).to_have_count(0)
     expect(page.locator(f'#foryou .feed-card[data-id="{dismissed_id}"]')).to_have_count(0)
 
+    # From the keyboard: the dismissed card goes, and focus lands on the card that took its place.
+    gone = feed.first.get_attribute("data-id")
+    feed.first.locator(".dismiss-btn").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(f'#foryou .feed-card[data-id="{gone}"]')).to_have_count(0)
+    expect(page.locator("#foryou .feed-card").first.locator(".dismiss-btn")).to_be_focused()
+
     page.locator("#diversity").fill("0.5")
     expect(page.locator("#diversity-value")).to_have_text("0.5")
     expect(feed.locator(".why-diversity").first).to_have_text(re.compile(r"^diversity −\d\.\d\d$"))
