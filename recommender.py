@@ -415,7 +415,8 @@ class _FieldMapping(dict[str, Any]):
     `info["index_name"] = ...`) and hands results to json.dumps, which takes dicts only.
 
     The dict is filled from the fields once, when the result is made; the attributes stay as
-    they were made (keys added or changed later are the caller's, not the result's)."""
+    they were made (keys added or changed later are the caller's, not the result's). Printed,
+    a result reads as the reference's dict does."""
 
     def __post_init__(self) -> None:
         dict.update(self, {f.name: getattr(self, f.name) for f in fields(self)})  # type: ignore[arg-type]
@@ -424,7 +425,7 @@ class _FieldMapping(dict[str, Any]):
         return id(self)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class UserFeatures(_FieldMapping):
     """A user's signals as stored, with the time each was last updated (None when unknown, e.g.
     written by a port that keeps no timestamps). Fading is applied by the caller at read time."""
@@ -440,7 +441,7 @@ class UserFeatures(_FieldMapping):
     affinity_at: float | None = None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class ClickResult(_FieldMapping):
     """What one click did: the item's category, that category's affinity after the click, the
     user's click count, the item clicked, and whether the session vector moved (False when the
@@ -453,7 +454,7 @@ class ClickResult(_FieldMapping):
     session_updated: bool
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class DismissResult(_FieldMapping):
     """What one dismissal did: the item's category and its affinity after the step down, the
     item, and whether the negative vector moved (False when the item has no valid vector)."""
@@ -464,7 +465,7 @@ class DismissResult(_FieldMapping):
     negative_updated: bool
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class IndexInfo(_FieldMapping):
     """The index's size and health from FT.INFO: documents indexed, hashes the index refused,
     the vector index's memory in MB, and the share of existing keys scanned (1.0 once a new
