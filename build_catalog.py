@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -123,9 +124,11 @@ def parse_jsonl(text: str) -> tuple[list[Record], list[Problem]]:
     return records, problems
 
 
-def csv_values(line: str, quoting: int = csv.QUOTE_MINIMAL) -> list[str]:
-    """One physical line read on its own as CSV, leniently: it is only evidence."""
-    return next(csv.reader([line.rstrip("\r\n")], quoting=quoting), [])
+def csv_values(line: str, plain_quotes: bool = False) -> list[str]:
+    """One physical line read on its own as CSV, leniently: it is only evidence. With
+    plain_quotes, a quote is an ordinary character and every comma separates."""
+    text = [line.rstrip("\r\n")]
+    return next(csv.reader(text, quoting=csv.QUOTE_NONE) if plain_quotes else csv.reader(text), [])
 
 
 def unclosed_quote(lines: Sequence[str], start: int, width: int) -> bool:
@@ -138,7 +141,7 @@ def unclosed_quote(lines: Sequence[str], start: int, width: int) -> bool:
     not a whole row, or the line after it is the rest of the value, not a row."""
     if start >= len(lines):
         return False
-    first = csv_values(lines[start - 1], quoting=csv.QUOTE_NONE)
+    first = csv_values(lines[start - 1], plain_quotes=True)
     return len(first) >= width and len(csv_values(lines[start])) >= width
 
 
@@ -216,20 +219,25 @@ def shown(value: Any) -> str:
     return repr(value) if isinstance(value, str) else json.dumps(value)
 
 
+# NUL and the other control characters but tab and line breaks, and the surrogate range: in a
+# str, a code point from it is always a lone surrogate (a pair would have been decoded).
+FORBIDDEN_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
 def forbidden_character(value: str) -> tuple[int, str] | None:
     """The first character no product text may hold, and what it is: NUL and the other control
     characters (tab and line breaks aside), which Redis, the page and terminals all treat
     differently, and lone surrogates (a broken \\uD800 escape), which are not Unicode text at all
     and make any UTF-8 encoder fail."""
-    for index, char in enumerate(value):
-        code = ord(char)
-        if code == 0:
-            return index, "a NUL character (U+0000)"
-        if (code < 32 and char not in "\t\n\r") or code == 127:
-            return index, f"a control character (U+{code:04X})"
-        if 0xD800 <= code <= 0xDFFF:
-            return index, f"a lone surrogate (U+{code:04X}: not valid Unicode, a broken \\u escape?)"
-    return None
+    found = FORBIDDEN_CHARACTER.search(value)
+    if found is None:
+        return None
+    code = ord(found.group())
+    if code == 0:
+        return found.start(), "a NUL character (U+0000)"
+    if 0xD800 <= code <= 0xDFFF:
+        return found.start(), f"a lone surrogate (U+{code:04X}: not valid Unicode, a broken \\u escape?)"
+    return found.start(), f"a control character (U+{code:04X})"
 
 
 def check_text(name: str, value: Any) -> tuple[str, str | None]:
@@ -491,12 +499,16 @@ def catalog_problems(raw_products: list[Any], dim: int) -> tuple[list[dict[str, 
             )
         elif product_id:
             first_index_of[product_id] = index
+        if "embedding_b64" not in entry and "embedding" not in entry:
+            problems.append(f"{label}: no vector (embedding_b64 is missing)")
+            continue
         try:
             blob = product_embedding_bytes(entry, dim)
         except (TypeError, ValueError) as exc:  # binascii.Error (bad base64) is a ValueError
             problems.append(f"{label}: {str(exc).removeprefix(f'product {product_id!r}: ')}")
             continue
-        products.append({**product, "embedding_b64": base64.b64encode(blob).decode("ascii")})
+        stored = entry.get("embedding_b64")
+        products.append({**product, "embedding_b64": stored if isinstance(stored, str) else encode_vector(blob, dim)})
     return products, problems
 
 
