@@ -418,6 +418,7 @@ def test_results_are_dicts_and_json(recommender: RedisRecommender, products: lis
     for result in (click, info, features):
         assert isinstance(result, dict)
     assert json.loads(json.dumps(click))["clicks"] == click.clicks == 1
+    assert repr(click) == repr(dict(click)), "printed as the reference's dict"
     info["index_name"] = recommender.index_name  # as the reference's server does
     assert json.loads(json.dumps(info))["num_docs"] == info.num_docs == 12
     assert features["clicks"] == features.clicks and features["session_vec"] is features.session_vec
