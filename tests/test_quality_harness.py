@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from bench import catalog_gen
-from bench.quality import EvalDataError, evaluate_rankings, load_judged_queries
+from bench.quality import (
+    EvalDataError,
+    Intent,
+    choose_click,
+    choose_dismiss,
+    evaluate_rankings,
+    generated_intents,
+    load_judged_queries,
+    make_shoppers,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,3 +131,22 @@ def test_a_bad_judgement_names_its_line(tmp_path: Path) -> None:
     path.write_text(json.dumps({**good, "filters": {"colour": "red"}}) + "\n")
     with pytest.raises(EvalDataError, match=r"line 1: unknown filter"):
         load_judged_queries(path, {"p002"})
+
+
+def test_the_simulated_shopper_clicks_the_first_new_fit_then_a_near_miss() -> None:
+    intent = Intent("boots", frozenset({"b1", "b2"}), frozenset({"n1"}), frozenset({"x1", "x2"}), "")
+    assert choose_click(["x1", "b2", "b1"], intent, clicked=set()) == "b2"
+    assert choose_click(["x1", "b2", "b1"], intent, clicked={"b2"}) == "b1"
+    assert choose_click(["x1", "n1", "b2"], intent, clicked={"b1", "b2"}) == "n1"
+    assert choose_click(["x1", "x2"], intent, clicked=set()) is None
+    assert choose_dismiss(["b1", "x2", "x1"], intent) == "x2"
+    assert choose_dismiss(["b1", "n1"], intent) is None
+
+
+def test_simulated_shoppers_are_seeded() -> None:
+    products = catalog_gen.generate_catalog(300, seed=3)
+    intents = generated_intents(products)
+    first = make_shoppers(intents, 30, seed=9, returning=True)
+    assert first == make_shoppers(intents, 30, seed=9, returning=True)
+    assert first != make_shoppers(intents, 30, seed=10, returning=True)
+    assert all(s.intent.fits and not (s.intent.fits & s.intent.unfit) for s in first)
