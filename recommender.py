@@ -129,23 +129,21 @@ class ReplicationTimeoutError(RecommenderError):
         self.required = required
 
 
-_WRITE_REFUSALS = (
-    ("MISCONF", "the disk is full or not writable"),
-    ("OOM", "memory is full"),
-    ("READONLY", "this is a read-only replica"),
-)
-
-
 def classify_response_error(exc: redis.ResponseError) -> Exception:
     """The library's error for a Redis error reply, or the reply itself when it is none of ours.
-    The only place that reads Redis' error texts."""
+    The only place that reads Redis' error texts. redis-py already turns OOM and READONLY into
+    classes of their own (and strips the code from the text); MISCONF it leaves as text, which
+    in a pipeline is prefixed with the failing command."""
     message = str(exc)
     lowered = message.lower()
     if "no such index" in lowered or "unknown index name" in lowered:
         return IndexMissingError(message)
-    for prefix, reason in _WRITE_REFUSALS:
-        if message.startswith(prefix):
-            return WriteRefusedError(reason, message)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or message.startswith("OOM "):
+        return WriteRefusedError("memory is full", message)
+    if isinstance(exc, redis.exceptions.ReadOnlyError) or message.startswith("READONLY "):
+        return WriteRefusedError("this is a read-only replica", message)
+    if "MISCONF" in message:
+        return WriteRefusedError("the disk is full or not writable", message)
     return exc
 
 
@@ -703,9 +701,9 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
         }
     except (KeyError, ValueError, TypeError):
         shown = product_display_fields(product_id, {n: _text(v) for n, v in raw.items() if n != EMBEDDING_FIELD})
-    return Candidate(
-        id=product_id, **shown, vector_distance=distance, score=distance, why=Why(vector_distance=distance)
-    )
+    # Rows of popular() and its rating fallback have no distance: their why says so by omission.
+    why = Why(vector_distance=distance if SCORE_FIELD in raw else None)
+    return Candidate(id=product_id, **shown, vector_distance=distance, score=distance, why=why)
 
 
 # --- scripts ----------------------------------------------------------------------------------
@@ -1459,7 +1457,9 @@ class RedisRecommender:
             log.warning("user %s: clicks or an affinity held a non-number and was restarted from 0", user_id)
         if not vector_updated:
             log.warning(
-                "product %s has no valid %d-d embedding: the event counts, but moves no vector", product_id, self.vector_dim
+                "product %s has no valid %d-d embedding: the event counts, but moves no vector",
+                product_id,
+                self.vector_dim,
             )
 
     # recommending
