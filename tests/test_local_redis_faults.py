@@ -69,6 +69,11 @@ def redis_servers_on(data_dir: Path) -> list[int]:
     return found
 
 
+def running_process(server: LocalRedis) -> subprocess.Popen:
+    assert server.process is not None, "this LocalRedis runs no redis-server"
+    return server.process
+
+
 def wait_until_appended(client: redis.Redis) -> None:
     """What `appendfsync everysec` promises for an acknowledged write holds once Redis has
     handed it to the kernel; it may hold it back (up to 2 s) only while an earlier fsync runs."""
@@ -94,16 +99,16 @@ def test_a_supervised_redis_killed_with_sigkill_comes_back_on_its_port_with_its_
         wait_until_appended(client)
         caplog.set_level(logging.WARNING, logger="local_redis")
         for restart in (1, 2):
-            killed = server.process.pid
+            killed = running_process(server).pid
             os.kill(killed, signal.SIGKILL)
             wait_for(lambda: answers(client), f"PING after kill -9 number {restart}")
-            assert server.port == port and server.process.pid != killed
+            assert server.port == port and running_process(server).pid != killed
             assert client.hget("product:199", "name") == b"item 199" and client.dbsize() == 200
         restarts = [record.getMessage() for record in caplog.records if "restarting it on" in record.getMessage()]
         assert len(restarts) == 2
         assert "killed by SIGKILL" in restarts[0] and f"127.0.0.1:{port} in 0.2 s (restart 1)" in restarts[0]
         assert "in 0.4 s (restart 2)" in restarts[1]
-        process = server.process
+        process = running_process(server)
     finally:
         server.stop()
     assert process.returncode == 0 and redis_servers_on(tmp_path) == []
@@ -114,9 +119,10 @@ def test_an_unsupervised_redis_stays_down(tmp_path: Path) -> None:
     """Tests (and the fault tests of the demo) stop Redis on purpose: no one restarts it."""
     with LocalRedis(tmp_path, persistent=True) as server:
         client = connect(server.url)
-        server.process.kill()
-        server.process.wait()
-        time.sleep(0.5)
+        assert not any(thread.name.startswith("redis-supervisor") for thread in threading.enumerate())
+        running_process(server).kill()
+        running_process(server).wait()
+        time.sleep(5 * restart_delay(1))
         assert not answers(client)
 
 
@@ -369,7 +375,7 @@ def fill_until_refused(client: redis.Redis, disk: Path) -> tuple[list[str], redi
 
 def keys_after_restart(disk: Path) -> set[str]:
     with LocalRedis(disk, persistent=True) as server:
-        return {key.decode() for key in server.client().keys("click:*")}
+        return {os.fsdecode(key) for key in server.client().keys("click:*")}
 
 
 def test_a_full_disk_refuses_writes_serves_reads_and_stop_reports_what_was_lost(
@@ -385,7 +391,7 @@ def test_a_full_disk_refuses_writes_serves_reads_and_stop_reports_what_was_lost(
         assert persistence["aof_last_write_status"] == "err"
         unwritten = persistence["aof_buffer_length"]
         assert unwritten > 0  # the last acknowledged write is only in Redis' memory
-        process = server.process
+        process = running_process(server)
         caplog.set_level(logging.INFO, logger="local_redis")
     finally:
         server.stop()
