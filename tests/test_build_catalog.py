@@ -431,6 +431,12 @@ def test_read_catalog_names_an_entry_that_is_not_a_product(tmp_path: Path) -> No
     ]
 
 
+def test_read_catalog_names_a_product_without_a_vector(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps({"model": "m", "dim": DIM, "products": [GOOD]}))
+    assert catalog_problems_of(path) == ["products[0] (id 'x1'): no vector (embedding_b64 is missing)"]
+
+
 def test_read_catalog_refuses_duplicate_ids(tmp_path: Path) -> None:
     """Before: "96 products" loaded when 95 keys were indexed, the second overwriting the first."""
     path = catalog_file(tmp_path, [GOOD, {**GOOD, "id": "x2"}, GOOD])
