@@ -188,7 +188,7 @@ def test_stalled_clients_hold_only_their_own_connection(
 ) -> None:
     monkeypatch.setattr(DemoRequestHandler, "timeout", STALL_TIMEOUT_S)
     user_id = new_user("stalls")
-    head = b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     with (
         socket.create_connection(fault.address, timeout=10) as no_blank_line,
         socket.create_connection(fault.address, timeout=10) as short_body,
@@ -346,7 +346,7 @@ def test_cross_site_posts_the_http_tests_do_not_cover_are_403(
     ],
 )
 def test_odd_request_targets_get_a_json_4xx(fault: FaultDemo, target: str, status: int) -> None:
-    reply = raw_exchange(fault.url, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    reply = raw_exchange(fault.url, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     reply.error(status)
     assert b"import" not in reply.body
 
