@@ -1108,12 +1108,13 @@ class RedisRecommender:
                 return self.redis.execute_command(*args)
 
     def _knn_rows(
-        self, vector: Vector, filter_clause: str, n: int, with_vectors: bool
+        self, vector: Vector, filter_clause: str, n: int, fields: Sequence[str]
     ) -> list[tuple[str, dict[str, Any]]]:
-        """The n nearest products passing the filter, closest first, as raw rows."""
+        """The n nearest products passing the filter, closest first, as raw rows of the given
+        fields and the distance."""
         query, params = knn_query(filter_clause, n, self.ef_runtime, self.hybrid_policy)
         params["vec"] = vector_to_bytes(vector, self.vector_dim)
-        returned = (*PRODUCT_FIELDS, SCORE_FIELD, *((EMBEDDING_FIELD,) if with_vectors else ()))
+        returned = (*fields, SCORE_FIELD)
         response = self._search(
             "FT.SEARCH", self.index_name, query,
             "PARAMS", str(2 * len(params)), *[item for pair in params.items() for item in pair],
@@ -1134,24 +1135,62 @@ class RedisRecommender:
         """At least `want` candidates that are not excluded, closest first, when that many pass
         the filter: (candidates, their vectors by id, the ids left out, exhausted).
 
-        Exclusions cannot be expressed in FT.SEARCH (RediSearch has no "not these keys"), so
-        they are dropped afterwards. The first query asks for `want` plus up to `want` more for
-        exclusions (what a user clicked tends to lie near what they are shown); only when
-        exclusions ate into that does a second ask for want + |excluded|, which is always
-        enough, since at most |excluded| of the rows can be excluded.
+        Without exclusions this is one FT.SEARCH. Exclusions cannot be expressed in FT.SEARCH
+        (RediSearch has no "not these keys"), so they are dropped afterwards, from a KNN that
+        returns only ids and distances: the first asks for `want` plus up to `want` more (what a
+        user clicked tends to lie near what they are shown); only when exclusions ate into that
+        does a second ask for want + |excluded|, which is always enough, since at most
+        |excluded| rows can be excluded. The fields of the kept ones then come in one pipelined
+        round trip. Fetching every field of hundreds of rows only to drop them costs more
+        (bench/feedback.py).
         """
+        if not excluded:
+            rows = self._knn_rows(vector, filter_clause, want, (*PRODUCT_FIELDS, *_vector_field(with_vectors)))
+            candidates = [candidate_from_row(pid, raw) for pid, raw in rows]
+            vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in rows}
+            return candidates, vectors, set(), len(rows) < want
+        enough = min(want + len(excluded), MAX_K)
         n = min(want + min(len(excluded), want), MAX_K)
         while True:
-            rows = self._knn_rows(vector, filter_clause, n, with_vectors)
-            kept = [(pid, raw) for pid, raw in rows if pid not in excluded]
+            rows = self._knn_rows(vector, filter_clause, n, ())
+            kept = [(pid, raw[SCORE_FIELD]) for pid, raw in rows if pid not in excluded]
             exhausted = len(rows) < n
-            if len(kept) >= want or exhausted or n >= min(want + len(excluded), MAX_K):
+            if len(kept) >= want or exhausted or n >= enough:
                 break
-            n = min(want + len(excluded), MAX_K)
-        candidates = [candidate_from_row(pid, raw) for pid, raw in kept]
-        vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in kept}
+            n = enough
+        kept = kept[:want]
+        stored = self._product_fields([pid for pid, _ in kept], (*PRODUCT_FIELDS, *_vector_field(with_vectors)))
+        present = [(pid, {**stored[pid], SCORE_FIELD: score}) for pid, score in kept if pid in stored]
+        candidates = [candidate_from_row(pid, raw) for pid, raw in present]
+        vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in present}
         left_out = {pid for pid, _ in rows if pid in excluded}
         return candidates, vectors, left_out, exhausted and len(kept) < want
+
+    def _product_fields(self, product_ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Raw fields of the given products, in one pipelined round trip to the same kind of
+        node FT.SEARCH uses (a replica when there are any); products that vanished meanwhile are
+        left out."""
+        reader = self._reader()
+
+        def fetch(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for pid in product_ids:
+                pipe.hmget(self.product_key(pid), list(names))
+            return list(pipe.execute())
+
+        with _classified_errors():
+            try:
+                replies = fetch(reader)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if reader is self.redis:
+                    raise
+                log.warning("replica %s failed (%s); reading from the primary", _describe(reader), exc)
+                replies = fetch(self.redis)
+        return {
+            pid: {name: value for name, value in zip(names, values, strict=True) if value is not None}
+            for pid, values in zip(product_ids, replies, strict=True)
+            if any(value is not None for value in values)
+        }
 
     def candidate_retrieve(
         self,
@@ -1265,8 +1304,9 @@ class RedisRecommender:
         for name in (SESSION_VEC_FIELD, NEGATIVE_VEC_FIELD):
             vectors[name] = bytes_to_vector(raw.get(name), self.vector_dim)
             if vectors[name] is None and raw.get(name) is not None:
+                label = "session vector" if name == SESSION_VEC_FIELD else "negative vector"
                 _report_once(
-                    f"user {user_id}: stored {name} has {len(raw[name])} bytes, expected {self.vector_dim * 4}; ignoring it"
+                    f"user {user_id}: stored {label} has {len(raw[name])} bytes, expected {self.vector_dim * 4}; ignoring it"
                 )
         timestamps = {name: _float(raw[name], default=math.nan) if name in raw else math.nan
                       for name in (SESSION_AT_FIELD, NEGATIVE_AT_FIELD, AFFINITY_AT_FIELD)}  # fmt: skip
@@ -1693,7 +1733,7 @@ class RedisRecommender:
                 "FT.SEARCH", self.index_name, filter_clause,
                 "INKEYS", str(len(scores)), *[self.product_key(pid) for pid, _ in scores],
                 "RETURN", str(len(PRODUCT_FIELDS) + int(diversity > 0)),
-                *PRODUCT_FIELDS, *((EMBEDDING_FIELD,) if diversity > 0 else ()),
+                *PRODUCT_FIELDS, *_vector_field(diversity > 0),
                 "LIMIT", "0", str(len(scores)),
                 "DIALECT", "2",
             ))  # fmt: skip
@@ -1732,7 +1772,7 @@ class RedisRecommender:
     ) -> tuple[list[Candidate], dict[str, Vector | None], int, bool]:
         """The highest rated products passing the filter, minus the excluded ones."""
         n = min(want + len(excluded), MAX_K)
-        returned = (*PRODUCT_FIELDS, *((EMBEDDING_FIELD,) if with_vectors else ()))
+        returned = (*PRODUCT_FIELDS, *_vector_field(with_vectors))
         rows = self._rows(self._search(
             "FT.SEARCH", self.index_name, filter_clause,
             "RETURN", str(len(returned)), *returned,
@@ -1817,6 +1857,10 @@ class RedisRecommender:
     def list_brands(self) -> list[str]:
         """The distinct brands of the indexed products, as written, sorted."""
         return self._distinct_values("brand")
+
+
+def _vector_field(wanted: bool) -> tuple[str, ...]:
+    return (EMBEDDING_FIELD,) if wanted else ()
 
 
 def _describe(client: Any) -> str:

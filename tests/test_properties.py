@@ -40,8 +40,9 @@ def tag_key(value: str) -> str:
 
 
 def refused(value: str) -> bool:
-    """Values the library rejects with ValueError before Redis sees them."""
-    return not value.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    """Values the library rejects with ValueError before Redis sees them. (A blank value is not
+    refused: like the reference, it means "any".)"""
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
 
 
 @PROPERTY_SETTINGS
@@ -56,6 +57,8 @@ def test_tag_filter_matches_only_its_literal(
         product.update({"id": f"d{i}", field: value})
     rec.index_products(products)
     try:
+        if not literal.strip() and not refused(literal):
+            return  # "any": nothing to match against
         if refused(literal):
             with pytest.raises(ValueError):
                 rec.candidate_retrieve(unit_vectors(1)[0], k=50, **{field: literal})

@@ -385,8 +385,13 @@ def snapshot(demo: BundledDemo, data_dir: Path, user_id: str, product_id: str) -
     client = connect(url)
     keys = RedisRecommender(client)
     state = demo.request("GET", f"/state?user_id={user_id}")
+    # The session's weight fades with the seconds between two snapshots: what must survive is
+    # the session itself (its bytes, below), not how much it weighs at this instant.
+    user = {
+        name: value for name, value in state["user"].items() if name not in ("session_weight", "session_fades_in_s")
+    }
     return {
-        "user": state["user"],
+        "user": user,
         "num_docs": state["index"]["num_docs"],
         "session_vec": client.hget(keys.features_key(user_id), SESSION_VEC_FIELD),
         "embedding": client.hget(keys.product_key(product_id), EMBEDDING_FIELD),
