@@ -44,7 +44,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
 
-from build_catalog import CatalogError, positive_int, read_catalog
+from build_catalog import CatalogError, check_catalog_vectors, positive_int, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError
 from local_redis import (
@@ -83,6 +83,8 @@ SIGNATURE_BYTES = 16
 # limit stays below the client's pool (redis-py's default is 100 connections): past the pool,
 # redis-py fails a command with "Too many connections", which would be a false "Redis is down".
 DEFAULT_MAX_IN_FLIGHT = 32
+# redis-py's pool size when none is given; a cluster client keeps one such pool per node.
+REDIS_POOL_DEFAULT = 100
 BUSY_WAIT_S = 1.0
 BUSY_RETRY_AFTER_S = 1
 # A client that closes or resets its connection mid-request is normal, never a server error.
@@ -581,7 +583,8 @@ class DemoServer(ThreadingHTTPServer):
         self.local_names = frozenset(own)
         self.extra_names = frozenset(filter(None, (host_name(name) for name in allowed_hosts)))
         # Half the pool at most: room for anything that briefly holds a second connection.
-        pool_size = app.recommender.redis.connection_pool.max_connections
+        pool = getattr(app.recommender.redis, "connection_pool", None)
+        pool_size = pool.max_connections if pool is not None else REDIS_POOL_DEFAULT
         self.max_in_flight = max(1, min(max_in_flight or DEFAULT_MAX_IN_FLIGHT, pool_size // 2))
         self.in_flight = threading.BoundedSemaphore(self.max_in_flight)
 
@@ -717,6 +720,7 @@ def open_shared(args: argparse.Namespace) -> Shared:
     if not 1 <= args.topk <= HTTP_MAX_K:
         raise ValueError(f"--topk must be between 1 and {HTTP_MAX_K}")
     t0 = time.perf_counter()
+    local: LocalRedis | None
     if args.data_dir is not None:
         client, local = open_bundled(args.data_dir)
     else:
@@ -739,11 +743,9 @@ def build_server(
     embedder.encode_one("warm up the model before the first request")
     timings["model"] = time.perf_counter() - t0
     catalog = shared.catalog
-    if embedder.dim != int(catalog["dim"]) or embedder.model_name != catalog["model"]:
-        raise ValueError(
-            f"{args.catalog} was embedded with {catalog['model']} ({catalog['dim']}-d) but the server loaded "
-            f"{embedder.model_name} ({embedder.dim}-d): rebuild it with `python build_catalog.py --model ...` or pass the same --model"
-        )
+    # The catalog's vectors, not its model name, decide: other ports name the same weights
+    # differently (sentence-transformers/..., Xenova/...).
+    check_catalog_vectors(catalog, embedder, source=args.catalog)
     recommender = RedisRecommender(
         shared.client,
         index_name=args.index_name,

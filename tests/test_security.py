@@ -447,7 +447,9 @@ def test_when_every_slot_is_taken_api_requests_are_503_busy_and_pages_still_load
 def test_the_default_limit_stays_below_the_redis_pool(demo_app: DemoApp) -> None:
     server = DemoServer(("127.0.0.1", 0), demo_app)
     try:
-        assert 1 <= server.max_in_flight < demo_app.recommender.redis.connection_pool.max_connections
+        client = demo_app.recommender.redis
+        assert isinstance(client, redis.Redis)
+        assert 1 <= server.max_in_flight < client.connection_pool.max_connections
     finally:
         server.server_close()
 
@@ -582,7 +584,7 @@ def test_workers_share_the_port_and_all_stop_on_sigterm(tmp_path: Path, catalog:
         value = page_cookie(demo.url)
         assert value is not None
         user_id = value.rsplit(".", 1)[0]
-        seen = Counter()
+        seen: Counter[str] = Counter()
         for _ in range(40):  # fresh connections: the kernel spreads them over the workers
             state = call(demo.url, "GET", "/state", headers={"Cookie": f"rr_user={value}"}).json()
             seen[state["user"]["user_id"]] += 1
