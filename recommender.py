@@ -601,7 +601,7 @@ def _raw_rows(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     or str depending on decode_responses. This is the one place that knows both shapes.
     """
     if isinstance(response, dict):
-        results = response.get(b"results", response.get("results", []))
+        results = response.get(b"results", response.get("results")) or []
         for result in results:
             key = result.get(b"id", result.get("id"))
             attributes = result.get(b"extra_attributes", result.get("extra_attributes")) or {}
@@ -621,7 +621,7 @@ def aggregate_rows(response: Any) -> list[dict[str, str]]:
     """Field maps from FT.AGGREGATE: RESP2 [total, [field, value, ...], ...]; RESP3
     {results: [{extra_attributes: {...}}]}. Like search_rows, the one place for both shapes."""
     if isinstance(response, dict):
-        results = response.get(b"results", response.get("results", []))
+        results = response.get(b"results", response.get("results")) or []
         return [
             {_text(k): _text(v) for k, v in (r.get(b"extra_attributes", r.get("extra_attributes")) or {}).items()}
             for r in results
@@ -690,7 +690,7 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
         in_stock = raw["in_stock"]
         if not (math.isfinite(price) and math.isfinite(rating)) or in_stock not in (b"true", b"false", "true", "false"):
             raise ValueError
-        shown = {
+        shown: dict[str, Any] = {
             "name": _text(raw["name"]),
             "description": _text(raw["description"]),
             "category": _text(raw["category"]),
@@ -1425,7 +1425,7 @@ class RedisRecommender:
         now = float(self.clock())
         keys = list(self._user_keys(user_id))
         args = self._user_event_args(mode, product_id, category, blob, alpha, step, now)
-        popularity_args = [
+        popularity_args: list[str | float] = [
             product_id,
             repr(now),
             repr(self.config.popularity_half_life_s),
@@ -1656,7 +1656,7 @@ class RedisRecommender:
         key = self.product_key(check_product_id(product_id))
         with _classified_errors():
             blob, category = self.redis.hmget(key, [EMBEDDING_FIELD, "category"])
-        vector = bytes_to_vector(blob, self.vector_dim)
+        vector = bytes_to_vector(blob if isinstance(blob, bytes) else None, self.vector_dim)
         if vector is None:
             if not self.redis.exists(key):
                 raise KeyError(product_id)
