@@ -841,6 +841,7 @@ def serve_one(args: argparse.Namespace) -> int:
         log.info("stopping")
     finally:
         server.server_close()
+        server.app.close()
         if local:
             local.stop()
     return 0
@@ -877,6 +878,7 @@ def run_worker(
                 pass
             finally:
                 server.server_close()
+                server.app.close()
             code = 0
     except KeyboardInterrupt:
         code = 0
