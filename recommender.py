@@ -1722,7 +1722,7 @@ class RedisRecommender:
         want = self._pool_size(k, False, diversity)
         chosen: list[Candidate] = []
         vectors: dict[str, Vector | None] = {}
-        excluded_count = 0
+        left_out: set[str] = set()
         count = min(max(want * 4, 64), MAX_K)
         while True:
             scores, total = self._popularity_scores(count, now)
@@ -1738,7 +1738,7 @@ class RedisRecommender:
                 "DIALECT", "2",
             ))  # fmt: skip
             kept = [(pid, raw) for pid, raw in rows if pid not in excluded]
-            excluded_count = len(rows) - len(kept)
+            left_out = {pid for pid, _ in rows if pid in excluded}
             if len(kept) >= want or count >= total or count >= MAX_K:
                 kept.sort(key=lambda row: (-by_id.get(row[0], 0.0), row[0]))
                 for pid, raw in kept[:want]:
@@ -1751,12 +1751,13 @@ class RedisRecommender:
         source = "popular" if chosen else "rating"
         exhausted = False
         if len(chosen) < want:
-            fill, fill_vectors, fill_excluded, exhausted = self._top_rated(
-                filter_clause, want - len(chosen), excluded | {c.id for c in chosen}, diversity > 0
+            fill, fill_vectors, fill_left_out, exhausted = self._top_rated(
+                filter_clause, want - len(chosen), excluded, {c.id for c in chosen}, diversity > 0
             )
             chosen += fill
             vectors.update(fill_vectors)
-            excluded_count += fill_excluded
+            left_out |= fill_left_out
+        excluded_count = len(left_out)
         shown = self._finish(chosen, vectors, k, diversity, Why(excluded_count=excluded_count))
         return Recommendation(
             candidates=shown,
@@ -1768,10 +1769,11 @@ class RedisRecommender:
         )
 
     def _top_rated(
-        self, filter_clause: str, want: int, excluded: frozenset[str], with_vectors: bool
-    ) -> tuple[list[Candidate], dict[str, Vector | None], int, bool]:
-        """The highest rated products passing the filter, minus the excluded ones."""
-        n = min(want + len(excluded), MAX_K)
+        self, filter_clause: str, want: int, excluded: frozenset[str], chosen: set[str], with_vectors: bool
+    ) -> tuple[list[Candidate], dict[str, Vector | None], set[str], bool]:
+        """The highest rated products passing the filter, minus the user's excluded ones and the
+        ones already chosen: (candidates, vectors, the excluded ids met, exhausted)."""
+        n = min(want + len(excluded) + len(chosen), MAX_K)
         returned = (*PRODUCT_FIELDS, *_vector_field(with_vectors))
         rows = self._rows(self._search(
             "FT.SEARCH", self.index_name, filter_clause,
@@ -1780,11 +1782,10 @@ class RedisRecommender:
             "LIMIT", "0", str(n),
             "DIALECT", "2",
         ))  # fmt: skip
-        kept = [(pid, raw) for pid, raw in rows if pid not in excluded][:want]
-        excluded_count = sum(1 for pid, _ in rows if pid in excluded)
+        kept = [(pid, raw) for pid, raw in rows if pid not in excluded and pid not in chosen][:want]
         candidates = [candidate_from_row(pid, raw) for pid, raw in kept]
         vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in kept}
-        return candidates, vectors, excluded_count, len(rows) < n
+        return candidates, vectors, {pid for pid, _ in rows if pid in excluded}, len(rows) < n
 
     # products
 

@@ -95,7 +95,10 @@ def test_a_new_users_feed_is_the_most_clicked_first(rec: RedisRecommender, catal
     assert [c.id for c in feed.candidates[:3]] == ["p010", "p020", "p030"]
     assert feed.candidates[0].why.popularity == pytest.approx(5.0)
     # The rest of the list is filled with the highest rated, so k stays full.
-    assert len(feed.candidates) == 5
+    assert len(feed.candidates) == 5 and feed.excluded_count == 0
+    rec.dismiss("newcomer", "p020")
+    feed = rec.for_you("newcomer", k=5)
+    assert [c.id for c in feed.candidates[:2]] == ["p010", "p030"] and feed.excluded_count == 1
 
 
 def test_with_no_clicks_anywhere_the_feed_is_the_top_rated(rec: RedisRecommender, catalog: dict) -> None:
