@@ -298,7 +298,38 @@ def compare_parsers(redis_url: str, products: list[str], samples: int) -> dict[s
     for client, _ in clients.values():
         client.close()
     best = min(table, key=lambda name: table[name]["reply_and_search_rows"]["p50_ms"])
-    return {"samples": samples, "rows_per_reply": SERVER_KNN, "table": table, "fastest": best}
+    return {
+        "samples": samples,
+        "rows_per_reply": SERVER_KNN,
+        "table": table,
+        "fastest": best,
+        "protocol": choose_protocol(table),
+    }
+
+
+def choose_protocol(table: dict[str, Any]) -> dict[str, Any]:
+    """The protocol the server should speak whichever parser the machine has (hiredis is not
+    in requirements.txt): for each protocol, its worst slowdown against the other across the
+    two parsers (p50 with search_rows); the smaller worst case wins, so a protocol that is a
+    hair faster with one parser and much slower with the other does not."""
+
+    def p50(parser: str, protocol: int) -> float:
+        return table[f"{parser} RESP{protocol}"]["reply_and_search_rows"]["p50_ms"]
+
+    worst = {
+        protocol: max(
+            max(0.0, p50(parser, protocol) / p50(parser, 5 - protocol) - 1) for parser in ("hiredis", "python")
+        )
+        for protocol in (2, 3)
+    }
+    chosen = min(worst, key=lambda protocol: (worst[protocol], protocol))
+    return {
+        "chosen": f"RESP{chosen}",
+        "worst_slowdown": {f"RESP{protocol}": round(value, 3) for protocol, value in worst.items()},
+        "hiredis_speedup_p50": {
+            f"RESP{protocol}": round(p50("python", protocol) / p50("hiredis", protocol), 2) for protocol in (2, 3)
+        },
+    }
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -353,7 +384,12 @@ def print_report(result: dict[str, Any]) -> None:
             f"  {name:<16} {row['parser_class']:<16} {reply['p50_ms']:>7.3f} / {reply['p99_ms']:<5.3f} "
             f"{rows['p50_ms']:>7.3f} / {rows['p99_ms']:<5.3f}"
         )
-    print(f"  fastest with the library's parsing: {parsers['fastest']}")
+    choice = parsers["protocol"]
+    print(
+        f"  fastest with the library's parsing: {parsers['fastest']}; worst slowdown against the other protocol "
+        f"across parsers: {choice['worst_slowdown']}; hiredis over pure Python: {choice['hiredis_speedup_p50']}x"
+    )
+    print(f"  the server should speak {choice['chosen']}")
 
 
 def main(argv: list[str] | None = None) -> int:
