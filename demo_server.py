@@ -44,7 +44,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
 
-from build_catalog import CatalogError, check_catalog_vectors, positive_int, read_catalog
+from build_catalog import CatalogError, check_catalog_vectors, non_negative_int, positive_int, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError
 from local_redis import (
@@ -55,7 +55,7 @@ from local_redis import (
     open_bundled,
     open_redis,
 )
-from recommender import DEFAULT_EF_RUNTIME, HYBRID_POLICIES, RedisRecommender
+from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES, RedisRecommender
 
 log = logging.getLogger("demo_server")
 
@@ -700,6 +700,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how query texts are embedded: onnx (default; ~4x faster per query, starts in a fraction of a second, "
         "same vectors as torch; the first start exports the model once) or torch (sentence-transformers)",
     )
+    parser.add_argument(
+        "--user-ttl",
+        type=non_negative_int,
+        default=DEFAULT_USER_TTL_S,
+        metavar="SECONDS",
+        help=f"every key of a user expires this long after their last click or dismissal, so abandoned users "
+        f"do not fill Redis (default {DEFAULT_USER_TTL_S} = 30 days; 0 keeps users forever)",
+    )
     return parser
 
 
@@ -755,6 +763,7 @@ def build_server(
         hnsw_ef_construction=args.hnsw_ef_construction,
         ef_runtime=args.ef_runtime,
         hybrid_policy=args.hybrid_policy,
+        user_ttl_s=args.user_ttl,
     )
     where = shared.client.connection_pool.connection_kwargs
     described = f"{'bundled ' if shared.local else ''}Redis at {where.get('host')}:{where.get('port')}"

@@ -43,6 +43,9 @@ FLAGS = (
     "--hybrid-policy",
     "--hnsw-m",
     "--hnsw-ef-construction",
+    "--user-ttl",
+    "--allowed-host",
+    "--workers",
 )
 INDEX_NAME = "cli:idx"
 KEY_PREFIX = "cli:product:"
@@ -60,6 +63,12 @@ def test_help_lists_every_option() -> None:
     assert result.returncode == 0, result.stderr
     for flag in FLAGS:
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_a_bad_user_ttl_is_a_clear_error(value: str) -> None:
+    result = run_cli("--user-ttl", value)
+    assert result.returncode == 2 and "--user-ttl" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_missing_catalog_says_how_to_build_it() -> None:
