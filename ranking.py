@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,26 @@ import numpy.typing as npt
 from embeddings import normalize_rows
 
 Vector = npt.NDArray[np.float32]
+_Copied = TypeVar("_Copied")
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, looked up once per class (to_dict runs for every result)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def shallow_copy(obj: _Copied) -> _Copied:
+    """A copy sharing the field values, as copy.copy makes, at a quarter of dataclasses.replace's
+    cost (no __init__ call, no per-field checks): a search copies every candidate it re-scores."""
+    copied = object.__new__(type(obj))
+    copied.__dict__.update(obj.__dict__)
+    return copied
 
 
 @dataclass
@@ -47,7 +67,7 @@ class Why:
 
     def to_dict(self) -> dict[str, float | int]:
         """The terms that played a part (None fields are left out), as JSON-ready numbers."""
-        return {name: value for name, value in asdict(self).items() if value is not None}
+        return {name: value for name in _field_names(type(self)) if (value := getattr(self, name)) is not None}
 
 
 @dataclass
@@ -69,8 +89,11 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, at full precision (the reference rounds the distance and score to 4
-        places, which can show different scores as equal), with `why` as its to_dict()."""
-        shown = asdict(self)
+        places, which can show different scores as equal), with `why` as its to_dict().
+
+        Field by field rather than dataclasses.asdict, which deep-copies every value: the values
+        are strings and numbers, and asdict made this the slowest step of a search's answer."""
+        shown = {name: getattr(self, name) for name in _field_names(type(self))}
         shown["why"] = self.why.to_dict()
         return shown
 
@@ -142,6 +165,29 @@ def affinity_term(affinity: float, affinity_weight: float) -> float:
     return -math.copysign(math.log1p(abs(affinity)), affinity) * affinity_weight
 
 
+def score_order(candidate: Candidate) -> tuple[float, float, str]:
+    """The order of every ranked list: score, then distance, then id, so results are deterministic."""
+    return candidate.score, candidate.vector_distance, candidate.id
+
+
+def rescore_by_affinity(
+    candidates: Iterable[Candidate], affinities: Mapping[str, float], affinity_weight: float
+) -> bool:
+    """rerank's scoring (score = vector_distance + affinity_term, the term recorded in why), done
+    in place on candidates the caller owns, without sorting; whether any score changed. The
+    recommender uses it on the candidates it has just built, which nobody else holds."""
+    changed = False
+    for candidate in candidates:
+        term = affinity_term(affinities.get(candidate.category, 0.0), affinity_weight)
+        if term < 0:
+            candidate.why.affinity_bonus = -term
+        elif term > 0:
+            candidate.why.affinity_penalty = term
+        changed = changed or term != 0
+        candidate.score = candidate.vector_distance + term
+    return changed
+
+
 def rerank(
     candidates: Iterable[Candidate],
     affinities: Mapping[str, float],
@@ -155,17 +201,11 @@ def rerank(
     deterministic. Pass more candidates than you show, and `k` to cut after sorting: an item just
     outside the first k by distance can then be pulled in.
     """
-    rescored, changed = [], False
-    for candidate in candidates:
-        term = affinity_term(affinities.get(candidate.category, 0.0), affinity_weight)
-        why = replace(candidate.why)
-        if term < 0:
-            why.affinity_bonus = -term
-        elif term > 0:
-            why.affinity_penalty = term
-        changed = changed or term != 0
-        rescored.append(replace(candidate, score=candidate.vector_distance + term, why=why))
-    rescored.sort(key=lambda c: (c.score, c.vector_distance, c.id))
+    rescored = [shallow_copy(candidate) for candidate in candidates]
+    for candidate in rescored:
+        candidate.why = shallow_copy(candidate.why)
+    changed = rescore_by_affinity(rescored, affinities, affinity_weight)
+    rescored.sort(key=score_order)
     return (rescored if k is None else rescored[:k]), changed
 
 
@@ -176,11 +216,12 @@ def boost_category(candidates: Iterable[Candidate], category: str, boost: float)
     boosted = []
     for candidate in candidates:
         if boost and candidate.category == category:
-            why = replace(candidate.why, category_boost=boost)
-            boosted.append(replace(candidate, score=candidate.score - boost, why=why))
-        else:
-            boosted.append(candidate)
-    boosted.sort(key=lambda c: (c.score, c.vector_distance, c.id))
+            candidate = shallow_copy(candidate)
+            candidate.why = shallow_copy(candidate.why)
+            candidate.why.category_boost = boost
+            candidate.score -= boost
+        boosted.append(candidate)
+    boosted.sort(key=score_order)
     return boosted
 
 
@@ -210,7 +251,10 @@ def maximal_marginal_relevance(
         objective = (1.0 - diversity) * relevance[remaining] - diversity * redundancy
         best = remaining[int(np.argmax(objective))]
         penalty = float(diversity * max(max_similarity[best], 0.0)) if picked else 0.0
-        picked.append(replace(candidates[best], why=replace(candidates[best].why, mmr_penalty=round(penalty, 6))))
+        chosen = shallow_copy(candidates[best])
+        chosen.why = shallow_copy(chosen.why)
+        chosen.why.mmr_penalty = round(penalty, 6)
+        picked.append(chosen)
         remaining.remove(best)
         max_similarity = np.maximum(max_similarity, similarity[best])
     return picked

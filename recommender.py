@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,8 @@ from ranking import (
     decay_factor,
     decayed_popularity,
     maximal_marginal_relevance,
+    rescore_by_affinity,
+    score_order,
 )
 from ranking import rerank as rerank_by_affinity
 
@@ -605,11 +607,26 @@ def _raw_rows(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         for result in results:
             key = result.get(b"id", result.get("id"))
             attributes = result.get(b"extra_attributes", result.get("extra_attributes")) or {}
-            yield _text(key), {_text(name): value for name, value in attributes.items()}
+            yield _text(key), {_field_name(name): value for name, value in attributes.items()}
         return
     for i in range(1, len(response) - 1, 2):
         flat = response[i + 1] or []
-        yield _text(response[i]), {_text(flat[j]): flat[j + 1] for j in range(0, len(flat) - 1, 2)}
+        yield _text(response[i]), dict(zip(map(_field_name, flat[0:-1:2]), flat[1::2], strict=True))
+
+
+# Field names as replies spell them (bytes, or str from a decoding client), decoded once: every
+# row of every search repeats the same few. Bounded, in case a reply names fields without end.
+_FIELD_NAMES: dict[Any, str] = {}
+_FIELD_NAMES_KEPT = 256
+
+
+def _field_name(raw: Any) -> str:
+    name = _FIELD_NAMES.get(raw)
+    if name is None:
+        name = _text(raw)
+        if len(_FIELD_NAMES) < _FIELD_NAMES_KEPT:
+            _FIELD_NAMES[raw] = name
+    return name
 
 
 def search_rows(response: Any) -> list[tuple[str, dict[str, str]]]:
@@ -682,28 +699,36 @@ def product_summary(product_id: str, fields: Mapping[str, str]) -> dict[str, Any
 
 def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
     """One FT.SEARCH row as a Candidate. Healthy rows take the short path (one conversion per
-    field, no checks to log); only a row that fails it goes through product_display_fields,
-    which names the problem once."""
-    distance = _float(raw.get(SCORE_FIELD), default=2.0)
-    try:
-        price, rating = float(raw["price"]), float(raw["rating"])
-        in_stock = raw["in_stock"]
-        if not (math.isfinite(price) and math.isfinite(rating)) or in_stock not in (b"true", b"false", "true", "false"):
-            raise ValueError
-        shown: dict[str, Any] = {
-            "name": _text(raw["name"]),
-            "description": _text(raw["description"]),
-            "category": _text(raw["category"]),
-            "brand": _text(raw["brand"]),
-            "price": price,
-            "rating": rating,
-            "in_stock": in_stock in (b"true", "true"),
-        }
-    except (KeyError, ValueError, TypeError):
-        shown = product_display_fields(product_id, {n: _text(v) for n, v in raw.items() if n != EMBEDDING_FIELD})
+    field, no checks to log, the Candidate built directly); any other row (a field missing or
+    garbled, values already decoded to str) goes through product_display_fields, which names a
+    problem once."""
+    score = raw.get(SCORE_FIELD)
+    distance = 2.0 if score is None else _float(score, default=2.0)
     # Rows of popular() and its rating fallback have no distance: their why says so by omission.
-    why = Why(vector_distance=distance if SCORE_FIELD in raw else None)
+    why = Why(vector_distance=None if score is None else distance)
+    try:
+        price, rating, in_stock = float(raw["price"]), float(raw["rating"]), _STOCK_WORDS[raw["in_stock"]]
+        if math.isfinite(price) and math.isfinite(rating):
+            return Candidate(
+                product_id,
+                raw["name"].decode("utf-8", "replace"),
+                raw["description"].decode("utf-8", "replace"),
+                raw["category"].decode("utf-8", "replace"),
+                raw["brand"].decode("utf-8", "replace"),
+                price,
+                rating,
+                in_stock,
+                distance,
+                distance,
+                why,
+            )
+    except (KeyError, ValueError, TypeError, AttributeError):  # a field missing or garbled, or str values
+        pass
+    shown = product_display_fields(product_id, {n: _text(v) for n, v in raw.items() if n != EMBEDDING_FIELD})
     return Candidate(id=product_id, **shown, vector_distance=distance, score=distance, why=why)
+
+
+_STOCK_WORDS = {b"true": True, b"false": False}
 
 
 # --- scripts ----------------------------------------------------------------------------------
@@ -1512,13 +1537,15 @@ class RedisRecommender:
         diversity: float,
         why: Why,
     ) -> list[Candidate]:
-        """Stamp the request's part of `why` on every candidate, then diversify and cut to k."""
-        stamped = [
-            replace(c, why=replace(c.why, **{n: v for n, v in vars(why).items() if v is not None})) for c in candidates
-        ]
+        """Stamp the request's part of `why` on every candidate, then diversify and cut to k. The
+        candidates are this request's own (built from its replies), so they are stamped in place."""
+        stamp = [(name, value) for name, value in vars(why).items() if value is not None]
+        for candidate in candidates:
+            for name, value in stamp:
+                setattr(candidate.why, name, value)
         if diversity:
-            return maximal_marginal_relevance(stamped, [vectors.get(c.id) for c in stamped], k, diversity)
-        return stamped[:k]
+            return maximal_marginal_relevance(candidates, [vectors.get(c.id) for c in candidates], k, diversity)
+        return candidates[:k]
 
     def _pool_size(self, k: int, use_rerank: bool, diversity: float) -> int:
         return min(k * self.config.overfetch, MAX_K) if use_rerank or diversity else k
@@ -1581,8 +1608,10 @@ class RedisRecommender:
         changed = False
         if use_rerank and context is not None:
             affinities = self.faded_affinities(context.features, now)
-            candidates, changed = rerank_by_affinity(candidates, affinities, self.config.affinity_weight)
-        why = replace(why, excluded_count=excluded_count)
+            # The candidates were built from this request's reply: re-scored in place, not copied.
+            changed = rescore_by_affinity(candidates, affinities, self.config.affinity_weight)
+            candidates.sort(key=score_order)
+        why.excluded_count = excluded_count
         shown = self._finish(candidates, vectors, k, diversity, why)
         return Recommendation(
             candidates=shown,
