@@ -1028,6 +1028,11 @@ class RedisRecommender:
         try:
             self.redis.execute_command(
                 "FT.CREATE", self.index_name, "ON", "HASH", "PREFIX", "1", self.key_prefix,
+                # Index every word: with RediSearch's default stop-word list a TEXT filter that
+                # holds one ("down for bitter", "and") matches nothing. It costs about a third
+                # more inverted index (bench/stopwords.py); an index another port created keeps
+                # its own list.
+                "STOPWORDS", "0",
                 "SCHEMA", *self.index_schema(),
             )  # fmt: skip
         except redis.ResponseError as exc:

@@ -384,3 +384,12 @@ def test_a_users_keys_share_one_cluster_slot(rec: RedisRecommender) -> None:
     assert len(popularity_slots) == 1
     with pytest.raises(ValueError, match="braces"):
         rec.record_click("a{b}", "p001")
+
+
+def test_text_filters_may_hold_common_words(rec: RedisRecommender, catalog: dict) -> None:
+    """The index is created with STOPWORDS 0: with RediSearch's default list, a phrase holding a
+    stop word ("for") matched nothing, even word for word from a description."""
+    query = vector_of(catalog, "p001")
+    found = rec.recommend(query, k=10, filters=SearchFilters(text_match="down for bitter"))
+    assert [c.id for c in found.candidates] == ["p001"]
+    assert rec.recommend(query, k=5, filters=SearchFilters(text_match="and")).candidates
