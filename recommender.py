@@ -601,11 +601,15 @@ def _raw_rows(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     RESP2: [total, key, [field, value, ...], key, [...], ...]
     RESP3: {total_results, results: [{id, extra_attributes: {field: value}}]}, keys as bytes
     or str depending on decode_responses. This is the one place that knows both shapes.
+    A RESP3 search that hits Search's query timeout (policy "return", as on a busy replica)
+    may carry a result without an id: it is no product and is skipped.
     """
     if isinstance(response, dict):
         results = response.get(b"results", response.get("results")) or []
         for result in results:
             key = result.get(b"id", result.get("id"))
+            if key is None:
+                continue
             attributes = result.get(b"extra_attributes", result.get("extra_attributes")) or {}
             yield _text(key), {_field_name(name): value for name, value in attributes.items()}
         return
