@@ -23,8 +23,8 @@ PARTIAL_INDEXED_DOCS 1, which may skip re-indexing a hash when no indexed field 
 load-time module option, so not available on every managed Redis) and `zset` (ZINCRBY on one
 sorted set beside the index).
 
-    .venv/bin/python -m bench.popularity            # 10k products, 100k clicks: about 3 minutes
-    .venv/bin/python -m bench.popularity --quick    # 2k products, 10k clicks: under a minute
+    .venv/bin/python -m bench.popularity            # 10k products, 100k clicks (14 min at load avg 6-10)
+    .venv/bin/python -m bench.popularity --quick    # 2k products, 10k clicks: about 30 s
 
 Writes bench/results/popularity.json and bench/results/popularity.png.
 """
