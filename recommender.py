@@ -54,6 +54,7 @@ __all__ = [
     "ReplicationTimeoutError",
     "SearchFilters",
     "UserFeatures",
+    "UserState",
     "Why",
     "WriteRefusedError",
     "build_filter_clause",
@@ -502,6 +503,18 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
+class UserState:
+    """What a user's panel shows, read together: the stored features (unfaded), the recent clicks
+    (newest first), the dismissed products (sorted), and the names of those products (ids of
+    products that no longer exist, or have no name, are not in product_names)."""
+
+    features: UserFeatures
+    recent_clicks: list[str]
+    dismissed: list[str]
+    product_names: dict[str, str]
+
+
+@dataclass(frozen=True)
 class _UserContext:
     """What one request needs of a user, read in one round trip."""
 
@@ -743,18 +756,18 @@ _STOCK_WORDS = {b"true": True, b"false": False}
 # category up or down, remember what was seen, and refresh the expiry of every key of the user.
 # A client-side read-modify-write would let two clicks read the same session and lose one.
 #
-# It touches only the user's own keys, which share one Redis Cluster slot: the product's vector
-# and category are read before, by the caller, and passed in.
+# USER_EVENT_LUA touches only the user's own keys, which share one Redis Cluster slot: the
+# product's vector and category are read before, by the caller, and passed in. On a single Redis,
+# USER_EVENT_STANDALONE_LUA reads them itself and counts the click's popularity as well.
 #
 # Everything is read and computed before the first write: Redis does not roll a script back,
 # so a failure half-way would leave a half-applied event. Counters that hold junk restart at
 # 0 (reported back as `repaired`) instead of failing after the vector was written.
 #
-# KEYS: features hash, recent clicks list, seen zset, dismissed set
+# The event itself, shared by the two scripts below, which first set `features`, `recent`,
+# `seen`, `dismissed` (the user's keys), `mode`, `product_id`, `category` and `blob`.
 # ARGV: see RedisRecommender._user_event_args
-USER_EVENT_LUA = """
-local features, recent, seen, dismissed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local mode, product_id, category, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+_USER_EVENT_BODY = """
 local alpha, step, dim, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local vector_half_life, affinity_half_life = tonumber(ARGV[9]), tonumber(ARGV[10])
 local seen_kept, recent_kept, ttl = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
@@ -837,34 +850,81 @@ end
 redis.call('ZADD', seen, now, product_id)
 redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_kept + 1))
 if ttl > 0 then
-  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end
+  for _, key in ipairs({features, recent, seen, dismissed}) do redis.call('EXPIRE', key, ttl) end
 end
+"""
+
+# KEYS: features hash, recent clicks list, seen zset, dismissed set
+USER_EVENT_LUA = (
+    """
+local features, recent, seen, dismissed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local mode, product_id, category, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+"""
+    + _USER_EVENT_BODY
+    + """
 return {num(affinity), clicks, updated, repaired}
 """
+)
 
 # One click's share of popularity (see ranking.py for the arithmetic): add 2^((now − epoch)/h)
 # to the product's sum; when that exponent passes the limit, scale every sum down and move the
 # epoch to now, so the numbers stay far from overflow whatever the half-life.
-# KEYS: popularity zset, epoch key (one slot). ARGV: product id, now, half-life, limit.
-POPULARITY_LUA = """
-local now, half_life, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local epoch = tonumber(redis.call('GET', KEYS[2]))
-if epoch == nil then
-  epoch = now
-  redis.call('SET', KEYS[2], string.format('%.17g', now))
-end
-local exponent = (now - epoch) / half_life
-if exponent > limit then
-  local scale = 0.5 ^ exponent
-  local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  for i = 1, #members, 2 do
-    redis.call('ZADD', KEYS[1], string.format('%.17g', tonumber(members[i + 1]) * scale), members[i])
+_POPULARITY_FUNCTION = """
+local function add_popularity(zset, epoch_key, member, now, half_life, limit)
+  local epoch = tonumber(redis.call('GET', epoch_key))
+  if epoch == nil then
+    epoch = now
+    redis.call('SET', epoch_key, string.format('%.17g', now))
   end
-  redis.call('SET', KEYS[2], string.format('%.17g', now))
-  exponent = 0
+  local exponent = (now - epoch) / half_life
+  if exponent > limit then
+    local scale = 0.5 ^ exponent
+    local members = redis.call('ZRANGE', zset, 0, -1, 'WITHSCORES')
+    for i = 1, #members, 2 do
+      redis.call('ZADD', zset, string.format('%.17g', tonumber(members[i + 1]) * scale), members[i])
+    end
+    redis.call('SET', epoch_key, string.format('%.17g', now))
+    exponent = 0
+  end
+  return redis.call('ZINCRBY', zset, string.format('%.17g', 2 ^ exponent), member)
 end
-return redis.call('ZINCRBY', KEYS[1], string.format('%.17g', 2 ^ exponent), ARGV[1])
 """
+
+# KEYS: popularity zset, epoch key (one slot). ARGV: product id, now, half-life, limit.
+POPULARITY_LUA = (
+    _POPULARITY_FUNCTION
+    + """
+return add_popularity(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+"""
+)
+
+# A click or dismissal on a single Redis, where nothing splits keys into slots: one script reads
+# the product's vector and category, refuses a product that does not exist before anything is
+# written (NOPRODUCT), applies the event and, for a click, counts popularity. One EVALSHA where a
+# cluster needs a read of the product first and a second script after (bench/http.py: /click).
+# KEYS: the user's four keys (as USER_EVENT_LUA), the product hash, the popularity zset and epoch.
+# ARGV: USER_EVENT_LUA's (its category and vector are not used), then the product's vector and
+# category field names, and popularity's now, half-life and limit.
+USER_EVENT_STANDALONE_LUA = (
+    _POPULARITY_FUNCTION
+    + """
+local features, recent, seen, dismissed, product = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', product) == 0 then
+  return redis.error_reply('NOPRODUCT no such product')
+end
+local mode, product_id = ARGV[1], ARGV[2]
+local stored_product = redis.call('HMGET', product, ARGV[21], ARGV[22])
+local blob, category = stored_product[1] or '', stored_product[2] or ''
+if category == '' then category = 'unknown' end
+"""
+    + _USER_EVENT_BODY
+    + """
+if mode == 'click' then
+  add_popularity(KEYS[6], KEYS[7], product_id, tonumber(ARGV[23]), tonumber(ARGV[24]), tonumber(ARGV[25]))
+end
+return {num(affinity), clicks, updated, repaired, category}
+"""
+)
 
 # Replace one item's vector only if the item still exists: HSET alone would resurrect a
 # product deleted between our existence check and the write.
@@ -965,6 +1025,7 @@ class RedisRecommender:
         self.clock = clock
         self._user_event = self.redis.register_script(USER_EVENT_LUA)
         self._add_popularity = self.redis.register_script(POPULARITY_LUA)
+        self._user_event_standalone = self.redis.register_script(USER_EVENT_STANDALONE_LUA)
         self._refresh_embedding = self.redis.register_script(REFRESH_EMBEDDING_LUA)
 
     # keys: the only place that names them
@@ -1260,25 +1321,8 @@ class RedisRecommender:
     def _vector(self, vector: npt.ArrayLike) -> Vector:
         return np.frombuffer(vector_to_bytes(vector, self.vector_dim), dtype="<f4").astype(np.float32)
 
-    @classmethod
-    def build_filter_clause(
-        cls,
-        *,
-        category: str | None = None,
-        brand: str | None = None,
-        min_price: float | None = None,
-        max_price: float | None = None,
-        in_stock_only: bool = False,
-        min_rating: float | None = None,
-        text_match: str | None = None,
-        text_field: str = "description",
-    ) -> str:
-        """The pre-filter clause, callable on the class without an instance (the module
-        function build_filter_clause, offered here too because the reference offers it here)."""
-        return build_filter_clause(
-            category=category, brand=brand, min_price=min_price, max_price=max_price,
-            in_stock_only=in_stock_only, min_rating=min_rating, text_match=text_match, text_field=text_field,
-        )  # fmt: skip
+    # The filter builder on the class, callable without an instance, as the reference offers it.
+    build_filter_clause = staticmethod(build_filter_clause)
 
     @classmethod
     def _build_filter_clause(cls, **filters: Any) -> str:
@@ -1414,6 +1458,35 @@ class RedisRecommender:
         with _classified_errors():
             return sorted(_text(pid) for pid in self.redis.smembers(self._user_keys(user_id)[3]))
 
+    def user_state(self, user_id: str) -> UserState:
+        """The user's features, recent clicks, dismissed products and those products' names: two
+        round trips (the lists, then the names they need). ValueError for a malformed user id."""
+        return self._user_state_from(user_id, self._read_state(user_id))
+
+    def _queue_state_reads(self, pipe: Any, user_id: str) -> None:
+        features_key, recent_key, _, dismissed_key = self._user_keys(user_id)
+        pipe.hgetall(features_key)
+        pipe.lrange(recent_key, 0, RECENT_CLICKS_KEPT - 1)
+        pipe.smembers(dismissed_key)
+
+    def _read_state(self, user_id: str) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        self._queue_state_reads(pipe, user_id)
+        with _classified_errors():
+            return list(pipe.execute())
+
+    def _user_state_from(self, user_id: str, replies: Sequence[Any]) -> UserState:
+        """A UserState from the replies of _queue_state_reads, with the names looked up."""
+        stored, recent, dismissed = replies
+        recent_ids = [_text(pid) for pid in recent]
+        dismissed_ids = sorted(_text(pid) for pid in dismissed)
+        return UserState(
+            features=self._features_from_hash(user_id, stored),
+            recent_clicks=recent_ids,
+            dismissed=dismissed_ids,
+            product_names=self.product_names([*recent_ids, *dismissed_ids]),
+        )
+
     def reset_user(self, user_id: str) -> None:
         """Forget the user: every key this library or another port keeps for them is deleted
         (one slot, one DEL)."""
@@ -1451,36 +1524,77 @@ class RedisRecommender:
         ]  # fmt: skip
 
     def _apply_event(
-        self, user_id: str, mode: str, product_id: str, alpha: float, step: float
-    ) -> tuple[str, list[Any]]:
-        """Run the user's event script (and, for a click, the popularity update) in one round
-        trip, then WAIT for replicas when required. Returns the category and the script's reply."""
-        blob, category = self._product_for_event(product_id)
-        now = float(self.clock())
+        self, user_id: str, mode: str, product_id: str, alpha: float, step: float, read_state: bool = False
+    ) -> tuple[str, list[Any], list[Any]]:
+        """Apply one click or dismissal (and, for a click, count its popularity), then WAIT for
+        replicas when required; with read_state, read the user's stored state after it. Returns
+        the product's category, the event script's reply, and the state replies for
+        _user_state_from (empty without read_state). KeyError for an unknown product.
+
+        On a single Redis that is one round trip: one script reads the product and does the rest,
+        and the state is read in the same pipeline. A cluster keeps the product, the user and
+        popularity in different slots, so there the product is read first and popularity counted
+        by a second script."""
         keys = list(self._user_keys(user_id))
-        args = self._user_event_args(mode, product_id, category, blob, alpha, step, now)
-        popularity_args: list[str | float] = [
-            product_id,
-            repr(now),
-            repr(self.config.popularity_half_life_s),
-            POPULARITY_REBASE_HALF_LIVES,
-        ]
-        with _classified_errors():
-            if self.is_cluster:
-                reply = self._user_event(keys=keys, args=args)
+        key = self.product_key(check_product_id(product_id))
+        if self.is_cluster:
+            blob, category = self._product_for_event(product_id)
+            now = float(self.clock())
+            with _classified_errors():
+                reply = self._user_event(
+                    keys=keys, args=self._user_event_args(mode, product_id, category, blob, alpha, step, now)
+                )
                 if mode == "click":
-                    self._add_popularity(keys=list(self._popularity_keys()), args=popularity_args)
-                return category, reply
-            pipe = self.redis.pipeline(transaction=False)
-            self._user_event(keys=keys, args=args, client=pipe)
-            if mode == "click":
-                self._add_popularity(keys=list(self._popularity_keys()), args=popularity_args, client=pipe)
+                    self._add_popularity(
+                        keys=list(self._popularity_keys()), args=[product_id, *self._popularity_args(now)]
+                    )
+            return category, reply, self._read_state(user_id) if read_state else []
+        now = float(self.clock())
+        script = self._user_event_standalone
+        script_keys = [*keys, key, *self._popularity_keys()]
+        args = [
+            *self._user_event_args(mode, product_id, "", b"", alpha, step, now),
+            EMBEDDING_FIELD, "category", *self._popularity_args(now),
+        ]  # fmt: skip
+
+        def queue(pipe: Any) -> None:
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
             if self.min_replicas_ack:
                 pipe.execute_command("WAIT", self.min_replicas_ack, self.replica_ack_timeout_ms)
-            replies = pipe.execute()
+            if read_state:
+                self._queue_state_reads(pipe, user_id)
+
+        try:
+            with _classified_errors():
+                replies = self._execute_with_script(queue, script)
+        except redis.ResponseError as exc:
+            if "NOPRODUCT" in str(exc):
+                raise KeyError(product_id) from None
+            raise
         if self.min_replicas_ack:
-            self._check_acks(int(replies[-1]))
-        return category, replies[0]
+            self._check_acks(int(replies[1]))
+        reply = replies[0]
+        return _text(reply[4]), reply[:4], replies[2 if self.min_replicas_ack else 1 :]
+
+    def _popularity_args(self, now: float) -> list[str | float]:
+        return [repr(now), repr(self.config.popularity_half_life_s), POPULARITY_REBASE_HALF_LIVES]
+
+    def _execute_with_script(self, queue: Callable[[Any], None], script: Any) -> list[Any]:
+        """A pipeline that calls a script by EVALSHA, in one round trip. (A redis-py Script run in
+        a pipeline first asks SCRIPT EXISTS, a round trip of its own, on every execute.) A Redis
+        that does not know the script (restarted or flushed: NOSCRIPT) has run none of it, so the
+        script is loaded and the pipeline sent once more."""
+
+        def send() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            queue(pipe)
+            return list(pipe.execute())
+
+        try:
+            return send()
+        except redis.exceptions.NoScriptError:
+            self.redis.script_load(script.script)
+        return send()
 
     def _check_acks(self, acked: int) -> None:
         if acked < self.min_replicas_ack:
@@ -1497,34 +1611,62 @@ class RedisRecommender:
         unknown product, ValueError for a bad id or alpha, WriteRefusedError when Redis refuses
         writes, ReplicationTimeoutError when min_replicas_ack replicas don't acknowledge.
         """
+        return self._click(user_id, product_id, ewma_alpha, affinity_step, read_state=False)[0]
+
+    def record_click_with_state(self, user_id: str, product_id: str) -> tuple[ClickResult, UserState]:
+        """record_click with the config's alpha and step, and the user's state after the click
+        (as user_state gives it), read in the same round trip on a single Redis: what an answer
+        to a click shows. Raises as record_click."""
+        result, replies = self._click(user_id, product_id, None, None, read_state=True)
+        return result, self._user_state_from(user_id, replies)
+
+    def _click(
+        self,
+        user_id: str,
+        product_id: str,
+        ewma_alpha: float | None,
+        affinity_step: float | None,
+        read_state: bool,
+    ) -> tuple[ClickResult, list[Any]]:
         alpha = self.config.ewma_alpha if ewma_alpha is None else check_unit_interval("ewma_alpha", ewma_alpha)
         if alpha == 0:
             raise ValueError("ewma_alpha must be in (0, 1]")
         step = self.config.affinity_step if affinity_step is None else _number("affinity_step", affinity_step)
-        category, (affinity, clicks, updated, repaired) = self._apply_event(
-            user_id, "click", product_id, alpha, float(step or 0.0)
+        category, (affinity, clicks, updated, repaired), state = self._apply_event(
+            user_id, "click", product_id, alpha, float(step or 0.0), read_state
         )
         self._log_event_problems(user_id, product_id, bool(updated), bool(repaired))
-        return ClickResult(
+        result = ClickResult(
             category=category,
             affinity=_float(affinity),
             clicks=int(clicks),
             last_clicked_id=product_id,
             session_updated=bool(updated),
         )
+        return result, state
 
     def dismiss(self, user_id: str, product_id: str) -> DismissResult:
         """ "Not interested": the product never comes back for this user (until reset_user), its
         category affinity goes down by config.dismiss_step (below zero, rerank then pushes the
         category down), and the user's negative vector (EWMA of dismissed items) moves towards
         it, so retrieval moves away. Atomic per user, like a click. Raises as record_click."""
-        category, (affinity, _, updated, repaired) = self._apply_event(
-            user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step
+        return self._dismiss(user_id, product_id, read_state=False)[0]
+
+    def dismiss_with_state(self, user_id: str, product_id: str) -> tuple[DismissResult, UserState]:
+        """dismiss, and the user's state after it, read in the same round trip on a single Redis
+        (as record_click_with_state). Raises as dismiss."""
+        result, replies = self._dismiss(user_id, product_id, read_state=True)
+        return result, self._user_state_from(user_id, replies)
+
+    def _dismiss(self, user_id: str, product_id: str, read_state: bool) -> tuple[DismissResult, list[Any]]:
+        category, (affinity, _, updated, repaired), state = self._apply_event(
+            user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step, read_state
         )
         self._log_event_problems(user_id, product_id, bool(updated), bool(repaired))
-        return DismissResult(
+        result = DismissResult(
             category=category, affinity=_float(affinity), product_id=product_id, negative_updated=bool(updated)
         )
+        return result, state
 
     def _log_event_problems(self, user_id: str, product_id: str, vector_updated: bool, repaired: bool) -> None:
         if repaired:
@@ -1848,6 +1990,18 @@ class RedisRecommender:
             if "NOPRODUCT" in str(exc):
                 raise KeyError(product_id) from None
             raise
+
+    def product_names(self, product_ids: Sequence[str]) -> dict[str, str]:
+        """The names of the given products, in one pipelined round trip (none for no ids);
+        unknown ids and products without a name are left out."""
+        if not product_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for pid in product_ids:
+            pipe.hget(self.product_key(pid), "name")
+        with _classified_errors():
+            replies = pipe.execute()
+        return {pid: _text(name) for pid, name in zip(product_ids, replies, strict=True) if name}
 
     def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Display fields of the given products (no vectors); unknown ids are left out."""
