@@ -43,6 +43,11 @@ from typing import Any, NoReturn
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from build_catalog import CatalogError, check_catalog_vectors, non_negative_int, positive_int, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
@@ -52,8 +57,11 @@ from local_redis import (
     LocalRedisError,
     SearchUnavailableError,
     _die_with_parent,
+    connect,
+    has_search,
     open_bundled,
     open_redis,
+    redact,
 )
 from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES, RedisRecommender
 
@@ -670,6 +678,15 @@ def build_parser() -> argparse.ArgumentParser:
         "REDIS_URL and localhost:6379 are then not tried (without this flag the bundled Redis, "
         "when it is the one used, keeps its data in .redis-data/)",
     )
+    redis_choice.add_argument(
+        "--sentinel",
+        action="append",
+        default=[],
+        type=sentinel_address,
+        metavar="HOST:PORT",
+        help="a Redis Sentinel to find the primary and its replicas through, instead of --redis-url (repeatable: "
+        "give each Sentinel). Searches go to the replicas; a failover is followed without a restart",
+    )
     parser.add_argument("--index-name", default="recommend:idx", help="the Search index name (default recommend:idx)")
     parser.add_argument("--key-prefix", default="product:", help="key prefix of product hashes (default product:)")
     parser.add_argument(
@@ -717,35 +734,251 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"every key of a user expires this long after their last click or dismissal, so abandoned users "
         f"do not fill Redis (default {DEFAULT_USER_TTL_S} = 30 days; 0 keeps users forever)",
     )
+    scale = parser.add_argument_group("beyond one Redis (README: Scaling out)")
+    scale.add_argument(
+        "--replica-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a replica of the Redis in use, with Search, to answer the searches (repeatable; used in turn, the "
+        "primary when one fails). Writes and each user's own state stay on the primary",
+    )
+    scale.add_argument(
+        "--sentinel-service",
+        default="mymaster",
+        metavar="NAME",
+        help="the service the --sentinel Sentinels monitor (default mymaster)",
+    )
+    scale.add_argument(
+        "--min-replicas-ack",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="answer a click, dismissal or refreshed embedding only once N replicas have it (WAIT); fewer within "
+        "--replica-ack-timeout-ms is a 503, and the write stays on the primary (default 0: the primary's word)",
+    )
+    scale.add_argument(
+        "--replica-ack-timeout-ms",
+        type=positive_int,
+        default=1000,
+        metavar="MS",
+        help="how long a write waits for --min-replicas-ack replicas (default 1000)",
+    )
+    scale.add_argument(
+        "--cluster",
+        action="store_true",
+        help="--redis-url is a node of a Redis Cluster: user keys and popularity are routed to their shards. "
+        "Searches need Search that spans shards (the coordinator of Redis Software or Redis Cloud)",
+    )
     return parser
+
+
+# --- beyond one Redis: replicas, Sentinel, Cluster (README: Scaling out) ---------------------------
+
+SENTINEL_TIMEOUT_S = 0.5
+REDIS_TIMEOUT_S = 2.0
+
+
+def sentinel_address(value: str) -> tuple[str, int]:
+    """argparse type of --sentinel: HOST:PORT, or [IPv6]:PORT."""
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:26379)")
+    return host, int(port)
+
+
+def client_options() -> dict[str, Any]:
+    """What every connection of ours shares with local_redis.connect: bytes (vectors are
+    binary), no retries (a click re-sent after a lost reply would count twice), 2 s timeouts."""
+    return {
+        "decode_responses": False,
+        "socket_connect_timeout": REDIS_TIMEOUT_S,
+        "socket_timeout": REDIS_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+def check_scale_out_flags(args: argparse.Namespace) -> None:
+    """Combinations that cannot work, refused before anything is opened."""
+    if args.sentinel and args.replica_url:
+        raise ValueError("the Sentinels name the replicas: drop --replica-url when using --sentinel")
+    if args.cluster:
+        if args.replica_url or args.sentinel or args.min_replicas_ack:
+            raise ValueError(
+                "--cluster sends every key to its shard's primary: drop --replica-url, --sentinel and --min-replicas-ack"
+            )
+        if not (args.redis_url or os.environ.get("REDIS_URL")):
+            raise ValueError("--cluster needs --redis-url (or REDIS_URL) naming one node of the cluster")
+
+
+def replica_without_search(where: str, fix: str) -> SearchUnavailableError:
+    return SearchUnavailableError(
+        f"the replica {where} has no Search module (FT.* commands are unknown), so it cannot answer searches: "
+        f"load the same Search module there as on the primary (loadmodule in its config), or {fix}"
+    )
+
+
+def check_replica(client: redis.Redis, where: str, fix: str) -> None:
+    """A read client must be a replica that can answer FT.SEARCH."""
+    try:
+        searchable = has_search(client)
+        role = client.info("replication").get("role")
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise ValueError(f"cannot reach the replica {where} ({exc}): start it, or {fix}") from None
+    if not searchable:
+        raise replica_without_search(where, fix)
+    if role != "slave":
+        raise ValueError(f"{where} is not a replica (INFO replication says role:{role}): pass a replica, or {fix}")
+
+
+def open_replica(url: str) -> redis.Redis:
+    """A --replica-url: a checked connection (see check_replica), pooled as the primary's is."""
+    fix = f"drop --replica-url {redact(url)}"
+    try:
+        client = connect(url)
+    except SearchUnavailableError:
+        raise replica_without_search(redact(url), fix) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise ValueError(f"cannot reach the replica {redact(url)} ({exc}): start it, or {fix}") from None
+    check_replica(client, redact(url), fix)
+    return client
+
+
+def open_sentinel(addresses: list[tuple[str, int]], service: str) -> tuple[redis.Redis, redis.Redis, str]:
+    """The primary (master_for) and the searches' client (slave_for: the replicas in turn, the
+    primary when none answers) of a service the Sentinels monitor. Both ask the Sentinels again
+    when a connection fails, so a failover is followed without a restart; while no primary is
+    known, commands raise MasterNotFoundError (a ConnectionError: a 503). Refuses a service no
+    Sentinel knows and a node without Search. Returns the two clients and a description."""
+    listed = ", ".join(f"{host}:{port}" for host, port in addresses)
+    probe: dict[str, Any] = {
+        "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+        "socket_timeout": SENTINEL_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    sentinel = Sentinel(addresses, sentinel_kwargs=probe)
+    known: set[str] = set()
+    answered = 0
+    for node, (host, port) in zip(sentinel.sentinels, addresses, strict=True):
+        try:
+            known.update(str(name) for name in node.sentinel_masters())
+        except (redis.ConnectionError, redis.TimeoutError):
+            continue
+        except redis.ResponseError as exc:
+            raise ValueError(f"{host}:{port} is not a Redis Sentinel ({exc}): check --sentinel") from None
+        answered += 1
+    if not answered:
+        raise ValueError(f"no Sentinel answers at {listed}: start them, or check --sentinel HOST:PORT")
+    if service not in known:
+        raise ValueError(
+            f"the Sentinels at {listed} monitor no service named {service!r} (they monitor: "
+            f"{', '.join(sorted(known)) or 'none'}): pass --sentinel-service NAME"
+        )
+    primary = sentinel.master_for(service, **client_options())
+    reads = sentinel.slave_for(service, **client_options())
+    try:
+        host, port = sentinel.discover_master(service)
+        if not has_search(primary):
+            raise SearchUnavailableError(
+                f"the primary of {service} ({host}:{port}) has no Search module (FT.* commands are unknown): "
+                "run Redis 8 or newer, or Redis Stack, on every node of the service"
+            )
+    except MasterNotFoundError:
+        raise ValueError(
+            f"the Sentinels know {service!r} but name no primary that is up (a failover under way?): retry shortly"
+        ) from None
+    for host, port in sentinel.discover_slaves(service):
+        replica = redis.Redis(host=host, port=port, **client_options())
+        try:
+            check_replica(replica, f"{host}:{port} of {service}", "remove it from the service")
+        except ValueError as exc:  # down, or not yet a replica: Sentinel will notice; searches skip it
+            log.warning("%s", exc)
+        finally:
+            replica.close()
+    return primary, reads, f"Redis of Sentinel service {service} ({listed})"
+
+
+def open_cluster(url: str) -> tuple[RedisCluster, str]:
+    """--cluster: a RedisCluster client that finds every node from the one in the URL."""
+    try:
+        client = RedisCluster.from_url(url, **client_options())
+    except RedisClusterException as exc:
+        raise ValueError(
+            f"{redact(url)} is not a reachable node of a Redis Cluster ({exc}): drop --cluster, or check --redis-url"
+        ) from None
+    try:
+        client.execute_command("FT._LIST", target_nodes=client.get_random_node())
+    except redis.ResponseError:
+        raise SearchUnavailableError(
+            f"the Redis Cluster at {redact(url)} has no Search module (FT._LIST is refused): run Redis 8 or newer, "
+            "or Redis Stack, on every node"
+        ) from None
+    return client, f"Redis Cluster at {redact(url)}"
+
+
+def check_replicas_connected(client: redis.Redis, required: int) -> None:
+    """--min-replicas-ack N with fewer replicas than N would refuse every click."""
+    connected = int(client.info("replication").get("connected_slaves", 0))
+    if connected < required:
+        raise ValueError(
+            f"--min-replicas-ack {required}, but the primary has {connected} connected replica(s), so every click "
+            "would be refused: start the replicas, or lower --min-replicas-ack"
+        )
+
+
+def close_connections(shared: Shared) -> None:
+    """Before forking workers: none of the parent's connections may be shared with a child."""
+    for client in (shared.client, *shared.read_clients):
+        if isinstance(client, RedisCluster):
+            client.disconnect_connection_pools()
+        else:
+            client.connection_pool.disconnect()
 
 
 @dataclass
 class Shared:
     """What one run sets up once, before any worker: the catalogue, the Redis connection (and
-    the bundled Redis when we started it), and the cookie secret."""
+    the bundled Redis when we started it), the replicas that answer searches, and the cookie
+    secret."""
 
     catalog: dict[str, Any]
-    client: redis.Redis
+    client: redis.Redis | RedisCluster
     local: LocalRedis | None
     cookie_secret: bytes
     redis_seconds: float
+    read_clients: list[redis.Redis]
+    description: str
 
 
 def open_shared(args: argparse.Namespace) -> Shared:
     catalog = read_catalog(args.catalog)
     if not 1 <= args.topk <= HTTP_MAX_K:
         raise ValueError(f"--topk must be between 1 and {HTTP_MAX_K}")
+    check_scale_out_flags(args)
     t0 = time.perf_counter()
-    local: LocalRedis | None
-    if args.data_dir is not None:
-        client, local = open_bundled(args.data_dir)
+    client: redis.Redis | RedisCluster
+    local: LocalRedis | None = None
+    read_clients: list[redis.Redis] = []
+    if args.sentinel:
+        client, reads, description = open_sentinel(args.sentinel, args.sentinel_service)
+        read_clients = [reads]
+    elif args.cluster:
+        client, description = open_cluster(args.redis_url or os.environ["REDIS_URL"])
     else:
-        client, local = open_redis(args.redis_url, data_dir=DEFAULT_DATA_DIR)
+        if args.data_dir is not None:
+            client, local = open_bundled(args.data_dir)
+        else:
+            client, local = open_redis(args.redis_url, data_dir=DEFAULT_DATA_DIR)
+        where = client.connection_pool.connection_kwargs
+        description = f"{'bundled ' if local else ''}Redis at {where.get('host')}:{where.get('port')}"
+        read_clients = [open_replica(url) for url in args.replica_url]
+    if args.min_replicas_ack and isinstance(client, redis.Redis):
+        check_replicas_connected(client, args.min_replicas_ack)
     redis_seconds = time.perf_counter() - t0
     # Kept beside the bundled Redis's data even when another Redis is used.
     secret = load_cookie_secret(args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR)
-    return Shared(catalog, client, local, secret, redis_seconds)
+    return Shared(catalog, client, local, secret, redis_seconds, read_clients, description)
 
 
 def build_server(
@@ -773,15 +1006,22 @@ def build_server(
         ef_runtime=args.ef_runtime,
         hybrid_policy=args.hybrid_policy,
         user_ttl_s=args.user_ttl,
+        read_clients=shared.read_clients,
+        min_replicas_ack=args.min_replicas_ack,
+        replica_ack_timeout_ms=args.replica_ack_timeout_ms,
     )
-    where = shared.client.connection_pool.connection_kwargs
-    described = f"{'bundled ' if shared.local else ''}Redis at {where.get('host')}:{where.get('port')}"
-    app = DemoApp(recommender, embedder, catalog, default_k=args.topk, redis_description=described)
+    app = DemoApp(recommender, embedder, catalog, default_k=args.topk, redis_description=shared.description)
     count = None
     if seed:
         t0 = time.perf_counter()
         count = app.ensure_index() if args.no_reset else app.seed()
         timings["seed"] = time.perf_counter() - t0
+        if recommender.is_cluster and recommender.count_indexed() < count:
+            raise ValueError(
+                f"the cluster's Search index {args.index_name} holds {recommender.count_indexed()} of the {count} "
+                "products: this Search has no coordinator, so an index covers one shard and every search would miss "
+                "the others. Use Redis Software or Redis Cloud (Search across shards), or one Redis without --cluster"
+            )
     try:
         server = DemoServer(
             (args.host, args.port),
@@ -1019,7 +1259,7 @@ def serve_workers(args: argparse.Namespace) -> int:
         return 1
     args.port = reservation.getsockname()[1]
     # Each worker opens its own connections: none of the parent's may be shared across a fork.
-    shared.client.connection_pool.disconnect()
+    close_connections(shared)
     supervisor = Supervisor(args, shared, reservation)
     code = 0
     try:

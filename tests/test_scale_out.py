@@ -21,10 +21,14 @@ import json
 import logging
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,13 +38,12 @@ from conftest import make_products, unit_vectors
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from demo_api import DemoApp
-from demo_server import DemoServer
+from demo_server import DemoServer, open_sentinel
 from local_ha import HASetup, LocalCluster
-from local_redis import connect, free_port
-from recommender import RedisRecommender, ReplicationTimeoutError
+from local_redis import connect, free_port, redis_server_binary
+from recommender import RedisRecommender, ReplicationTimeoutError, search_rows
 
 FIXED_NOW = 1_790_000_000.0
 WAIT_MS = 5000
@@ -304,19 +307,6 @@ def test_cluster_search_sees_only_the_shard_that_owns_the_index(
 # --- Sentinel: a failover under traffic through the demo server ------------------------------------
 
 
-def sentinel_clients(setup: HASetup) -> tuple[redis.Redis, redis.Redis]:
-    """The primary (master_for) and the reads (slave_for: replicas in turn, the primary when none
-    answers), both following a failover, as the demo server builds them for --sentinel."""
-    sentinel = Sentinel(setup.sentinels, sentinel_kwargs={"socket_connect_timeout": 0.5, "socket_timeout": 0.5})
-    options: dict[str, Any] = {
-        "decode_responses": False,
-        "socket_connect_timeout": 2.0,
-        "socket_timeout": 2.0,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    return sentinel.master_for(setup.service, **options), sentinel.slave_for(setup.service, **options)
-
-
 @contextlib.contextmanager
 def serving(app: DemoApp) -> Iterator[tuple[str, int]]:
     server = DemoServer(("127.0.0.1", 0), app)
@@ -395,7 +385,7 @@ def test_kill_9_of_the_primary_under_traffic(
     through the promoted replica. With WAIT 1 every click answered 200 is on the new primary;
     without it, the clicks the primary acknowledged during the cut are lost (counted)."""
     with HASetup() as setup:
-        primary, reads = sentinel_clients(setup)
+        primary, reads, _ = open_sentinel(setup.sentinels, setup.service)
         rec = RedisRecommender(primary, read_clients=[reads], min_replicas_ack=min_replicas_ack)
         app = DemoApp(rec, onnx_embedder, catalog, redis_description="Sentinel test set")
         app.seed()
@@ -417,8 +407,8 @@ def test_kill_9_of_the_primary_under_traffic(
                 cut_at = time.monotonic()
                 with replication_cut(setup):
                     time.sleep(LINK_DOWN_BEFORE_KILL_S)
+                    setup.kill_primary()  # returns once the process is gone
                     killed_at = time.monotonic()
-                    setup.kill_primary()
                 while time.monotonic() < deadline and (
                     len(traffic.users("click", 200, killed_at)) < CLICKS_EACH_SIDE
                     or len(traffic.users("search", 200, killed_at)) < CLICKS_EACH_SIDE
@@ -455,3 +445,200 @@ def test_kill_9_of_the_primary_under_traffic(
         assert lost <= around_cut, "a click acknowledged before the link was cut was lost"
         if min_replicas_ack:
             assert not lost
+
+
+def test_a_timed_out_search_reply_yields_no_phantom_product() -> None:
+    """What a replica sent back under load (load average 10 on 2 cores) when a KNN query hit
+    Search's 500 ms query timeout, on RESP3: no total, and one result without an id. It used to
+    come out as a product with an empty id and no fields."""
+    timed_out = {
+        b"attributes": [],
+        b"total_results": 0,
+        b"format": b"STRING",
+        b"results": [{b"extra_attributes": {}, b"values": []}],
+        b"warning": [b"Timeout limit was reached"],
+    }
+    assert search_rows(timed_out) == []
+
+
+# --- the demo server's flags --------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_server(*args: str) -> subprocess.CompletedProcess[str]:
+    """demo_server.py as a person runs it; these runs are refused before the model loads."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "demo_server.py"), "--port", str(free_port()), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def refused(result: subprocess.CompletedProcess[str], *words: str, code: int = 1) -> None:
+    """Exit code 1 for a start refused with a message, 2 for a flag argparse rejects."""
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+@pytest.fixture
+def redis_without_search() -> Iterator[str]:
+    """The bundled redis-server with no module loaded: FT.* are unknown commands there."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_a_replica_url_without_search_is_refused_with_the_fix(ha: HASetup, redis_without_search: str) -> None:
+    result = run_server("--redis-url", ha.primary_url, "--replica-url", redis_without_search)
+    refused(result, "has no Search module", "loadmodule", f"drop --replica-url {redis_without_search}")
+
+
+def test_a_replica_url_that_is_not_a_replica_or_is_down_is_refused(ha: HASetup) -> None:
+    refused(
+        run_server("--redis-url", ha.primary_url, "--replica-url", ha.primary_url),
+        "is not a replica (INFO replication says role:master)",
+    )
+    nowhere = f"redis://127.0.0.1:{free_port()}"
+    refused(
+        run_server("--redis-url", ha.primary_url, "--replica-url", nowhere),
+        f"cannot reach the replica {nowhere}",
+        "--replica-url",
+    )
+
+
+def test_a_sentinel_service_that_does_not_exist_is_a_clear_error(ha: HASetup) -> None:
+    sentinels = [flag for host, port in ha.sentinels for flag in ("--sentinel", f"{host}:{port}")]
+    refused(
+        run_server(*sentinels, "--sentinel-service", "nosuchservice"),
+        "monitor no service named 'nosuchservice' (they monitor: mymaster)",
+        "--sentinel-service",
+    )
+    refused(run_server("--sentinel", f"127.0.0.1:{free_port()}"), "no Sentinel answers", "--sentinel")
+    refused(run_server("--sentinel", ha.primary_url.removeprefix("redis://")), "is not a Redis Sentinel")
+    refused(run_server("--sentinel", "localhost"), "is not HOST:PORT", code=2)
+
+
+def test_flags_that_cannot_work_together_are_refused(ha: HASetup, cluster: LocalCluster) -> None:
+    refused(
+        run_server("--redis-url", ha.primary_url, "--min-replicas-ack", "3"),
+        "--min-replicas-ack 3, but the primary has 2 connected replica(s)",
+    )
+    refused(run_server("--cluster", "--redis-url", ha.primary_url), "is not a reachable node of a Redis Cluster")
+    refused(run_server("--cluster", "--redis-url", cluster.url, "--min-replicas-ack", "1"), "drop --replica-url")
+    refused(
+        run_server("--sentinel", "127.0.0.1:26379", "--replica-url", ha.replica_urls[0]),
+        "the Sentinels name the replicas",
+    )
+
+
+def test_cluster_without_a_search_coordinator_is_refused_after_loading(cluster: LocalCluster) -> None:
+    """The server loads the catalogue into the cluster (every key to its shard), then sees that
+    the index holds one shard's share and refuses to serve searches that would miss the rest."""
+    result = run_server("--cluster", "--redis-url", cluster.url, "--index-name", "srv:idx", "--key-prefix", "srv:p:")
+    refused(result, "this Search has no coordinator", "Redis Software or Redis Cloud")
+
+
+def test_sentinels_down_is_a_503_and_the_server_recovers(ha: HASetup, onnx_embedder, catalog: dict) -> None:
+    """With every Sentinel unresponsive (stopped with SIGSTOP) and the server's connections
+    gone, nobody can name the primary: requests get a JSON 503 that says which Redis, and the
+    same server serves again once the Sentinels answer."""
+    primary, reads, description = open_sentinel(ha.sentinels, ha.service)
+    rec = RedisRecommender(primary, index_name="sent:idx", key_prefix="sent:product:", read_clients=[reads])
+    app = DemoApp(rec, onnx_embedder, catalog, redis_description=description)
+    app.seed()
+    assert primary.wait(2, WAIT_MS) == 2
+    replicas = [redis.Redis.from_url(url) for url in ha.replica_urls]
+    searched_on_replicas = sum(search_calls(r) for r in replicas)
+    with serving(app) as address:
+        assert post(address, "/search", {"user_id": "s1", "query": QUERY})[0] == 200
+        assert sum(search_calls(r) for r in replicas) == searched_on_replicas + 1
+        assert post(address, "/click", {"user_id": "s1", "product_id": "p001"})[0] == 200
+        pids = [node.process.pid for node in ha.sentinel_nodes if node.process]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            primary.connection_pool.disconnect()
+            reads.connection_pool.disconnect()
+            for path, fields in (("/search", {"query": QUERY}), ("/click", {"product_id": "p002"})):
+                status, reply = post(address, path, {"user_id": "s1", **fields})
+                assert status == 503
+                assert "Redis is unreachable" in reply["error"] and "Sentinel service mymaster" in reply["error"]
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert post(address, "/search", {"user_id": "s1", "query": QUERY})[0] == 200
+        status, reply = post(address, "/click", {"user_id": "s1", "product_id": "p002"})
+        assert status == 200 and reply["clicks"] == 2
+    app.close()
+    for client in (primary, reads, *replicas):
+        client.close()
+
+
+def test_the_server_started_with_sentinel_flags_searches_on_replicas_and_waits_for_one(ha: HASetup) -> None:
+    """demo_server.py --sentinel ... --min-replicas-ack 1, as `make demo-ha` runs it: it finds the
+    primary through the Sentinels, its searches are answered by the replicas, and a click is
+    answered once a replica has it."""
+    port = free_port()
+    sentinels = [flag for host, port_ in ha.sentinels for flag in ("--sentinel", f"{host}:{port_}")]
+    server = subprocess.Popen(
+        [
+            sys.executable, str(ROOT / "demo_server.py"), "--port", str(port), *sentinels,
+            "--min-replicas-ack", "1", "--index-name", "cli-ha:idx", "--key-prefix", "cli-ha:product:",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def drain() -> None:
+        assert server.stdout is not None
+        for line in server.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                listening.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    replicas = [redis.Redis.from_url(url) for url in ha.replica_urls]
+    try:
+        assert listening.wait(120), "".join(lines)
+        primary_searches = search_calls(redis.Redis.from_url(ha.primary_url))
+        replica_searches = sum(search_calls(r) for r in replicas)
+        assert post(("127.0.0.1", port), "/search", {"user_id": "cli", "query": QUERY})[0] == 200
+        status, reply = post(("127.0.0.1", port), "/click", {"user_id": "cli", "product_id": "p003"})
+        assert status == 200 and reply["clicks"] == 1
+        assert sum(search_calls(r) for r in replicas) == replica_searches + 1
+        assert search_calls(redis.Redis.from_url(ha.primary_url)) == primary_searches
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+        for client in replicas:
+            client.close()
+    assert "Traceback" not in "".join(lines)
