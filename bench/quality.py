@@ -231,6 +231,10 @@ def query_subsets(queries: Sequence[JudgedQuery]) -> dict[str, list[str]]:
         "with stated filters": [q.id for q in queries if q.filters],
         "with a must-have word": [q.id for q in queries if q.must_have],
     }
+    for key in sorted(FILTER_KEYS):
+        stating = [q.id for q in queries if key in q.filters]
+        if stating:
+            subsets[f"states {key}"] = stating
     for kind in sorted({q.kind for q in queries if q.kind}):
         subsets[f"kind: {kind}"] = [q.id for q in queries if q.kind == kind]
     return subsets
@@ -531,6 +535,7 @@ class RoundView:
 
     shown: list[str]
     to_find: frozenset[str]
+    clicked: bool = False
 
 
 @dataclass
@@ -568,6 +573,7 @@ def run_shopper(
         if pick is not None:
             rec.record_click(user_id, pick)
             clicked.add(pick)
+            views[-1].clicked = True
         unwanted = choose_dismiss(shown, intent) if config.dismiss else None
         if unwanted is not None:
             rec.dismiss(user_id, unwanted)
@@ -611,13 +617,16 @@ def score_sessions(runs: Mapping[str, ShopperRun], shoppers: Sequence[Shopper]) 
         qrels = {sid: {pid: 1 for pid in run.rounds[round_no].to_find} for sid, run in runs.items()}
         qrels = {sid: judged for sid, judged in qrels.items() if judged}
         rankings = {sid: runs[sid].rounds[round_no].shown for sid in qrels}
+        click_share = round(float(np.mean([run.rounds[round_no].clicked for run in runs.values()])), 4)
         if not qrels:
-            rounds.append({"round": round_no, "shoppers": 0})
+            rounds.append({"round": round_no, "shoppers": 0, "clicked": click_share})
             continue
         means, per_query = evaluate_rankings(qrels, rankings, SESSION_METRICS)
         for sid, value in per_query["ndcg@10"].items():
             per_shopper[sid][round_no] = value
-        rounds.append({"round": round_no, "shoppers": len(qrels), **{m: round(v, 4) for m, v in means.items()}})
+        rounds.append({
+            "round": round_no, "shoppers": len(qrels), **{m: round(v, 4) for m, v in means.items()}, "clicked": click_share,
+        })  # fmt: skip
     switched = [s for s in shoppers if s.switch is not None and runs[s.id].switch_shown is not None]
     switch_ndcg: dict[str, float] = {}
     if switched:
@@ -684,16 +693,18 @@ class SweepPoint:
         return replace(base, **{self.parameter: value})
 
 
+# Around each default, a step down and a step up (two for the session weight, the one that
+# matters most); the defaults are in each tuple, and run once, as the baseline.
 SWEEP: dict[str, tuple[float, ...]] = {
     "session_weight": (0.1, 0.2, 0.3, 0.45, 0.6),
-    "ewma_alpha": (0.2, 0.4, 0.6, 0.8),
-    "affinity_weight": (0.0, 0.05, 0.15, 0.3, 0.5),
-    "negative_weight": (0.0, 0.15, 0.3, 0.5),
-    "overfetch": (1, 2, 3, 5),
-    "dismiss_step": (0.0, 0.25, 0.5, 1.0),
+    "ewma_alpha": (0.2, 0.4, 0.7),
+    "affinity_weight": (0.0, 0.05, 0.15, 0.3),
+    "negative_weight": (0.0, 0.3, 0.5),
+    "overfetch": (1, 3, 5),
+    "dismiss_step": (0.0, 0.5, 1.0),
 }
 HALF_LIFE_SWEEP: dict[str, tuple[float, ...]] = {
-    "session_half_life_s": (600.0, 1800.0, 7200.0, 28800.0),
+    "session_half_life_s": (600.0, 1800.0, 7200.0),
     "affinity_half_life_s": (86400.0, 7 * 86400.0, 30 * 86400.0),
 }
 QUICK_SWEEP: dict[str, tuple[float, ...]] = {
@@ -817,7 +828,8 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
             })  # fmt: skip
         if not candidates:
             continue
-        best_any = max(candidates, key=lambda c: c["gain"])
+        keep = {"value": getattr(default, parameter), "gain": 0.0, "se": 0.0, "switch_gain": 0.0, "switch_se": 0.0}
+        best_any = max([keep, *candidates], key=lambda c: c["gain"])
         better = [c for c in candidates if c["switch_ok"] and c["gain"] > 0]
         best = max(better, key=lambda c: c["gain"]) if better else None
         supported = (
@@ -826,7 +838,7 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
             and all(d["mean"] > -2 * d["se"] for d in best["per_catalogue"])
         )
         if best is None:  # nothing beats the default without costing typed queries
-            best = {"value": getattr(default, parameter), "gain": 0.0, "se": 0.0, "switch_gain": 0.0, "switch_se": 0.0}
+            best = keep
         advice.append(
             {
                 "parameter": parameter,
@@ -1048,8 +1060,10 @@ def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: 
                 for name, outcome in outcomes.items()
             },
         }
+    report["load_average_1min_after_configs"] = round(os.getloadavg()[0], 2)
     grid, half_life_grid = (QUICK_SWEEP, QUICK_HALF_LIFE_SWEEP) if args.quick else (SWEEP, HALF_LIFE_SWEEP)
     report["sweep"] = run_sweep(client, single, grid, first_round=1)
+    report["load_average_1min_after_sweep"] = round(os.getloadavg()[0], 2)
     print_sweep("Weights (full stack, rounds 1-10)", report["sweep"])
     report["half_life_sweep"] = run_sweep(client, returning, half_life_grid, first_round=FIRST_VISIT_ROUNDS + 1)
     print_sweep(f"Half-lives (returning shoppers, rounds {FIRST_VISIT_ROUNDS + 1}-{ROUNDS})", report["half_life_sweep"])
