@@ -53,3 +53,10 @@ redis-ha: $(VENV)/.runtime
 ## A local 3-master Redis Cluster from the bundled Redis; Ctrl-C stops it
 redis-cluster: $(VENV)/.runtime
 	$(PY) local_ha.py cluster
+
+.PHONY: demo-ha
+BASE_PORT ?= 26400
+
+## The demo through Sentinel on a local primary, 2 replicas and 3 Sentinels (ports BASE_PORT..+5); Ctrl-C stops all
+demo-ha: $(VENV)/.runtime
+	PY=$(PY) ./scripts/demo-ha $(BASE_PORT)
