@@ -3,28 +3,37 @@ embedded together in micro-batches.
 
 Why batch: one model call at a time is the rule on a small machine (concurrent calls only fight
 over the cores), so with a lock around single-text calls eight concurrent clients get no more
-texts per second than one. The ONNX backend embeds a batch of eight short queries at about twice
-the single-query rate, so fresh queries that arrive together are embedded in one call.
+texts per second than one. The ONNX backend embeds a batch of short queries at up to about twice
+the single-query rate, so fresh queries that wait at the same time are embedded in one call.
 
-How: one worker thread owns the model. A caller looks its text up in the cache; on a miss it
-queues the text and waits for its vector. The worker takes the oldest waiting text and waits
-until `window_s` after that text arrived, or until `max_batch` distinct texts wait, then embeds
-them together (one `encode_many` call, or one per length group, below) and hands every caller
-its row. The window is counted from the
-oldest text's arrival, not from when the worker got to it: under load, texts have already
-waited while the previous batch ran, so the next batch starts at once and the model never idles
-for the window; a lone query waits at most the window. Identical texts waiting at the same time
-(queued or being embedded) share one row. When a batch's model call fails, its texts are embedded
-again one by one, so the error reaches only the callers of the text that fails alone (all of the
-batch's callers if the model fails on everything), and the worker carries on with the next batch.
+How: a caller looks its text up in the cache; on a miss it queues the text. If the model is
+idle and nothing else is queued, the caller takes the model and runs the batch on its own thread
+(leader); otherwise it waits for its vector while the model is busy, and a worker thread embeds
+what queued meanwhile as soon as the model is free. Whoever runs a batch first waits until
+`window_s` after the oldest queued text arrived, or until `max_batch` distinct texts wait, then
+embeds them together (one `encode_many` call, or one per length group, below) and hands every
+caller its row. Identical texts waiting at the same time (queued or being embedded) share one
+row. When a model call fails, its texts are embedded again one by one, so the error reaches the
+callers of the text that fails alone (every caller of the batch if everything fails), and the
+next batch runs as usual.
 
-Why a worker thread rather than leader-follower (the first caller runs the batch on its own
-thread): onnxruntime releases the GIL and runs on its own intra-op threads, so the model is as
-fast on any thread; with a single owner "one model call at a time" holds by construction rather
-than by a lock protocol; no caller's latency includes other callers' batches, as a leader's
-would when it must also run what queued behind it; and close() has one thread to stop. The
-price is two thread hand-offs per fresh query, tens of microseconds (bench/batching.py
-measures a lone query's added latency against calling encode_one directly).
+Why this split between callers and one worker: a lone query then runs on its caller's thread
+exactly as a direct encode_one would, with no thread hand-off (a hand-off costs tens of
+microseconds on an idle machine but a millisecond or more when other processes hold both cores,
+measured); and under load no caller ever runs a batch other than its own (a plain
+leader-follower design makes the leader also run what queued behind it), while the worker
+drains the backlog. One model call at a time holds because the model is taken and freed under
+the lock, by exactly one of them. onnxruntime releases the GIL and brings its own intra-op
+threads, so the model is as fast on any thread. close() stops the worker; callers that lead
+need no stopping.
+
+Why no window by default (window_s=0): texts that arrive while a batch is being embedded wait
+for it anyway, and that is where batches come from. bench/batching.py measured 8 and 16
+concurrent clients, back to back and with pauses between calls: windows of 0.5, 1 and 2 ms
+left the mean batch size where it was (about 4 at 8 clients, 8 at 16) and the throughput
+within noise, while a lone query paid each window in full. A window only pays when queries
+trickle in while the model is idle, which is when latency matters more than throughput; it
+remains configurable.
 
 Batched vectors are the single-call vectors: the ONNX export masks padding in attention and
 mean-pools over real tokens only, and on the project's machine 200 varied texts (empty to
@@ -56,7 +65,7 @@ from embeddings import LocalEmbedder
 
 log = logging.getLogger("query_encoder")
 
-DEFAULT_WINDOW_S = 0.001
+DEFAULT_WINDOW_S = 0.0
 DEFAULT_MAX_BATCH = 16
 DEFAULT_CACHE_SIZE = 2048
 # Texts share a model call when the longest is at most MAX_PADDING_RATIO times the shortest,
@@ -157,6 +166,7 @@ class QueryEncoder:
         self._pending: dict[str, PendingText] = {}
         self._lock = threading.Condition()
         self._closed = False
+        self._model_busy = False  # a batch is being collected or embedded, by a caller or the worker
         self._requests = self._cache_hits = self._model_calls = self._texts_embedded = self._largest_batch = 0
         self._worker = threading.Thread(target=self._run, name="query-encoder", daemon=True)
         self._worker.start()
@@ -171,7 +181,9 @@ class QueryEncoder:
             if vector is not None:
                 self._cache_hits += 1
                 return vector, True
-            pending = self._enqueue(text, remember=True)
+            pending, leads = self._enqueue(text, remember=True)
+        if leads:
+            self._lead()
         return pending.vector.result(), False
 
     def encode_uncached(self, text: str) -> np.ndarray:
@@ -179,27 +191,49 @@ class QueryEncoder:
         product texts (a refreshed embedding), which would only push queries out of it."""
         with self._lock:
             self._requests += 1
-            pending = self._enqueue(text, remember=False)
+            pending, leads = self._enqueue(text, remember=False)
+        if leads:
+            self._lead()
         return pending.vector.result()
 
-    def _enqueue(self, text: str, remember: bool) -> PendingText:
-        """Join the text's pending request, or queue a new one. Called with the lock held."""
+    def _enqueue(self, text: str, remember: bool) -> tuple[PendingText, bool]:
+        """Join the text's pending request or queue a new one; and whether this caller runs the
+        model itself (it was idle with nothing queued), in which case the model is now taken.
+        Called with the lock held."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if self._closed:
             raise EncoderClosedError("the query encoder is closed")
         pending = self._pending.get(text)
-        if pending is not None:
+        if pending is not None:  # queued or being embedded: share its row
             pending.remember = pending.remember or remember
-            return pending
+            return pending, False
         pending = PendingText(text, time.monotonic(), remember)
         self._pending[text] = pending
         self._queue.append(pending)
-        # Wake the worker when it may be idle (nothing was queued) or when its batch is full;
-        # otherwise it is waiting for its window and need not be woken for every arrival.
-        if len(self._queue) == 1 or len(self._queue) >= self.max_batch:
-            self._lock.notify()
-        return pending
+        if not self._model_busy and len(self._queue) == 1:
+            self._model_busy = True
+            return pending, True
+        if len(self._queue) >= self.max_batch:
+            self._lock.notify_all()  # whoever is collecting a batch: it is full
+        return pending, False
+
+    def _lead(self) -> None:
+        """On the caller's own thread: collect a batch (this caller's text first), embed it,
+        then free the model and wake the worker if texts queued meanwhile."""
+        try:
+            with self._lock:
+                batch = self._collect_batch()
+            for group in length_groups(batch):
+                self._embed(group)
+        finally:
+            self._free_model()
+
+    def _free_model(self) -> None:
+        with self._lock:
+            self._model_busy = False
+            if self._queue or self._closed:  # work for the worker, or its cue to stop
+                self._lock.notify_all()
 
     def stats(self) -> EncoderStats:
         with self._lock:
@@ -207,22 +241,19 @@ class QueryEncoder:
                 self._requests, self._cache_hits, self._model_calls, self._texts_embedded, self._largest_batch
             )
 
-    def cached_count(self) -> int:
-        with self._lock:
-            return len(self._cache)
-
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Refuse new texts, embed the ones already queued (their callers get their vectors),
         and stop the worker thread. Idempotent."""
         with self._lock:
             self._closed = True
-            self._lock.notify()
+            self._lock.notify_all()
         self._worker.join(timeout_s)
         if self._worker.is_alive():
             log.warning("the query encoder's model call did not finish within %.0f s; leaving it behind", timeout_s)
 
     @property
     def running(self) -> bool:
+        """Whether the worker thread is alive (until close())."""
         return self._worker.is_alive()
 
     def __enter__(self) -> QueryEncoder:
@@ -233,31 +264,35 @@ class QueryEncoder:
     ) -> None:
         self.close()
 
-    # --- the worker ---------------------------------------------------------------------------
+    # --- the model's side: the worker, and what a leading caller shares with it ----------------
 
     def _run(self) -> None:
+        """Embed what queued while the model was busy, until closed with nothing left."""
         while True:
-            batch = self._next_batch()
-            if not batch:
-                return
-            for group in length_groups(batch):
-                self._embed(group)
+            with self._lock:
+                while not (self._queue and not self._model_busy) and not (self._closed and not self._queue):
+                    self._lock.wait()
+                if not self._queue:
+                    return
+                self._model_busy = True
+                batch = self._collect_batch()
+            try:
+                for group in length_groups(batch):
+                    self._embed(group)
+            finally:
+                self._free_model()
 
-    def _next_batch(self) -> list[PendingText]:
+    def _collect_batch(self) -> list[PendingText]:
         """Up to max_batch queued texts, once the oldest has waited window_s or the batch is
-        full; [] when closed with nothing left to do."""
-        with self._lock:
-            while not self._queue and not self._closed:
-                self._lock.wait()
-            if self._queue and not self._closed:
-                deadline = self._queue[0].arrived + self.window_s
-                while len(self._queue) < self.max_batch and not self._closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._lock.wait(remaining)
-            count = min(len(self._queue), self.max_batch)
-            return [self._queue.popleft() for _ in range(count)]
+        full (at once when closing). Called with the lock held and the model taken."""
+        deadline = self._queue[0].arrived + self.window_s
+        while len(self._queue) < self.max_batch and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._lock.wait(remaining)
+        count = min(len(self._queue), self.max_batch)
+        return [self._queue.popleft() for _ in range(count)]
 
     def _embed(self, group: list[PendingText]) -> None:
         """One model call for a group of the batch, outside the lock; then cache and hand over

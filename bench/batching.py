@@ -215,7 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--windows-ms",
         type=float,
         nargs="+",
-        default=[0.0, DEFAULT_WINDOW_S * 1000, 2.0],
+        default=[0.0, 1.0, 2.0],
         help="batching windows to compare, in milliseconds (default: %(default)s)",
     )
     parser.add_argument(

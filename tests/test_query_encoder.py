@@ -96,14 +96,15 @@ def test_a_long_text_is_not_batched_with_short_ones(onnx_embedder, make_encoder:
 
 
 def test_concurrent_callers_each_get_their_own_vector(onnx_embedder, make_encoder: EncoderFactory) -> None:
-    """16 threads, each with its own queries plus some every thread asks for at the same time."""
+    """16 threads, each with its own queries plus some every thread asks for at the same time:
+    some calls run on the caller's thread, the rest queue behind them and run on the worker."""
     shared = QUERIES[:4]
     per_thread = {
         thread: [f"{QUERIES[(thread * 5 + i) % len(QUERIES)]} for client {thread}" for i in range(6)] + shared
         for thread in range(16)
     }
     expected = {text: onnx_embedder.encode_one(text) for texts in per_thread.values() for text in texts}
-    encoder = make_encoder(window_s=0.002, max_batch=16)
+    encoder = make_encoder()  # no window: texts batch up while the model is busy
     start = threading.Barrier(16)
     got: dict[int, list[tuple[str, np.ndarray]]] = {}
 
@@ -124,6 +125,7 @@ def test_concurrent_callers_each_get_their_own_vector(onnx_embedder, make_encode
             np.testing.assert_allclose(vector, expected[text], atol=BATCH_TOLERANCE, err_msg=text)
     stats = encoder.stats()
     assert stats.requests == 16 * 10
+    assert stats.largest_batch > 1, "16 concurrent callers were never batched"
     # Each distinct text reaches the model once: later askers share its pending row or its cache entry.
     assert stats.texts_embedded == len(expected)
 
@@ -151,8 +153,11 @@ def test_identical_texts_waiting_together_are_embedded_once(onnx_embedder, make_
     assert (stats.model_calls, stats.texts_embedded) == (1, 1)
 
 
-def test_a_lone_query_does_not_wait_for_a_full_batch(onnx_embedder, make_encoder: EncoderFactory) -> None:
-    encoder = make_encoder(max_batch=16)  # the default window
+@pytest.mark.parametrize("window_s", [DEFAULT_WINDOW_S, 0.2], ids=["default-window", "200ms-window"])
+def test_a_lone_query_does_not_wait_for_a_full_batch(
+    onnx_embedder, make_encoder: EncoderFactory, window_s: float
+) -> None:
+    encoder = make_encoder(window_s=window_s, max_batch=16)
     result: list[tuple[np.ndarray, bool]] = []
     caller = threading.Thread(target=lambda: result.append(encoder.encode("a lone query")))
     caller.start()
