@@ -147,6 +147,8 @@ def classify_response_error(exc: redis.ResponseError) -> Exception:
         return WriteRefusedError("this is a read-only replica", message)
     if "MISCONF" in message:
         return WriteRefusedError("the disk is full or not writable", message)
+    if "NOREPLICAS" in message:  # the primary's min-replicas-to-write, also prefixed in pipelines
+        return WriteRefusedError("too few replicas are in sync with the primary", message)
     return exc
 
 
