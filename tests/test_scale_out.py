@@ -43,7 +43,7 @@ from demo_api import DemoApp
 from demo_server import DemoServer, open_sentinel
 from local_ha import HASetup, LocalCluster
 from local_redis import connect, free_port, redis_server_binary
-from recommender import RedisRecommender, ReplicationTimeoutError, search_rows
+from recommender import RedisRecommender, ReplicationTimeoutError, WriteRefusedError, search_rows
 
 FIXED_NOW = 1_790_000_000.0
 WAIT_MS = 5000
@@ -217,6 +217,21 @@ def test_an_unacknowledged_click_is_an_error_but_still_applied(replicated: Repli
         rec.record_click(user, replicated.products[0]["id"])
     assert rec.get_user_features(user).clicks == 1
     assert rec.record_click(user, replicated.products[1]["id"]).clicks == 2  # both replicas acknowledge again
+
+
+def test_a_primary_short_of_replicas_refuses_clicks_as_a_write_refusal(replicated: Replicated) -> None:
+    """min-replicas-to-write on the primary: with fewer replicas in sync it refuses writes
+    (NOREPLICAS), which the library reports like a full disk or memory: a 503 with the reason."""
+    rec = replicated.recommender()
+    replicated.primary.config_set("min-replicas-to-write", "3")
+    try:
+        with pytest.raises(WriteRefusedError, match="NOREPLICAS") as refusal:
+            rec.record_click("short-of-replicas", replicated.products[0]["id"])
+        assert refusal.value.reason == "too few replicas are in sync with the primary"
+        assert rec.get_user_features("short-of-replicas").clicks == 0
+    finally:
+        replicated.primary.config_set("min-replicas-to-write", "0")
+    assert rec.record_click("short-of-replicas", replicated.products[0]["id"]).clicks == 1
 
 
 # --- Redis Cluster: every script on one slot -------------------------------------------------------
