@@ -20,6 +20,7 @@ from recommender import (
     RedisRecommender,
     ReplicationTimeoutError,
     SearchFilters,
+    UserState,
     WriteRefusedError,
     check_product_id,
 )
@@ -275,11 +276,13 @@ class DemoApp:
         count = self.recommender.count_indexed()
         return count if count else self.seed()
 
-    def user_state(self, user_id: str) -> dict[str, Any]:
+    def user_state(self, user_id: str, state: UserState | None = None) -> dict[str, Any]:
+        """The user's panel; from `state` when the caller has read it already (a click reads
+        it in the click's own round trip)."""
         rec = self.recommender
-        features = rec.get_user_features(user_id)
-        recent_ids, dismissed_ids = rec.recent_clicks(user_id), rec.dismissed(user_id)
-        known = rec.get_products([*recent_ids, *dismissed_ids])
+        if state is None:
+            state = rec.user_state(user_id)
+        features, names = state.features, state.product_names
         session = features.session_vec
         affinities = rec.faded_affinities(features)
         return {
@@ -294,8 +297,8 @@ class DemoApp:
             "session_vec_dim": int(session.shape[0]) if session is not None else 0,
             "session_weight": round(rec.session_weight_now(features), 4),
             "session_fades_in_s": rec.session_fades_in_s(features),
-            "recent_clicks": [{"id": pid, "name": known.get(pid, {}).get("name") or pid} for pid in recent_ids],
-            "dismissed": [{"id": pid, "name": known.get(pid, {}).get("name") or pid} for pid in dismissed_ids],
+            "recent_clicks": [{"id": pid, "name": names.get(pid) or pid} for pid in state.recent_clicks],
+            "dismissed": [{"id": pid, "name": names.get(pid) or pid} for pid in state.dismissed],
         }
 
     def state(self, user_id: str, fields: Fields) -> dict[str, Any]:
@@ -385,8 +388,8 @@ class DemoApp:
 
     def click(self, user_id: str, fields: Fields) -> dict[str, Any]:
         product_id = parse_product_id(fields)
-        result = self.recommender.record_click(user_id, product_id)
-        user = self.user_state(user_id)
+        result, state = self.recommender.record_click_with_state(user_id, product_id)
+        user = self.user_state(user_id, state)
         # The click is the newest recent click, whose name user_state has just looked up.
         name = next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id)
         return {
@@ -400,8 +403,8 @@ class DemoApp:
 
     def dismiss(self, user_id: str, fields: Fields) -> dict[str, Any]:
         product_id = parse_product_id(fields)
-        result = self.recommender.dismiss(user_id, product_id)
-        user = self.user_state(user_id)
+        result, state = self.recommender.dismiss_with_state(user_id, product_id)
+        user = self.user_state(user_id, state)
         name = next((c["name"] for c in user["dismissed"] if c["id"] == product_id), product_id)
         return {
             "category": result.category,

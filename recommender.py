@@ -1028,6 +1028,9 @@ class RedisRecommender:
         self._user_event = self.redis.register_script(USER_EVENT_LUA)
         self._add_popularity = self.redis.register_script(POPULARITY_LUA)
         self._user_event_standalone = self.redis.register_script(USER_EVENT_STANDALONE_LUA)
+        # One script per event where every key is reachable from one connection; steps where
+        # keys of several slots cannot meet in one command (_apply_event).
+        self._events_in_one_script = not self.is_cluster
         self._refresh_embedding = self.redis.register_script(REFRESH_EMBEDDING_LUA)
 
     # keys: the only place that names them
@@ -1535,25 +1538,26 @@ class RedisRecommender:
 
         On a single Redis that is one round trip: one script reads the product and does the rest,
         and the state is read in the same pipeline. A cluster keeps the product, the user and
-        popularity in different slots, so there the product is read first and popularity counted
-        by a second script."""
+        popularity in different slots, and so does a proxy in front of shards (it refuses the
+        one script with CROSSSLOT, before running any of it): there the steps are taken apart."""
         keys = list(self._user_keys(user_id))
-        key = self.product_key(check_product_id(product_id))
-        if self.is_cluster:
-            blob, category = self._product_for_event(product_id)
-            now = float(self.clock())
-            with _classified_errors():
-                reply = self._user_event(
-                    keys=keys, args=self._user_event_args(mode, product_id, category, blob, alpha, step, now)
-                )
-                if mode == "click":
-                    self._add_popularity(
-                        keys=list(self._popularity_keys()), args=[product_id, *self._popularity_args(now)]
-                    )
-            return category, reply, self._read_state(user_id) if read_state else []
+        check_product_id(product_id)
+        if self._events_in_one_script:
+            try:
+                return self._apply_event_in_one_script(keys, user_id, mode, product_id, alpha, step, read_state)
+            except redis.ResponseError as exc:  # redis-py strips the CROSSSLOT code into the class
+                if not isinstance(exc, redis.exceptions.ClusterCrossSlotError) and "CROSSSLOT" not in str(exc):
+                    raise
+            log.warning("this Redis refuses scripts over several hash slots: clicks read the product first")
+            self._events_in_one_script = False
+        return self._apply_event_in_steps(keys, user_id, mode, product_id, alpha, step, read_state)
+
+    def _apply_event_in_one_script(
+        self, keys: list[str], user_id: str, mode: str, product_id: str, alpha: float, step: float, read_state: bool
+    ) -> tuple[str, list[Any], list[Any]]:
         now = float(self.clock())
         script = self._user_event_standalone
-        script_keys = [*keys, key, *self._popularity_keys()]
+        script_keys = [*keys, self.product_key(product_id), *self._popularity_keys()]
         args = [
             *self._user_event_args(mode, product_id, "", b"", alpha, step, now),
             EMBEDDING_FIELD, "category", *self._popularity_args(now),
@@ -1577,6 +1581,32 @@ class RedisRecommender:
             self._check_acks(int(replies[1]))
         reply = replies[0]
         return _text(reply[4]), reply[:4], replies[2 if self.min_replicas_ack else 1 :]
+
+    def _apply_event_in_steps(
+        self, keys: list[str], user_id: str, mode: str, product_id: str, alpha: float, step: float, read_state: bool
+    ) -> tuple[str, list[Any], list[Any]]:
+        """The product read first (its own slot), then the user's script and popularity's, each
+        on its own slot: pipelined on one connection, one after the other on a cluster."""
+        blob, category = self._product_for_event(product_id)
+        now = float(self.clock())
+        args = self._user_event_args(mode, product_id, category, blob, alpha, step, now)
+        popularity_keys, popularity_args = list(self._popularity_keys()), [product_id, *self._popularity_args(now)]
+        with _classified_errors():
+            if self.is_cluster:
+                reply = self._user_event(keys=keys, args=args)
+                if mode == "click":
+                    self._add_popularity(keys=popularity_keys, args=popularity_args)
+                return category, reply, self._read_state(user_id) if read_state else []
+            pipe = self.redis.pipeline(transaction=False)
+            self._user_event(keys=keys, args=args, client=pipe)
+            if mode == "click":
+                self._add_popularity(keys=popularity_keys, args=popularity_args, client=pipe)
+            if self.min_replicas_ack:
+                pipe.execute_command("WAIT", self.min_replicas_ack, self.replica_ack_timeout_ms)
+            replies = pipe.execute()
+        if self.min_replicas_ack:
+            self._check_acks(int(replies[-1]))
+        return category, replies[0], self._read_state(user_id) if read_state else []
 
     def _popularity_args(self, now: float) -> list[str | float]:
         return [repr(now), repr(self.config.popularity_half_life_s), POPULARITY_REBASE_HALF_LIVES]
@@ -1995,15 +2025,10 @@ class RedisRecommender:
 
     def product_names(self, product_ids: Sequence[str]) -> dict[str, str]:
         """The names of the given products, in one pipelined round trip (none for no ids);
-        unknown ids and products without a name are left out."""
-        if not product_ids:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for pid in product_ids:
-            pipe.hget(self.product_key(pid), "name")
-        with _classified_errors():
-            replies = pipe.execute()
-        return {pid: _text(name) for pid, name in zip(product_ids, replies, strict=True) if name}
+        unknown ids and products without a name are left out. Read as get_products reads them,
+        so a garbled product the user clicked is logged even when the index refused it."""
+        found = self.get_products(product_ids) if product_ids else {}
+        return {pid: product["name"] for pid, product in found.items() if product["name"]}
 
     def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Display fields of the given products (no vectors); unknown ids are left out."""
