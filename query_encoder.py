@@ -28,10 +28,11 @@ threads, so the model is as fast on any thread. close() stops the worker; caller
 need no stopping.
 
 Why no window by default (window_s=0): texts that arrive while a batch is being embedded wait
-for it anyway, and that is where batches come from. bench/batching.py measured 8 and 16
-concurrent clients, back to back and with pauses between calls: windows of 0.5, 1 and 2 ms
-left the mean batch size where it was (about 4 at 8 clients, 8 at 16) and the throughput
-within noise, while a lone query paid each window in full. A window only pays when queries
+for it anyway, and that is where batches come from (about 4 texts per call at 8 clients, 8 at
+16). bench/batching.py measured 8 and 16 concurrent clients, back to back and with pauses
+between calls, in three runs on a 2-core machine shared with other work: windows of 0.5, 1 and
+2 ms were ahead of no window in some cells and behind in others, by about as much as repeated
+runs differ, while a lone query paid each window in full. A window only pays when queries
 trickle in while the model is idle, which is when latency matters more than throughput; it
 remains configurable.
 

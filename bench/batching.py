@@ -9,7 +9,7 @@ window matters: back to back, the next queries always arrive while the model is 
 in interleaved rounds and each keeps its best round, the one least disturbed by other processes.
 
 It also measures what the batcher adds to a lone query (one call at a time, a pause between,
-alternating with encode_one on the same machine), and checks that batching changes no vector:
+paired with encode_one in random order on the same machine), and checks that batching changes no vector:
 200 varied texts embedded alone and in shuffled mixed-length batches of 8 and 16.
 
 Run: .venv/bin/python -m bench.batching   (about 3 minutes on 2 cores)
@@ -135,25 +135,28 @@ def measure(
 
 def lone_queries(embedder: LocalEmbedder, windows_ms: list[float], calls: int, numbers: Iterator[int]) -> dict:
     """A lone user's query: one call at a time with a pause between (so the model's threads are
-    as idle as between a real user's searches), alternating encode_one and the batcher so that
-    both see the same machine; p50s and the batcher's added milliseconds."""
+    as idle as between a real user's searches), encode_one and the batcher in pairs, in random
+    order, so that both see the same machine; the median of the pairs' differences is what the
+    batcher adds."""
+    order = random.Random(0)
     result: dict[str, Any] = {}
     for window in windows_ms:
         direct: list[float] = []
         batched: list[float] = []
         with QueryEncoder(embedder, window_s=window / 1000, cache_size=0) as encoder:
             for _ in range(calls):
-                for timed, embed in ((direct, embedder.encode_one), (batched, encoder.encode)):
+                pair = [(direct, embedder.encode_one), (batched, encoder.encode)]
+                order.shuffle(pair)
+                for timed, embed in pair:
                     text = fresh_text(next(numbers))
                     began = time.perf_counter()
                     embed(text)
                     timed.append((time.perf_counter() - began) * 1000)
                     time.sleep(LONE_PAUSE_S)
-        direct_p50, batched_p50 = float(np.median(direct)), float(np.median(batched))
         result[batcher_mode(window)] = {
-            "encode_one_p50_ms": round(direct_p50, 3),
-            "batcher_p50_ms": round(batched_p50, 3),
-            "added_p50_ms": round(batched_p50 - direct_p50, 3),
+            "encode_one_p50_ms": round(float(np.median(direct)), 3),
+            "batcher_p50_ms": round(float(np.median(batched)), 3),
+            "added_ms_median_of_pairs": round(float(np.median(np.subtract(batched, direct))), 3),
             "load_average_1min": round(os.getloadavg()[0], 2),
         }
     return result
@@ -261,11 +264,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for think, best in regimes.items():
         print_table(think, best)
-    print("\na lone query (one at a time, 5 ms apart), p50:")
+    print("\na lone query (one at a time, 5 ms apart): p50, and the median added over pairs of calls")
     for mode, row in lone.items():
-        print(
-            f"  {mode}: {row['batcher_p50_ms']} ms vs encode_one {row['encode_one_p50_ms']} ms: +{row['added_p50_ms']} ms"
-        )
+        print(f"  {mode}: {row['batcher_p50_ms']} ms vs encode_one {row['encode_one_p50_ms']} ms: ", end="")
+        print(f"{row['added_ms_median_of_pairs']:+} ms (load average {row['load_average_1min']})")
     print(
         f"batched vs single vectors: {agreement['rows_bit_identical']}/{agreement['rows_compared']} rows "
         f"bit-identical, max abs diff {agreement['max_abs_diff']:.2g}, min cosine {agreement['min_cosine']}"
