@@ -528,6 +528,15 @@ def redis_without_search() -> Iterator[str]:
         process.wait(timeout=10)
 
 
+def test_help_lists_the_scale_out_flags() -> None:
+    result = run_server("--help")
+    assert result.returncode == 0, result.stderr
+    for flag in (
+        "--replica-url", "--sentinel", "--sentinel-service", "--min-replicas-ack", "--replica-ack-timeout-ms", "--cluster",
+    ):  # fmt: skip
+        assert flag in result.stdout
+
+
 def test_a_replica_url_without_search_is_refused_with_the_fix(ha: HASetup, redis_without_search: str) -> None:
     result = run_server("--redis-url", ha.primary_url, "--replica-url", redis_without_search)
     refused(result, "has no Search module", "loadmodule", f"drop --replica-url {redis_without_search}")
