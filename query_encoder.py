@@ -135,9 +135,6 @@ class RecentVectors:
         while len(self._items) > self.maxsize:
             self._items.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class QueryEncoder:
     """Thread-safe query embedding with an LRU cache and micro-batching (see the module
