@@ -254,8 +254,8 @@ class DemoApp:
         self.catalog = catalog
         self.default_k = default_k
         self.redis_description = redis_description
-        # Recent queries from its cache, fresh ones embedded together with whatever else arrives
-        # within a couple of milliseconds, one model call at a time.
+        # Recent queries from its cache; fresh ones that arrive while the model is busy are
+        # embedded together, one model call at a time.
         self.encoder = QueryEncoder(embedder)
 
     def close(self) -> None:
