@@ -78,6 +78,12 @@ SHUTDOWN_TIMEOUT_S = 10.0
 # Connections per client: enough for the demo's request threads; more callers wait for one.
 POOL_MAX_CONNECTIONS = 64
 POOL_WAIT_S = 5.0
+# The protocol connect() speaks. Measured with hiredis, interleaved sample by sample on the
+# bundled Redis (2 cores, load average 5.9): FT.SEARCH KNN 30 with 8 fields p50 0.246 ms on
+# RESP2 against 0.333 on RESP3, the same reply made into Candidates 0.44 against 0.49 ms, a whole
+# recommend() 0.65 against 0.72 ms, a click 0.57 against 0.59 ms. RESP3's search reply is a map
+# per row that the parser builds and the library then walks.
+DEFAULT_PROTOCOL = 2
 # Supervision: how often a dead Redis (or a departed owner) is looked for, and the backoff
 # between restarts, reset once a Redis has stayed up for RESTART_STABLE_S.
 SUPERVISE_POLL_S = 0.1
@@ -146,7 +152,7 @@ def has_search(client: redis.Redis) -> bool:
     return True
 
 
-def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
+def connect(url: str, *, timeout_s: float = 2.0, protocol: int = DEFAULT_PROTOCOL) -> redis.Redis:
     """Connect to a user's Redis (redis://, rediss:// with TLS, passwords in the URL) and
     fail fast, with the fix in the message, when it cannot serve FT.SEARCH.
 
@@ -158,7 +164,11 @@ def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
 
     The pool holds at most POOL_MAX_CONNECTIONS; a caller that finds them all busy waits up to
     POOL_WAIT_S for one instead of opening connection after connection (a burst of requests
-    against a slow Redis would otherwise pile up thousands)."""
+    against a slow Redis would otherwise pile up thousands).
+
+    It speaks RESP2 (DEFAULT_PROTOCOL) unless told otherwise (`protocol=3`, or `?protocol=3` in
+    the URL, which wins): the library works with both, and RESP2 is the faster on its hot path
+    (see DEFAULT_PROTOCOL)."""
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=POOL_MAX_CONNECTIONS,
@@ -168,6 +178,7 @@ def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
         socket_timeout=timeout_s,
         health_check_interval=10,
         retry=Retry(NoBackoff(), 0),
+        protocol=protocol,
     )
     client = redis.Redis.from_pool(pool)
     client.ping()
