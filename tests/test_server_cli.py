@@ -46,6 +46,12 @@ FLAGS = (
     "--user-ttl",
     "--allowed-host",
     "--workers",
+    "--replica-url",
+    "--sentinel",
+    "--sentinel-service",
+    "--min-replicas-ack",
+    "--replica-ack-timeout-ms",
+    "--cluster",
 )
 INDEX_NAME = "cli:idx"
 KEY_PREFIX = "cli:product:"
