@@ -351,6 +351,10 @@ SESSION_METRICS = ("ndcg@10", "precision@10", "hit_rate@10")
 FIRST_VISIT_ROUNDS = 5
 BREAKS_S = (2 * 3600.0, 86400.0, 4 * 86400.0)
 SIM_START_S = 1_700_000_000.0
+# A change of default needs a gain of this many standard errors. The sweep makes about 18
+# comparisons with the defaults: at 2 SE about one in three runs would find a "better" value by
+# chance alone; at 3 SE the chance of any false find stays near 2.5 %.
+CHANGE_THRESHOLD_SE = 3.0
 
 
 class SimClock:
@@ -803,8 +807,9 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
     """Per parameter, the value with the largest gain over the default (the mean over catalogues
     of the paired gains) among those that do not make typed switch queries measurably worse (the
     default itself when none gains), and whether the measurement supports the change: a gain of
-    more than two standard errors, no catalogue worse by more than two of its own, and switch
-    queries no worse by more than two. The best value ignoring switch queries is kept too."""
+    more than CHANGE_THRESHOLD_SE standard errors, no catalogue worse by more than two of its own,
+    and switch queries no worse by more than two. The best value ignoring switch queries is kept
+    too."""
     default = RankingConfig()
     advice = []
     for parameter, values in grid.items():
@@ -834,7 +839,7 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
         best = max(better, key=lambda c: c["gain"]) if better else None
         supported = (
             best is not None
-            and best["gain"] > 2 * best["se"]
+            and best["gain"] > CHANGE_THRESHOLD_SE * best["se"]
             and all(d["mean"] > -2 * d["se"] for d in best["per_catalogue"])
         )
         if best is None:  # nothing beats the default without costing typed queries
@@ -846,6 +851,7 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
                 "best": best["value"],
                 "gain_over_default": best["gain"],
                 "pooled_se": best["se"],
+                "standard_errors": round(best["gain"] / best["se"], 1) if best["se"] else 0.0,
                 "switch_change": best["switch_gain"],
                 "switch_se": best["switch_se"],
                 "best_ignoring_switch_queries": {
@@ -948,31 +954,41 @@ def draw_session_plots(sessions: Mapping[str, Any], path: Path) -> None:
 
 
 def draw_sweep_plots(sweeps: Mapping[str, Mapping[str, Mapping[str, Any]]], path: Path) -> None:
-    """Objective against each swept value, one panel per parameter, a line per catalogue."""
+    """The objective against each swept value, one panel per parameter, a line per catalogue;
+    dashed, the NDCG@10 of the typed query after the session (the cost of a stronger session)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(title, parameter) for title, sweep in sweeps.items() for parameter in _swept_parameters(sweep)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    columns = 4
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.4 * rows), squeeze=False)
     default = RankingConfig()
-    for axis, (title, parameter) in zip(axes[0], panels, strict=True):
-        for catalogue, rows in sweeps[title].items():
-            points = sorted(
-                [(float(label.split("=", 1)[1]), row["objective"]) for label, row in rows.items() if label.startswith(f"{parameter}=")]
-                + [(float(getattr(default, parameter)), rows["default"]["objective"])]
-            )  # fmt: skip
-            axis.plot([x for x, _ in points], [y for _, y in points], marker="o", label=catalogue)
+    colours = dict(zip(next(iter(sweeps.values())), ("tab:blue", "tab:orange"), strict=False))
+    for axis, (title, parameter) in zip(axes.flat, panels, strict=False):
+        for catalogue, by_label in sweeps[title].items():
+            labels = [label for label in by_label if label.startswith(f"{parameter}=")]
+            points = sorted([(float(label.split("=", 1)[1]), by_label[label]) for label in labels]
+                            + [(float(getattr(default, parameter)), by_label["default"])])  # fmt: skip
+            xs = [x for x, _ in points]
+            axis.plot(xs, [row["objective"] for _, row in points], marker="o", color=colours.get(catalogue),
+                      label=f"{catalogue}: session rounds")  # fmt: skip
+            if all("switch_ndcg" in row for _, row in points):
+                axis.plot(xs, [row["switch_ndcg"] for _, row in points], marker="x", linestyle="--",
+                          color=colours.get(catalogue), label=f"{catalogue}: typed query after")  # fmt: skip
         axis.axvline(float(getattr(default, parameter)), color="grey", linestyle=":", linewidth=1)
         if parameter.endswith("half_life_s"):
             axis.set_xscale("log")
-        axis.set_title(parameter, fontsize=9)
+        axis.set_title(f"{parameter} ({title})", fontsize=9)
+        axis.set_ylabel("mean NDCG@10", fontsize=8)
         axis.grid(alpha=0.3)
-    axes[0][0].set_ylabel("mean NDCG@10 per shopper")
-    axes[0][0].legend(fontsize=8)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.axis("off")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -995,6 +1011,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=catalog_gen.DEFAULT_SEED, help="generator and shopper seed")
     parser.add_argument("--queries", type=Path, default=QUERIES_PATH, help="judged queries for the bundled catalogue")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="the JSON; the plots go next to it")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plots from the JSON, measure nothing")
     args = parser.parse_args(argv)
     if not 100 <= args.products <= 20_000:
         parser.error("--products must be between 100 and 20000")
@@ -1083,7 +1100,10 @@ def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: 
 
 
 def print_advice(report: Mapping[str, Any]) -> None:
-    print("\nDefaults: best value per parameter (paired gain in mean NDCG@10 over the default, pooled ± SE)")
+    print(
+        "\nDefaults: best value per parameter (paired gain in mean NDCG@10 over the default, pooled ± SE; "
+        f"a change needs {CHANGE_THRESHOLD_SE:g} SE)"
+    )
     for row in report["advice"]:
         verdict = "change supported" if row["change_supported"] else "keep the default"
         ignoring = row["best_ignoring_switch_queries"]
@@ -1112,9 +1132,23 @@ def print_advice(report: Mapping[str, Any]) -> None:
                     print(f"    {catalogue}: {result['before']:.4f} -> {result['after']:.4f}{switch}")
 
 
+def draw_plots(report: Mapping[str, Any], directory: Path) -> None:
+    sessions = report["sessions"]
+    draw_session_plots(sessions["by_catalogue"], directory / "quality_sessions.png")
+    draw_sweep_plots(
+        {"weights": sessions["sweep"], "half-lives": sessions["half_life_sweep"]}, directory / "quality_sweep.png"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.plot_only:
+        try:
+            draw_plots(json.loads(args.output.read_text()), args.output.parent)
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"error: cannot redraw from {args.output}: {exc}; run the benchmark first") from None
+        return
     started = time.perf_counter()
     catalog = read_catalog(CATALOG_PATH)
     bundled = catalog["products"]
@@ -1168,6 +1202,7 @@ def main(argv: list[str] | None = None) -> None:
                 "quick": args.quick,
                 "metrics": list(METRICS),
                 "ranking_config_defaults": asdict(RankingConfig()),
+                "change_threshold_se": CHANGE_THRESHOLD_SE,
             },
         }
         bundled_rec = make_recommender(client, "bundled")
@@ -1192,11 +1227,7 @@ def main(argv: list[str] | None = None) -> None:
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     write_result(args.output, report)
-    draw_session_plots(report["sessions"]["by_catalogue"], args.output.parent / "quality_sessions.png")
-    draw_sweep_plots(
-        {"weights": report["sessions"]["sweep"], "half-lives": report["sessions"]["half_life_sweep"]},
-        args.output.parent / "quality_sweep.png",
-    )
+    draw_plots(report, args.output.parent)
     print(f"{report['seconds']:.0f} s; load average {report['machine']['load_average_1min_at_start']} at the start, "
           f"{report['load_average_1min_at_end']} at the end")  # fmt: skip
 
