@@ -626,26 +626,27 @@ def _raw_rows(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
             if key is None:
                 continue
             attributes = result.get(b"extra_attributes", result.get("extra_attributes")) or {}
-            yield _text(key), {_field_name(name): value for name, value in attributes.items()}
+            yield _text(key), dict(zip(_field_names(tuple(attributes)), attributes.values(), strict=True))
         return
     for i in range(1, len(response) - 1, 2):
         flat = response[i + 1] or []
-        yield _text(response[i]), dict(zip(map(_field_name, flat[0:-1:2]), flat[1::2], strict=True))
+        yield _text(response[i]), dict(zip(_field_names(tuple(flat[0:-1:2])), flat[1::2], strict=True))
 
 
-# Field names as replies spell them (bytes, or str from a decoding client), decoded once: every
-# row of every search repeats the same few. Bounded, in case a reply names fields without end.
-_FIELD_NAMES: dict[Any, str] = {}
+# A row's field names as replies spell them (bytes, or str from a decoding client), decoded once
+# per combination: every row of every search repeats the same one or two. Bounded, in case
+# replies name fields without end.
+_FIELD_NAMES: dict[tuple[Any, ...], tuple[str, ...]] = {}
 _FIELD_NAMES_KEPT = 256
 
 
-def _field_name(raw: Any) -> str:
-    name = _FIELD_NAMES.get(raw)
-    if name is None:
-        name = _text(raw)
+def _field_names(raw: tuple[Any, ...]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(raw)
+    if names is None:
+        names = tuple(_text(name) for name in raw)
         if len(_FIELD_NAMES) < _FIELD_NAMES_KEPT:
-            _FIELD_NAMES[raw] = name
-    return name
+            _FIELD_NAMES[raw] = names
+    return names
 
 
 def search_rows(response: Any) -> list[tuple[str, dict[str, str]]]:
@@ -722,7 +723,12 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
     garbled, values already decoded to str) goes through product_display_fields, which names a
     problem once."""
     score = raw.get(SCORE_FIELD)
-    distance = 2.0 if score is None else _float(score, default=2.0)
+    try:
+        distance = 2.0 if score is None else float(score)  # float() takes the reply's bytes as they are
+    except (TypeError, ValueError):
+        distance = 2.0
+    if not math.isfinite(distance):
+        distance = 2.0
     # Rows of popular() and its rating fallback have no distance: their why says so by omission.
     why = Why(vector_distance=None if score is None else distance)
     try:
@@ -1236,33 +1242,34 @@ class RedisRecommender:
         the filter: (candidates, their vectors by id, the ids left out, exhausted).
 
         Without exclusions this is one FT.SEARCH. Exclusions cannot be expressed in FT.SEARCH
-        (RediSearch has no "not these keys"), so they are dropped afterwards, from a KNN that
-        returns only ids and distances: the first asks for `want` plus up to `want` more (what a
-        user clicked tends to lie near what they are shown); only when exclusions ate into that
-        does a second ask for want + |excluded|, which is always enough, since at most
-        |excluded| rows can be excluded. The fields of the kept ones then come in one pipelined
-        round trip. Fetching every field of hundreds of rows only to drop them costs more
-        (bench/feedback.py).
+        (RediSearch has no "not these keys"), so they are dropped afterwards: the first search
+        asks for `want` plus up to `want` more rows (what a user clicked tends to lie near what
+        they are shown), with their fields, which is usually enough: one round trip, as without
+        exclusions. Only when exclusions ate into that does a second ask for want + |excluded|
+        ids and distances (always enough, since at most |excluded| rows can be excluded), and the
+        fields of the kept ones the first did not bring come in one pipelined round trip: fetching
+        every field of hundreds of rows only to drop them costs more (bench/feedback.py).
         """
-        if not excluded:
-            rows = self._knn_rows(vector, filter_clause, want, (*PRODUCT_FIELDS, *_vector_field(with_vectors)))
-            candidates = [candidate_from_row(pid, raw) for pid, raw in rows]
-            vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in rows}
-            return candidates, vectors, set(), len(rows) < want
-        enough = min(want + len(excluded), MAX_K)
+        fields = (*PRODUCT_FIELDS, *_vector_field(with_vectors))
         n = min(want + min(len(excluded), want), MAX_K)
-        while True:
-            rows = self._knn_rows(vector, filter_clause, n, ())
-            kept = [(pid, raw[SCORE_FIELD]) for pid, raw in rows if pid not in excluded]
-            exhausted = len(rows) < n
-            if len(kept) >= want or exhausted or n >= enough:
-                break
-            n = enough
+        rows = self._knn_rows(vector, filter_clause, n, fields)
+        kept = [(pid, raw) for pid, raw in rows if pid not in excluded]
+        exhausted = len(rows) < n
+        enough = min(want + len(excluded), MAX_K)
+        if len(kept) < want and not exhausted and n < enough:
+            have = dict(kept)
+            rows = self._knn_rows(vector, filter_clause, enough, ())
+            exhausted = len(rows) < enough
+            scores = [(pid, raw[SCORE_FIELD]) for pid, raw in rows if pid not in excluded][:want]
+            stored = self._product_fields([pid for pid, _ in scores if pid not in have], fields)
+            kept = [
+                (pid, have[pid] if pid in have else {**stored[pid], SCORE_FIELD: score})
+                for pid, score in scores
+                if pid in have or pid in stored
+            ]
         kept = kept[:want]
-        stored = self._product_fields([pid for pid, _ in kept], (*PRODUCT_FIELDS, *_vector_field(with_vectors)))
-        present = [(pid, {**stored[pid], SCORE_FIELD: score}) for pid, score in kept if pid in stored]
-        candidates = [candidate_from_row(pid, raw) for pid, raw in present]
-        vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in present}
+        candidates = [candidate_from_row(pid, raw) for pid, raw in kept]
+        vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in kept}
         left_out = {pid for pid, _ in rows if pid in excluded}
         return candidates, vectors, left_out, exhausted and len(kept) < want
 
@@ -1368,14 +1375,20 @@ class RedisRecommender:
     def _user_context(self, user_id: str, exclude_clicked: bool) -> _UserContext:
         """The user's features and the products to leave out, in one round trip to the primary
         (never a replica: the user's last click must count in the very next answer)."""
-        features_key, _, seen_key, dismissed_key = self._user_keys(user_id)
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_user_context(pipe, user_id, exclude_clicked)
+        with _classified_errors():
+            replies = pipe.execute()
+        return self._user_context_from(user_id, replies, exclude_clicked)
+
+    def _queue_user_context(self, pipe: Any, user_id: str, exclude_clicked: bool) -> None:
+        features_key, _, seen_key, dismissed_key = self._user_keys(user_id)
         pipe.hgetall(features_key)
         pipe.smembers(dismissed_key)
         if exclude_clicked:
             pipe.zrange(seen_key, 0, -1)
-        with _classified_errors():
-            replies = pipe.execute()
+
+    def _user_context_from(self, user_id: str, replies: Sequence[Any], exclude_clicked: bool) -> _UserContext:
         excluded = {_text(pid) for pid in replies[1]}
         if exclude_clicked:
             excluded.update(_text(pid) for pid in replies[2])
@@ -1866,14 +1879,20 @@ class RedisRecommender:
         if boost is None or boost < 0:
             raise ValueError(f"same_category_boost must be at least 0, got {same_category_boost!r}")
         key = self.product_key(check_product_id(product_id))
+        # The product and the user's state are independent reads: one round trip for both.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+        if user_id is not None:
+            self._queue_user_context(pipe, user_id, exclude_clicked)
         with _classified_errors():
-            blob, category = self.redis.hmget(key, [EMBEDDING_FIELD, "category"])
+            replies = pipe.execute()
+        blob, category = replies[0]
         vector = bytes_to_vector(blob if isinstance(blob, bytes) else None, self.vector_dim)
         if vector is None:
             if not self.redis.exists(key):
                 raise KeyError(product_id)
             raise ValueError(f"product {product_id!r} has no valid {self.vector_dim}-d embedding to compare with")
-        context = self._user_context(user_id, exclude_clicked) if user_id is not None else None
+        context = self._user_context_from(user_id, replies[1:], exclude_clicked) if user_id is not None else None
         excluded = (context.excluded if context else frozenset()) | {product_id}
         filter_clause = filters.clause()
         started = time.perf_counter()
