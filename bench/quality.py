@@ -981,15 +981,25 @@ def draw_sweep_plots(sweeps: Mapping[str, Mapping[str, Mapping[str, Any]]], path
         axis.axvline(float(getattr(default, parameter)), color="grey", linestyle=":", linewidth=1)
         if parameter.endswith("half_life_s"):
             axis.set_xscale("log")
+            axis.minorticks_off()
+            axis.set_xticks(xs, [_duration(x) for x in xs])
         axis.set_title(f"{parameter} ({title})", fontsize=9)
         axis.set_ylabel("mean NDCG@10", fontsize=8)
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _swept_parameters(sweep: Mapping[str, Mapping[str, Any]]) -> list[str]:
