@@ -645,40 +645,49 @@ def score_sessions(runs: Mapping[str, ShopperRun], shoppers: Sequence[Shopper]) 
 
 @contextmanager
 def session_recommender(
-    client: Any, catalogue: str, label: str, config: RankingConfig, clock: SimClock, own_index: bool
-) -> Iterator[RedisRecommender]:
+    client: Any, catalogue: str, label: str, config: RankingConfig, clock: SimClock,
+    own_copy: tuple[Sequence[dict[str, Any]], np.ndarray] | None,
+) -> Iterator[RedisRecommender]:  # fmt: skip
     """A recommender over the catalogue's products with this RankingConfig and the simulated clock.
 
-    With own_index it gets an index (and so a popularity ranking) of its own over the same product
-    hashes, dropped afterwards: the for-you feed of a new shopper is the popular list, which must
-    count only this configuration's clicks. recommend() never reads popularity, so the other
-    configurations share the catalogue's index."""
+    With own_copy (the products and their vectors) it gets an index, and so a popularity ranking,
+    of its own over its own copy of the products, deleted afterwards: the for-you feed of a new
+    shopper is the popular list, which must count only this configuration's clicks. The copy is
+    written after the index exists, so documents enter it in catalogue order; an index built over
+    existing keys takes them in Redis' keyspace order, which changes from one server to the next
+    and would reorder ties (the rating fallback of popular()). recommend() never reads popularity,
+    so the other configurations share the catalogue's index."""
     slug = "".join(ch if ch.isalnum() else "-" for ch in label)
     base = f"{INDEX_PREFIX}:{catalogue}"
     rec = RedisRecommender(
         client,
-        index_name=f"{base}:{slug}:idx" if own_index else f"{base}:idx",
-        key_prefix=f"{base}:product:",
+        index_name=f"{base}:{slug}:idx" if own_copy else f"{base}:idx",
+        key_prefix=f"{base}:{slug}:product:" if own_copy else f"{base}:product:",
         user_key_prefix=f"{base}:{slug}:user:",
         config=config,
         clock=clock,
     )
-    if own_index:
-        rec.create_index()
-        rec.wait_until_indexed(timeout_s=120)
+    if own_copy:
+        load_index(rec, *own_copy)
     try:
         yield rec
     finally:
-        if own_index:
-            rec.drop_index()
+        if own_copy:
+            rec.drop_index(delete_documents=True)
 
 
 def simulate(
     client: Any, catalogue: str, config: SessionConfig, ranking: RankingConfig, shoppers: Sequence[Shopper],
     query_vectors: Mapping[str, np.ndarray], label: str,
+    products: tuple[Sequence[dict[str, Any]], np.ndarray] | None = None,
 ) -> SessionOutcome:  # fmt: skip
+    """Every shopper through one configuration; `products` (with their vectors) are needed by the
+    feed configurations, which get a copy of their own (see session_recommender)."""
+    if config.feed_from is not None and products is None:
+        raise ValueError(f"configuration {config.name!r} shows the feed: pass the products for its own index")
     clock = SimClock()
-    with session_recommender(client, catalogue, label, ranking, clock, own_index=config.feed_from is not None) as rec:
+    own_copy = products if config.feed_from is not None else None
+    with session_recommender(client, catalogue, label, ranking, clock, own_copy) as rec:
         runs = {s.id: run_shopper(rec, config, s, query_vectors, clock, s.id) for s in shoppers}
     return score_sessions(runs, shoppers)
 
@@ -1044,6 +1053,7 @@ class SessionCatalogue:
     intents: list[Intent]
     switches: list[JudgedQuery]
     vectors: dict[str, np.ndarray]
+    products: tuple[Sequence[dict[str, Any]], np.ndarray]
 
 
 def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: argparse.Namespace) -> dict[str, Any]:
@@ -1070,7 +1080,16 @@ def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: 
         outcomes = {}
         for config in SESSION_CONFIGS:
             started = time.perf_counter()
-            outcomes[config.name] = simulate(client, catalogue, config, RankingConfig(), shoppers, vectors, config.name)
+            outcomes[config.name] = simulate(
+                client,
+                catalogue,
+                config,
+                RankingConfig(),
+                shoppers,
+                vectors,
+                config.name,
+                catalogues[catalogue].products,
+            )
             log.info("sessions %s %s: %.1f s", catalogue, config.name, time.perf_counter() - started)
         print_sessions(catalogue, outcomes)
         baseline = outcomes["no session"]
@@ -1216,7 +1235,8 @@ def main(argv: list[str] | None = None) -> None:
             },
         }
         bundled_rec = make_recommender(client, "bundled")
-        load_index(bundled_rec, bundled, catalog_vectors(catalog))
+        bundled_vectors = catalog_vectors(catalog)
+        load_index(bundled_rec, bundled, bundled_vectors)
         judged_vectors = np.stack([query_vectors[q.text] for q in judged])
         report["bundled_queries"] = run_query_configs(bundled_rec, judged, judged_vectors, QUERY_CONFIGS)
         print_query_report("Bundled catalogue, judged queries", report["bundled_queries"])
@@ -1229,8 +1249,8 @@ def main(argv: list[str] | None = None) -> None:
         report["load_average_1min_after_queries"] = round(os.getloadavg()[0], 2)
 
         session_catalogues = {
-            "bundled": SessionCatalogue(intents["bundled"], judged, query_vectors),
-            "generated": SessionCatalogue(intents["generated"], derived, query_vectors),
+            "bundled": SessionCatalogue(intents["bundled"], judged, query_vectors, (bundled, bundled_vectors)),
+            "generated": SessionCatalogue(intents["generated"], derived, query_vectors, (generated, generated_vectors)),
         }
         report["sessions"] = run_sessions(client, session_catalogues, args)
         client.close()
