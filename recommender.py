@@ -764,18 +764,19 @@ _STOCK_WORDS = {b"true": True, b"false": False}
 # category up or down, remember what was seen, and refresh the expiry of every key of the user.
 # A client-side read-modify-write would let two clicks read the same session and lose one.
 #
-# USER_EVENT_LUA touches only the user's own keys, which share one Redis Cluster slot: the
-# product's vector and category are read before, by the caller, and passed in. On a single Redis,
-# USER_EVENT_STANDALONE_LUA reads them itself and counts the click's popularity as well.
+# It touches only the user's own keys, which share one Redis Cluster slot: the product's vector
+# and category are read before, by the caller, and passed in, and popularity (another slot) is
+# counted by its own script. The same code then runs on one Redis, a cluster or a sharding proxy.
 #
 # Everything is read and computed before the first write: Redis does not roll a script back,
 # so a failure half-way would leave a half-applied event. Counters that hold junk restart at
 # 0 (reported back as `repaired`) instead of failing after the vector was written.
 #
-# The event itself, shared by the two scripts below, which first set `features`, `recent`,
-# `seen`, `dismissed` (the user's keys), `mode`, `product_id`, `category` and `blob`.
+# KEYS: features hash, recent clicks list, seen zset, dismissed set
 # ARGV: see RedisRecommender._user_event_args
-_USER_EVENT_BODY = """
+USER_EVENT_LUA = """
+local features, recent, seen, dismissed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local mode, product_id, category, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local alpha, step, dim, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local vector_half_life, affinity_half_life = tonumber(ARGV[9]), tonumber(ARGV[10])
 local seen_kept, recent_kept, ttl = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
@@ -858,81 +859,34 @@ end
 redis.call('ZADD', seen, now, product_id)
 redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_kept + 1))
 if ttl > 0 then
-  for _, key in ipairs({features, recent, seen, dismissed}) do redis.call('EXPIRE', key, ttl) end
+  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end
 end
-"""
-
-# KEYS: features hash, recent clicks list, seen zset, dismissed set
-USER_EVENT_LUA = (
-    """
-local features, recent, seen, dismissed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local mode, product_id, category, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-"""
-    + _USER_EVENT_BODY
-    + """
 return {num(affinity), clicks, updated, repaired}
 """
-)
 
 # One click's share of popularity (see ranking.py for the arithmetic): add 2^((now − epoch)/h)
 # to the product's sum; when that exponent passes the limit, scale every sum down and move the
 # epoch to now, so the numbers stay far from overflow whatever the half-life.
-_POPULARITY_FUNCTION = """
-local function add_popularity(zset, epoch_key, member, now, half_life, limit)
-  local epoch = tonumber(redis.call('GET', epoch_key))
-  if epoch == nil then
-    epoch = now
-    redis.call('SET', epoch_key, string.format('%.17g', now))
-  end
-  local exponent = (now - epoch) / half_life
-  if exponent > limit then
-    local scale = 0.5 ^ exponent
-    local members = redis.call('ZRANGE', zset, 0, -1, 'WITHSCORES')
-    for i = 1, #members, 2 do
-      redis.call('ZADD', zset, string.format('%.17g', tonumber(members[i + 1]) * scale), members[i])
-    end
-    redis.call('SET', epoch_key, string.format('%.17g', now))
-    exponent = 0
-  end
-  return redis.call('ZINCRBY', zset, string.format('%.17g', 2 ^ exponent), member)
-end
-"""
-
 # KEYS: popularity zset, epoch key (one slot). ARGV: product id, now, half-life, limit.
-POPULARITY_LUA = (
-    _POPULARITY_FUNCTION
-    + """
-return add_popularity(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
-"""
-)
-
-# A click or dismissal on a single Redis, where nothing splits keys into slots: one script reads
-# the product's vector and category, refuses a product that does not exist before anything is
-# written (NOPRODUCT), applies the event and, for a click, counts popularity. One EVALSHA where a
-# cluster needs a read of the product first and a second script after (bench/http.py: /click).
-# KEYS: the user's four keys (as USER_EVENT_LUA), the product hash, the popularity zset and epoch.
-# ARGV: USER_EVENT_LUA's (its category and vector are not used), then the product's vector and
-# category field names, and popularity's now, half-life and limit.
-USER_EVENT_STANDALONE_LUA = (
-    _POPULARITY_FUNCTION
-    + """
-local features, recent, seen, dismissed, product = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-if redis.call('EXISTS', product) == 0 then
-  return redis.error_reply('NOPRODUCT no such product')
+POPULARITY_LUA = """
+local now, half_life, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local epoch = tonumber(redis.call('GET', KEYS[2]))
+if epoch == nil then
+  epoch = now
+  redis.call('SET', KEYS[2], string.format('%.17g', now))
 end
-local mode, product_id = ARGV[1], ARGV[2]
-local stored_product = redis.call('HMGET', product, ARGV[21], ARGV[22])
-local blob, category = stored_product[1] or '', stored_product[2] or ''
-if category == '' then category = 'unknown' end
-"""
-    + _USER_EVENT_BODY
-    + """
-if mode == 'click' then
-  add_popularity(KEYS[6], KEYS[7], product_id, tonumber(ARGV[23]), tonumber(ARGV[24]), tonumber(ARGV[25]))
+local exponent = (now - epoch) / half_life
+if exponent > limit then
+  local scale = 0.5 ^ exponent
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    redis.call('ZADD', KEYS[1], string.format('%.17g', tonumber(members[i + 1]) * scale), members[i])
+  end
+  redis.call('SET', KEYS[2], string.format('%.17g', now))
+  exponent = 0
 end
-return {num(affinity), clicks, updated, repaired, category}
+return redis.call('ZINCRBY', KEYS[1], string.format('%.17g', 2 ^ exponent), ARGV[1])
 """
-)
 
 # Replace one item's vector only if the item still exists: HSET alone would resurrect a
 # product deleted between our existence check and the write.
@@ -1033,10 +987,6 @@ class RedisRecommender:
         self.clock = clock
         self._user_event = self.redis.register_script(USER_EVENT_LUA)
         self._add_popularity = self.redis.register_script(POPULARITY_LUA)
-        self._user_event_standalone = self.redis.register_script(USER_EVENT_STANDALONE_LUA)
-        # One script per event where every key is reachable from one connection; steps where
-        # keys of several slots cannot meet in one command (_apply_event).
-        self._events_in_one_script = not self.is_cluster
         self._refresh_embedding = self.redis.register_script(REFRESH_EMBEDDING_LUA)
 
     # keys: the only place that names them
@@ -1549,97 +1499,73 @@ class RedisRecommender:
         the product's category, the event script's reply, and the state replies for
         _user_state_from (empty without read_state). KeyError for an unknown product.
 
-        On a single Redis that is one round trip: one script reads the product and does the rest,
-        and the state is read in the same pipeline. A cluster keeps the product, the user and
-        popularity in different slots, and so does a proxy in front of shards (it refuses the
-        one script with CROSSSLOT, before running any of it): there the steps are taken apart."""
+        Two round trips: the product's vector and category (its own slot), then, pipelined on one
+        connection, the user's script (the user's slot), popularity's script (its slot), WAIT and
+        the state reads. No script spans two slots, so the same steps run on one Redis, behind a
+        sharding proxy and on a cluster (where they go one after the other, to their nodes)."""
         keys = list(self._user_keys(user_id))
-        check_product_id(product_id)
-        if self._events_in_one_script:
-            try:
-                return self._apply_event_in_one_script(keys, user_id, mode, product_id, alpha, step, read_state)
-            except redis.ResponseError as exc:  # redis-py strips the CROSSSLOT code into the class
-                if not isinstance(exc, redis.exceptions.ClusterCrossSlotError) and "CROSSSLOT" not in str(exc):
-                    raise
-            log.warning("this Redis refuses scripts over several hash slots: clicks read the product first")
-            self._events_in_one_script = False
-        return self._apply_event_in_steps(keys, user_id, mode, product_id, alpha, step, read_state)
-
-    def _apply_event_in_one_script(
-        self, keys: list[str], user_id: str, mode: str, product_id: str, alpha: float, step: float, read_state: bool
-    ) -> tuple[str, list[Any], list[Any]]:
+        blob, category = self._product_for_event(product_id)
         now = float(self.clock())
-        script = self._user_event_standalone
-        script_keys = [*keys, self.product_key(product_id), *self._popularity_keys()]
-        args = [
-            *self._user_event_args(mode, product_id, "", b"", alpha, step, now),
-            EMBEDDING_FIELD, "category", *self._popularity_args(now),
-        ]  # fmt: skip
+        args = self._user_event_args(mode, product_id, category, blob, alpha, step, now)
+        popularity_keys = list(self._popularity_keys())
+        popularity_args = [product_id, *self._popularity_args(now)]
+        if self.is_cluster:
+            with _classified_errors():
+                reply = self._user_event(keys=keys, args=args)
+                if mode == "click":
+                    self._add_popularity(keys=popularity_keys, args=popularity_args)
+            return category, reply, self._read_state(user_id) if read_state else []
 
-        def queue(pipe: Any) -> None:
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+        calls = [(self._user_event, keys, args)]
+        if mode == "click":
+            calls.append((self._add_popularity, popularity_keys, popularity_args))
+
+        def then(pipe: Any) -> None:
             if self.min_replicas_ack:
                 pipe.execute_command("WAIT", self.min_replicas_ack, self.replica_ack_timeout_ms)
             if read_state:
                 self._queue_state_reads(pipe, user_id)
 
-        try:
-            with _classified_errors():
-                replies = self._execute_with_script(queue, script)
-        except redis.ResponseError as exc:
-            if "NOPRODUCT" in str(exc):
-                raise KeyError(product_id) from None
-            raise
-        if self.min_replicas_ack:
-            self._check_acks(int(replies[1]))
-        reply = replies[0]
-        return _text(reply[4]), reply[:4], replies[2 if self.min_replicas_ack else 1 :]
-
-    def _apply_event_in_steps(
-        self, keys: list[str], user_id: str, mode: str, product_id: str, alpha: float, step: float, read_state: bool
-    ) -> tuple[str, list[Any], list[Any]]:
-        """The product read first (its own slot), then the user's script and popularity's, each
-        on its own slot: pipelined on one connection, one after the other on a cluster."""
-        blob, category = self._product_for_event(product_id)
-        now = float(self.clock())
-        args = self._user_event_args(mode, product_id, category, blob, alpha, step, now)
-        popularity_keys, popularity_args = list(self._popularity_keys()), [product_id, *self._popularity_args(now)]
         with _classified_errors():
-            if self.is_cluster:
-                reply = self._user_event(keys=keys, args=args)
-                if mode == "click":
-                    self._add_popularity(keys=popularity_keys, args=popularity_args)
-                return category, reply, self._read_state(user_id) if read_state else []
-            pipe = self.redis.pipeline(transaction=False)
-            self._user_event(keys=keys, args=args, client=pipe)
-            if mode == "click":
-                self._add_popularity(keys=popularity_keys, args=popularity_args, client=pipe)
-            if self.min_replicas_ack:
-                pipe.execute_command("WAIT", self.min_replicas_ack, self.replica_ack_timeout_ms)
-            replies = pipe.execute()
+            replies = self._run_scripts_then(calls, then)
+        after_scripts = len(calls)
         if self.min_replicas_ack:
-            self._check_acks(int(replies[-1]))
-        return category, replies[0], self._read_state(user_id) if read_state else []
+            self._check_acks(int(replies[after_scripts]))
+            after_scripts += 1
+        return category, replies[0], replies[after_scripts:]
 
     def _popularity_args(self, now: float) -> list[str | float]:
         return [repr(now), repr(self.config.popularity_half_life_s), POPULARITY_REBASE_HALF_LIVES]
 
-    def _execute_with_script(self, queue: Callable[[Any], None], script: Any) -> list[Any]:
-        """A pipeline that calls a script by EVALSHA, in one round trip. (A redis-py Script run in
-        a pipeline first asks SCRIPT EXISTS, a round trip of its own, on every execute.) A Redis
-        that does not know the script (restarted or flushed: NOSCRIPT) has run none of it, so the
-        script is loaded and the pipeline sent once more."""
+    def _run_scripts_then(
+        self, calls: Sequence[tuple[Any, list[str], list[Any]]], then: Callable[[Any], None]
+    ) -> list[Any]:
+        """Scripts by EVALSHA, then what `then` queues, pipelined in one round trip. (A redis-py
+        Script run in a pipeline first asks SCRIPT EXISTS, a round trip of its own, on every
+        execute.) A Redis that lost its scripts (restarted, flushed, or a promoted replica)
+        answers NOSCRIPT and runs nothing of that script: the scripts are loaded and only the
+        ones that did not run are sent again, with what follows them, so none runs twice."""
 
-        def send() -> list[Any]:
+        def send(selected: Sequence[tuple[Any, list[str], list[Any]]]) -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            queue(pipe)
-            return list(pipe.execute())
+            for script, keys, args in selected:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            then(pipe)
+            return list(pipe.execute(raise_on_error=False))
 
-        try:
-            return send()
-        except redis.exceptions.NoScriptError:
-            self.redis.script_load(script.script)
-        return send()
+        replies = send(calls)
+        missing = [i for i in range(len(calls)) if isinstance(replies[i], redis.exceptions.NoScriptError)]
+        if missing:
+            for script, _, _ in calls:
+                self.redis.script_load(script.script)
+            again = send([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=False):
+                replies[i] = reply
+            replies[len(calls) :] = again[len(missing) :]
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def _check_acks(self, acked: int) -> None:
         if acked < self.min_replicas_ack:

@@ -393,3 +393,31 @@ def test_text_filters_may_hold_common_words(rec: RedisRecommender, catalog: dict
     found = rec.recommend(query, k=10, filters=SearchFilters(text_match="down for bitter"))
     assert [c.id for c in found.candidates] == ["p001"]
     assert rec.recommend(query, k=5, filters=SearchFilters(text_match="and")).candidates
+
+
+def test_a_click_after_redis_lost_its_scripts_counts_once(rec: RedisRecommender, loaded: redis.Redis) -> None:
+    """A restarted or promoted Redis knows no scripts (NOSCRIPT): they are loaded and sent again,
+    and no part of the click runs twice."""
+    rec.record_click("u", "p003")
+    loaded.script_flush()
+    result = rec.record_click("u", "p003")
+    assert result.clicks == 2 and dict(rec.popularity(1)) == {"p003": pytest.approx(2.0)}
+    loaded.script_flush()
+    _, state = rec.dismiss_with_state("u", "p004")
+    assert state.dismissed == ["p004"] and state.features.clicks == 2
+
+
+def test_an_unknown_product_writes_nothing(rec: RedisRecommender, loaded: redis.Redis) -> None:
+    with pytest.raises(KeyError):
+        rec.record_click("u", "nope")
+    with pytest.raises(KeyError):
+        rec.dismiss("u", "nope")
+    assert not loaded.exists(*rec._user_keys("u")) and rec.popularity(5) == []
+
+
+def test_the_event_scripts_each_touch_one_slot(rec: RedisRecommender, catalog: dict) -> None:
+    """Cluster-safe by construction: every script's keys hash to one slot (the product is read
+    before, by the caller)."""
+    script_keys = [list(rec._user_keys("someone")), list(rec._popularity_keys()), [rec.product_key("p001")]]
+    for keys in script_keys:
+        assert len({key_slot(key.encode()) for key in keys}) == 1
