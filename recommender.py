@@ -1939,6 +1939,8 @@ class RedisRecommender:
             "LIMIT", "0", str(n),
             "DIALECT", "2",
         ))  # fmt: skip
+        # Redis returns rating ties in no fixed order: ties go by id, so a feed is the same twice.
+        rows.sort(key=lambda row: (-_float(row[1].get("rating")), row[0]))
         kept = [(pid, raw) for pid, raw in rows if pid not in excluded and pid not in chosen][:want]
         candidates = [candidate_from_row(pid, raw) for pid, raw in kept]
         vectors = {pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in kept}
