@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -38,9 +39,10 @@ from conftest import make_products, unit_vectors
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
+from test_reliability import serving
 
 from demo_api import DemoApp
-from demo_server import DemoServer, open_sentinel
+from demo_server import open_sentinel
 from local_ha import HASetup, LocalCluster
 from local_redis import connect, free_port, redis_server_binary
 from recommender import RedisRecommender, ReplicationTimeoutError, WriteRefusedError, search_rows
@@ -322,16 +324,10 @@ def test_cluster_search_sees_only_the_shard_that_owns_the_index(
 # --- Sentinel: a failover under traffic through the demo server ------------------------------------
 
 
-@contextlib.contextmanager
-def serving(app: DemoApp) -> Iterator[tuple[str, int]]:
-    server = DemoServer(("127.0.0.1", 0), app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield "127.0.0.1", server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+def address_of(url: str) -> tuple[str, int]:
+    where = urlsplit(url)
+    assert where.hostname and where.port
+    return where.hostname, where.port
 
 
 def post(address: tuple[str, int], path: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -408,7 +404,8 @@ def test_kill_9_of_the_primary_under_traffic(
         product_ids = [p["id"] for p in catalog["products"]]
         traffic = Traffic()
         stop = threading.Event()
-        with serving(app) as address:
+        with serving(app) as url:
+            address = address_of(url)
             clients = [
                 threading.Thread(target=shop, args=(address, f"c{i}-ack{min_replicas_ack}", product_ids, traffic, stop))
                 for i in range(4)
@@ -598,7 +595,8 @@ def test_sentinels_down_is_a_503_and_the_server_recovers(ha: HASetup, onnx_embed
     assert primary.wait(2, WAIT_MS) == 2
     replicas = [redis.Redis.from_url(url) for url in ha.replica_urls]
     searched_on_replicas = sum(search_calls(r) for r in replicas)
-    with serving(app) as address:
+    with serving(app) as url:
+        address = address_of(url)
         assert post(address, "/search", {"user_id": "s1", "query": QUERY})[0] == 200
         assert sum(search_calls(r) for r in replicas) == searched_on_replicas + 1
         assert post(address, "/click", {"user_id": "s1", "product_id": "p001"})[0] == 200

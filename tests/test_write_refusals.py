@@ -4,37 +4,25 @@ working meanwhile, and writes work again once Redis does. Real Redis processes, 
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+from test_reliability import serving
 
 from demo_api import DemoApp
-from demo_server import DemoServer
 from local_redis import LocalRedis, connect
 from recommender import RedisRecommender, WriteRefusedError, classify_response_error
 
 
-@contextlib.contextmanager
-def serving(app: DemoApp) -> Iterator[tuple[str, int]]:
-    server = DemoServer(("127.0.0.1", 0), app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield "127.0.0.1", server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def request(address: tuple[str, int], method: str, path: str, fields: dict[str, Any] | None = None) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection(*address, timeout=30)
+def request(url: str, method: str, path: str, fields: dict[str, Any] | None = None) -> tuple[int, Any]:
+    where = urlsplit(url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
     try:
         body = json.dumps(fields).encode() if fields is not None else None
         connection.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
@@ -51,30 +39,28 @@ def own_redis() -> Iterator[LocalRedis]:
 
 
 @pytest.fixture(scope="module")
-def address(own_redis: LocalRedis, onnx_embedder, catalog: dict) -> Iterator[tuple[str, int]]:
+def url(own_redis: LocalRedis, onnx_embedder, catalog: dict) -> Iterator[str]:
     app = DemoApp(RedisRecommender(connect(own_redis.url)), onnx_embedder, catalog, redis_description="test Redis")
     app.seed()
-    with serving(app) as where:
-        yield where
+    with serving(app) as served:
+        yield served
     app.close()
 
 
-def test_a_redis_at_maxmemory_refuses_clicks_with_a_503_and_reads_go_on(
-    own_redis: LocalRedis, address: tuple[str, int]
-) -> None:
+def test_a_redis_at_maxmemory_refuses_clicks_with_a_503_and_reads_go_on(own_redis: LocalRedis, url: str) -> None:
     admin = own_redis.client()
     used = int(admin.info("memory")["used_memory"])
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", str(used // 2))
     try:
-        status, reply = request(address, "POST", "/click", {"product_id": "p001", "user_id": "full"})
+        status, reply = request(url, "POST", "/click", {"product_id": "p001", "user_id": "full"})
         assert status == 503 and "memory is full" in reply["error"]
-        assert request(address, "POST", "/dismiss", {"product_id": "p002", "user_id": "full"})[0] == 503
-        assert request(address, "GET", "/state?user_id=full")[0] == 200
-        assert request(address, "POST", "/search", {"query": "warm coat", "user_id": "full"})[0] == 200
+        assert request(url, "POST", "/dismiss", {"product_id": "p002", "user_id": "full"})[0] == 503
+        assert request(url, "GET", "/state?user_id=full")[0] == 200
+        assert request(url, "POST", "/search", {"query": "warm coat", "user_id": "full"})[0] == 200
     finally:
         admin.config_set("maxmemory", "0")
-    status, reply = request(address, "POST", "/click", {"product_id": "p001", "user_id": "full"})
+    status, reply = request(url, "POST", "/click", {"product_id": "p001", "user_id": "full"})
     assert status == 200 and reply["clicks"] == 1  # nothing of the refused click was applied
 
 
@@ -87,8 +73,8 @@ def test_a_read_only_replica_refuses_writes_with_a_503(own_redis: LocalRedis, on
             time.sleep(0.05)
         app = DemoApp(RedisRecommender(connect(replica.url)), onnx_embedder, catalog, redis_description="replica")
         try:
-            with serving(app) as where:
-                status, reply = request(where, "POST", "/click", {"product_id": "p001", "user_id": "ro"})
+            with serving(app) as served:
+                status, reply = request(served, "POST", "/click", {"product_id": "p001", "user_id": "ro"})
                 assert status == 503 and "read-only replica" in reply["error"]
         finally:
             app.close()
