@@ -104,11 +104,10 @@ def parse_k(fields: Fields, default: int) -> int:
     return k
 
 
-def parse_text(
-    fields: Fields, name: str, *, required: bool = False, max_chars: int = MAX_QUERY_CHARS, multiline: bool = False
-) -> str | None:
-    """A free-text field, stripped; empty counts as absent ("Any" in the page's selects).
-    `multiline` admits line breaks and tabs, which a textarea produces."""
+def parse_string(fields: Fields, name: str, *, required: bool = False, max_chars: int = MAX_QUERY_CHARS) -> str | None:
+    """A string field, stripped; empty counts as absent ("Any" in the page's selects). What the
+    text may hold is the business of whoever uses it: the library checks filter values and
+    product ids, parse_free_text the texts the model embeds."""
     value = fields.get(name)
     if value is not None and not isinstance(value, str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -121,11 +120,18 @@ def parse_text(
         return None
     if len(text) > max_chars:
         raise ApiError(400, f"{name} is too long ({len(text)} characters; at most {max_chars})")
+    return text
+
+
+def parse_free_text(fields: Fields, name: str, *, multiline: bool = False) -> str:
+    """A required text for the model to embed (a query, a product's new text): no control
+    characters (`multiline` admits the line breaks and tabs a textarea produces) and no lone
+    surrogates, which JSON can spell and no UTF-8 encoder (the tokenizer) accepts."""
+    text = parse_string(fields, name, required=True)
+    assert text is not None  # required=True raised otherwise
     if any((ord(ch) < 32 and not (multiline and ch in "\t\n\r")) or ord(ch) == 127 for ch in text):
         raise ApiError(400, f"{name} must not contain control characters")
     if any("\ud800" <= ch <= "\udfff" for ch in text):
-        # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 encoder (Redis, the
-        # tokenizer) accepts: refused here rather than failing deep inside as a 500.
         raise ApiError(400, f"{name} must be valid Unicode text (it contains a lone surrogate)")
     return text
 
@@ -136,12 +142,12 @@ def parse_filters(fields: Fields) -> SearchFilters:
     (literal text, min ≤ max) are the library's, and its ValueError becomes this 400."""
     try:
         return SearchFilters(
-            category=parse_text(fields, "category", max_chars=200),
-            brand=parse_text(fields, "brand", max_chars=200),
+            category=parse_string(fields, "category", max_chars=200),
+            brand=parse_string(fields, "brand", max_chars=200),
             min_price=parse_optional_float(fields, "min_price", low=0),
             max_price=parse_optional_float(fields, "max_price", low=0),
             min_rating=parse_optional_float(fields, "min_rating", low=0, high=5),
-            text_match=parse_text(fields, "text_match", max_chars=200),
+            text_match=parse_string(fields, "text_match", max_chars=200),
             in_stock_only=parse_bool(fields, "in_stock_only"),
         )
     except ValueError as exc:
@@ -167,7 +173,7 @@ class SearchRequest:
     @classmethod
     def parse(cls, fields: Fields, default_k: int) -> SearchRequest:
         return cls(
-            query=parse_required_text(fields, "query"),
+            query=parse_free_text(fields, "query"),
             k=parse_k(fields, default_k),
             filters=parse_filters(fields),
             use_session=parse_bool(fields, "use_session"),
@@ -220,17 +226,9 @@ class SimilarRequest:
         )
 
 
-def parse_required_text(fields: Fields, name: str, *, multiline: bool = False) -> str:
-    text = parse_text(fields, name, required=True, multiline=multiline)
-    assert text is not None  # required=True raised otherwise
-    return text
-
-
 def parse_product_id(fields: Fields) -> str:
     """product_id is required; its form (no spaces or control characters) is the library's rule."""
-    product_id = parse_required_text(fields, "product_id")
-    if len(product_id) > 128:
-        raise ApiError(400, f"product_id is too long ({len(product_id)} characters; at most 128)")
+    product_id = parse_string(fields, "product_id", required=True, max_chars=128)
     try:
         return check_product_id(product_id)
     except ValueError as exc:
@@ -425,7 +423,7 @@ class DemoApp:
 
     def refresh_embedding(self, user_id: str, fields: Fields) -> dict[str, Any]:
         product_id = parse_product_id(fields)
-        text = parse_required_text(fields, "text", multiline=True)
+        text = parse_free_text(fields, "text", multiline=True)
         started = time.perf_counter()
         vector = self.encoder.encode_uncached(text)
         embed_ms = (time.perf_counter() - started) * 1000
