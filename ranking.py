@@ -1,5 +1,6 @@
-"""The ranking math, with no Redis in it: what a result is, how a user's signals move a query,
-and how candidates are re-scored, diversified and explained.
+"""The ranking, with no Redis in it: its settings (RankingConfig), its inputs (a user's
+signals, UserFeatures) and outputs (Candidate, Why, Recommendation), how the signals fade with
+time, how they move a query, and how candidates are re-scored, diversified and explained.
 
 recommender.py fetches candidates and user state from Redis and hands them here; everything in
 this module is a pure function of its arguments (time is passed in, never read), so every rule
@@ -110,6 +111,184 @@ def decay_factor(age_s: float | None, half_life_s: float | None) -> float:
     if age_s is None or not half_life_s:
         return 1.0
     return float(0.5 ** (max(age_s, 0.0) / half_life_s))
+
+
+# --- checked numbers, settings and typed values ------------------------------------------
+
+
+def finite_number(name: str, value: Any) -> float | None:
+    """A finite float from a number-like value; None stays None. ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number")
+    return number
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    number = finite_number(name, value)
+    if number is None or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """How user signals shape results. The defaults are the ones bench/quality.py chose (see
+    README, "Quality"); each can be changed per recommender.
+
+    session_weight: share of the session vector in the blended query (fresh session).
+    negative_weight: how strongly the dismissed-items vector pushes the query away.
+    ewma_alpha: weight of a new click (or dismissal) in its running vector.
+    affinity_weight: scale of the log-shaped category-affinity term in rerank.
+    affinity_step / dismiss_step: how much a click raises, and a dismissal lowers, an affinity.
+    overfetch: candidates fetched per result shown, so rerank, exclusions and MMR have a pool.
+    session_half_life_s: the session and negative vectors fade with time since they were last
+    updated; affinity_half_life_s, the same for affinities (longer: tastes outlast sessions).
+    popularity_half_life_s: a click this long ago counts half in popular().
+    same_category_boost: similar()'s default preference for the product's own category.
+    """
+
+    session_weight: float = 0.3
+    negative_weight: float = 0.3
+    ewma_alpha: float = 0.4
+    affinity_weight: float = 0.15
+    affinity_step: float = 1.0
+    dismiss_step: float = 1.0
+    overfetch: int = 3
+    session_half_life_s: float = 1800.0
+    affinity_half_life_s: float = 7 * 86400.0
+    popularity_half_life_s: float = 7 * 86400.0
+    same_category_boost: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("session_weight", "ewma_alpha"):
+            check_unit_interval(name, getattr(self, name))
+        if self.ewma_alpha == 0:
+            raise ValueError("ewma_alpha must be greater than 0: a click must count")
+        for name in ("negative_weight", "affinity_weight", "affinity_step", "dismiss_step", "same_category_boost"):
+            value = finite_number(name, getattr(self, name))
+            if value is None or value < 0:
+                raise ValueError(f"{name} must be a number of at least 0, got {getattr(self, name)!r}")
+        for name in ("session_half_life_s", "affinity_half_life_s", "popularity_half_life_s"):
+            value = finite_number(name, getattr(self, name))
+            if value is None or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+        if not isinstance(self.overfetch, int) or isinstance(self.overfetch, bool) or not 1 <= self.overfetch <= 100:
+            raise ValueError(f"overfetch must be a whole number from 1 to 100, got {self.overfetch!r}")
+
+
+class DictResult(dict[str, Any]):
+    """Typed results that are also the plain dicts the reference returns, so that code written for
+    it works unchanged: it reads `result["clicks"]`, adds keys (the reference's server does
+    `info["index_name"] = ...`) and hands results to json.dumps, which takes dicts only.
+
+    The dict is filled from the fields once, when the result is made; the attributes stay as
+    they were made (keys added or changed later are the caller's, not the result's). Printed,
+    a result reads as the reference's dict does."""
+
+    def __post_init__(self) -> None:
+        dict.update(self, {f.name: getattr(self, f.name) for f in fields(self)})  # type: ignore[arg-type]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return id(self)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class UserFeatures(DictResult):
+    """A user's signals as stored, with the time each was last updated (None when unknown, e.g.
+    written by a port that keeps no timestamps). Fading is applied by the caller at read time."""
+
+    session_vec: Vector | None = None
+    affinities: dict[str, float] = field(default_factory=dict)
+    clicks: int = 0
+    last_clicked_id: str | None = None
+    last_clicked_category: str | None = None
+    negative_vec: Vector | None = None
+    session_at: float | None = None
+    negative_at: float | None = None
+    affinity_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One answer and what produced it, so a caller (the demo page) can show its work.
+
+    source: "query" (a typed query), "session" (the feed, from the session vector), "popular"
+    (decayed click counts), "rating" (nothing clicked yet anywhere: highest rated) or "similar".
+    used_rerank: an affinity changed at least one score. session_weight: the session's share of
+    the query after fading (0 when unused). excluded_count: products left out because the user
+    dismissed or (with exclude_clicked) clicked them. exhausted: fewer than k came back because
+    fewer than k products pass the filters and exclusions.
+    """
+
+    candidates: list[Candidate]
+    source: str
+    filter_clause: str
+    used_session: bool = False
+    used_rerank: bool = False
+    session_weight: float = 0.0
+    excluded_count: int = 0
+    exhausted: bool = False
+    search_ms: float = 0.0
+    rerank_ms: float = 0.0
+
+
+# --- fading: what a user's signals weigh now ---------------------------------------------------
+
+# Below this fraction of its fresh weight a faded session no longer drives the feed (about
+# four half-lives): the user is treated as new and sees what is popular.
+MIN_FEED_SESSION_FACTOR = 1 / 16
+
+
+def _age(since: float | None, now: float) -> float | None:
+    return None if since is None else now - since
+
+
+def faded_affinities(features: UserFeatures, config: RankingConfig, now: float) -> dict[str, float]:
+    """The affinities as rerank sees them at `now`: faded by time since they last moved."""
+    fade = decay_factor(_age(features.affinity_at, now), config.affinity_half_life_s)
+    return {category: value * fade for category, value in features.affinities.items()}
+
+
+def session_fade(features: UserFeatures, config: RankingConfig, now: float) -> float:
+    """How much of a fresh session's weight is left at `now` (1 when fresh or timeless)."""
+    return decay_factor(_age(features.session_at, now), config.session_half_life_s)
+
+
+def session_weight(features: UserFeatures, config: RankingConfig, now: float) -> float:
+    """The session's share of the query at `now`: config.session_weight, halved per half-life
+    since the session last moved; 0 without a session."""
+    return config.session_weight * session_fade(features, config, now) if features.session_vec is not None else 0.0
+
+
+def negative_weight(features: UserFeatures, config: RankingConfig, now: float) -> float:
+    """How hard the dismissed-items vector pushes at `now`: it fades like the session."""
+    if features.negative_vec is None:
+        return 0.0
+    return config.negative_weight * decay_factor(_age(features.negative_at, now), config.session_half_life_s)
+
+
+def session_is_live(features: UserFeatures, config: RankingConfig, now: float) -> bool:
+    """Whether the session still drives the feed at `now`."""
+    return features.session_vec is not None and session_fade(features, config, now) >= MIN_FEED_SESSION_FACTOR
+
+
+def session_fades_in_s(features: UserFeatures, config: RankingConfig, now: float) -> float | None:
+    """Seconds until the session stops driving the feed unless the user clicks again; None
+    without a session, 0 when it already has."""
+    if features.session_vec is None:
+        return None
+    fade = session_fade(features, config, now)
+    if fade <= MIN_FEED_SESSION_FACTOR:
+        return 0.0
+    return round(config.session_half_life_s * math.log2(fade / MIN_FEED_SESSION_FACTOR), 1)
 
 
 # --- moving the query ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,15 +29,25 @@ import redis.cluster
 from ranking import (
     POPULARITY_REBASE_HALF_LIVES,
     Candidate,
+    DictResult,
+    RankingConfig,
+    Recommendation,
+    UserFeatures,
     Vector,
     Why,
     blend_query,
     boost_category,
-    decay_factor,
+    check_unit_interval,
     decayed_popularity,
+    faded_affinities,
+    finite_number,
     maximal_marginal_relevance,
+    negative_weight,
     rescore_by_affinity,
     score_order,
+    session_fades_in_s,
+    session_is_live,
+    session_weight,
 )
 from ranking import rerank as rerank_by_affinity
 
@@ -95,9 +105,6 @@ DEFAULT_EF_RUNTIME = 100
 # all-MiniLM-L6-v2's dimension, under the reference's name for it.
 VECTOR_DIM_DEFAULT = 384
 TAG_SEPARATOR = ","
-# Below this fraction of its fresh weight a faded session no longer drives the feed (about
-# four half-lives): the user is treated as new and sees what is popular.
-MIN_FEED_SESSION_FACTOR = 1 / 16
 
 
 # --- errors: one hierarchy, classified in one place -------------------------------------------
@@ -177,33 +184,12 @@ def _check_literal(name: str, value: str) -> str:
     return value
 
 
-def _number(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number")
-    return number
-
-
 def check_k(k: Any, name: str = "k") -> int:
     """k is a whole number from 1 to MAX_K: 0 or a negative k is a caller's mistake, not an
     empty answer."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise ValueError(f"{name} must be an integer between 1 and {MAX_K}, got {k!r}")
     return int(k)
-
-
-def check_unit_interval(name: str, value: Any) -> float:
-    number = _number(name, value)
-    if number is None or not 0.0 <= number <= 1.0:
-        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
-    return number
 
 
 def check_user_id(user_id: Any) -> str:
@@ -290,7 +276,7 @@ class SearchFilters:
                 _check_literal(name, value)
                 object.__setattr__(self, name, value.strip() or None)
         for name in ("min_price", "max_price", "min_rating"):
-            object.__setattr__(self, name, _number(name, getattr(self, name)))
+            object.__setattr__(self, name, finite_number(name, getattr(self, name)))
         if not isinstance(self.in_stock_only, (bool, np.bool_)):
             raise ValueError(f"in_stock_only must be a boolean, got {self.in_stock_only!r}")
         object.__setattr__(self, "in_stock_only", bool(self.in_stock_only))
@@ -367,85 +353,8 @@ def knn_query(
 # --- settings and typed results ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RankingConfig:
-    """How user signals shape results. The defaults are the ones bench/quality.py chose (see
-    README, "Quality"); each can be changed per recommender.
-
-    session_weight: share of the session vector in the blended query (fresh session).
-    negative_weight: how strongly the dismissed-items vector pushes the query away.
-    ewma_alpha: weight of a new click (or dismissal) in its running vector.
-    affinity_weight: scale of the log-shaped category-affinity term in rerank.
-    affinity_step / dismiss_step: how much a click raises, and a dismissal lowers, an affinity.
-    overfetch: candidates fetched per result shown, so rerank, exclusions and MMR have a pool.
-    session_half_life_s: the session and negative vectors fade with time since they were last
-    updated; affinity_half_life_s, the same for affinities (longer: tastes outlast sessions).
-    popularity_half_life_s: a click this long ago counts half in popular().
-    same_category_boost: similar()'s default preference for the product's own category.
-    """
-
-    session_weight: float = 0.3
-    negative_weight: float = 0.3
-    ewma_alpha: float = 0.4
-    affinity_weight: float = 0.15
-    affinity_step: float = 1.0
-    dismiss_step: float = 1.0
-    overfetch: int = 3
-    session_half_life_s: float = 1800.0
-    affinity_half_life_s: float = 7 * 86400.0
-    popularity_half_life_s: float = 7 * 86400.0
-    same_category_boost: float = 0.1
-
-    def __post_init__(self) -> None:
-        for name in ("session_weight", "ewma_alpha"):
-            check_unit_interval(name, getattr(self, name))
-        if self.ewma_alpha == 0:
-            raise ValueError("ewma_alpha must be greater than 0: a click must count")
-        for name in ("negative_weight", "affinity_weight", "affinity_step", "dismiss_step", "same_category_boost"):
-            value = _number(name, getattr(self, name))
-            if value is None or value < 0:
-                raise ValueError(f"{name} must be a number of at least 0, got {getattr(self, name)!r}")
-        for name in ("session_half_life_s", "affinity_half_life_s", "popularity_half_life_s"):
-            value = _number(name, getattr(self, name))
-            if value is None or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
-        check_k(self.overfetch, "overfetch")
-
-
-class _FieldMapping(dict[str, Any]):
-    """Typed results that are also the plain dicts the reference returns, so that code written for
-    it works unchanged: it reads `result["clicks"]`, adds keys (the reference's server does
-    `info["index_name"] = ...`) and hands results to json.dumps, which takes dicts only.
-
-    The dict is filled from the fields once, when the result is made; the attributes stay as
-    they were made (keys added or changed later are the caller's, not the result's). Printed,
-    a result reads as the reference's dict does."""
-
-    def __post_init__(self) -> None:
-        dict.update(self, {f.name: getattr(self, f.name) for f in fields(self)})  # type: ignore[arg-type]
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return id(self)
-
-
 @dataclass(frozen=True, eq=False, repr=False)
-class UserFeatures(_FieldMapping):
-    """A user's signals as stored, with the time each was last updated (None when unknown, e.g.
-    written by a port that keeps no timestamps). Fading is applied by the caller at read time."""
-
-    session_vec: Vector | None = None
-    affinities: dict[str, float] = field(default_factory=dict)
-    clicks: int = 0
-    last_clicked_id: str | None = None
-    last_clicked_category: str | None = None
-    negative_vec: Vector | None = None
-    session_at: float | None = None
-    negative_at: float | None = None
-    affinity_at: float | None = None
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class ClickResult(_FieldMapping):
+class ClickResult(DictResult):
     """What one click did: the item's category, that category's affinity after the click, the
     user's click count, the item clicked, and whether the session vector moved (False when the
     item has no valid vector: the click still counts)."""
@@ -458,7 +367,7 @@ class ClickResult(_FieldMapping):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class DismissResult(_FieldMapping):
+class DismissResult(DictResult):
     """What one dismissal did: the item's category and its affinity after the step down, the
     item, and whether the negative vector moved (False when the item has no valid vector)."""
 
@@ -469,7 +378,7 @@ class DismissResult(_FieldMapping):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class IndexInfo(_FieldMapping):
+class IndexInfo(DictResult):
     """The index's size and health from FT.INFO: documents indexed, hashes the index refused,
     the vector index's memory in MB, and the share of existing keys scanned (1.0 once a new
     index has caught up)."""
@@ -478,30 +387,6 @@ class IndexInfo(_FieldMapping):
     indexing_failures: int
     vector_index_size_mb: float
     percent_indexed: float
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One answer and what produced it, so a caller (the demo page) can show its work.
-
-    source: "query" (a typed query), "session" (the feed, from the session vector), "popular"
-    (decayed click counts), "rating" (nothing clicked yet anywhere: highest rated) or "similar".
-    used_rerank: an affinity changed at least one score. session_weight: the session's share of
-    the query after fading (0 when unused). excluded_count: products left out because the user
-    dismissed or (with exclude_clicked) clicked them. exhausted: fewer than k came back because
-    fewer than k products pass the filters and exclusions.
-    """
-
-    candidates: list[Candidate]
-    source: str
-    filter_clause: str
-    used_session: bool = False
-    used_rerank: bool = False
-    session_weight: float = 0.0
-    excluded_count: int = 0
-    exhausted: bool = False
-    search_ms: float = 0.0
-    rerank_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -579,7 +464,7 @@ def product_to_hash(product: Mapping[str, Any], dim: int) -> dict[str, bytes | s
             f"product {product.get('id')!r}: in_stock must be a boolean or 'true'/'false', got {in_stock!r}"
         )
     numbers = {
-        name: _number(f"product {product.get('id')!r}: {name}", product[name]) for name in PRODUCT_NUMERIC_FIELDS
+        name: finite_number(f"product {product.get('id')!r}: {name}", product[name]) for name in PRODUCT_NUMERIC_FIELDS
     }
     return {
         "name": str(product["name"]),
@@ -1378,38 +1263,23 @@ class RedisRecommender:
         return self._user_context(user_id, exclude_clicked=False).features
 
     def faded_affinities(self, features: UserFeatures, now: float | None = None) -> dict[str, float]:
-        """The affinities as rerank sees them now: faded by time since they were last updated."""
-        age = None if features.affinity_at is None else (self.clock() if now is None else now) - features.affinity_at
-        fade = decay_factor(age, self.config.affinity_half_life_s)
-        return {category: value * fade for category, value in features.affinities.items()}
+        """The affinities as rerank sees them now (or at `now`): faded by time since they were
+        last updated."""
+        return faded_affinities(features, self.config, self._now(now))
 
     def session_weight_now(self, features: UserFeatures, now: float | None = None) -> float:
         """The session's share of the query now: config.session_weight, halved per half-life
         since the session last moved; 0 without a session."""
-        return (
-            self.config.session_weight * self._session_fade(features, now) if features.session_vec is not None else 0.0
-        )
+        return session_weight(features, self.config, self._now(now))
 
     def session_fades_in_s(self, features: UserFeatures, now: float | None = None) -> float | None:
-        """Seconds until the session stops steering the feed (its weight falls below
-        MIN_FEED_SESSION_FACTOR of a fresh one's) unless the user clicks again; None without a
-        session, 0 when it already has."""
-        if features.session_vec is None:
-            return None
-        fade = self._session_fade(features, now)
-        if fade <= MIN_FEED_SESSION_FACTOR:
-            return 0.0
-        return round(self.config.session_half_life_s * math.log2(fade / MIN_FEED_SESSION_FACTOR), 1)
+        """Seconds until the session stops steering the feed (its weight falls below 1/16 of a
+        fresh one's) unless the user clicks again; None without a session, 0 when it already
+        has."""
+        return session_fades_in_s(features, self.config, self._now(now))
 
-    def _session_fade(self, features: UserFeatures, now: float | None = None) -> float:
-        age = None if features.session_at is None else (self.clock() if now is None else now) - features.session_at
-        return decay_factor(age, self.config.session_half_life_s)
-
-    def _negative_weight_now(self, features: UserFeatures, now: float) -> float:
-        if features.negative_vec is None:
-            return 0.0
-        age = None if features.negative_at is None else now - features.negative_at
-        return self.config.negative_weight * decay_factor(age, self.config.session_half_life_s)
+    def _now(self, now: float | None) -> float:
+        return float(self.clock()) if now is None else now
 
     def recent_clicks(self, user_id: str) -> list[str]:
         """Product ids the user clicked, newest first (at most RECENT_CLICKS_KEPT)."""
@@ -1602,7 +1472,7 @@ class RedisRecommender:
         alpha = self.config.ewma_alpha if ewma_alpha is None else check_unit_interval("ewma_alpha", ewma_alpha)
         if alpha == 0:
             raise ValueError("ewma_alpha must be in (0, 1]")
-        step = self.config.affinity_step if affinity_step is None else _number("affinity_step", affinity_step)
+        step = self.config.affinity_step if affinity_step is None else finite_number("affinity_step", affinity_step)
         category, (affinity, clicks, updated, repaired), state = self._apply_event(
             user_id, "click", product_id, alpha, float(step or 0.0), read_state
         )
@@ -1698,13 +1568,13 @@ class RedisRecommender:
         query = self._vector(query_vec)
         context = self._user_context(user_id, exclude_clicked) if user_id is not None else None
         features = context.features if context else UserFeatures()
-        session_weight = self.session_weight_now(features, now) if use_session else 0.0
-        negative_weight = self._negative_weight_now(features, now) if use_session else 0.0
-        vector = blend_query(query, features.session_vec, features.negative_vec, session_weight, negative_weight)
+        session = session_weight(features, self.config, now) if use_session else 0.0
+        negative = negative_weight(features, self.config, now) if use_session else 0.0
+        vector = blend_query(query, features.session_vec, features.negative_vec, session, negative)
         return self._rank(
             vector, "query", filters, k, context, now, use_rerank, diversity,
-            Why(session_weight=round(session_weight, 6) if session_weight else None,
-                negative_weight=round(negative_weight, 6) if negative_weight else None),
+            Why(session_weight=round(session, 6) if session else None,
+                negative_weight=round(negative, 6) if negative else None),
         )  # fmt: skip
 
     def _rank(
@@ -1729,7 +1599,7 @@ class RedisRecommender:
         searched = time.perf_counter()
         changed = False
         if use_rerank and context is not None:
-            affinities = self.faded_affinities(context.features, now)
+            affinities = faded_affinities(context.features, self.config, now)
             # The candidates were built from this request's reply: re-scored in place, not copied.
             changed = rescore_by_affinity(candidates, affinities, self.config.affinity_weight)
             candidates.sort(key=score_order)
@@ -1767,15 +1637,14 @@ class RedisRecommender:
         now = float(self.clock())
         context = self._user_context(user_id, exclude_clicked)
         features = context.features
-        fade = self._session_fade(features, now)
-        if features.session_vec is None or fade < MIN_FEED_SESSION_FACTOR:
+        if not session_is_live(features, self.config, now):
             return self._popular(k, filters, context, now, diversity)
-        negative_weight = self._negative_weight_now(features, now)
-        vector = blend_query(None, features.session_vec, features.negative_vec, 1.0, negative_weight)
-        session_weight = round(self.config.session_weight * fade, 6)
+        negative = negative_weight(features, self.config, now)
+        vector = blend_query(None, features.session_vec, features.negative_vec, 1.0, negative)
         return self._rank(
             vector, "session", filters, k, context, now, True, diversity,
-            Why(session_weight=session_weight, negative_weight=round(negative_weight, 6) if negative_weight else None),
+            Why(session_weight=round(session_weight(features, self.config, now), 6),
+                negative_weight=round(negative, 6) if negative else None),
         )  # fmt: skip
 
     def similar(
@@ -1800,7 +1669,7 @@ class RedisRecommender:
         boost = (
             self.config.same_category_boost
             if same_category_boost is None
-            else _number("same_category_boost", same_category_boost)
+            else finite_number("same_category_boost", same_category_boost)
         )
         if boost is None or boost < 0:
             raise ValueError(f"same_category_boost must be at least 0, got {same_category_boost!r}")
