@@ -16,6 +16,7 @@ from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
 from recommender import (
     IndexMissingError,
+    ProductNotFoundError,
     Recommendation,
     RedisRecommender,
     ReplicationTimeoutError,
@@ -455,8 +456,8 @@ def answering_library_errors(endpoint: Endpoint) -> Endpoint:
     def answer(app: DemoApp, user_id: str, fields: Fields) -> dict[str, Any]:
         try:
             return endpoint(app, user_id, fields)
-        except KeyError as exc:
-            raise ApiError(404, f"no product with id {exc.args[0]!r}") from None
+        except ProductNotFoundError as exc:
+            raise ApiError(404, f"no product with id {exc.product_id!r}") from None
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         except IndexMissingError:

@@ -57,6 +57,7 @@ __all__ = [
     "DismissResult",
     "IndexInfo",
     "IndexMissingError",
+    "ProductNotFoundError",
     "RankingConfig",
     "Recommendation",
     "RecommenderError",
@@ -112,7 +113,7 @@ TAG_SEPARATOR = ","
 
 class RecommenderError(Exception):
     """Base of the errors this library raises for conditions of Redis (not of the arguments:
-    those are ValueError, and an unknown product is KeyError)."""
+    those are ValueError), and of the data (an unknown product: ProductNotFoundError)."""
 
 
 class IndexMissingError(RecommenderError, redis.ResponseError):
@@ -127,6 +128,15 @@ class WriteRefusedError(RecommenderError, redis.ResponseError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"Redis refused the write: {reason} ({detail})")
         self.reason = reason
+
+
+class ProductNotFoundError(RecommenderError, KeyError):
+    """No product with that id. A KeyError too, as the reference raises, so `except KeyError`
+    keeps working; `product_id` names it."""
+
+    def __init__(self, product_id: str) -> None:
+        super().__init__(product_id)
+        self.product_id = product_id
 
 
 class ReplicationTimeoutError(RecommenderError):
@@ -1336,7 +1346,7 @@ class RedisRecommender:
 
     def _product_for_event(self, product_id: str) -> tuple[bytes, str]:
         """The clicked product's vector and category, read before the user's script (which may
-        only touch the user's slot). KeyError when there is no such product."""
+        only touch the user's slot). ProductNotFoundError when there is no such product."""
         key = self.product_key(check_product_id(product_id))
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(key, [EMBEDDING_FIELD, "category"])
@@ -1344,7 +1354,7 @@ class RedisRecommender:
         with _classified_errors():
             (blob, category), exists = pipe.execute()
         if not exists:
-            raise KeyError(product_id)
+            raise ProductNotFoundError(product_id)
         return blob or b"", _text(category) or "unknown"
 
     def _user_event_args(
@@ -1367,7 +1377,7 @@ class RedisRecommender:
         """Apply one click or dismissal (and, for a click, count its popularity), then WAIT for
         replicas when required; with read_state, read the user's stored state after it. Returns
         the product's category, the event script's reply, and the state replies for
-        _user_state_from (empty without read_state). KeyError for an unknown product.
+        _user_state_from (empty without read_state). ProductNotFoundError for an unknown product.
 
         Two round trips: the product's vector and category (its own slot), then, pipelined on one
         connection, the user's script (the user's slot), popularity's script (its slot), WAIT and
@@ -1448,7 +1458,7 @@ class RedisRecommender:
         count it for popularity: the session vector moves towards the item (EWMA against the
         faded session), the category affinity rises, the item joins recent clicks and seen.
 
-        ewma_alpha and affinity_step default to the RankingConfig's. Raises KeyError for an
+        ewma_alpha and affinity_step default to the RankingConfig's. Raises ProductNotFoundError (a KeyError) for an
         unknown product, ValueError for a bad id or alpha, WriteRefusedError when Redis refuses
         writes, ReplicationTimeoutError when min_replicas_ack replicas don't acknowledge.
         """
@@ -1662,7 +1672,7 @@ class RedisRecommender:
         product itself, with the filters, and a preference for its own category
         (`same_category_boost` subtracted from their distance; 0 gives the plain KNN; default
         from the RankingConfig). With a user, what they dismissed (and with exclude_clicked,
-        clicked) is left out. KeyError for an unknown product."""
+        clicked) is left out. ProductNotFoundError (a KeyError) for an unknown product."""
         k = check_k(k)
         filters = filters or NO_FILTERS
         diversity = check_unit_interval("diversity", diversity)
@@ -1685,7 +1695,7 @@ class RedisRecommender:
         vector = bytes_to_vector(blob if isinstance(blob, bytes) else None, self.vector_dim)
         if vector is None:
             if not self.redis.exists(key):
-                raise KeyError(product_id)
+                raise ProductNotFoundError(product_id)
             raise ValueError(f"product {product_id!r} has no valid {self.vector_dim}-d embedding to compare with")
         context = self._user_context_from(user_id, replies[1:], exclude_clicked) if user_id is not None else None
         excluded = (context.excluded if context else frozenset()) | {product_id}
@@ -1819,7 +1829,7 @@ class RedisRecommender:
 
     def refresh_embedding(self, product_id: str, new_vector: npt.ArrayLike) -> None:
         """Replace one item's vector in place; the index picks it up on write (no rebuild, no
-        downtime). ValueError for a wrong shape, KeyError for an unknown id (never creates a
+        downtime). ValueError for a wrong shape, ProductNotFoundError (a KeyError) for an unknown id (never creates a
         key), ReplicationTimeoutError as record_click."""
         blob = vector_to_bytes(new_vector, self.vector_dim)
         try:
@@ -1836,7 +1846,7 @@ class RedisRecommender:
                     self._refresh_embedding(keys=[self.product_key(product_id)], args=[EMBEDDING_FIELD, blob])
         except redis.ResponseError as exc:
             if "NOPRODUCT" in str(exc):
-                raise KeyError(product_id) from None
+                raise ProductNotFoundError(product_id) from None
             raise
 
     def product_names(self, product_ids: Sequence[str]) -> dict[str, str]:
