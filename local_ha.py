@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import logging
 import os
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -459,6 +460,23 @@ class HASetup:
                 self._killed.append(address)
                 return node.url
         raise LocalHAError(f"the primary {address[0]}:{address[1]} is not a running process of this set")
+
+    @contextlib.contextmanager
+    def replication_cut(self) -> Iterator[None]:
+        """Within the block, the replicas have lost their link to the primary and cannot
+        re-establish it (a wrong masterauth fails their handshake): the local stand-in for a
+        network partition between the primary and its replicas. On loopback a replica's link
+        otherwise comes back at once, so a kill -9 alone loses nothing. Restored on leaving."""
+        replicas = [redis.Redis.from_url(url) for url in self.replica_urls]
+        for replica in replicas:
+            replica.config_set("masterauth", "partitioned")
+            replica.execute_command("CLIENT", "KILL", "TYPE", "master")
+        try:
+            yield
+        finally:
+            for replica in replicas:
+                replica.config_set("masterauth", "")
+                replica.close()
 
     def wait_for_failover(self, timeout_s: float = FAILOVER_TIMEOUT_S) -> str:
         """Waits until every running Sentinel names a new primary, other than the last one

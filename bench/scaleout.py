@@ -257,24 +257,6 @@ def click_forever(
             log_.add(sent, time.monotonic(), True, user)
 
 
-@contextlib.contextmanager
-def replication_cut(setup: HASetup) -> Iterator[None]:
-    """The replicas drop their link to the primary and cannot re-establish it (a wrong
-    masterauth fails their handshake): the local stand-in for a network partition between the
-    primary and its replicas. A replica's link comes back at once otherwise (Redis 8 reconnects
-    immediately), so a kill -9 alone loses nothing on loopback."""
-    replicas = [redis.Redis.from_url(url) for url in setup.replica_urls]
-    for replica in replicas:
-        replica.config_set("masterauth", "partitioned")
-        replica.execute_command("CLIENT", "KILL", "TYPE", "master")
-    try:
-        yield
-    finally:
-        for replica in replicas:
-            replica.config_set("masterauth", "")
-            replica.close()
-
-
 def sentinel_timeline(setup: HASetup, killed_wall: float) -> dict[str, float]:
     """Seconds from the kill to each failover event, the earliest any Sentinel logged it."""
     earliest: dict[str, float] = {}
@@ -320,7 +302,7 @@ def failover_run(products: list[dict[str, Any]], min_replicas_ack: int, cut: boo
             while len(clicks.acknowledged()) < CLICKS_BEFORE_KILL and time.monotonic() < deadline:
                 time.sleep(0.01)
             cut_at = time.monotonic()
-            with replication_cut(setup) if cut else contextlib.nullcontext():
+            with setup.replication_cut() if cut else contextlib.nullcontext():
                 if cut:
                     time.sleep(CUT_BEFORE_KILL_S)
                 setup.kill_primary()  # returns once the process is gone

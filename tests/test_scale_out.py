@@ -370,23 +370,6 @@ def shop(address: tuple[str, int], name: str, product_ids: list[str], traffic: T
         traffic.send(address, "search", {"user_id": user, "query": QUERY, "k": 5})
 
 
-@contextlib.contextmanager
-def replication_cut(setup: HASetup) -> Iterator[None]:
-    """The replicas lose their link to the primary and cannot re-establish it (a wrong
-    masterauth fails their handshake): the local stand-in for a network partition between the
-    primary and its replicas. The link is restored on leaving the block."""
-    replicas = [redis.Redis.from_url(url) for url in setup.replica_urls]
-    for replica in replicas:
-        replica.config_set("masterauth", "partitioned")
-        replica.execute_command("CLIENT", "KILL", "TYPE", "master")
-    try:
-        yield
-    finally:
-        for replica in replicas:
-            replica.config_set("masterauth", "")
-            replica.close()
-
-
 @pytest.mark.parametrize("min_replicas_ack", [1, 0], ids=["wait-1", "no-wait"])
 def test_kill_9_of_the_primary_under_traffic(
     min_replicas_ack: int, onnx_embedder, catalog: dict, capsys: pytest.CaptureFixture[str]
@@ -417,7 +400,7 @@ def test_kill_9_of_the_primary_under_traffic(
                 while len(traffic.users("click", 200)) < CLICKS_EACH_SIDE and time.monotonic() < deadline:
                     time.sleep(0.05)
                 cut_at = time.monotonic()
-                with replication_cut(setup):
+                with setup.replication_cut():
                     time.sleep(LINK_DOWN_BEFORE_KILL_S)
                     setup.kill_primary()  # returns once the process is gone
                     killed_at = time.monotonic()
