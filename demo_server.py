@@ -1088,15 +1088,20 @@ def start_error_message(exc: BaseException, args: argparse.Namespace) -> str | N
     return None
 
 
+def report_start_error(exc: BaseException, args: argparse.Namespace) -> None:
+    """Tell the user what to fix about a failed start, on stderr; a bug is raised again."""
+    message = start_error_message(exc, args)
+    if message is None:
+        raise exc
+    print(message, file=sys.stderr)
+
+
 def serve_one(args: argparse.Namespace) -> int:
     """--workers 1: this process serves."""
     try:
         server, local = start(args)
     except Exception as exc:
-        message = start_error_message(exc, args)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
+        report_start_error(exc, args)
         return 1
     host, port = server.server_address[:2]
     log.info("listening on http://%s:%d", host, port)
@@ -1130,10 +1135,7 @@ def run_worker(
         try:
             server = build_server(args, shared, seed=seed, reuse_port=True)
         except Exception as exc:
-            message = start_error_message(exc, args)
-            if message is None:
-                raise
-            print(message, file=sys.stderr)
+            report_start_error(exc, args)
         else:
             os.write(ready_fd, b"1")
             log.info("worker %d serving", os.getpid())
@@ -1259,10 +1261,7 @@ def serve_workers(args: argparse.Namespace) -> int:
         shared = open_shared(args)
         reservation = reserve_port(args.host, args.port)
     except Exception as exc:
-        message = start_error_message(exc, args)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
+        report_start_error(exc, args)
         return 1
     args.port = reservation.getsockname()[1]
     # Each worker opens its own connections: none of the parent's may be shared across a fork.
