@@ -460,11 +460,6 @@ def intra_list_similarity(vectors: Sequence[Vector]) -> float:
 POPULARITY_REBASE_HALF_LIVES = 64.0
 
 
-def popularity_increment(now_s: float, epoch_s: float, half_life_s: float) -> float:
-    """What one click at `now_s` adds to a product's stored popularity sum."""
-    return float(2.0 ** ((now_s - epoch_s) / half_life_s))
-
-
 def decayed_popularity(stored: float, now_s: float, epoch_s: float, half_life_s: float) -> float:
     """A stored popularity sum as a decayed click count at `now_s` (1.0 = one click just now)."""
     return float(stored * 2.0 ** (-(now_s - epoch_s) / half_life_s))
