@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint format catalog bench-clean
+.PHONY: demo test test-unit lint format catalog bench-clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -29,7 +29,11 @@ test: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest tests/unit tests/integration
+
+## The fast tier alone: no Redis, no model, a few seconds
+test-unit: $(VENV)/.dev
+	$(PY) -m pytest tests/unit
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .

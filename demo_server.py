@@ -895,10 +895,13 @@ def open_sentinel(addresses: list[tuple[str, int]], service: str) -> tuple[redis
         raise ValueError(
             f"the Sentinels know {service!r} but name no primary that is up (a failover under way?): retry shortly"
         ) from None
-    for host, port in sentinel.discover_slaves(service):
-        replica = redis.Redis(host=host, port=port, **client_options())
+    for address in sentinel.discover_slaves(service):
+        # redis-py 8.2 types each pair as any encodable value; its Sentinel reply parser yields
+        # the address as str and the port as int, which these conversions state for mypy.
+        replica_host, replica_port = str(address[0]), int(str(address[1]))
+        replica = redis.Redis(host=replica_host, port=replica_port, **client_options())
         try:
-            check_replica(replica, f"{host}:{port} of {service}", "remove it from the service")
+            check_replica(replica, f"{replica_host}:{replica_port} of {service}", "remove it from the service")
         except ValueError as exc:  # down, or not yet a replica: Sentinel will notice; searches skip it
             log.warning("%s", exc)
         finally:

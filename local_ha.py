@@ -128,7 +128,7 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def client(self, **kwargs) -> redis.Redis:
+    def client(self, **kwargs: Any) -> redis.Redis:
         """A client that fails at once rather than retrying, for probing a node that may be down."""
         host, port = self.address
         options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0, "retry": Retry(NoBackoff(), 0)}
@@ -370,7 +370,7 @@ class HASetup:
         primary = self.primary_address()
         return [node.url for node in self.data_nodes if node.alive() and node.address != primary]
 
-    def sentinel_client(self, **kwargs) -> Sentinel:
+    def sentinel_client(self, **kwargs: Any) -> Sentinel:
         """A redis-py Sentinel on this set's Sentinels; kwargs go to the master/replica connections."""
         probe = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
         return Sentinel(self.sentinels, sentinel_kwargs=probe, **kwargs)
@@ -573,7 +573,7 @@ class LocalCluster:
     def node_urls(self) -> list[str]:
         return [node.url for node in self.nodes]
 
-    def client(self, **kwargs) -> RedisCluster:
+    def client(self, **kwargs: Any) -> RedisCluster:
         return RedisCluster(startup_nodes=self.startup_nodes, **kwargs)
 
     def start(self) -> LocalCluster:

@@ -39,7 +39,7 @@ remains configurable.
 Batched vectors are the single-call vectors: the ONNX export masks padding in attention and
 mean-pools over real tokens only, and on the project's machine 200 varied texts (empty to
 over 256 tokens) embedded in shuffled batches of 8 and 16 matched their single calls bit for
-bit (bench/batching.py; tests/test_query_encoder.py checks them to 1e-6).
+bit (bench/batching.py; tests/integration/test_query_encoder.py checks them to 1e-6).
 
 Padding costs time, though: every text of a call is padded to its longest, so fifteen short
 queries batched with one 1000-character text cost about six times as much as the two groups

@@ -41,7 +41,7 @@ WARM_UP_CALLS = 20
 AGREEMENT_TEXTS = 200
 K = 10
 
-# Shopper-style queries, shared with tests/test_embeddings.py.
+# Shopper-style queries, shared with tests/integration/test_embeddings.py.
 QUERIES = tuple((ROOT / "data" / "sample_queries.txt").read_text().splitlines())
 EXTRA_TEXTS = (
     "",

@@ -179,7 +179,7 @@ def catalog_summary(catalog: Catalog) -> dict[str, Any]:
 
 
 def product_dict(catalog: Catalog, i: int) -> dict[str, Any]:
-    """One product in the shape RedisRecommender takes (see tests/conftest.py make_products)."""
+    """One product in the shape RedisRecommender takes (see tests/integration/conftest.py make_products)."""
     return {
         "id": str(i),
         "name": catalog.names[i],

@@ -31,7 +31,7 @@ import pytest
 from demo_server import DemoRequestHandler
 from recommender import product_embedding_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENCODINGS = ("json", "form")
 MAX_BODY_BYTES = 64 * 1024
 

@@ -17,7 +17,7 @@ from local_redis import LocalRedis, connect
 from recommender import RedisRecommender
 
 DIM = 384
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from build_catalog import catalog_vectors, read_catalog
 from local_redis import LocalRedis
 from recommender import RedisRecommender
 
-CATALOG_PATH = Path(__file__).resolve().parent.parent / "catalog.json"
+CATALOG_PATH = Path(__file__).resolve().parents[2] / "catalog.json"
 
 DOWN_JACKET = "insulated down jacket for cold weather"
 TRAIL_SHOES = "comfortable shoes for trail running"

@@ -22,7 +22,7 @@ from bench.quality import (
     make_shoppers,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_metrics_match_values_worked_out_by_hand() -> None:

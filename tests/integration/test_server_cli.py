@@ -25,7 +25,7 @@ import pytest
 from local_redis import LocalRedis, connect, free_port
 from recommender import RedisRecommender
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "demo_server.py"
 FLAGS = (
     "--host",

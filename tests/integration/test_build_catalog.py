@@ -35,7 +35,7 @@ from build_catalog import (
 from local_redis import LocalRedis, free_port, redis_server_binary
 from recommender import RedisRecommender
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_JSONL = REPO / "examples" / "products.jsonl"
 EXAMPLE_CSV = REPO / "examples" / "products.csv"
 DIM = 384

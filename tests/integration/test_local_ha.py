@@ -21,7 +21,7 @@ from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from local_ha import HASetup, LocalCluster, measure_failover
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WAIT_MS = 5000
 
 

@@ -36,7 +36,7 @@ from recommender import (
     build_filter_clause,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AFFINITY_WEIGHT = 0.15  # the reference's rerank default
 
 TUTORIAL_SCRIPT = r'''

@@ -113,7 +113,7 @@ CONTENT_TYPES = [
     "application/json\x7f",
 ]
 # Bad values of Content-Length. None of them promises bytes that never come, which would only
-# wait out the stall timeout (tests/test_reliability.py covers that).
+# wait out the stall timeout (tests/integration/test_reliability.py covers that).
 BAD_LENGTHS = ["abc", "-1", "1e3", "0x10", str(MAX_BODY_BYTES + 1), "9" * 30, "9" * 5000, "\u0661"]
 HEADER_VALUES = {
     "origin": ("Origin", ["null", "http://evil.example", "http://[", "http://127.0.0.1:1", "file://"]),

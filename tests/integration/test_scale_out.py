@@ -458,7 +458,7 @@ def test_a_timed_out_search_reply_yields_no_phantom_product() -> None:
 
 # --- the demo server's flags --------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_server(*args: str) -> subprocess.CompletedProcess[str]:

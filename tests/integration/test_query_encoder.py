@@ -17,7 +17,7 @@ import pytest
 from build_catalog import DEFAULT_INPUT, load_products, product_text
 from query_encoder import DEFAULT_CACHE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, EncoderClosedError, QueryEncoder
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 QUERIES = (REPO / "data" / "sample_queries.txt").read_text().splitlines()
 # The largest gap seen between a batched row and the same text embedded alone, over 400 rows of
 # 200 varied texts in shuffled batches of 8 and 16 (bench/batching.py): none, the rows were

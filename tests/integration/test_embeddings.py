@@ -30,7 +30,7 @@ from embeddings import (
     transformer_dir,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HEAVY_MODULES = ("torch", "transformers", "sentence_transformers")
 
 # Shopper-style queries, shared with bench/embed.py.

@@ -36,7 +36,7 @@ from local_redis import (
     restart_delay,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HEAL_LIMIT_S = 15.0
 
 

@@ -1,0 +1,1 @@
+"""Internals of the recommender: see README's layout section."""
