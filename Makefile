@@ -6,18 +6,34 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-unit lint format catalog bench-clean
+.PHONY: demo test test-unit lint lock format catalog bench-clean
 
+# requirements.txt and requirements-dev.txt are locks: every package, transitive ones included, at
+# the exact version the tests ran on, compiled by pip-compile from requirements.in and
+# requirements-dev.in (`make lock`). They pin versions, not hashes: torch is the CPU build, whose
+# file (2.13.0+cpu, from this machine's wheel store or PyTorch's CPU index) differs from the CUDA
+# file PyPI serves for the same version, so no hash could match both. `torch==2.13.0` accepts
+# either build; the local label is dropped from the lock for that reason.
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+PIP_COMPILE = $(VENV)/bin/pip-compile --quiet --strip-extras --allow-unsafe --no-header --annotation-style=line \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
+DROP_LOCAL_LABEL = sed -i -E 's/^torch==([0-9.]+)\+cpu /torch==\1     /'
+
+## Re-compile both locks from the .in files; UPGRADE=--upgrade (all) or UPGRADE="--upgrade-package NAME"
+lock: $(VENV)/.dev
+	$(PIP_COMPILE) $(UPGRADE) -o requirements.txt requirements.in
+	$(DROP_LOCAL_LABEL) requirements.txt
+	$(PIP_COMPILE) $(UPGRADE) -o requirements-dev.txt requirements-dev.in
+	$(DROP_LOCAL_LABEL) requirements-dev.txt
 
 ## Set up and run the demo on http://127.0.0.1:8084
 demo: $(VENV)/.runtime
