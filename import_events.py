@@ -84,7 +84,9 @@ def parse_timestamp(value: Any, now: float) -> float:
             try:
                 moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
             except ValueError:
-                raise ValueError(f"{text!r} is neither ISO 8601 (2011-10-01T09:30:00Z) nor seconds since 1970") from None
+                raise ValueError(
+                    f"{text!r} is neither ISO 8601 (2011-10-01T09:30:00Z) nor seconds since 1970"
+                ) from None
             seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     if not math.isfinite(seconds):
         raise ValueError(f"{value!r} is not a finite time")
@@ -152,8 +154,9 @@ def file_format(path: Path) -> str:
 
 def open_text(path: Path, binary: IO[bytes]) -> IO[str]:
     """The file as UTF-8 text (a spreadsheet's BOM is skipped), un-gzipped when it is .gz."""
-    raw: IO[bytes] = gzip.GzipFile(fileobj=binary) if path.suffix.lower() == ".gz" else binary
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    if path.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=binary), encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
 
 
 def _jsonl_records(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:

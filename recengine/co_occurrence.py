@@ -84,9 +84,7 @@ class Neighbour:
 class CoOccurrence:
     """The co-occurrence of one recommender's products (keys under its index name)."""
 
-    def __init__(
-        self, client: Any, keys: CoOccurrenceKeys, config: CoOccurrenceConfig, *, user_ttl_s: int
-    ) -> None:
+    def __init__(self, client: Any, keys: CoOccurrenceKeys, config: CoOccurrenceConfig, *, user_ttl_s: int) -> None:
         self.keys = keys
         self.config = config
         self.user_ttl_s = user_ttl_s
@@ -126,7 +124,9 @@ class CoOccurrence:
 
     def batch_calls(self, reference_s: float, counts: Mapping[str, Mapping[str, float]]) -> list[ScriptCall]:
         """One call per product for many events' pairs, summed at reference_s (faded_sum)."""
-        return [self.counts_call(product_id, reference_s, list(values.items())) for product_id, values in counts.items()]
+        return [
+            self.counts_call(product_id, reference_s, list(values.items())) for product_id, values in counts.items()
+        ]
 
     # reading
 
