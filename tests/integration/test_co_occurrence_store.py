@@ -1,0 +1,139 @@
+"""The co-occurrence store on a real Redis: its two scripts, their bounds and their slots."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from recengine.co_occurrence import CoOccurrence, CoOccurrenceKeys, ScriptCall
+from recengine.co_occurrence_rules import CoOccurrenceConfig, WindowEntry, pair_increments, window_after
+from recengine.event_types import EventWeights
+
+DAY = 86400.0
+NOW = 1_790_000_000.0
+WEIGHTS = EventWeights()
+
+
+def store(client: redis.Redis, **settings: object) -> CoOccurrence:
+    config = CoOccurrenceConfig(**{"half_life_s": 30 * DAY, **settings})  # type: ignore[arg-type]
+    return CoOccurrence(client, CoOccurrenceKeys("test:idx", "user:"), config, user_ttl_s=3600)
+
+
+def run(call: ScriptCall) -> object:
+    return call.script(keys=call.keys, args=call.args)
+
+
+def record(co: CoOccurrence, user: str, product: str, at: float = NOW, session: str = "", weight: float = 4.0) -> int:
+    """One event as the library sends it: the window script, then the pair scripts. Returns
+    how many count scripts it ran."""
+    entry = WindowEntry(product, weight, at, session)
+    previous = co.window_from(run(co.window_call(user, entry)))  # type: ignore[arg-type]
+    calls = co.pair_calls(product, at, pair_increments(previous, entry, co.config, WEIGHTS))
+    for call in calls:
+        run(call)
+    return len(calls)
+
+
+def neighbours(client: redis.Redis, co: CoOccurrence, product: str, now: float = NOW) -> dict[str, float]:
+    pipe = client.pipeline(transaction=False)
+    co.queue_neighbours(pipe, product, 100)
+    return {n.product_id: n.count for n in co.neighbours_from(pipe.execute(), now)}
+
+
+def test_a_pair_is_counted_both_ways_and_read_at_once(redis_client: redis.Redis) -> None:
+    co = store(redis_client)
+    assert record(co, "u1", "a", session="s1") == 0
+    assert record(co, "u1", "b", session="s1") == 2
+    assert neighbours(redis_client, co, "a") == {"b": pytest.approx(1.0)}
+    assert neighbours(redis_client, co, "b") == {"a": pytest.approx(1.0)}
+    assert neighbours(redis_client, co, "never-counted") == {}
+
+
+def test_counts_fade_with_the_half_life(redis_client: redis.Redis) -> None:
+    co = store(redis_client)
+    record(co, "u1", "a", at=NOW - 30 * DAY, session="old")
+    record(co, "u1", "b", at=NOW - 30 * DAY, session="old")
+    record(co, "u2", "a", session="new")
+    record(co, "u2", "b", session="new")
+    assert neighbours(redis_client, co, "a") == {"b": pytest.approx(1.5)}
+
+
+def test_the_epoch_moves_before_the_sums_overflow(redis_client: redis.Redis) -> None:
+    co = store(redis_client, half_life_s=1.0)
+    record(co, "u1", "a", at=NOW, session="s1")
+    record(co, "u1", "b", at=NOW, session="s1")
+    later = NOW + 1000  # a thousand half-lives: 2^1000 would overflow a double's exponent range soon after
+    record(co, "u2", "a", at=later, session="s2")
+    record(co, "u2", "b", at=later, session="s2")
+    scores = redis_client.zrange(co.keys.counts("a")[0], 0, -1, withscores=True)
+    assert all(math.isfinite(score) and score < 2**70 for _, score in scores)
+    assert float(redis_client.get(co.keys.counts("a")[1])) == later
+    assert neighbours(redis_client, co, "a", now=later) == {"b": pytest.approx(1.0)}
+
+
+def test_each_product_keeps_its_best_neighbours_only(redis_client: redis.Redis) -> None:
+    co = store(redis_client, neighbours_kept=5, partners_per_event=50, window_kept=60)
+    for i in range(20):
+        record(co, "u1", f"p{i:02d}", session="big")
+    for i in range(3):  # p00's strongest partners: bought with it again, later, twice
+        for later in (60.0, 120.0):
+            record(co, f"again{i}", "p00", at=NOW + later, session=f"again{i}-{later}")
+            record(co, f"again{i}", f"p1{i}", at=NOW + later, session=f"again{i}-{later}")
+    kept = neighbours(redis_client, co, "p00")
+    assert len(kept) == 5 and {"p10", "p11", "p12"} <= set(kept)
+    assert all(redis_client.zcard(co.keys.counts(f"p{i:02d}")[0]) <= 5 for i in range(20))
+
+
+def test_one_event_writes_at_most_partners_plus_one_count_sets(redis_client: redis.Redis) -> None:
+    co = store(redis_client, partners_per_event=4, window_kept=32)
+    for i in range(30):
+        assert record(co, "u1", f"p{i}", session="s") <= 4 + 1
+
+
+def test_every_script_call_touches_one_slot(redis_client: redis.Redis) -> None:
+    co = store(redis_client)
+    entry = WindowEntry("{odd}id", 4.0, NOW, "s")
+    calls = [
+        co.window_call("shopper-7", entry),
+        *co.pair_calls("{odd}id", NOW, [("x", 1.0), ("y}", 1.0)]),
+        *co.batch_calls(NOW, {"a": {"b": 1.0}, "b": {"a": 1.0}}),
+    ]
+    for call in calls:
+        assert len({key_slot(key.encode()) for key in call.keys}) == 1, call.keys
+    # the window lives in the user's slot, beside the keys the user's script touches
+    assert key_slot(co.keys.window("shopper-7").encode()) == key_slot(b"{user:shopper-7:features}:seen")
+
+
+def test_the_window_script_keeps_what_the_rules_say(redis_client: redis.Redis) -> None:
+    co = store(redis_client, window_kept=8)
+    rng = random.Random(3)
+    expected: list[WindowEntry] = []
+    for i in range(40):
+        entry = WindowEntry(f"p{rng.randrange(10)}", rng.choice([0.5, 1.0, 2.0, 4.0]), NOW + i, rng.choice(["", "s"]))
+        previous = co.window_from(run(co.window_call("u1", entry)))  # type: ignore[arg-type]
+        assert previous == expected
+        expected = window_after(expected, entry, co.config)
+    assert co.window_from(redis_client.lrange(co.keys.window("u1"), 0, -1)) == expected
+    assert 0 < redis_client.ttl(co.keys.window("u1")) <= 3600
+
+
+def test_a_count_that_is_not_a_positive_number_writes_nothing(redis_client: redis.Redis) -> None:
+    co = store(redis_client)
+    for bad in ("nan", "-1", "0", "x"):
+        call = co.counts_call("a", NOW, [("b", 1.0)])
+        args = [*call.args[:-1], bad]
+        with pytest.raises(redis.ResponseError, match="BADCOUNT"):
+            call.script(keys=call.keys, args=args)
+    assert redis_client.dbsize() == 0
+
+
+def test_counts_expire_when_nothing_is_added(redis_client: redis.Redis) -> None:
+    co = store(redis_client, half_life_s=100.0)
+    record(co, "u1", "a", session="s")
+    record(co, "u1", "b", session="s")
+    for key in co.keys.counts("a"):
+        assert 0 < redis_client.ttl(key) <= co.config.ttl_s == 1000
