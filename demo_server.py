@@ -58,13 +58,13 @@ from local_redis import (
     LocalRedis,
     LocalRedisError,
     SearchUnavailableError,
-    _die_with_parent,
     connect,
     has_search,
     open_bundled,
     open_redis,
     redact,
 )
+from recengine.process import die_with_parent
 from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES, RedisRecommender
 
 log = logging.getLogger("demo_server")
@@ -1131,7 +1131,7 @@ def run_worker(
     try:
         for fd in close_fds:
             os.close(fd)
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != parent:  # the parent died before the line above took effect
             os._exit(0)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
@@ -59,6 +58,8 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from recengine.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +202,6 @@ def redact(url: str) -> str:
     credentials, host = rest.rsplit("@", 1)
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user + ':***' if user else '***'}@{host}"
-
-
-# Resolved once here, not in the child: a forked child of a threaded program (the demo) must
-# not load libraries between fork and exec.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: Linux sends it SIGTERM when the thread that started it
-    ends, so a crashed test run or a killed demo never leaves an orphan redis-server behind.
-    That is per thread, which is why a supervisor thread outlives the Redis it starts."""
-    pr_set_pdeathsig = 1
-    _prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _process_alive(pid: int) -> bool:
@@ -582,7 +570,7 @@ class LocalRedis:
             "--loadmodule", str(module),
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent
         )
         self._wait_until_ready(self.process, port)
         self._started_at = time.monotonic()
@@ -672,7 +660,7 @@ class LocalRedis:
                 with self._lifecycle:
                     if not stopping.is_set():
                         self._restart()
-            except Exception:  # a supervisor that dies takes its Redis with it (see _die_with_parent)
+            except Exception:  # a supervisor that dies takes its Redis with it (see die_with_parent)
                 log.exception("the supervisor of the bundled Redis on %s failed; it keeps watching", self.data_dir)
 
     def _how_it_ended(self, process: subprocess.Popen | None) -> str:
