@@ -50,7 +50,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from build_catalog import CatalogError, check_catalog_vectors, non_negative_int, positive_int, read_catalog
+from build_catalog import CatalogError, check_catalog_vectors, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError
 from local_redis import (
@@ -64,6 +64,7 @@ from local_redis import (
     open_redis,
     redact,
 )
+from recengine.cli_types import non_negative_int, positive_int, sentinel_address
 from recengine.process import die_with_parent
 from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES, RedisRecommender
 
@@ -782,15 +783,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 SENTINEL_TIMEOUT_S = 0.5
 REDIS_TIMEOUT_S = 2.0
-
-
-def sentinel_address(value: str) -> tuple[str, int]:
-    """argparse type of --sentinel: HOST:PORT, or [IPv6]:PORT."""
-    host, _, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:26379)")
-    return host, int(port)
 
 
 def client_options() -> dict[str, Any]:
