@@ -54,10 +54,10 @@ from build_catalog import CatalogError, check_catalog_vectors, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError
 from local_redis import (
-    DEFAULT_PROTOCOL,
     LocalRedis,
     LocalRedisError,
     SearchUnavailableError,
+    client_options,
     connect,
     has_search,
     open_bundled,
@@ -782,20 +782,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --- beyond one Redis: replicas, Sentinel, Cluster (README: Scaling out) ---------------------------
 
 SENTINEL_TIMEOUT_S = 0.5
-REDIS_TIMEOUT_S = 2.0
-
-
-def client_options() -> dict[str, Any]:
-    """What every connection of ours shares with local_redis.connect: bytes (vectors are
-    binary), no retries (a click re-sent after a lost reply would count twice), 2 s timeouts,
-    and its protocol (RESP2: the faster on the search path, see local_redis.DEFAULT_PROTOCOL)."""
-    return {
-        "decode_responses": False,
-        "protocol": DEFAULT_PROTOCOL,
-        "socket_connect_timeout": REDIS_TIMEOUT_S,
-        "socket_timeout": REDIS_TIMEOUT_S,
-        "retry": Retry(NoBackoff(), 0),
-    }
 
 
 def check_scale_out_flags(args: argparse.Namespace) -> None:

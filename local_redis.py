@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import redis
 from redis.backoff import NoBackoff
@@ -86,6 +86,8 @@ POOL_WAIT_S = 5.0
 # recommend() 0.65 against 0.72 ms, a click 0.57 against 0.59 ms. RESP3's search reply is a map
 # per row that the parser builds and the library then walks.
 DEFAULT_PROTOCOL = 2
+# How long a connection attempt, and a command's reply, may take before the command fails.
+CLIENT_TIMEOUT_S = 2.0
 # Supervision: how often a dead Redis (or a departed owner) is looked for, and the backoff
 # between restarts, reset once a Redis has stayed up for RESTART_STABLE_S.
 SUPERVISE_POLL_S = 0.1
@@ -154,7 +156,32 @@ def has_search(client: redis.Redis) -> bool:
     return True
 
 
-def connect(url: str, *, timeout_s: float = 2.0, protocol: int = DEFAULT_PROTOCOL) -> redis.Redis:
+class ClientOptions(TypedDict):
+    """The settings every Redis client of ours is made with (see client_options)."""
+
+    decode_responses: bool
+    protocol: int
+    socket_connect_timeout: float
+    socket_timeout: float
+    retry: Retry
+
+
+def client_options(timeout_s: float = CLIENT_TIMEOUT_S, protocol: int = DEFAULT_PROTOCOL) -> ClientOptions:
+    """What every client of ours shares, whether connect() makes it or the demo's replica,
+    Sentinel and cluster clients: bytes (vectors are binary), no retries (a click re-sent after
+    a lost reply would count twice; see connect), timeout_s for connecting and for each reply,
+    and the protocol (RESP2 unless told otherwise: the faster on the search path, see
+    DEFAULT_PROTOCOL)."""
+    return ClientOptions(
+        decode_responses=False,
+        protocol=protocol,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def connect(url: str, *, timeout_s: float = CLIENT_TIMEOUT_S, protocol: int = DEFAULT_PROTOCOL) -> redis.Redis:
     """Connect to a user's Redis (redis://, rediss:// with TLS, passwords in the URL) and
     fail fast, with the fix in the message, when it cannot serve FT.SEARCH.
 
@@ -175,12 +202,8 @@ def connect(url: str, *, timeout_s: float = 2.0, protocol: int = DEFAULT_PROTOCO
         url,
         max_connections=POOL_MAX_CONNECTIONS,
         timeout=POOL_WAIT_S,
-        decode_responses=False,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
         health_check_interval=10,
-        retry=Retry(NoBackoff(), 0),
-        protocol=protocol,
+        **client_options(timeout_s, protocol),
     )
     client = redis.Redis.from_pool(pool)
     client.ping()
