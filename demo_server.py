@@ -44,11 +44,6 @@ from typing import Any, NoReturn
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
-from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, Sentinel
 
 from build_catalog import CatalogError, check_catalog_vectors, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
@@ -57,15 +52,10 @@ from local_redis import (
     LocalRedis,
     LocalRedisError,
     SearchUnavailableError,
-    client_options,
-    connect,
-    has_search,
-    open_bundled,
-    open_redis,
-    redact,
 )
 from recengine.cli_types import non_negative_int, positive_int, sentinel_address
 from recengine.process import die_with_parent
+from recengine.topology import Topology, close_connections, open_topology
 from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES, RedisRecommender
 
 log = logging.getLogger("demo_server")
@@ -779,194 +769,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- beyond one Redis: replicas, Sentinel, Cluster (README: Scaling out) ---------------------------
-
-SENTINEL_TIMEOUT_S = 0.5
-
-
-def check_scale_out_flags(args: argparse.Namespace) -> None:
-    """Combinations that cannot work, refused before anything is opened."""
-    if args.sentinel and args.replica_url:
-        raise ValueError("the Sentinels name the replicas: drop --replica-url when using --sentinel")
-    if args.cluster:
-        if args.replica_url or args.sentinel or args.min_replicas_ack:
-            raise ValueError(
-                "--cluster sends every key to its shard's primary: drop --replica-url, --sentinel and --min-replicas-ack"
-            )
-        if not (args.redis_url or os.environ.get("REDIS_URL")):
-            raise ValueError("--cluster needs --redis-url (or REDIS_URL) naming one node of the cluster")
-
-
-def replica_without_search(where: str, fix: str) -> SearchUnavailableError:
-    return SearchUnavailableError(
-        f"the replica {where} has no Search module (FT.* commands are unknown), so it cannot answer searches: "
-        f"load the same Search module there as on the primary (loadmodule in its config), or {fix}"
-    )
-
-
-def check_replica(client: redis.Redis, where: str, fix: str) -> None:
-    """A read client must be a replica that can answer FT.SEARCH."""
-    try:
-        searchable = has_search(client)
-        role = client.info("replication").get("role")
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise ValueError(f"cannot reach the replica {where} ({exc}): start it, or {fix}") from None
-    if not searchable:
-        raise replica_without_search(where, fix)
-    if role != "slave":
-        raise ValueError(f"{where} is not a replica (INFO replication says role:{role}): pass a replica, or {fix}")
-
-
-def open_replica(url: str) -> redis.Redis:
-    """A --replica-url: a checked connection (see check_replica), pooled as the primary's is."""
-    fix = f"drop --replica-url {redact(url)}"
-    try:
-        client = connect(url)
-    except SearchUnavailableError:
-        raise replica_without_search(redact(url), fix) from None
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise ValueError(f"cannot reach the replica {redact(url)} ({exc}): start it, or {fix}") from None
-    check_replica(client, redact(url), fix)
-    return client
-
-
-def open_sentinel(addresses: list[tuple[str, int]], service: str) -> tuple[redis.Redis, redis.Redis, str]:
-    """The primary (master_for) and the searches' client (slave_for: the replicas in turn, the
-    primary when none answers) of a service the Sentinels monitor. Both ask the Sentinels again
-    when a connection fails, so a failover is followed without a restart; while no primary is
-    known, commands raise MasterNotFoundError (a ConnectionError: a 503). Refuses a service no
-    Sentinel knows and a node without Search. Returns the two clients and a description."""
-    listed = ", ".join(f"{host}:{port}" for host, port in addresses)
-    probe: dict[str, Any] = {
-        "socket_connect_timeout": SENTINEL_TIMEOUT_S,
-        "socket_timeout": SENTINEL_TIMEOUT_S,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    sentinel = Sentinel(addresses, sentinel_kwargs=probe)
-    known: set[str] = set()
-    answered = 0
-    for node, (host, port) in zip(sentinel.sentinels, addresses, strict=True):
-        try:
-            known.update(str(name) for name in node.sentinel_masters())
-        except (redis.ConnectionError, redis.TimeoutError):
-            continue
-        except redis.ResponseError as exc:
-            raise ValueError(f"{host}:{port} is not a Redis Sentinel ({exc}): check --sentinel") from None
-        answered += 1
-    if not answered:
-        raise ValueError(f"no Sentinel answers at {listed}: start them, or check --sentinel HOST:PORT")
-    if service not in known:
-        raise ValueError(
-            f"the Sentinels at {listed} monitor no service named {service!r} (they monitor: "
-            f"{', '.join(sorted(known)) or 'none'}): pass --sentinel-service NAME"
-        )
-    primary = sentinel.master_for(service, **client_options())
-    reads = sentinel.slave_for(service, **client_options())
-    try:
-        host, port = sentinel.discover_master(service)
-        if not has_search(primary):
-            raise SearchUnavailableError(
-                f"the primary of {service} ({host}:{port}) has no Search module (FT.* commands are unknown): "
-                "run Redis 8 or newer, or Redis Stack, on every node of the service"
-            )
-    except MasterNotFoundError:
-        raise ValueError(
-            f"the Sentinels know {service!r} but name no primary that is up (a failover under way?): retry shortly"
-        ) from None
-    for address in sentinel.discover_slaves(service):
-        # redis-py 8.2 types each pair as any encodable value; its Sentinel reply parser yields
-        # the address as str and the port as int, which these conversions state for mypy.
-        replica_host, replica_port = str(address[0]), int(str(address[1]))
-        replica = redis.Redis(host=replica_host, port=replica_port, **client_options())
-        try:
-            check_replica(replica, f"{replica_host}:{replica_port} of {service}", "remove it from the service")
-        except ValueError as exc:  # down, or not yet a replica: Sentinel will notice; searches skip it
-            log.warning("%s", exc)
-        finally:
-            replica.close()
-    return primary, reads, f"Redis of Sentinel service {service} ({listed})"
-
-
-def open_cluster(url: str) -> tuple[RedisCluster, str]:
-    """--cluster: a RedisCluster client that finds every node from the one in the URL."""
-    try:
-        client = RedisCluster.from_url(url, **client_options())
-    except RedisClusterException as exc:
-        raise ValueError(
-            f"{redact(url)} is not a reachable node of a Redis Cluster ({exc}): drop --cluster, or check --redis-url"
-        ) from None
-    try:
-        client.execute_command("FT._LIST", target_nodes=client.get_random_node())
-    except redis.ResponseError:
-        raise SearchUnavailableError(
-            f"the Redis Cluster at {redact(url)} has no Search module (FT._LIST is refused): run Redis 8 or newer, "
-            "or Redis Stack, on every node"
-        ) from None
-    return client, f"Redis Cluster at {redact(url)}"
-
-
-def check_replicas_connected(client: redis.Redis, required: int) -> None:
-    """--min-replicas-ack N with fewer replicas than N would refuse every click."""
-    connected = int(client.info("replication").get("connected_slaves", 0))
-    if connected < required:
-        raise ValueError(
-            f"--min-replicas-ack {required}, but the primary has {connected} connected replica(s), so every click "
-            "would be refused: start the replicas, or lower --min-replicas-ack"
-        )
-
-
-def close_connections(shared: Shared) -> None:
-    """Before forking workers: none of the parent's connections may be shared with a child."""
-    for client in (shared.client, *shared.read_clients):
-        if isinstance(client, RedisCluster):
-            client.disconnect_connection_pools()
-        else:
-            client.connection_pool.disconnect()
-
-
 @dataclass
 class Shared:
-    """What one run sets up once, before any worker: the catalogue, the Redis connection (and
-    the bundled Redis when we started it), the replicas that answer searches, and the cookie
-    secret."""
+    """What one run sets up once, before any worker: the catalogue, the Redis clients (and the
+    bundled Redis when we started it), and the cookie secret."""
 
     catalog: dict[str, Any]
-    client: redis.Redis | RedisCluster
-    local: LocalRedis | None
+    redis: Topology
     cookie_secret: bytes
     redis_seconds: float
-    read_clients: list[redis.Redis]
-    description: str
 
 
 def open_shared(args: argparse.Namespace) -> Shared:
     catalog = read_catalog(args.catalog)
     if not 1 <= args.topk <= HTTP_MAX_K:
         raise ValueError(f"--topk must be between 1 and {HTTP_MAX_K}")
-    check_scale_out_flags(args)
     t0 = time.perf_counter()
-    client: redis.Redis | RedisCluster
-    local: LocalRedis | None = None
-    read_clients: list[redis.Redis] = []
-    if args.sentinel:
-        client, reads, description = open_sentinel(args.sentinel, args.sentinel_service)
-        read_clients = [reads]
-    elif args.cluster:
-        client, description = open_cluster(args.redis_url or os.environ["REDIS_URL"])
-    else:
-        if args.data_dir is not None:
-            client, local = open_bundled(args.data_dir)
-        else:
-            client, local = open_redis(args.redis_url, data_dir=DEFAULT_DATA_DIR)
-        where = client.connection_pool.connection_kwargs
-        description = f"{'bundled ' if local else ''}Redis at {where.get('host')}:{where.get('port')}"
-        read_clients = [open_replica(url) for url in args.replica_url]
-    if args.min_replicas_ack and isinstance(client, redis.Redis):
-        check_replicas_connected(client, args.min_replicas_ack)
+    topology = open_topology(args, DEFAULT_DATA_DIR)
     redis_seconds = time.perf_counter() - t0
     # Kept beside the bundled Redis's data even when another Redis is used.
     secret = load_cookie_secret(args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR)
-    return Shared(catalog, client, local, secret, redis_seconds, read_clients, description)
+    return Shared(catalog, topology, secret, redis_seconds)
 
 
 def build_server(
@@ -985,7 +808,7 @@ def build_server(
     # differently (sentence-transformers/..., Xenova/...).
     check_catalog_vectors(catalog, embedder, source=args.catalog)
     recommender = RedisRecommender(
-        shared.client,
+        shared.redis.client,
         index_name=args.index_name,
         key_prefix=args.key_prefix,
         vector_dim=embedder.dim,
@@ -994,11 +817,11 @@ def build_server(
         ef_runtime=args.ef_runtime,
         hybrid_policy=args.hybrid_policy,
         user_ttl_s=args.user_ttl,
-        read_clients=shared.read_clients,
+        read_clients=shared.redis.read_clients,
         min_replicas_ack=args.min_replicas_ack,
         replica_ack_timeout_ms=args.replica_ack_timeout_ms,
     )
-    app = DemoApp(recommender, embedder, catalog, default_k=args.topk, redis_description=shared.description)
+    app = DemoApp(recommender, embedder, catalog, default_k=args.topk, redis_description=shared.redis.description)
     count = None
     if seed:
         t0 = time.perf_counter()
@@ -1034,7 +857,7 @@ def start(args: argparse.Namespace) -> tuple[DemoServer, LocalRedis | None]:
     """Everything before serving in one process: catalog, Redis, cookie secret, model, index.
     Raises with a message for every problem a user can fix."""
     shared = open_shared(args)
-    return build_server(args, shared), shared.local
+    return build_server(args, shared), shared.redis.local
 
 
 def stop_serving(signum: int, frame: Any) -> None:
@@ -1246,7 +1069,7 @@ def serve_workers(args: argparse.Namespace) -> int:
         return 1
     args.port = reservation.getsockname()[1]
     # Each worker opens its own connections: none of the parent's may be shared across a fork.
-    close_connections(shared)
+    close_connections(shared.redis)
     supervisor = Supervisor(args, shared, reservation)
     code = 0
     try:
@@ -1259,8 +1082,8 @@ def serve_workers(args: argparse.Namespace) -> int:
     finally:
         reservation.close()
         supervisor.stop()
-        if shared.local:
-            shared.local.stop()
+        if shared.redis.local:
+            shared.redis.local.stop()
     return code
 
 
