@@ -14,13 +14,8 @@ port (SO_REUSEPORT) under a supervising parent.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import email.errors
-import functools
-import hashlib
-import hmac
-import http.cookies
 import ipaddress
 import json
 import logging
@@ -30,9 +25,7 @@ import re
 import secrets
 import signal
 import socket
-import stat
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -56,6 +49,15 @@ from local_redis import (
 from recengine.cli_types import non_negative_int, positive_int, sentinel_address
 from recengine.process import die_with_parent
 from recengine.topology import Topology, close_connections, open_topology
+from recengine.web_guard import (
+    SECURITY_HEADERS,
+    AllowedHosts,
+    CookieSigner,
+    allowed_host_argument,
+    cross_site_refusal,
+    load_cookie_secret,
+    valid_user_id,
+)
 from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES, RedisRecommender
 
 log = logging.getLogger("demo_server")
@@ -71,19 +73,10 @@ RESPONSE_BUFFER_BYTES = 256 * 1024
 # One encoder for every answer (json.dumps with options builds a new one per call).
 JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
 MAX_FORM_FIELDS = 100
-USER_COOKIE = "rr_user"
 DEFAULT_USER = "demo"
-USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CONNECTION_TIMEOUT_S = 10
 # Content-Length is 1*DIGIT (RFC 9110): int() would also take "+5", "1_5" and non-ASCII digits.
 CONTENT_LENGTH_PATTERN = re.compile(r"[0-9]+")
-# A Host header: a DNS name or IPv4 address, or a bracketed IPv6 address, and an optional port.
-HOST_PATTERN = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::([0-9]{1,5}))?")
-DNS_NAME_PATTERN = re.compile(r"(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-COOKIE_SECRET_FILE = "cookie-secret"
-COOKIE_SECRET_MIN_CHARS = 32
-SIGNATURE_BYTES = 16
 # API requests in flight per process. Each holds at most one Redis connection at a time, so the
 # limit stays below the client's pool (redis-py's default is 100 connections): past the pool,
 # redis-py fails a command with "Too many connections", which would be a false "Redis is down".
@@ -103,20 +96,6 @@ HEADER_LINE_DEFECTS = (
     email.errors.FirstHeaderLineIsContinuationDefect,
 )
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-
-
-def valid_user_id(value: Any) -> str | None:
-    return value if isinstance(value, str) and USER_ID_PATTERN.fullmatch(value) else None
 
 
 def parse_form(data: bytes, what: str) -> dict[str, str]:
@@ -174,14 +153,6 @@ def split_target(target: str) -> SplitResult:
         raise ApiError(400, "the request target is not a valid URL") from None
 
 
-def origin_netloc(origin: str) -> str | None:
-    """host[:port] of an Origin header; None for one urllib cannot parse, which is never ours."""
-    try:
-        return urlsplit(origin).netloc
-    except ValueError:
-        return None
-
-
 def static_file(url_path: str) -> Path:
     """The file under static/ that a /static/... path names; anything that would leave the
     folder (.., encoded or not, absolute paths, links out) is a 404."""
@@ -196,93 +167,6 @@ def static_file(url_path: str) -> Path:
     if not found:
         raise ApiError(404, "no such file")
     return path
-
-
-# --- host names and cookies ------------------------------------------------------------------------
-
-
-def host_name(value: str) -> str | None:
-    """A host as the Host check compares it: lower case, an IPv6 address in brackets; None for
-    anything else (a port, a scheme, a wildcard, spaces)."""
-    name = value.strip().lower()
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
-        return f"[{address.compressed}]" if address.version == 6 else address.compressed
-    return name if DNS_NAME_PATTERN.fullmatch(name) else None
-
-
-def allowed_host_argument(value: str) -> str:
-    name = host_name(value)
-    if name is None:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a host name: give the bare name the browser uses, e.g. demo.example.com "
-            "(no scheme, port or wildcard)"
-        )
-    return name
-
-
-@functools.lru_cache(maxsize=256)
-def split_host_header(value: str) -> tuple[str, int | None] | None:
-    """(name, port) of a Host header or a target's authority; None when malformed. Remembered
-    for the last few hundred values: every request carries one, nearly always the same, and
-    parsing it (a regex, an address parse) was a measurable part of a request's own time."""
-    match = HOST_PATTERN.fullmatch(value.strip().lower())
-    if not match:
-        return None
-    name = host_name(match.group(1))
-    return (name, int(match.group(2)) if match.group(2) else None) if name else None
-
-
-class CookieSigner:
-    """The user cookie is `<user id>.<HMAC-SHA256 of the id>`, so that a cookie planted by
-    someone without the server's secret (a page on another port of 127.0.0.1 can set cookies
-    for this one) is ignored instead of choosing the user."""
-
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
-
-    def signature(self, user_id: str) -> str:
-        digest = hmac.new(self._secret, user_id.encode("utf-8"), hashlib.sha256).digest()[:SIGNATURE_BYTES]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-    def sign(self, user_id: str) -> str:
-        return f"{user_id}.{self.signature(user_id)}"
-
-    def verify(self, value: str) -> str | None:
-        """The user id of a genuine cookie value, else None."""
-        user_id, _, signature = value.rpartition(".")
-        if valid_user_id(user_id) is None:
-            return None
-        return user_id if hmac.compare_digest(signature, self.signature(user_id)) else None
-
-
-def load_cookie_secret(data_dir: Path) -> bytes:
-    """The secret that signs user cookies, kept in `data_dir` so that cookies stay good across
-    restarts and between the workers and servers sharing the folder. Created when absent:
-    written privately (0600) under a temporary name and linked into place, so a concurrent
-    start either wins or reads the winner's secret, never half a file or a second secret."""
-    path = data_dir / COOKIE_SECRET_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{COOKIE_SECRET_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as temp:
-                temp.write(secrets.token_hex(32) + "\n")
-                temp.flush()
-                os.fsync(temp.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(temp_name, path)
-        finally:
-            os.unlink(temp_name)
-    secret = path.read_text(encoding="ascii", errors="replace").strip()
-    if len(secret) < COOKIE_SECRET_MIN_CHARS:
-        raise ValueError(
-            f"{path} holds no usable secret (under {COOKIE_SECRET_MIN_CHARS} characters): delete it and start "
-            "again to make a new one (browsers then get new user cookies)"
-        )
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        log.warning("%s can be read by other users: run `chmod 600 %s`", path, path)
-    return secret.encode("ascii")
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -420,7 +304,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         if not named and self.request_version != "HTTP/1.0":
             raise ApiError(400, "an HTTP/1.1 request needs a Host header")
         for host in named:
-            if not self.server.host_allowed(host):
+            if not self.server.hosts.allows(host):
                 raise ApiError(
                     421,
                     f"this server does not answer for host {host[:100]!r}: open it as http://127.0.0.1:"
@@ -456,14 +340,11 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
     def check_same_origin(self) -> None:
         """Another web page must not drive a user's local demo: browsers mark cross-site
         requests with Sec-Fetch-Site and Origin, which a page cannot forge."""
-        site = self.headers.get("Sec-Fetch-Site")
-        if site and site not in ("same-origin", "none"):
-            raise ApiError(403, "cross-site requests are refused: use the demo page itself")
-        origin = self.headers.get("Origin")
-        if origin and origin != "null" and origin_netloc(origin) != self.headers.get("Host", ""):
-            raise ApiError(403, "cross-origin requests are refused: use the demo page itself")
-        if origin == "null":
-            raise ApiError(403, "requests from an opaque origin are refused")
+        refusal = cross_site_refusal(
+            self.headers.get("Sec-Fetch-Site"), self.headers.get("Origin"), self.headers.get("Host", "")
+        )
+        if refusal:
+            raise ApiError(403, refusal)
 
     def read_body(self) -> bytes:
         length, self.unread_body = self.unread_body, 0
@@ -502,13 +383,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
 
     def cookie_user(self) -> str | None:
         """The user of a genuine (signed) cookie; None for none, or for one planted or forged."""
-        cookies = http.cookies.SimpleCookie()
-        try:
-            cookies.load(self.headers.get("Cookie", ""))
-        except http.cookies.CookieError:
-            return None
-        morsel = cookies.get(USER_COOKIE)
-        return self.server.cookie_signer.verify(morsel.value) if morsel else None
+        return self.server.cookie_signer.user_of(self.headers.get("Cookie", ""))
 
     def send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
         body = JSON_ENCODER.encode(payload).encode("utf-8")
@@ -533,8 +408,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         extra = {}
         if path.name == "index.html" and self.cookie_user() is None:
-            value = self.server.cookie_signer.sign(f"u-{secrets.token_hex(8)}")
-            extra["Set-Cookie"] = f"{USER_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=31536000"
+            extra["Set-Cookie"] = self.server.cookie_signer.new_user_cookie()
         self.finish_headers(body, extra)
         if not head:
             self.wfile.write(body)
@@ -592,25 +466,12 @@ class DemoServer(ThreadingHTTPServer):
         super().__init__(address, DemoRequestHandler)
         self.app = app
         self.cookie_signer = CookieSigner(cookie_secret or secrets.token_bytes(32))
-        own = {name for name in (*LOOPBACK_NAMES, host_name(address[0]) or "") if name}
-        self.local_names = frozenset(own)
-        self.extra_names = frozenset(filter(None, (host_name(name) for name in allowed_hosts)))
+        self.hosts = AllowedHosts.serving(address[0], self.server_address[1], allowed_hosts)
         # Half the pool at most: room for anything that briefly holds a second connection.
         pool = getattr(app.recommender.redis, "connection_pool", None)
         pool_size = pool.max_connections if pool is not None else REDIS_POOL_DEFAULT
         self.max_in_flight = max(1, min(max_in_flight or DEFAULT_MAX_IN_FLIGHT, pool_size // 2))
         self.in_flight = threading.BoundedSemaphore(self.max_in_flight)
-
-    def host_allowed(self, host: str) -> bool:
-        """The loopback names and our own address with our port or none; allowed_hosts with
-        any port (behind a proxy the public port is not ours)."""
-        parsed = split_host_header(host)
-        if parsed is None:
-            return False
-        name, port = parsed
-        if name in self.extra_names:
-            return True
-        return name in self.local_names and port in (None, self.server_address[1])
 
     @contextlib.contextmanager
     def api_slot(self) -> Iterator[None]:
