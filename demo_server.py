@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import email.errors
+import functools
 import ipaddress
 import json
 import logging
@@ -24,7 +25,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
@@ -41,13 +41,8 @@ import redis
 from build_catalog import CatalogError, check_catalog_vectors, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError
-from local_redis import (
-    LocalRedis,
-    LocalRedisError,
-    SearchUnavailableError,
-)
+from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
 from recengine.cli_types import non_negative_int, positive_int, sentinel_address
-from recengine.process import die_with_parent
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
     SECURITY_HEADERS,
@@ -58,6 +53,7 @@ from recengine.web_guard import (
     load_cookie_secret,
     valid_user_id,
 )
+from recengine.workers import reserve_port, supervise
 from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES, RedisRecommender
 
 log = logging.getLogger("demo_server")
@@ -87,7 +83,6 @@ BUSY_WAIT_S = 1.0
 BUSY_RETRY_AFTER_S = 1
 # A client that closes or resets its connection mid-request is normal, never a server error.
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
-WORKER_STOP_TIMEOUT_S = 10
 # What the header parser reports for lines it dropped (not for, e.g., a multipart Content-Type
 # without a body, which it also calls a defect).
 HEADER_LINE_DEFECTS = (
@@ -95,7 +90,6 @@ HEADER_LINE_DEFECTS = (
     email.errors.InvalidHeaderDefect,
     email.errors.FirstHeaderLineIsContinuationDefect,
 )
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def parse_form(data: bytes, what: str) -> dict[str, str]:
@@ -761,6 +755,16 @@ def report_start_error(exc: BaseException, args: argparse.Namespace) -> None:
     print(message, file=sys.stderr)
 
 
+def serve_until_stopped(server: DemoServer) -> None:
+    """Serve until a stop signal (KeyboardInterrupt, see stop_serving, which this lets through),
+    then close the listening socket and the app."""
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        server.app.close()
+
+
 def serve_one(args: argparse.Namespace) -> int:
     """--workers 1: this process serves."""
     try:
@@ -771,152 +775,27 @@ def serve_one(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     log.info("listening on http://%s:%d", host, port)
     try:
-        server.serve_forever()
+        serve_until_stopped(server)
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
-        server.server_close()
-        server.app.close()
         if local:
             local.stop()
     return 0
 
 
-def run_worker(
-    args: argparse.Namespace, shared: Shared, seed: bool, ready_fd: int, close_fds: list[int], parent: int
-) -> NoReturn:
-    """A forked worker: its own model, app, Redis connections (redis-py resets an inherited
-    pool) and listening socket on the shared port. It writes one byte to ready_fd once it
-    listens, stops on SIGTERM/SIGINT, and gets SIGTERM when the parent dies. It always leaves
-    with os._exit: the parent's exit handlers (stopping the bundled Redis) are not a worker's."""
-    code = 1
+def serve_worker(args: argparse.Namespace, shared: Shared, seed: bool, ready: Callable[[], None]) -> int:
+    """A forked worker's Work (recengine.workers): its own model, app, Redis connections
+    (redis-py resets an inherited pool) and listening socket on the shared port."""
     try:
-        for fd in close_fds:
-            os.close(fd)
-        die_with_parent()
-        if os.getppid() != parent:  # the parent died before the line above took effect
-            os._exit(0)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        try:
-            server = build_server(args, shared, seed=seed, reuse_port=True)
-        except Exception as exc:
-            report_start_error(exc, args)
-        else:
-            os.write(ready_fd, b"1")
-            log.info("worker %d serving", os.getpid())
-            try:
-                server.serve_forever()
-            except KeyboardInterrupt:
-                pass
-            finally:
-                server.server_close()
-                server.app.close()
-            code = 0
-    except KeyboardInterrupt:
-        code = 0
-    except BaseException:
-        log.exception("worker %d failed", os.getpid())
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-class WorkerStartError(RuntimeError):
-    """A worker exited before it listened (it has printed why)."""
-
-
-class Supervisor:
-    """The parent of --workers N. It starts the workers one after the other (each loads the
-    model; one at a time, a first start's one-time model export is never raced), replaces a
-    worker that dies, and stops them all on SIGTERM/SIGINT."""
-
-    def __init__(self, args: argparse.Namespace, shared: Shared, reservation: socket.socket) -> None:
-        self.args = args
-        self.shared = shared
-        # Held until every first worker listens (see reserve_port).
-        self.reservation: socket.socket | None = reservation
-        self.workers: set[int] = set()
-
-    def spawn(self, seed: bool) -> int:
-        """Fork a worker and wait until it listens. Stop signals are blocked across the fork,
-        so that neither process is interrupted half-way (a child running the parent's cleanup
-        would stop the bundled Redis)."""
-        read_fd, write_fd = os.pipe()
-        parent = os.getpid()
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            pid = os.fork()
-            if pid == 0:
-                inherited = [read_fd, *([self.reservation.fileno()] if self.reservation else [])]
-                run_worker(self.args, self.shared, seed, write_fd, inherited, parent)
-            self.workers.add(pid)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-            os.close(write_fd)
-        try:
-            ready = os.read(read_fd, 1)
-        finally:
-            os.close(read_fd)
-        if not ready:
-            os.waitpid(pid, 0)
-            self.workers.discard(pid)
-            raise WorkerStartError(f"worker {pid} exited before it listened")
-        return pid
-
-    def run(self) -> None:
-        """Start the workers, then keep N of them serving until interrupted."""
-        for number in range(self.args.workers):
-            self.spawn(seed=number == 0)
-        if self.reservation:
-            self.reservation.close()
-            self.reservation = None
-        log.info("listening on http://%s:%d with %d workers", self.args.host, self.args.port, self.args.workers)
-        while True:
-            pid, status = os.wait()
-            if pid in self.workers:
-                self.workers.discard(pid)
-                log.warning("worker %d exited (%s); starting another", pid, describe_exit(status))
-                log.info("worker %d replaced by worker %d", pid, self.spawn(seed=False))
-
-    def stop(self) -> None:
-        """SIGTERM to every worker; SIGKILL to one still running WORKER_STOP_TIMEOUT_S later."""
-        for pid in self.workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
-        while self.workers:
-            for pid in list(self.workers):
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    self.workers.discard(pid)
-                elif time.monotonic() > deadline:
-                    log.warning("worker %d did not stop within %d s; killing it", pid, WORKER_STOP_TIMEOUT_S)
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    self.workers.discard(pid)
-            time.sleep(0.02)
-
-
-def describe_exit(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit code {os.waitstatus_to_exitcode(status)}"
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound (not listening, so it is never given connections) to host:port with
-    SO_REUSEPORT: a busy port is reported before any worker starts, port 0 becomes one real
-    port for every worker, and no other program takes the port while the workers start."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Try another --port.") from None
-    return sock
+        server = build_server(args, shared, seed=seed, reuse_port=True)
+    except Exception as exc:
+        report_start_error(exc, args)
+        return 1
+    ready()
+    log.info("worker %d serving", os.getpid())
+    serve_until_stopped(server)
+    return 0
 
 
 def serve_workers(args: argparse.Namespace) -> int:
@@ -931,21 +810,11 @@ def serve_workers(args: argparse.Namespace) -> int:
     args.port = reservation.getsockname()[1]
     # Each worker opens its own connections: none of the parent's may be shared across a fork.
     close_connections(shared.redis)
-    supervisor = Supervisor(args, shared, reservation)
-    code = 0
     try:
-        supervisor.run()
-    except KeyboardInterrupt:
-        log.info("stopping")
-    except WorkerStartError as exc:
-        log.error("%s; stopping", exc)
-        code = 1
+        return supervise(functools.partial(serve_worker, args, shared), args.workers, args.host, reservation)
     finally:
-        reservation.close()
-        supervisor.stop()
         if shared.redis.local:
             shared.redis.local.stop()
-    return code
 
 
 def main(argv: list[str] | None = None) -> int:
