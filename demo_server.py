@@ -54,7 +54,14 @@ from recengine.web_guard import (
     valid_user_id,
 )
 from recengine.workers import reserve_port, supervise
-from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES, RedisRecommender
+from recommender import (
+    DEFAULT_EF_RUNTIME,
+    DEFAULT_USER_TTL_S,
+    HYBRID_POLICIES,
+    IndexMissingError,
+    RedisRecommender,
+    classify_response_error,
+)
 
 log = logging.getLogger("demo_server")
 
@@ -244,8 +251,8 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.send_json(503, {"error": f"Redis is unreachable ({self.app.redis_description}); retry shortly"})
             return 503, path
         except redis.ResponseError as exc:
-            # FT.SEARCH says "no such index", FT.INFO (first thing the page asks) "Unknown index name".
-            missing = any(words in str(exc).lower() for words in ("no such index", "unknown index name"))
+            # The library's classifier reads Redis' wording (FT.SEARCH's and FT.INFO's differ).
+            missing = isinstance(classify_response_error(exc), IndexMissingError)
             log.exception("Redis error on %s %s", method, path)
             message = (
                 "the search index is missing: POST /reset-index to rebuild it"
