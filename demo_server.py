@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import email.errors
 import functools
 import ipaddress
 import json
 import logging
 import mimetypes
 import os
-import re
 import secrets
 import signal
 import sys
@@ -34,7 +32,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, unquote
 
 import redis
 
@@ -43,6 +41,7 @@ from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
 from recengine.cli_types import non_negative_int, positive_int, sentinel_address
+from recengine.http_request import declared_body_length, parse_body, parse_form, split_target
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
     SECURITY_HEADERS,
@@ -70,16 +69,12 @@ STATIC_DIR = ROOT / "static"
 DEFAULT_CATALOG = ROOT / "catalog.json"
 DEFAULT_DATA_DIR = ROOT / ".redis-data"
 
-MAX_BODY_BYTES = 64 * 1024
 # A response up to this size (every API answer; the page's files) leaves in one write.
 RESPONSE_BUFFER_BYTES = 256 * 1024
 # One encoder for every answer (json.dumps with options builds a new one per call).
 JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
-MAX_FORM_FIELDS = 100
 DEFAULT_USER = "demo"
 CONNECTION_TIMEOUT_S = 10
-# Content-Length is 1*DIGIT (RFC 9110): int() would also take "+5", "1_5" and non-ASCII digits.
-CONTENT_LENGTH_PATTERN = re.compile(r"[0-9]+")
 # API requests in flight per process. Each holds at most one Redis connection at a time, so the
 # limit stays below the client's pool (redis-py's default is 100 connections): past the pool,
 # redis-py fails a command with "Too many connections", which would be a false "Redis is down".
@@ -90,68 +85,6 @@ BUSY_WAIT_S = 1.0
 BUSY_RETRY_AFTER_S = 1
 # A client that closes or resets its connection mid-request is normal, never a server error.
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
-# What the header parser reports for lines it dropped (not for, e.g., a multipart Content-Type
-# without a body, which it also calls a defect).
-HEADER_LINE_DEFECTS = (
-    email.errors.MissingHeaderBodySeparatorDefect,
-    email.errors.InvalidHeaderDefect,
-    email.errors.FirstHeaderLineIsContinuationDefect,
-)
-
-
-def parse_form(data: bytes, what: str) -> dict[str, str]:
-    """Urlencoded fields, UTF-8 whether raw or percent-encoded (browsers percent-encode, people
-    and scripts often do not). A repeated name keeps its first value, as browsers submit a form
-    and as the reference server reads one."""
-    try:
-        pairs = parse_qsl(
-            data.decode("utf-8"),
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FORM_FIELDS,
-        )
-    except UnicodeDecodeError:
-        raise ApiError(400, f"the {what} is not valid UTF-8: send UTF-8 text, raw or percent-encoded") from None
-    except ValueError as exc:
-        raise ApiError(400, f"the {what} is malformed: {exc}") from None
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        fields.setdefault(name, value)
-    return fields
-
-
-def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
-    """JSON objects and urlencoded forms carry the same field names."""
-    if not body.strip():
-        return {}
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == "application/json":
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the JSON body must be an object of fields")
-        for name, value in data.items():
-            if value is not None and not isinstance(value, (str, int, float, bool)):
-                raise ApiError(400, f"field {name!r} must be a string, number or boolean")
-        return data
-    if media_type == "application/x-www-form-urlencoded":
-        return parse_form(body, "form body")
-    raise ApiError(
-        415,
-        f"unsupported Content-Type {media_type or '(none)'!r}: send application/json or application/x-www-form-urlencoded",
-    )
-
-
-def split_target(target: str) -> SplitResult:
-    """The request target's parts. urllib refuses some absolute URIs (`GET http://[/state`):
-    that is the client's 400, not an exception that drops the connection unanswered."""
-    try:
-        return urlsplit(target)
-    except ValueError:
-        raise ApiError(400, "the request target is not a valid URL") from None
 
 
 def static_file(url_path: str) -> Path:
@@ -236,7 +169,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         escapes (CLIENT_GONE)."""
         path = self.path
         try:
-            self.unread_body = self.declared_body_length()
+            self.unread_body = self.framed_body_length()
             target = split_target(self.path)
             path = target.path
             self.check_host(target)
@@ -266,32 +199,14 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.send_json(500, {"error": "internal error; see the server log"})
             return 500, path
 
-    def declared_body_length(self) -> int:
-        """The body's length from the framing headers, which must be unambiguous: one
-        Content-Length of plain digits, no Transfer-Encoding, no malformed header line (which the
-        parser would silently drop, Content-Length included). Anything else is refused and the
-        connection closed, since where this request ends, and the next begins, is unknown."""
-        if any(isinstance(defect, HEADER_LINE_DEFECTS) for defect in self.headers.defects):
+    def framed_body_length(self) -> int:
+        """declared_body_length of this request; a refusal closes the connection, since where
+        this request ends, and the next begins, is unknown."""
+        try:
+            return declared_body_length(self.headers)
+        except ApiError:
             self.close_connection = True
-            raise ApiError(400, "a header line is malformed (expected `Name: value`)")
-        if self.headers.get_all("Transfer-Encoding"):
-            self.close_connection = True
-            raise ApiError(411, "send the body with a Content-Length (chunked bodies are not accepted)")
-        lengths = self.headers.get_all("Content-Length") or []
-        if not lengths:
-            return 0
-        if len(lengths) > 1:
-            self.close_connection = True
-            raise ApiError(400, "send exactly one Content-Length header")
-        text = lengths[0].strip(" \t")
-        if not CONTENT_LENGTH_PATTERN.fullmatch(text):
-            self.close_connection = True
-            raise ApiError(400, f"invalid Content-Length {lengths[0][:40]!r}: it must be digits only")
-        if len(text) > 9 or int(text) > MAX_BODY_BYTES:
-            self.close_connection = True
-            size = f"{int(text)} bytes" if len(text) <= 20 else f"{len(text)} digits long"
-            raise ApiError(413, f"the body is {size}; at most {MAX_BODY_BYTES} bytes are accepted")
-        return int(text)
+            raise
 
     def check_host(self, target: SplitResult) -> None:
         """DNS rebinding: a page on a name its owner re-points at 127.0.0.1 is same-origin with
