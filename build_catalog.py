@@ -39,6 +39,7 @@ from tqdm import tqdm
 from atomic_file import refuse_unless_regular, write_text_atomic
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError, normalize_rows, same_model
 from local_redis import LocalRedisError, SearchUnavailableError, open_redis, redact
+from recengine.cli_types import positive_int
 from recommender import RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
 
 # Named, not __name__: run as a script this module is __main__, and its warnings should carry
@@ -660,26 +661,6 @@ def redis_target(url: str | None) -> Iterator[redis.Redis]:
 
 
 # --- the command line -----------------------------------------------------------------------
-
-
-def _whole_number(text: str, minimum: int, expected: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    return _whole_number(text, 1, "a positive integer")
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number of at least 0."""
-    return _whole_number(text, 0, "a whole number of at least 0")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from recommender import (
     check_product_id,
 )
 
-log = logging.getLogger("demo_server")
+log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 1000
 # The most results one HTTP request may ask for: a page shows tens, not thousands. (The
