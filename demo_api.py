@@ -266,7 +266,7 @@ class SingleFlight(Generic[T]):
         if leads:
             try:
                 call.set_result(self._run())
-            except Exception as exc:
+            except BaseException as exc:  # whatever ends the call, the waiters get it
                 call.set_exception(exc)
             finally:
                 with self._lock:
