@@ -37,7 +37,7 @@ from urllib.parse import SplitResult, unquote
 import redis
 
 from build_catalog import CatalogError, check_catalog_vectors, read_catalog
-from demo_api import API_ROUTES, HTTP_MAX_K, ApiError, DemoApp, Fields
+from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, ApiError, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
 from recengine.http_request import declared_body_length, parse_body, parse_form, split_target
@@ -229,6 +229,13 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             return self.send_file(
                 STATIC_DIR / "index.html" if path == "/" else static_file(path), head=method == "HEAD"
             )
+        service = SERVICE_ROUTES.get(path)
+        if service is not None:
+            # Probes and the contract: no user, cookie, body, same-origin rule or API slot.
+            if method not in ("GET", "HEAD"):
+                raise ApiError(405, f"{path} accepts GET only", {"Allow": "GET, HEAD"})
+            self.send_json(200, service(self.app))
+            return 200
         route = API_ROUTES.get(path)
         if route is None:
             raise ApiError(404, f"no such endpoint: {path}")
