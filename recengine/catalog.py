@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy.typing as npt
@@ -26,24 +27,16 @@ from recengine.scripts import RefreshEmbedding, ScriptCall, Scripts, run_scripts
 from recengine.store import Store
 
 
+@dataclass(eq=False)
 class Catalog:
     """The index and the products of one recommender."""
 
-    def __init__(
-        self,
-        store: Store,
-        keys: KeyLayout,
-        scripts: Scripts,
-        vector_dim: int,
-        hnsw_m: int | None,
-        hnsw_ef_construction: int | None,
-    ) -> None:
-        self.store = store
-        self.keys = keys
-        self.scripts = scripts
-        self.vector_dim = vector_dim
-        self.hnsw_m = hnsw_m
-        self.hnsw_ef_construction = hnsw_ef_construction
+    store: Store
+    keys: KeyLayout
+    scripts: Scripts
+    vector_dim: int
+    hnsw_m: int | None
+    hnsw_ef_construction: int | None
 
     # the index
 

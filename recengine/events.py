@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ranking import RankingConfig, check_unit_interval, finite_number
@@ -29,31 +30,19 @@ from recengine.validation import check_product_id
 log = logging.getLogger("recommender")
 
 
+@dataclass(eq=False)
 class UserEvents:
     """Clicks and dismissals of one recommender's users."""
 
-    def __init__(
-        self,
-        store: Store,
-        keys: KeyLayout,
-        scripts: Scripts,
-        users: UserReads,
-        config: RankingConfig,
-        clock: Callable[[], float],
-        *,
-        vector_dim: int,
-        seen_kept: int,
-        user_ttl_s: int,
-    ) -> None:
-        self.store = store
-        self.keys = keys
-        self.scripts = scripts
-        self.users = users
-        self.config = config
-        self.clock = clock
-        self.vector_dim = vector_dim
-        self.seen_kept = seen_kept
-        self.user_ttl_s = user_ttl_s
+    store: Store
+    keys: KeyLayout
+    scripts: Scripts
+    users: UserReads
+    config: RankingConfig
+    clock: Callable[[], float]
+    vector_dim: int
+    seen_kept: int
+    user_ttl_s: int
 
     def click(
         self, user_id: str, product_id: str, ewma_alpha: float | None, affinity_step: float | None, read_state: bool

@@ -69,26 +69,17 @@ class _Search:
     uncounted: frozenset[str] = frozenset()
 
 
+@dataclass(eq=False)
 class Feeds:
     """recommend, for_you, similar and popular over one recommender's data."""
 
-    def __init__(
-        self,
-        store: Store,
-        keys: KeyLayout,
-        retrieval: Retrieval,
-        users: UserReads,
-        config: RankingConfig,
-        clock: Callable[[], float],
-        vector_dim: int,
-    ) -> None:
-        self.store = store
-        self.keys = keys
-        self.retrieval = retrieval
-        self.users = users
-        self.config = config
-        self.clock = clock
-        self.vector_dim = vector_dim
+    store: Store
+    keys: KeyLayout
+    retrieval: Retrieval
+    users: UserReads
+    config: RankingConfig
+    clock: Callable[[], float]
+    vector_dim: int
 
     def recommend(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import numpy as np
 
@@ -108,29 +108,24 @@ class SearchFilters:
 NO_FILTERS = SearchFilters()
 
 
-def build_filter_clause(
-    *,
-    category: str | None = None,
-    brand: str | None = None,
-    min_price: float | None = None,
-    max_price: float | None = None,
-    in_stock_only: bool = False,
-    min_rating: float | None = None,
-    text_match: str | None = None,
-    text_field: str = "description",
-) -> str:
-    """The FT.SEARCH pre-filter for these filters (`SearchFilters(...).clause()`); raises
-    ValueError for a value that could not be a literal or a range that cannot match."""
-    return SearchFilters(
-        category=category,
-        brand=brand,
-        min_price=min_price,
-        max_price=max_price,
-        in_stock_only=in_stock_only,
-        min_rating=min_rating,
-        text_match=text_match,
-        text_field=text_field,
-    ).clause()
+class FilterFields(TypedDict, total=False):
+    """SearchFilters' fields, as keyword arguments of build_filter_clause."""
+
+    category: str | None
+    brand: str | None
+    min_price: float | None
+    max_price: float | None
+    in_stock_only: bool
+    min_rating: float | None
+    text_match: str | None
+    text_field: str
+
+
+def build_filter_clause(**filters: Unpack[FilterFields]) -> str:
+    """The FT.SEARCH pre-filter for these filters (`SearchFilters(**filters).clause()`); raises
+    ValueError for a value that could not be a literal or a range that cannot match, TypeError
+    for a keyword that is no filter."""
+    return SearchFilters(**filters).clause()
 
 
 def knn_query(

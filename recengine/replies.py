@@ -12,22 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ranking import Candidate, UserFeatures, Why
-from recengine.layout import (
-    AFFINITY_AT_FIELD,
-    AFFINITY_PREFIX,
-    CLICKS_FIELD,
-    EMBEDDING_FIELD,
-    LAST_CLICKED_CATEGORY_FIELD,
-    LAST_CLICKED_ID_FIELD,
-    NEGATIVE_AT_FIELD,
-    NEGATIVE_VEC_FIELD,
-    PRODUCT_FIELDS,
-    PRODUCT_NUMERIC_FIELDS,
-    SCORE_FIELD,
-    SESSION_AT_FIELD,
-    SESSION_VEC_FIELD,
-    bytes_to_vector,
-)
+from recengine import layout
 from recengine.results import IndexInfo
 
 # The library's one logger name, whichever module logs.
@@ -156,8 +141,8 @@ def product_display_fields(product_id: str, fields: Mapping[str, str]) -> dict[s
     """The PRODUCT_FIELDS of one stored product as shown to users. A missing or garbled field
     (a price of "abc", an in_stock of "maybe") is shown as empty, 0 or false, so one bad hash
     cannot break a page of results, and is logged once, so the corrupt data gets noticed."""
-    problems = [f"lacks {name}" for name in PRODUCT_FIELDS if name not in fields]
-    numbers = {name: number(fields.get(name), default=math.nan) for name in PRODUCT_NUMERIC_FIELDS}
+    problems = [f"lacks {name}" for name in layout.PRODUCT_FIELDS if name not in fields]
+    numbers = {name: number(fields.get(name), default=math.nan) for name in layout.PRODUCT_NUMERIC_FIELDS}
     problems += [
         f"has {name} {fields[name]!r}, not a finite number"
         for name, value in numbers.items()
@@ -202,7 +187,7 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
     field, no checks to log, the Candidate built directly); any other row (a field missing or
     garbled, values already decoded to str) goes through product_display_fields, which names a
     problem once."""
-    score = raw.get(SCORE_FIELD)
+    score = raw.get(layout.SCORE_FIELD)
     distance = _distance(score)
     # Rows of popular() and its rating fallback have no distance: their why says so by omission.
     why = Why(vector_distance=None if score is None else distance)
@@ -224,7 +209,7 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
             )
     except (KeyError, ValueError, TypeError, AttributeError):  # a field missing or garbled, or str values
         pass
-    shown = product_display_fields(product_id, {n: text(v) for n, v in raw.items() if n != EMBEDDING_FIELD})
+    shown = product_display_fields(product_id, {n: text(v) for n, v in raw.items() if n != layout.EMBEDDING_FIELD})
     return Candidate(id=product_id, **shown, vector_distance=distance, score=distance, why=why)
 
 
@@ -233,26 +218,26 @@ def features_from_hash(user_id: str, stored: Mapping[Any, Any], vector_dim: int)
     and logged once."""
     raw = {text(k): v for k, v in stored.items()}
     vectors = {}
-    for name in (SESSION_VEC_FIELD, NEGATIVE_VEC_FIELD):
-        vectors[name] = bytes_to_vector(raw.get(name), vector_dim)
+    for name in (layout.SESSION_VEC_FIELD, layout.NEGATIVE_VEC_FIELD):
+        vectors[name] = layout.bytes_to_vector(raw.get(name), vector_dim)
         if vectors[name] is None and raw.get(name) is not None:
-            label = "session vector" if name == SESSION_VEC_FIELD else "negative vector"
+            label = "session vector" if name == layout.SESSION_VEC_FIELD else "negative vector"
             report_once(
                 f"user {user_id}: stored {label} has {len(raw[name])} bytes, expected {vector_dim * 4}; ignoring it"
             )
     timestamps = {name: number(raw[name], default=math.nan) if name in raw else math.nan
-                  for name in (SESSION_AT_FIELD, NEGATIVE_AT_FIELD, AFFINITY_AT_FIELD)}  # fmt: skip
-    last_id, last_category = raw.get(LAST_CLICKED_ID_FIELD), raw.get(LAST_CLICKED_CATEGORY_FIELD)
+                  for name in (layout.SESSION_AT_FIELD, layout.NEGATIVE_AT_FIELD, layout.AFFINITY_AT_FIELD)}  # fmt: skip
+    last_id, last_category = raw.get(layout.LAST_CLICKED_ID_FIELD), raw.get(layout.LAST_CLICKED_CATEGORY_FIELD)
     return UserFeatures(
-        session_vec=vectors[SESSION_VEC_FIELD],
+        session_vec=vectors[layout.SESSION_VEC_FIELD],
         affinities={
-            name[len(AFFINITY_PREFIX) :]: number(value)
+            name[len(layout.AFFINITY_PREFIX) :]: number(value)
             for name, value in raw.items()
-            if name.startswith(AFFINITY_PREFIX)
+            if name.startswith(layout.AFFINITY_PREFIX)
         },
-        clicks=int(number(raw.get(CLICKS_FIELD))),
+        clicks=int(number(raw.get(layout.CLICKS_FIELD))),
         last_clicked_id=text(last_id) if last_id is not None else None,
         last_clicked_category=text(last_category) if last_category is not None else None,
-        negative_vec=vectors[NEGATIVE_VEC_FIELD],
+        negative_vec=vectors[layout.NEGATIVE_VEC_FIELD],
         **{name: None if math.isnan(value) else value for name, value in timestamps.items()},
     )

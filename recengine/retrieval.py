@@ -5,6 +5,7 @@ CandidatePool; ordering them for the user is the ranking's job (feeds.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ranking import Vector, decayed_popularity
@@ -16,24 +17,16 @@ from recengine.store import Store
 from recengine.validation import MAX_K
 
 
+@dataclass(eq=False)
 class Retrieval:
     """The searches behind every list, and popularity's counts."""
 
-    def __init__(
-        self,
-        store: Store,
-        keys: KeyLayout,
-        vector_dim: int,
-        ef_runtime: int | None,
-        hybrid_policy: str | None,
-        popularity_half_life_s: float,
-    ) -> None:
-        self.store = store
-        self.keys = keys
-        self.vector_dim = vector_dim
-        self.ef_runtime = ef_runtime
-        self.hybrid_policy = hybrid_policy
-        self.popularity_half_life_s = popularity_half_life_s
+    store: Store
+    keys: KeyLayout
+    vector_dim: int
+    ef_runtime: int | None
+    hybrid_policy: str | None
+    popularity_half_life_s: float
 
     def _search(self, command: query.Command) -> list[RawRow]:
         """Rows of a search, keyed by product id."""

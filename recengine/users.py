@@ -6,6 +6,7 @@ state and something else pays one round trip."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from recengine.errors import classified_errors
@@ -18,14 +19,14 @@ from recengine.store import Store
 NameLookup = Callable[[Sequence[str]], dict[str, str]]
 
 
+@dataclass(eq=False)
 class UserReads:
     """What the engine reads of its users."""
 
-    def __init__(self, store: Store, keys: KeyLayout, vector_dim: int, product_names: NameLookup) -> None:
-        self.store = store
-        self.keys = keys
-        self.vector_dim = vector_dim
-        self.product_names = product_names
+    store: Store
+    keys: KeyLayout
+    vector_dim: int
+    product_names: NameLookup
 
     # what a request needs: features and exclusions
 
