@@ -58,7 +58,7 @@ def test_search_rows_read_both_protocols_alike(reply: object) -> None:
 
 
 def test_raw_rows_keep_the_values_as_the_reply_holds_them() -> None:
-    assert list(raw_rows(RESP2_SEARCH))[0] == ("product:p1", {"name": b"Parka", "vector_score": b"0.25"})
+    assert next(iter(raw_rows(RESP2_SEARCH))) == ("product:p1", {"name": b"Parka", "vector_score": b"0.25"})
 
 
 def test_a_resp3_result_without_an_id_is_skipped() -> None:
@@ -82,7 +82,9 @@ def test_aggregate_rows_read_both_protocols_alike(reply: object) -> None:
     assert aggregate_rows(reply) == [{"brand": "North"}, {"brand": "South"}]
 
 
-@pytest.mark.parametrize("reply", [[b"num_docs", b"3", b"index_name", b"idx"], {b"num_docs": b"3", b"index_name": b"idx"}])
+@pytest.mark.parametrize(
+    "reply", [[b"num_docs", b"3", b"index_name", b"idx"], {b"num_docs": b"3", b"index_name": b"idx"}]
+)
 def test_info_dict_reads_both_protocols(reply: object) -> None:
     assert info_dict(reply) == {"num_docs": b"3", "index_name": b"idx"}
 
@@ -124,7 +126,13 @@ def test_a_garbled_row_is_shown_as_empty_zero_or_false_and_logged_once(caplog: p
     with caplog.at_level(logging.WARNING, logger="recommender"):
         found = candidate_from_row("unit-odd", row)
         candidate_from_row("unit-odd", row)
-    assert (found.name, found.price, found.rating, found.in_stock, found.vector_distance) == ("Odd", 0.0, 0.0, False, 2.0)
+    assert (found.name, found.price, found.rating, found.in_stock, found.vector_distance) == (
+        "Odd",
+        0.0,
+        0.0,
+        False,
+        2.0,
+    )
     assert caplog.text.count("product 'unit-odd' has price 'abc', not a finite number") == 1
     assert "product 'unit-odd' lacks description" in caplog.text
 
