@@ -185,6 +185,25 @@ class RedisRecommender:
     The client must return bytes (decode_responses=False): vectors are binary. RESP2 and RESP3
     clients both work, and so does a `redis.cluster.RedisCluster` (every script touches the keys
     of one slot; FT.* needs a Redis whose Search spans shards).
+
+    Arguments after vector_dim:
+
+    config: the RankingConfig (weights, half-lives, over-fetch).
+    hnsw_m, hnsw_ef_construction: the graph's shape, used by create_index (None keeps
+    RediSearch's defaults, M 16 and EF_CONSTRUCTION 200, and the exact shared schema).
+    ef_runtime: search breadth per query, more recall for more time (None: Redis' 10).
+    hybrid_policy: force BATCHES or ADHOC_BF for filtered queries (None: Redis chooses).
+    user_ttl_s: every key of a user expires this long after their last click or dismissal
+    (0: never), so abandoned users do not fill Redis.
+    seen_kept: how many recent clicks and dismissals are remembered for exclude_clicked.
+    read_clients: replicas for FT.SEARCH / FT.AGGREGATE, used in turn; writes and the user's
+    own state always go to `redis_client`, so a click shows in the very next search.
+    min_replicas_ack: after each write, WAIT for this many replicas (up to
+    replica_ack_timeout_ms) and raise ReplicationTimeoutError when fewer acknowledge.
+    clock: seconds since the epoch; inject one to test fading without sleeping.
+
+    The constructor raises ValueError for a setting out of range, or a client that decodes
+    responses.
     """
 
     def __init__(
@@ -207,30 +226,9 @@ class RedisRecommender:
         replica_ack_timeout_ms: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Arguments after vector_dim:
-
-        config: the RankingConfig (weights, half-lives, over-fetch).
-        hnsw_m, hnsw_ef_construction: the graph's shape, used by create_index (None keeps
-        RediSearch's defaults, M 16 and EF_CONSTRUCTION 200, and the exact shared schema).
-        ef_runtime: search breadth per query, more recall for more time (None: Redis' 10).
-        hybrid_policy: force BATCHES or ADHOC_BF for filtered queries (None: Redis chooses).
-        user_ttl_s: every key of a user expires this long after their last click or dismissal
-        (0: never), so abandoned users do not fill Redis.
-        seen_kept: how many recent clicks and dismissals are remembered for exclude_clicked.
-        read_clients: replicas for FT.SEARCH / FT.AGGREGATE, used in turn; writes and the user's
-        own state always go to `redis_client`, so a click shows in the very next search.
-        min_replicas_ack: after each write, WAIT for this many replicas (up to
-        replica_ack_timeout_ms) and raise ReplicationTimeoutError when fewer acknowledge.
-        clock: seconds since the epoch; inject one to test fading without sleeping.
-
-        Raises ValueError for a setting out of range, or a client that decodes responses.
-        """
-        for name, value in (
-            ("hnsw_m", hnsw_m),
-            ("hnsw_ef_construction", hnsw_ef_construction),
-            ("ef_runtime", ef_runtime),
-        ):
-            check_optional_positive(name, value)
+        check_optional_positive("hnsw_m", hnsw_m)
+        check_optional_positive("hnsw_ef_construction", hnsw_ef_construction)
+        check_optional_positive("ef_runtime", ef_runtime)
         if hybrid_policy not in HYBRID_POLICIES:
             raise ValueError(f"hybrid_policy must be one of {HYBRID_POLICIES}, got {hybrid_policy!r}")
         check_count("user_ttl_s", user_ttl_s)

@@ -16,7 +16,6 @@ from recengine.errors import (
     IndexMissingError,
     ProductNotFoundError,
     classified_errors,
-    classify_response_error,
     is_index_exists_error,
     is_no_product_error,
 )
@@ -59,11 +58,11 @@ class Catalog:
             return False
         command = query.create_index_command(self.keys.index_name, self.keys.key_prefix, self.schema())
         try:
-            self.store.primary.execute_command(*command)
-        except redis.ResponseError as exc:
+            self.store.command(*command)
+        except redis.ResponseError as exc:  # already classified: only "exists" is not an error here
             if is_index_exists_error(exc):
                 return False
-            raise classify_response_error(exc) from exc
+            raise
         return True
 
     def drop(self, delete_documents: bool) -> bool:

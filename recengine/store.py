@@ -87,8 +87,9 @@ class Store:
 
     def command(self, *args: Any) -> Any:
         """One command on the primary."""
+        client: Any = self.primary  # redis-py leaves RedisCluster.execute_command untyped
         with classified_errors():
-            return self.primary.execute_command(*args)
+            return client.execute_command(*args)
 
     def pipeline(self) -> Any:
         """A pipeline (no MULTI) on the primary, for execute()."""
