@@ -61,21 +61,12 @@ def test_no_filter_is_a_star() -> None:
     assert build_filter_clause(category="", brand="  ", text_match=None) == "*"
 
 
-def test_every_filter_in_its_place() -> None:
-    filters = SearchFilters(
-        category="Outer wear",
-        brand="x} | @brand:{y",
-        min_price=10,
-        max_price=99.5,
-        in_stock_only=True,
-        min_rating=4,
-        text_match="warm -wool",
-        text_field="name",
-    )
-    assert filters.clause() == (
-        "@category:{Outer\\ wear} @brand:{x\\}\\ \\|\\ \\@brand\\:\\{y} @in_stock:{true} "
-        '@price:[10.0 99.5] @rating:[4.0 +inf] @name:"warm -wool"'
-    )
+def test_every_filter_in_its_place_with_hostile_values_escaped() -> None:
+    """(tests/integration/test_recommender.py checks the description phrase; here, the name.)"""
+    tags = SearchFilters(category="Outer wear", brand="x} | @brand:{y", in_stock_only=True)
+    ranges = SearchFilters(min_price=10, max_price=99.5, min_rating=4, text_match="warm -wool", text_field="name")
+    assert tags.clause() == "@category:{Outer\\ wear} @brand:{x\\}\\ \\|\\ \\@brand\\:\\{y} @in_stock:{true}"
+    assert ranges.clause() == '@price:[10.0 99.5] @rating:[4.0 +inf] @name:"warm -wool"'
 
 
 def test_open_price_ranges_use_infinities() -> None:
