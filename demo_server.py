@@ -52,11 +52,7 @@ from recengine.web_guard import (
     valid_user_id,
 )
 from recengine.workers import reserve_port, supervise
-from recommender import (
-    IndexMissingError,
-    RedisRecommender,
-    classify_response_error,
-)
+from recommender import RedisRecommender, is_missing_index_error
 
 log = logging.getLogger("demo_server")
 
@@ -180,7 +176,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             return 503, path
         except redis.ResponseError as exc:
             # The library's classifier reads Redis' wording (FT.SEARCH's and FT.INFO's differ).
-            missing = isinstance(classify_response_error(exc), IndexMissingError)
+            missing = is_missing_index_error(exc)
             log.exception("Redis error on %s %s", method, path)
             message = (
                 "the search index is missing: POST /reset-index to rebuild it"
