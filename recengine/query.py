@@ -32,13 +32,12 @@ _DIALECT = ("DIALECT", "2")
 def escape_tag_value(value: str) -> str:
     """Escape a literal TAG value so that no character in it is query syntax.
 
-    Every ASCII character other than letters, digits and `_` is backslash-escaped, and so is
-    any whitespace. Other Unicode characters stay as they are: RediSearch matches them
-    literally, and escaping them would stop them from matching.
+    Every ASCII character other than letters and digits is backslash-escaped, and so is any
+    whitespace. `_` is escaped too: RediSearch 2.10 reads a lone `{_}` as a syntax error, while
+    `\\_` matches it (and any `_` inside a value) literally. Other Unicode characters stay as they
+    are: RediSearch matches them literally, and escaping them would stop them from matching.
     """
-    return "".join(
-        "\\" + ch if (ch.isascii() and not (ch.isalnum() or ch == "_")) or ch.isspace() else ch for ch in value
-    )
+    return "".join("\\" + ch if (ch.isascii() and not ch.isalnum()) or ch.isspace() else ch for ch in value)
 
 
 def escape_text_phrase(value: str) -> str:
