@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from recengine.co_occurrence_rules import check_session_id
-from recengine.event_types import EventType, check_event_type
+from recengine.event_types import EventType, check_event_time, check_event_type
 from recommender import check_product_id, check_user_id
 
 REQUIRED_COLUMNS = ("user_id", "product_id", "event", "timestamp")
@@ -38,9 +38,6 @@ OPTIONAL_COLUMNS = ("session_id",)
 FORMATS = (".csv", ".jsonl")
 MAX_LINE_CHARS = 100_000
 MAX_REPORTED_LINES = 20
-# A timestamp this far past the importer's clock is a clock apart, not the future; further, it
-# is refused (a file in milliseconds lands ~50,000 years ahead).
-MAX_CLOCK_SKEW_S = 300.0
 
 Problem = tuple[int, str]
 
@@ -70,8 +67,8 @@ class EventLine:
 
 
 def parse_timestamp(value: Any, now: float) -> float:
-    """Seconds since 1970 from ISO 8601 text (no zone means UTC) or a number of seconds; a time
-    before 1970 or more than MAX_CLOCK_SKEW_S past `now` is refused. ValueError says why."""
+    """Seconds since 1970 from ISO 8601 text (no zone means UTC) or a number of seconds, checked
+    as the library checks an event's time (check_event_time). ValueError says why."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"expected ISO 8601 text or seconds since 1970, got {json.dumps(value)}")
     if isinstance(value, (int, float)):
@@ -88,14 +85,10 @@ def parse_timestamp(value: Any, now: float) -> float:
                     f"{text!r} is neither ISO 8601 (2011-10-01T09:30:00Z) nor seconds since 1970"
                 ) from None
             seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-    if not math.isfinite(seconds):
-        raise ValueError(f"{value!r} is not a finite time")
-    if seconds < 0:
-        raise ValueError(f"{value!r} is before 1970")
-    if seconds > now + MAX_CLOCK_SKEW_S:
-        hint = " (milliseconds? the file wants seconds)" if seconds > now * 100 else ""
-        raise ValueError(f"{value!r} is in the future{hint}")
-    return seconds
+    try:
+        return check_event_time(seconds, now)
+    except ValueError as exc:  # said of the value as the file spells it
+        raise ValueError(str(exc).replace(repr(seconds), repr(value), 1)) from None
 
 
 def _identifier(value: Any) -> str:

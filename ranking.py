@@ -22,8 +22,9 @@ import numpy.typing as npt
 
 Vector = npt.NDArray[np.float32]
 # What produced a list: a typed query, the feed's session vector, decayed click counts, the
-# highest rated (nothing clicked yet), or a product's neighbours.
-Source = Literal["query", "session", "popular", "rating", "similar"]
+# highest rated (nothing clicked yet), a product's neighbours, or (the feed without a live
+# session) what was bought together with the user's recent products.
+Source = Literal["query", "session", "popular", "rating", "similar", "co_occurrence"]
 _Copied = TypeVar("_Copied")
 
 
@@ -55,6 +56,11 @@ class Why:
     term maximal marginal relevance charged when it picked the item; popularity is the decayed
     click count of popular results; excluded_count belongs to the request and is repeated here so
     that one card can say everything about itself.
+
+    With the crowd's signal (similar() and for_you() with signal co_occurrence or blend):
+    signal says what put the item in the list ("content", "co_occurrence", or "blend" for both),
+    co_count how often it was bought together (in purchases, faded to now) with together_with,
+    and reason says it in words ("bought together with p012 (14 times)", "looks like p012").
     """
 
     vector_distance: float | None = None
@@ -66,9 +72,13 @@ class Why:
     mmr_penalty: float | None = None
     popularity: float | None = None
     excluded_count: int | None = None
+    co_count: float | None = None
+    together_with: str | None = None
+    signal: str | None = None
+    reason: str | None = None
 
-    def to_dict(self) -> dict[str, float | int]:
-        """The terms that played a part (None fields are left out), as JSON-ready numbers."""
+    def to_dict(self) -> dict[str, float | int | str]:
+        """The terms that played a part (None fields are left out), JSON-ready."""
         return {name: value for name in _field_names(type(self)) if (value := getattr(self, name)) is not None}
 
 
@@ -222,7 +232,9 @@ class Recommendation:
     """One answer and what produced it, so a caller (the demo page) can show its work.
 
     source: "query" (a typed query), "session" (the feed, from the session vector), "popular"
-    (decayed click counts), "rating" (nothing clicked yet anywhere: highest rated) or "similar".
+    (decayed click counts), "rating" (nothing clicked yet anywhere: highest rated), "similar", or
+    "co_occurrence" (the feed without a live session: bought together with recent products).
+    signal: for similar() and for_you(), the signal asked for (content, co_occurrence, blend).
     used_rerank: an affinity changed at least one score. session_weight: the session's share of
     the query after fading (0 when unused). excluded_count: products left out because the user
     dismissed or (with exclude_clicked) clicked them. exhausted: fewer than k came back because
@@ -239,6 +251,7 @@ class Recommendation:
     exhausted: bool = False
     search_ms: float = 0.0
     rerank_ms: float = 0.0
+    signal: str | None = None
 
 
 # --- fading: what a user's signals weigh now ---------------------------------------------------

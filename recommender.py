@@ -36,7 +36,10 @@ from ranking import (
     session_weight,
 )
 from ranking import rerank as rerank_by_affinity
+from recengine.blend import SIGNALS, Signal
 from recengine.catalog import Catalog
+from recengine.co_occurrence import CoOccurrence
+from recengine.co_occurrence_rules import CoOccurrenceConfig
 from recengine.errors import (
     IndexMissingError,
     ProductNotFoundError,
@@ -46,6 +49,7 @@ from recengine.errors import (
     classify_response_error,
     is_missing_index_error,
 )
+from recengine.event_types import EVENT_TYPES, EventType, EventWeights
 from recengine.events import UserEvents
 from recengine.feeds import Feeds
 from recengine.layout import (
@@ -93,9 +97,9 @@ from recengine.replies import (
     product_summary,
     search_rows,
 )
-from recengine.results import ClickResult, DismissResult, IndexInfo, UserState
+from recengine.results import ClickResult, DismissResult, EventResult, IndexInfo, UserState
 from recengine.retrieval import Retrieval
-from recengine.scripts import POPULARITY_LUA, REFRESH_EMBEDDING_LUA, USER_EVENT_LUA, Scripts
+from recengine.scripts import FADED_COUNTS_LUA, REFRESH_EMBEDDING_LUA, USER_EVENT_LUA, Scripts
 from recengine.store import Store
 from recengine.users import UserReads
 from recengine.validation import (
@@ -120,6 +124,8 @@ __all__ = [
     "DEFAULT_SEEN_KEPT",
     "DEFAULT_USER_TTL_S",
     "EMBEDDING_FIELD",
+    "EVENT_TYPES",
+    "FADED_COUNTS_LUA",
     "HYBRID_POLICIES",
     "LAST_CLICKED_CATEGORY_FIELD",
     "LAST_CLICKED_ID_FIELD",
@@ -127,7 +133,6 @@ __all__ = [
     "NEGATIVE_AT_FIELD",
     "NEGATIVE_VEC_FIELD",
     "NO_FILTERS",
-    "POPULARITY_LUA",
     "POPULARITY_REBASE_HALF_LIVES",
     "PRODUCT_FIELDS",
     "PRODUCT_NUMERIC_FIELDS",
@@ -137,12 +142,17 @@ __all__ = [
     "SCORE_FIELD",
     "SESSION_AT_FIELD",
     "SESSION_VEC_FIELD",
+    "SIGNALS",
     "TAG_SEPARATOR",
     "USER_EVENT_LUA",
     "Candidate",
     "ClickResult",
+    "CoOccurrenceConfig",
     "DictResult",
     "DismissResult",
+    "EventResult",
+    "EventType",
+    "EventWeights",
     "IndexInfo",
     "IndexMissingError",
     "ProductNotFoundError",
@@ -152,6 +162,7 @@ __all__ = [
     "RedisRecommender",
     "ReplicationTimeoutError",
     "SearchFilters",
+    "Signal",
     "UserFeatures",
     "UserState",
     "Why",
@@ -201,6 +212,9 @@ class RedisRecommender:
     min_replicas_ack: after each write, WAIT for this many replicas (up to
     replica_ack_timeout_ms) and raise ReplicationTimeoutError when fewer acknowledge.
     clock: seconds since the epoch; inject one to test fading without sleeping.
+    co_occurrence: how products bought (viewed, carted) together are counted, bounded and faded,
+    and how much a look-alike weighs against a count in the blend (CoOccurrenceConfig).
+    event_weights: what a view, click, cart and purchase weigh (EventWeights; click = 1).
 
     The constructor raises ValueError for a setting out of range, or a client that decodes
     responses.
@@ -225,6 +239,8 @@ class RedisRecommender:
         min_replicas_ack: int = 0,
         replica_ack_timeout_ms: int = 1000,
         clock: Callable[[], float] = time.time,
+        co_occurrence: CoOccurrenceConfig | None = None,
+        event_weights: EventWeights | None = None,
     ) -> None:
         check_optional_positive("hnsw_m", hnsw_m)
         check_optional_positive("hnsw_ef_construction", hnsw_ef_construction)
@@ -253,6 +269,8 @@ class RedisRecommender:
         self.min_replicas_ack = min_replicas_ack
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
         self.clock = clock
+        self.co_occurrence_config = co_occurrence if co_occurrence is not None else CoOccurrenceConfig()
+        self.event_weights = event_weights if event_weights is not None else EventWeights()
         self._wire(store)
 
     def _wire(self, store: Store) -> None:
@@ -262,15 +280,19 @@ class RedisRecommender:
         scripts = Scripts(self.redis)
         self._catalog = Catalog(store, self._keys, scripts, self.vector_dim, self.hnsw_m, self.hnsw_ef_construction)
         self._users = UserReads(store, self._keys, self.vector_dim, self._catalog.product_names)
+        self._co_occurrence = CoOccurrence(self._keys, scripts, self.co_occurrence_config, self.user_ttl_s)
         self._events = UserEvents(
-            store, self._keys, scripts, self._users, self.config, self.clock,
-            vector_dim=self.vector_dim, seen_kept=self.seen_kept, user_ttl_s=self.user_ttl_s,
+            store, self._keys, scripts, self._users, self._co_occurrence, self.config, self.event_weights,
+            self.clock, vector_dim=self.vector_dim, seen_kept=self.seen_kept, user_ttl_s=self.user_ttl_s,
         )  # fmt: skip
         self._retrieval = Retrieval(
             store, self._keys, self.vector_dim, self.ef_runtime, self.hybrid_policy,
             self.config.popularity_half_life_s,
         )  # fmt: skip
-        self._feeds = Feeds(store, self._keys, self._retrieval, self._users, self.config, self.clock, self.vector_dim)
+        self._feeds = Feeds(
+            store, self._keys, self._retrieval, self._users, self._co_occurrence, self.config, self.clock,
+            self.vector_dim,
+        )  # fmt: skip
 
     # keys
 
@@ -465,12 +487,17 @@ class RedisRecommender:
         filters: SearchFilters | None = None,
         exclude_clicked: bool = True,
         diversity: float = 0.0,
+        signal: Signal = "blend",
     ) -> Recommendation:
-        """The feed, with no query: a user with a live session gets the KNN of their session
-        vector (pushed away from what they dismissed), reranked by their affinities, without
-        what they dismissed and (by default) what they clicked; anyone else gets popular().
-        A session that has faded below 1/16 of its weight no longer counts as live."""
-        return self._feeds.for_you(user_id, k, filters, exclude_clicked, diversity)
+        """The feed, with no query, without what the user dismissed and (by default) what they
+        clicked or bought. With signal "content", a user with a live session gets the KNN of their
+        session vector (pushed away from what they dismissed), reranked by their affinities, and
+        anyone else popular(); a session that has faded below 1/16 of its weight no longer counts
+        as live. With "blend" (the default), what was bought together with the user's recent
+        products is blended into that KNN, and leads the feed when the session has faded (topped
+        up by popular()); "co_occurrence" is those products alone. Each result's why says
+        which put it there."""
+        return self._feeds.for_you(user_id, k, filters, exclude_clicked, diversity, signal)
 
     def similar(
         self,
@@ -482,13 +509,21 @@ class RedisRecommender:
         user_id: str | None = None,
         exclude_clicked: bool = False,
         diversity: float = 0.0,
+        signal: Signal = "blend",
     ) -> Recommendation:
-        """ "More like this": the neighbours of the product's own stored vector, never the
-        product itself, with the filters, and a preference for its own category
+        """ "More like this", never the product itself, with the filters. signal "content": the
+        neighbours of the product's own stored vector, with a preference for its own category
         (`same_category_boost` subtracted from their distance; 0 gives the plain KNN; default
-        from the RankingConfig). With a user, what they dismissed (and with exclude_clicked,
-        clicked) is left out. ProductNotFoundError (a KeyError) for an unknown product."""
-        return self._feeds.similar(product_id, k, filters, same_category_boost, user_id, exclude_clicked, diversity)
+        from the RankingConfig). "co_occurrence": the products most often bought (viewed,
+        carted) together with it, counts faded to now; fewer than k when fewer were. "blend"
+        (the default): both, mixed by the evidence the product has (recengine/blend.py); a
+        product with no counts yet gets the content answer. Each result's why says which signal
+        put it there and why.reason says it in words. With a user, what they dismissed (and
+        with exclude_clicked, clicked) is left out. ProductNotFoundError (a KeyError) for an
+        unknown product."""
+        return self._feeds.similar(
+            product_id, k, filters, same_category_boost, user_id, exclude_clicked, diversity, signal
+        )
 
     def popular(
         self, *, k: int = 10, filters: SearchFilters | None = None, user_id: str | None = None
@@ -559,13 +594,46 @@ class RedisRecommender:
     ) -> ClickResult:
         """Fold one click into the user's signals atomically (one script on the user's keys) and
         count it for popularity: the session vector moves towards the item (EWMA against the
-        faded session), the category affinity rises, the item joins recent clicks and seen.
+        faded session), the category affinity rises, the item joins recent clicks and seen. It
+        is record_event(user_id, product_id, "click"), co-occurrence included.
 
         ewma_alpha and affinity_step default to the RankingConfig's. Raises ProductNotFoundError (a KeyError) for an
         unknown product, ValueError for a bad id or alpha, WriteRefusedError when Redis refuses
         writes, ReplicationTimeoutError when min_replicas_ack replicas don't acknowledge.
         """
         return self._events.click(user_id, product_id, ewma_alpha, affinity_step, read_state=False)[0]
+
+    def record_event(
+        self,
+        user_id: str,
+        product_id: str,
+        event: EventType,
+        *,
+        at: float | None = None,
+        session_id: str | None = None,
+    ) -> EventResult:
+        """Record one typed event ("view", "click", "cart" or "purchase") at `at` (seconds since
+        1970; default now), of the session `session_id` if the caller has sessions.
+
+        It does what a click does, scaled by the type's weight (EventWeights; docs/API.md,
+        "Events", has the table): the session vector and the category affinity move, the product
+        joins recent and seen (excluded from the feed), popularity grows by the weight. And it is
+        counted together with the other products of the same session (the same session_id;
+        without one, the user's events at most co_occurrence.window_s apart), at most
+        co_occurrence.partners_per_event of them: the very next similar() sees the counts.
+
+        Raises ValueError for an unknown event type, a time before 1970 or in the future, or a
+        bad id; ProductNotFoundError (a KeyError) for an unknown product, before anything is
+        written; WriteRefusedError and ReplicationTimeoutError as record_click."""
+        return self._events.record(user_id, product_id, event, at, session_id, read_state=False)[0]
+
+    def record_event_with_state(
+        self, user_id: str, product_id: str, event: EventType, *, session_id: str | None = None
+    ) -> tuple[EventResult, UserState]:
+        """record_event now, and the user's state after it, read in the same round trip on a
+        single Redis (what an answer to POST /event shows). Raises as record_event."""
+        result, replies = self._events.record(user_id, product_id, event, None, session_id, read_state=True)
+        return result, self._users.state_from(user_id, replies)
 
     def record_click_with_state(self, user_id: str, product_id: str) -> tuple[ClickResult, UserState]:
         """record_click with the config's alpha and step, and the user's state after the click

@@ -43,9 +43,11 @@ from typing import Any
 
 from bench.harness import ROOT, machine, percentiles, write_result
 from local_redis import LocalRedis
-from recengine.co_occurrence import CoOccurrence, CoOccurrenceKeys
+from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import CoOccurrenceConfig, WindowEntry, pair_increments, window_after
 from recengine.event_types import EventWeights
+from recengine.layout import KeyLayout
+from recengine.scripts import Scripts
 
 DEFAULT_EVENTS = ROOT / "data" / "online-retail" / "events.csv.gz"
 RESULTS_PATH = ROOT / "bench" / "results" / "cooccurrence_design.json"
@@ -131,13 +133,14 @@ class UpdateOnWrite:
     def __init__(self, client: Any, config: CoOccurrenceConfig) -> None:
         self.client = client
         self.config = config
-        self.store = CoOccurrence(client, CoOccurrenceKeys("design:idx", "design:user:"), config, user_ttl_s=30 * 86400)
+        keys = KeyLayout("design:idx", "design:product:", "design:user:")
+        self.store = CoOccurrence(keys, Scripts(client), config, user_ttl_s=30 * 86400)
         self.windows: dict[str, list[WindowEntry]] = {}
 
     def load(self, events: Sequence[Event]) -> None:
         """The train set as an import sends it: windows and pairs worked out here with the
         library's rules, each batch's counts summed per product, one script per product."""
-        for script in (self.store.window_script, self.store.counts_script):
+        for script in (self.store.scripts.window, self.store.scripts.faded_counts):
             self.client.script_load(script.script)
         for start in range(0, len(events), LOAD_BATCH):
             batch = events[start : start + LOAD_BATCH]
@@ -157,7 +160,7 @@ class UpdateOnWrite:
             for call in self.store.batch_calls(reference, counts):
                 pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
             for user_id in touched:
-                key = self.store.keys.window(user_id)
+                key = self.store.keys.user(user_id).window
                 pipe.delete(key)
                 pipe.rpush(key, *(entry.encode() for entry in self.windows[user_id]))
                 pipe.expire(key, self.store.user_ttl_s)

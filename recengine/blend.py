@@ -39,7 +39,7 @@ def check_signal(signal: object) -> Signal:
     """The signal, or ValueError naming the three there are."""
     if not isinstance(signal, str) or signal not in SIGNALS:
         raise ValueError(f"signal must be one of {', '.join(SIGNALS)}, got {signal!r}")
-    return signal  # type: ignore[return-value]
+    return signal
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
-"""Live co-occurrence in Redis: each product's neighbours are one sorted set under a hash tag of
-its own, counted when the event happens (update on write; bench/cooccurrence_design.py measured
-it against computing neighbours from stored sessions on read).
+"""Live co-occurrence in Redis: each product's neighbours are one sorted set of faded counts under
+a hash tag of its own (layout.KeyLayout.co_occurrence), counted when the event happens. Update on
+write, not compute on read: bench/cooccurrence_design.py measured both at Online Retail scale.
 
 An event costs two steps: the user's window script (the user's slot) returns the window as it
 was and remembers the event; then, for the pairs co_occurrence_rules.pair_increments finds in
-it, one faded_counts script on the event's product (all its partners at once) and one on each
+it, one faded-counts script on the event's product (all its partners at once) and one on each
 partner (the event's product), each on that product's own slot. So no script spans two slots,
 and one event writes at most partners_per_event + 1 sets, each trimmed to neighbours_kept.
 
@@ -15,62 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from ranking import POPULARITY_REBASE_HALF_LIVES, decayed_popularity
+from ranking import decayed_popularity
 from recengine.co_occurrence_rules import CoOccurrenceConfig, WindowEntry
-
-
-def _lua(name: str) -> str:
-    return (Path(__file__).parent / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-
-
-WINDOW_LUA = _lua("co_occurrence_window")
-FADED_COUNTS_LUA = _lua("faded_counts")
-
-
-class ScriptCall(NamedTuple):
-    """One script to run, with its keys and its arguments."""
-
-    script: Any
-    keys: list[str]
-    args: list[Any]
-
-
-@dataclass(frozen=True)
-class CoOccurrenceKeys:
-    """Where co-occurrence lives: `{<index>:co:<product>}` (its counts) and `...:epoch` share the
-    product's own hash tag; the window shares the user's (`{user:<id>:features}:window`)."""
-
-    index_name: str
-    user_key_prefix: str
-
-    def counts(self, product_id: str) -> tuple[str, str]:
-        tag = "{" + f"{self.index_name}:co:{product_id}" + "}"
-        return tag, f"{tag}:epoch"
-
-    def window(self, user_id: str) -> str:
-        return "{" + f"{self.user_key_prefix}{user_id}:features" + "}:window"
-
-
-@dataclass(frozen=True)
-class FadedCounts:
-    """ARGV of lua/faded_counts.lua: values (in purchases) given at `reference_s`, added to one
-    set whose epoch the script keeps, which then keeps its `keep` best members."""
-
-    reference_s: float
-    half_life_s: float
-    keep: int
-    ttl_s: int
-    values: Sequence[tuple[str, float]]
-    rebase_half_lives: float = POPULARITY_REBASE_HALF_LIVES
-
-    def argv(self) -> list[Any]:
-        flat: list[Any] = []
-        for member, value in self.values:
-            flat += [member, repr(float(value))]
-        return [repr(self.reference_s), repr(self.half_life_s), self.rebase_half_lives, self.keep, self.ttl_s, *flat]
+from recengine.layout import KeyLayout
+from recengine.replies import number, text
+from recengine.scripts import FadedCounts, ScriptCall, Scripts, WindowPush
 
 
 @dataclass(frozen=True)
@@ -81,25 +32,21 @@ class Neighbour:
     count: float
 
 
+@dataclass(eq=False)
 class CoOccurrence:
-    """The co-occurrence of one recommender's products (keys under its index name)."""
+    """The co-occurrence of one recommender's products."""
 
-    def __init__(self, client: Any, keys: CoOccurrenceKeys, config: CoOccurrenceConfig, *, user_ttl_s: int) -> None:
-        self.keys = keys
-        self.config = config
-        self.user_ttl_s = user_ttl_s
-        self.window_script = client.register_script(WINDOW_LUA)
-        self.counts_script = client.register_script(FADED_COUNTS_LUA)
+    keys: KeyLayout
+    scripts: Scripts
+    config: CoOccurrenceConfig
+    user_ttl_s: int
 
     # writing
 
     def window_call(self, user_id: str, entry: WindowEntry) -> ScriptCall:
         """Remember the event in the user's window; the reply is the window before it."""
-        return ScriptCall(
-            self.window_script,
-            [self.keys.window(user_id)],
-            [entry.encode(), self.config.window_kept, self.user_ttl_s],
-        )
+        push = WindowPush(entry.encode(), self.config.window_kept, self.user_ttl_s)
+        return ScriptCall(self.scripts.window, [self.keys.user(user_id).window], push.argv())
 
     @staticmethod
     def window_from(reply: Iterable[Any]) -> list[WindowEntry]:
@@ -109,8 +56,9 @@ class CoOccurrence:
 
     def counts_call(self, product_id: str, reference_s: float, values: Sequence[tuple[str, float]]) -> ScriptCall:
         """Add `values` (partner, count in purchases at reference_s) to one product's counts."""
-        args = FadedCounts(reference_s, self.config.half_life_s, self.config.neighbours_kept, self.config.ttl_s, values)
-        return ScriptCall(self.counts_script, list(self.keys.counts(product_id)), args.argv())
+        config = self.config
+        args = FadedCounts(reference_s, config.half_life_s, values, config.neighbours_kept, config.ttl_s)
+        return ScriptCall(self.scripts.faded_counts, list(self.keys.co_occurrence(product_id)), args.argv())
 
     def pair_calls(self, product_id: str, at: float, increments: Sequence[tuple[str, float]]) -> list[ScriptCall]:
         """The writes of one event's pairs: all partners into the product's counts, and the
@@ -132,20 +80,15 @@ class CoOccurrence:
 
     def queue_neighbours(self, pipe: Any, product_id: str, n: int) -> None:
         """Queue the reads of a product's `n` best-counted neighbours (two replies)."""
-        counts, epoch = self.keys.counts(product_id)
+        counts, epoch = self.keys.co_occurrence(product_id)
         pipe.zrevrange(counts, 0, n - 1, withscores=True)
         pipe.get(epoch)
 
     def neighbours_from(self, replies: Sequence[Any], now: float) -> list[Neighbour]:
-        """The replies of queue_neighbours as neighbours, best first, counts faded to `now`."""
+        """The two replies of queue_neighbours as neighbours, best first, counts faded to `now`."""
         top, epoch = replies
-        if not top:
-            return []
-        epoch_s = float(epoch) if epoch is not None else now
+        epoch_s = number(epoch, default=now)
         return [
-            Neighbour(
-                member.decode("utf-8", "replace") if isinstance(member, bytes) else str(member),
-                decayed_popularity(float(score), now, epoch_s, self.config.half_life_s),
-            )
-            for member, score in top
+            Neighbour(text(member), decayed_popularity(float(score), now, epoch_s, self.config.half_life_s))
+            for member, score in top or []
         ]

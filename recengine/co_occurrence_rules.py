@@ -167,4 +167,4 @@ def faded_sum(weighted_times: Iterable[tuple[float, float]], reference_s: float,
     """Σ weight × 2^((t − reference)/h) over (weight, t): several events' counts as one value at
     `reference_s`, which the write script scales to its set's epoch (how an import adds a
     whole batch of one pair with one write)."""
-    return sum(weight * 2.0 ** ((at - reference_s) / half_life_s) for weight, at in weighted_times)
+    return float(sum(weight * 2.0 ** ((at - reference_s) / half_life_s) for weight, at in weighted_times))

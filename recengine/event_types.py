@@ -15,6 +15,7 @@ so on purchase-only data its numbers are plain co-purchase counts whatever the w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
@@ -22,13 +23,32 @@ from ranking import finite_number
 
 EventType = Literal["view", "click", "cart", "purchase"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+# An event this far past the recommender's clock is a clock apart, not the future; further, it
+# is refused (a time in milliseconds lands ~50,000 years ahead).
+MAX_CLOCK_SKEW_S = 300.0
 
 
 def check_event_type(event: object) -> EventType:
     """The event type, or ValueError naming the four there are."""
     if not isinstance(event, str) or event not in EVENT_TYPES:
         raise ValueError(f"event must be one of {', '.join(EVENT_TYPES)}, got {event!r}")
-    return event  # type: ignore[return-value]
+    return event
+
+
+def check_event_time(at: object, now: float) -> float:
+    """When an event happened, in seconds since 1970: a finite number, not before 1970 and not
+    more than MAX_CLOCK_SKEW_S past `now`. ValueError says which."""
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        raise ValueError(f"the event time must be a number of seconds since 1970, got {at!r}")
+    seconds = float(at)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{at!r} is not a finite time")
+    if seconds < 0:
+        raise ValueError(f"{at!r} is before 1970")
+    if seconds > now + MAX_CLOCK_SKEW_S:
+        hint = " (milliseconds? the time is in seconds)" if seconds > now * 100 else ""
+        raise ValueError(f"{at!r} is in the future{hint}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -66,7 +86,7 @@ class EventWeights:
         weight = self.of(event)
         if weight == 1.0:
             return click_alpha
-        return 1.0 - (1.0 - click_alpha) ** weight
+        return float(1.0 - (1.0 - click_alpha) ** weight)
 
     def pair_weight(self, first: float, second: float) -> float:
         """What two events of one session count for the pair of their products, in purchases: the

@@ -2,13 +2,18 @@
 "more like this" (similar) and popular. Each reads what it needs of the user, fetches a pool of
 candidates (retrieval.py), re-scores it with ranking.py's pure math, diversifies it and says
 what produced it, along one path: _answer.
+
+similar() and for_you() take a signal: "content" (the KNN of a vector, as always),
+"co_occurrence" (what was bought together, co_occurrence.py) or "blend" (both, mixed by the
+evidence each product has: blend.py). The counted products pass the same filters and
+exclusions as the rest, in one FT.SEARCH over those products only.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy.typing as npt
 
@@ -32,6 +37,8 @@ from ranking import (
     session_is_live,
     session_weight,
 )
+from recengine.blend import Blended, Signal, blend, check_signal, ranked_counts, reason, summed_counts
+from recengine.co_occurrence import CoOccurrence, Neighbour
 from recengine.errors import ProductNotFoundError
 from recengine.layout import EMBEDDING_FIELD, KeyLayout, bytes_to_vector, checked_vector
 from recengine.query import NO_FILTERS, SearchFilters
@@ -41,6 +48,11 @@ from recengine.retrieval import Retrieval
 from recengine.store import Store
 from recengine.users import UserReads
 from recengine.validation import MAX_K, check_k, check_product_id
+
+# The feed sums the neighbours of this many of the user's most recent products.
+FEED_SOURCES = 5
+# Neighbours read per product: enough for a page after filters and exclusions take their share.
+NEIGHBOURS_READ = 50
 
 # Re-orders a pool's candidates (which the request owns: they may be changed in place); the new
 # order, and whether an affinity changed a score (Recommendation.used_rerank).
@@ -53,12 +65,12 @@ def _as_found(candidates: list[Candidate]) -> tuple[list[Candidate], bool]:
 
 @dataclass(frozen=True)
 class _Search:
-    """One KNN answer to give: whose vector, how many to fetch and show, who is left out, the
+    """One answer to give: whose vector, how many to fetch and show, who is left out, the
     request's part of `why`, and how the pool is re-ordered. `uncounted` ids are left out without
-    being reported as excluded (similar()'s own product)."""
+    being reported as excluded (similar()'s own product); `signal` is the one asked for."""
 
     source: Source
-    vector: Vector
+    vector: Vector | None  # None: the feed without a live session, ranked by counts alone
     filters: SearchFilters
     k: int
     pool_size: int
@@ -67,6 +79,7 @@ class _Search:
     why: Why
     rescore: Rescore = _as_found
     uncounted: frozenset[str] = frozenset()
+    signal: Signal | None = None
 
 
 @dataclass(eq=False)
@@ -77,6 +90,7 @@ class Feeds:
     keys: KeyLayout
     retrieval: Retrieval
     users: UserReads
+    co_occurrence: CoOccurrence
     config: RankingConfig
     clock: Callable[[], float]
     vector_dim: int
@@ -117,31 +131,71 @@ class Feeds:
         )
 
     def for_you(
-        self, user_id: str, k: int, filters: SearchFilters | None, exclude_clicked: bool, diversity: float
+        self,
+        user_id: str,
+        k: int,
+        filters: SearchFilters | None,
+        exclude_clicked: bool,
+        diversity: float,
+        signal: Signal,
     ) -> Recommendation:
         k, filters, diversity = check_k(k), filters or NO_FILTERS, check_unit_interval("diversity", diversity)
+        signal = check_signal(signal)
         now = float(self.clock())
-        context = self.users.context(user_id, exclude_clicked)
+        pipe = self.store.pipeline()
+        self.users.queue_context(pipe, user_id, exclude_clicked)
+        if signal != "content":
+            pipe.lrange(self.keys.user(user_id).window, 0, -1)
+        replies = self.store.execute(pipe)
+        context = self.users.context_from(user_id, replies[: len(replies) - (signal != "content")], exclude_clicked)
         features = context.features
-        if not session_is_live(features, self.config, now):
-            return self._popular(k, filters, context, now, diversity)
+        live = session_is_live(features, self.config, now) and signal != "co_occurrence"
+        counts: dict[str, float] = {}
+        contributors: dict[str, str] = {}
+        if signal != "content":
+            recent = list(dict.fromkeys(e.product_id for e in self.co_occurrence.window_from(replies[-1])))
+            counts, contributors = self._summed_neighbours(recent[:FEED_SOURCES], now)
+        if not live and not counts:
+            return self._popular(k, filters, context, now, diversity, signal)
         negative = negative_weight(features, self.config, now)
-        return self._rank(
-            _Search(
-                source="session",
-                vector=blend_query(None, features.session_vec, features.negative_vec, 1.0, negative),
-                filters=filters,
-                k=k,
-                pool_size=self._pool_size(k, True, diversity),
-                diversity=diversity,
-                excluded=context.excluded,
-                why=Why(
-                    session_weight=round(session_weight(features, self.config, now), 6),
-                    negative_weight=round(negative, 6) if negative else None,
-                ),
-                rescore=self._by_affinity(context, now),
-            )
+        search = _Search(
+            source="session" if live else "co_occurrence",
+            vector=blend_query(None, features.session_vec, features.negative_vec, 1.0, negative) if live else None,
+            filters=filters,
+            k=k,
+            pool_size=self._pool_size(k, True, diversity),
+            diversity=diversity,
+            excluded=context.excluded,
+            why=Why(
+                session_weight=round(session_weight(features, self.config, now), 6) if live else None,
+                negative_weight=round(negative, 6) if negative and live else None,
+            ),
+            rescore=self._by_affinity(context, now),
+            signal=signal,
         )
+        if signal == "content":
+            return self._rank(search)
+        return self._crowd(search, counts, contributors, None, live, now)
+
+    def _summed_neighbours(self, sources: list[str], now: float) -> tuple[dict[str, float], dict[str, str]]:
+        """The neighbours of several products, counts summed (one round trip)."""
+        if not sources:
+            return {}, {}
+        pipe = self.store.pipeline()
+        for product_id in sources:
+            self.co_occurrence.queue_neighbours(pipe, product_id, NEIGHBOURS_READ)
+        replies = self.store.execute(pipe)
+        per_source = [
+            (
+                source,
+                {n.product_id: n.count for n in self.co_occurrence.neighbours_from(replies[2 * i : 2 * i + 2], now)},
+            )
+            for i, source in enumerate(sources)
+        ]
+        counts, contributors = summed_counts(per_source)
+        for source in sources:  # what the user had is no neighbour of what they had
+            counts.pop(source, None)
+        return counts, contributors
 
     def similar(
         self,
@@ -152,8 +206,10 @@ class Feeds:
         user_id: str | None,
         exclude_clicked: bool,
         diversity: float,
+        signal: Signal,
     ) -> Recommendation:
         k, filters, diversity = check_k(k), filters or NO_FILTERS, check_unit_interval("diversity", diversity)
+        signal = check_signal(signal)
         boost = (
             self.config.same_category_boost
             if same_category_boost is None
@@ -161,30 +217,39 @@ class Feeds:
         )
         if boost is None or boost < 0:
             raise ValueError(f"same_category_boost must be at least 0, got {same_category_boost!r}")
-        vector, category, context = self._product_and_user(product_id, user_id, exclude_clicked)
-        return self._rank(
-            _Search(
-                source="similar",
-                vector=vector,
-                filters=filters,
-                k=k,
-                pool_size=self._pool_size(k, bool(boost), diversity),
-                diversity=diversity,
-                excluded=(context.excluded if context else frozenset()) | {product_id},
-                why=Why(),
-                rescore=lambda candidates: (boost_category(candidates, category, boost), False),
-                uncounted=frozenset({product_id}),
-            )
+        now = float(self.clock())
+        vector, category, context, neighbours = self._product_and_user(
+            product_id, user_id, exclude_clicked, signal != "content", now
         )
+        search = _Search(
+            source="similar",
+            vector=vector,
+            filters=filters,
+            k=k,
+            pool_size=self._pool_size(k, bool(boost) or signal == "blend", diversity),
+            diversity=diversity,
+            excluded=(context.excluded if context else frozenset()) | {product_id},
+            why=Why(),
+            rescore=lambda candidates: (boost_category(candidates, category, boost), False),
+            uncounted=frozenset({product_id}),
+            signal=signal,
+        )
+        if signal == "content":
+            return self._rank(search)
+        counts = {n.product_id: n.count for n in neighbours if n.product_id != product_id}
+        return self._crowd(search, counts, {}, product_id, True, now)
 
     def _product_and_user(
-        self, product_id: str, user_id: str | None, exclude_clicked: bool
-    ) -> tuple[Vector, str, UserContext | None]:
-        """The product's stored vector and category and the user's context: independent reads,
-        one round trip. ProductNotFoundError, or ValueError for a product without a vector."""
+        self, product_id: str, user_id: str | None, exclude_clicked: bool, with_neighbours: bool, now: float
+    ) -> tuple[Vector, str, UserContext | None, list[Neighbour]]:
+        """The product's stored vector and category, the user's context and (when asked) the
+        product's counted neighbours: independent reads, one round trip. ProductNotFoundError,
+        or ValueError for a product without a vector."""
         key = self.keys.product(check_product_id(product_id))
         pipe = self.store.pipeline()
         pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+        if with_neighbours:
+            self.co_occurrence.queue_neighbours(pipe, product_id, NEIGHBOURS_READ)
         if user_id is not None:
             self.users.queue_context(pipe, user_id, exclude_clicked)
         replies = self.store.execute(pipe)
@@ -194,8 +259,10 @@ class Feeds:
             if not self.store.primary.exists(key):
                 raise ProductNotFoundError(product_id)
             raise ValueError(f"product {product_id!r} has no valid {self.vector_dim}-d embedding to compare with")
-        context = self.users.context_from(user_id, replies[1:], exclude_clicked) if user_id is not None else None
-        return vector, text(category), context
+        neighbours = self.co_occurrence.neighbours_from(replies[1:3], now) if with_neighbours else []
+        user_replies = replies[3:] if with_neighbours else replies[1:]
+        context = self.users.context_from(user_id, user_replies, exclude_clicked) if user_id is not None else None
+        return vector, text(category), context, neighbours
 
     def popular(self, k: int, filters: SearchFilters | None, user_id: str | None) -> Recommendation:
         k = check_k(k)
@@ -220,18 +287,105 @@ class Feeds:
     def _rank(self, search: _Search) -> Recommendation:
         filter_clause = search.filters.clause()
         started = time.perf_counter()
-        pool = self.retrieval.nearest(
-            search.vector, filter_clause, search.pool_size, search.excluded, with_vectors=search.diversity > 0
-        )
+        pool = self._content_pool(search, filter_clause)
         searched = time.perf_counter()
         pool.candidates, changed = search.rescore(pool.candidates)
         pool.left_out -= search.uncounted
+        if search.signal is not None:
+            for candidate in pool.candidates:
+                candidate.why.signal = "content"
+                candidate.why.reason = reason(Blended(candidate.id, 0.0, None, 0, None), self._asked_about(search))
         return self._answer(
-            search.source, filter_clause, pool, search.k, search.diversity, search.why, changed, started, searched
+            search.source, filter_clause, pool, search.k, search.diversity, search.why, changed, started, searched,
+            search.signal,
+        )  # fmt: skip
+
+    def _content_pool(self, search: _Search, filter_clause: str) -> CandidatePool:
+        if search.vector is None:
+            raise ValueError("a nearest-neighbour answer needs a vector")
+        return self.retrieval.nearest(
+            search.vector, filter_clause, search.pool_size, search.excluded, with_vectors=search.diversity > 0
         )
 
+    @staticmethod
+    def _asked_about(search: _Search) -> str | None:
+        """similar()'s product (its one uncounted id); None for the feed."""
+        return next(iter(search.uncounted), None)
+
+    def _crowd(
+        self,
+        search: _Search,
+        counts: dict[str, float],
+        contributors: dict[str, str],
+        asked_about: str | None,
+        with_content: bool,
+        now: float,
+    ) -> Recommendation:
+        """An answer from the crowd's counts, alone (signal co_occurrence, or the feed without a
+        live session) or blended with the content pool (blend.py). The counted products pass the
+        filters and exclusions in one FT.SEARCH over them; with no counted product left, blend
+        is the content answer as it is (the cold start)."""
+        filter_clause = search.filters.clause()
+        started = time.perf_counter()
+        with_vectors = search.diversity > 0
+        counted_ids = [pid for pid, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+        counted = self.retrieval.among(
+            search.vector, filter_clause, counted_ids[:NEIGHBOURS_READ], search.excluded, with_vectors
+        )
+        passing = {c.id: counts[c.id] for c in counted.candidates}
+        blending = with_content and search.signal == "blend"
+        if blending and not passing:
+            return self._rank(search)
+        content = self._content_pool(search, filter_clause) if blending else CandidatePool()
+        searched = time.perf_counter()
+        content.candidates, changed = search.rescore(content.candidates)
+        if blending:
+            order = blend(
+                passing, [c.id for c in content.candidates], self.co_occurrence.config.evidence_prior, contributors
+            )
+        else:
+            order = [replace(item, together_with=contributors.get(item.product_id)) for item in ranked_counts(passing)]
+        by_id = {c.id: c for c in counted.candidates} | {c.id: c for c in content.candidates}
+        ranked = []
+        for item in order:
+            candidate = by_id[item.product_id]
+            candidate.score = -item.score
+            why = candidate.why
+            why.co_count = round(item.co_count, 4) if item.co_count is not None else None
+            why.together_with = (item.together_with or asked_about) if item.co_count is not None else None
+            why.signal = (
+                "blend"
+                if item.co_count is not None and item.content_rank is not None
+                else ("co_occurrence" if item.co_count is not None else "content")
+            )
+            why.reason = reason(item, asked_about)
+            ranked.append(candidate)
+        pool = CandidatePool(
+            candidates=ranked,
+            vectors=counted.vectors | content.vectors,
+            left_out=(counted.left_out | content.left_out) - search.uncounted,
+            exhausted=content.exhausted if blending else True,
+        )
+        if not with_content and len(ranked) < search.k and asked_about is None:
+            chosen = {c.id for c in ranked}
+            pool.extend(
+                self.retrieval.most_popular(
+                    filter_clause, search.k - len(ranked), search.excluded | chosen, now, with_vectors
+                )
+            )
+        return self._answer(
+            search.source, filter_clause, pool, search.k, search.diversity, search.why, changed, started, searched,
+            search.signal,
+        )  # fmt: skip
+
     def _popular(
-        self, k: int, filters: SearchFilters, context: UserContext | None, now: float, diversity: float
+        self,
+        k: int,
+        filters: SearchFilters,
+        context: UserContext | None,
+        now: float,
+        diversity: float,
+        signal: Signal | None = None,
     ) -> Recommendation:
         filter_clause = filters.clause()
         excluded = context.excluded if context else frozenset()
@@ -242,7 +396,7 @@ class Feeds:
         if len(pool.candidates) < want:
             chosen = {c.id for c in pool.candidates}
             pool.extend(self.retrieval.top_rated(filter_clause, want - len(chosen), excluded, chosen, diversity > 0))
-        return self._answer(source, filter_clause, pool, k, diversity, Why(), False, started, None)
+        return self._answer(source, filter_clause, pool, k, diversity, Why(), False, started, None, signal)
 
     def _answer(
         self,
@@ -255,6 +409,7 @@ class Feeds:
         used_rerank: bool,
         started: float,
         searched: float | None,
+        signal: Signal | None = None,
     ) -> Recommendation:
         """Stamp the request's part of `why` on every candidate, diversify, cut to k, and say what
         produced the list. Time from `started` to `searched` is the search's, the rest the
@@ -273,6 +428,7 @@ class Feeds:
             exhausted=pool.exhausted and len(shown) < k,
             search_ms=((finished if searched is None else searched) - started) * 1000,
             rerank_ms=0.0 if searched is None else (finished - searched) * 1000,
+            signal=signal,
         )
 
     @staticmethod

@@ -50,13 +50,15 @@ VECTOR_DIM_DEFAULT = 384
 
 
 class UserKeys(NamedTuple):
-    """A user's keys: the last three hash-tagged to the features key, so that the four share one
-    Redis Cluster slot and one script can touch them all."""
+    """A user's keys: the last four hash-tagged to the features key, so that the five share one
+    Redis Cluster slot and one script can touch them all. The window (the user's recent events
+    with their type, time and session, for co-occurrence) is this port's own."""
 
     features: str
     recent: str
     seen: str
     dismissed: str
+    window: str
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,10 @@ class KeyLayout:
         return f"{self.user_key_prefix}{user_id}:features"
 
     def user(self, user_id: str) -> UserKeys:
-        """The user's four keys, in one slot; ValueError for a malformed user id."""
+        """The user's five keys, in one slot; ValueError for a malformed user id."""
         features = self.features(check_user_id(user_id))
         tag = "{" + features + "}"
-        return UserKeys(features, f"{tag}:recent", f"{tag}:seen", f"{tag}:dismissed")
+        return UserKeys(features, f"{tag}:recent", f"{tag}:seen", f"{tag}:dismissed", f"{tag}:window")
 
     def legacy_recent(self, user_id: str) -> str:
         """Where versions before the cluster-safe keys kept recent clicks; reset_user removes it."""
@@ -93,6 +95,18 @@ class KeyLayout:
         """The popularity zset and its epoch, in one slot."""
         tag = "{" + f"{self.index_name}:popularity" + "}"
         return tag, f"{tag}:epoch"
+
+    def co_occurrence(self, product_id: str) -> tuple[str, str]:
+        """One product's co-occurrence counts (a zset of neighbours) and their epoch, under a hash
+        tag of the product's own: every product's counts may live on another node, and a count
+        script touches one product's only. Never fields of the product hash: RediSearch would
+        re-index the product, vector and all, on every count."""
+        tag = "{" + f"{self.index_name}:co:{product_id}" + "}"
+        return tag, f"{tag}:epoch"
+
+    def imports(self) -> str:
+        """The imports done into this index: file digest → progress (import_events.py)."""
+        return "{" + f"{self.index_name}:imports" + "}"
 
 
 # --- the index --------------------------------------------------------------------------------

@@ -201,6 +201,25 @@ def knn_search_command(
     ]  # fmt: skip
 
 
+def knn_in_keys_search_command(
+    index_name: str, filter_clause: str, vector: bytes, keys: Sequence[str], fields: Sequence[str]
+) -> Command:
+    """Which of the given product keys pass the filter, closest to the vector first, with the
+    given fields and the distance: the KNN runs over those keys only (INKEYS restricts the
+    documents it scores), so every one that passes comes back, however far."""
+    query, params = knn_query(filter_clause, len(keys), None, None)
+    params["vec"] = vector
+    return [
+        "FT.SEARCH", index_name, query,
+        "INKEYS", str(len(keys)), *keys,
+        "PARAMS", str(2 * len(params)), *[item for pair in params.items() for item in pair],
+        *_return((*fields, SCORE_FIELD)),
+        "SORTBY", SCORE_FIELD,
+        *_limit(len(keys)),
+        *_DIALECT,
+    ]  # fmt: skip
+
+
 def in_keys_search_command(index_name: str, filter_clause: str, keys: Sequence[str], with_vectors: bool) -> Command:
     """Which of the given product keys pass the filter (popular()'s candidates), with their fields."""
     return [

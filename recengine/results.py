@@ -1,4 +1,4 @@
-"""The typed values the engine hands back (ClickResult, DismissResult, IndexInfo, UserState)
+"""The typed values the engine hands back (ClickResult, EventResult, DismissResult, IndexInfo, UserState)
 and passes between its parts (UserContext, CandidatePool). Recommendation, Candidate, Why and
 UserFeatures belong to the ranking and live in ranking.py.
 """
@@ -21,6 +21,21 @@ class ClickResult(DictResult):
     clicks: int
     last_clicked_id: str
     session_updated: bool
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class EventResult(DictResult):
+    """What one typed event did: its type and product, the product's category and that
+    category's affinity after it, the user's event count, whether the session vector moved, and
+    how many products of the same session it was counted together with."""
+
+    event: str
+    product_id: str
+    category: str
+    affinity: float
+    clicks: int
+    session_updated: bool
+    paired_with: int
 
 
 @dataclass(frozen=True, eq=False, repr=False)

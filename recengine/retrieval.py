@@ -85,6 +85,32 @@ class Retrieval:
         left_out = {pid for pid, _ in rows if pid in excluded}
         return self._pool(kept, left_out, exhausted and len(kept) < want)
 
+    def among(
+        self,
+        vector: Vector | None,
+        filter_clause: str,
+        product_ids: Sequence[str],
+        excluded: frozenset[str],
+        with_vectors: bool,
+    ) -> CandidatePool:
+        """Which of the given products pass the filter and are not excluded, in the order given,
+        in one FT.SEARCH over those products only; with a vector, each with its distance to it
+        (how far a product bought together lies from the one asked about)."""
+        wanted = [pid for pid in product_ids if pid not in excluded]
+        left_out = {pid for pid in product_ids if pid in excluded}
+        if not wanted:
+            return CandidatePool(left_out=left_out)
+        keys = [self.keys.product(pid) for pid in wanted]
+        if vector is None:
+            command = query.in_keys_search_command(self.keys.index_name, filter_clause, keys, with_vectors)
+        else:
+            blob = vector_to_bytes(vector, self.vector_dim)
+            fields = query.returned_fields(with_vectors)
+            command = query.knn_in_keys_search_command(self.keys.index_name, filter_clause, blob, keys, fields)
+        order = {pid: i for i, pid in enumerate(wanted)}
+        rows = sorted(self._search(command), key=lambda row: order.get(row[0], len(order)))
+        return self._pool(rows, left_out, exhausted=False)
+
     def _product_fields(self, product_ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Raw fields of the given products from where the search ran; products that vanished
         meanwhile are left out."""

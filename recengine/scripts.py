@@ -1,10 +1,11 @@
-"""The three Lua scripts (in lua/*.lua), each beside the typed arguments it takes, and the
+"""The four Lua scripts (in lua/*.lua), each beside the typed arguments it takes, and the
 runner that sends scripts by EVALSHA in one pipeline and recovers from NOSCRIPT.
 
 Every script touches the keys of one Redis Cluster slot only, so the same code runs on one
-Redis, behind a sharding proxy and on a cluster: the user's script touches the user's keys (the
-product's vector and category are read before, by the caller, and passed in), popularity has a
-slot of its own, and the refresh touches the one product hash.
+Redis, behind a sharding proxy and on a cluster: the user's script and the window script touch
+the user's keys (the product's vector and category are read before, by the caller, and passed
+in), faded counts touch one sorted set and its epoch (popularity's, or one product's
+co-occurrence), and the refresh touches the one product hash.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def _lua(name: str) -> str:
 
 
 USER_EVENT_LUA = _lua("user_event")
-POPULARITY_LUA = _lua("popularity")
+FADED_COUNTS_LUA = _lua("faded_counts")
+WINDOW_LUA = _lua("co_occurrence_window")
 REFRESH_EMBEDDING_LUA = _lua("refresh_embedding")
 
 
@@ -110,24 +112,52 @@ class UserEventReply:
         return cls(number(affinity), int(clicks), bool(updated), bool(repaired))
 
 
-# --- lua/popularity.lua -----------------------------------------------------------------------------
+# --- lua/faded_counts.lua ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class PopularityClick:
-    """One click's share of popularity (see ranking.py for the arithmetic): add
-    2^((now − epoch)/h) to the product's sum; when that exponent passes `rebase_half_lives`,
-    scale every sum down and move the epoch to now, so the numbers stay far from overflow
-    whatever the half-life. KEYS: layout.KeyLayout.popularity()."""
+class FadedCounts:
+    """Counts added to one sorted set with an epoch of its own (ranking.py has the arithmetic):
+    each value, given at `reference_s`, is added as value × 2^((reference − epoch)/h); when that
+    exponent passes `rebase_half_lives`, every score is scaled down and the epoch moves first, so
+    sums stay far from overflow whatever the half-life. Then the set keeps its `keep` best members
+    (0: all) and both keys expire after `ttl_s` (0: never). A value that is not a positive finite
+    number is the error reply BADCOUNT, before anything is written.
 
-    product_id: str
-    now: float
+    Popularity is one such set (keep 0, no expiry: a product's events); each product's
+    co-occurrence is another (its neighbours). KEYS: the set and its epoch, one slot."""
+
+    reference_s: float
     half_life_s: float
+    values: Sequence[tuple[str, float]]
+    keep: int = 0
+    ttl_s: int = 0
     rebase_half_lives: float = POPULARITY_REBASE_HALF_LIVES
 
     def argv(self) -> list[Any]:
-        """ARGV[1..4] of lua/popularity.lua, in its order."""
-        return [self.product_id, repr(self.now), repr(self.half_life_s), self.rebase_half_lives]
+        """ARGV of lua/faded_counts.lua: five settings, then member, value, ..."""
+        flat: list[Any] = []
+        for member, value in self.values:
+            flat += [member, repr(float(value))]
+        return [repr(self.reference_s), repr(self.half_life_s), self.rebase_half_lives, self.keep, self.ttl_s, *flat]
+
+
+# --- lua/co_occurrence_window.lua ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowPush:
+    """Remember one event in the user's window (co_occurrence_rules.WindowEntry, encoded), keep
+    the newest `kept`, refresh the expiry; the reply is the window as it was, newest first, so
+    that pairing and remembering are one atomic step. KEYS: layout.UserKeys.window."""
+
+    entry: str
+    kept: int
+    ttl_s: int
+
+    def argv(self) -> list[Any]:
+        """ARGV[1..3] of lua/co_occurrence_window.lua."""
+        return [self.entry, self.kept, self.ttl_s]
 
 
 # --- lua/refresh_embedding.lua ------------------------------------------------------------------------
@@ -150,11 +180,12 @@ class RefreshEmbedding:
 
 
 class Scripts:
-    """The three scripts, registered on the primary client (each knows its SHA)."""
+    """The four scripts, registered on the primary client (each knows its SHA)."""
 
     def __init__(self, client: Any) -> None:
         self.user_event: Script = client.register_script(USER_EVENT_LUA)
-        self.popularity: Script = client.register_script(POPULARITY_LUA)
+        self.faded_counts: Script = client.register_script(FADED_COUNTS_LUA)
+        self.window: Script = client.register_script(WINDOW_LUA)
         self.refresh_embedding: Script = client.register_script(REFRESH_EMBEDDING_LUA)
 
 

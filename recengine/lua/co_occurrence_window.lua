@@ -1,4 +1,4 @@
--- The user's recent events, for pairing: return the window as it was (newest first), then
+-- The user's recent events, for pairing (recengine/scripts.py, WindowPush): return the window as it was (newest first), then
 -- remember the new event in front, keep the newest `kept`, and refresh the key's expiry.
 -- Atomic, so two events of one user never both miss each other or both count one pair.
 -- KEYS[1]: the user's window list (in the user's slot). ARGV: entry, kept, ttl seconds (0: none).

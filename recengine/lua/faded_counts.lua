@@ -1,5 +1,5 @@
--- Add faded counts to one sorted set that has an epoch of its own (ranking.py explains the
--- arithmetic): each value, given at the reference time ARGV[1], is added as
+-- Add faded counts to one sorted set that has an epoch of its own (recengine/scripts.py,
+-- FadedCounts; ranking.py explains the arithmetic): each value, given at the reference time ARGV[1], is added as
 -- value × 2^((reference − epoch)/h). When that exponent passes the limit, every score is
 -- scaled down and the epoch moves to the reference time first, so sums stay far from overflow.
 -- Then the set keeps its `keep` best members (0: all) and both keys expire after `ttl` (0: never).

@@ -1,5 +1,6 @@
 -- One click or dismissal of one user, applied atomically (see recengine/scripts.py, UserEvent).
--- KEYS: features hash, recent clicks list, seen zset, dismissed set (one slot).
+-- KEYS: features hash, recent clicks list, seen zset, dismissed set, then any other key of the
+-- user (one slot; each gets its expiry refreshed).
 -- ARGV: bound in order by UserEvent.argv().
 local features, recent, seen, dismissed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, product_id, category, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]

@@ -9,9 +9,11 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from recengine.co_occurrence import CoOccurrence, CoOccurrenceKeys, ScriptCall
+from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import CoOccurrenceConfig, WindowEntry, pair_increments, window_after
 from recengine.event_types import EventWeights
+from recengine.layout import KeyLayout
+from recengine.scripts import ScriptCall, Scripts
 
 DAY = 86400.0
 NOW = 1_790_000_000.0
@@ -20,7 +22,7 @@ WEIGHTS = EventWeights()
 
 def store(client: redis.Redis, **settings: object) -> CoOccurrence:
     config = CoOccurrenceConfig(**{"half_life_s": 30 * DAY, **settings})  # type: ignore[arg-type]
-    return CoOccurrence(client, CoOccurrenceKeys("test:idx", "user:"), config, user_ttl_s=3600)
+    return CoOccurrence(KeyLayout("test:idx", "product:", "user:"), Scripts(client), config, user_ttl_s=3600)
 
 
 def run(call: ScriptCall) -> object:
@@ -69,9 +71,9 @@ def test_the_epoch_moves_before_the_sums_overflow(redis_client: redis.Redis) -> 
     later = NOW + 1000  # a thousand half-lives: 2^1000 would overflow a double's exponent range soon after
     record(co, "u2", "a", at=later, session="s2")
     record(co, "u2", "b", at=later, session="s2")
-    scores = redis_client.zrange(co.keys.counts("a")[0], 0, -1, withscores=True)
+    scores = redis_client.zrange(co.keys.co_occurrence("a")[0], 0, -1, withscores=True)
     assert all(math.isfinite(score) and score < 2**70 for _, score in scores)
-    assert float(redis_client.get(co.keys.counts("a")[1])) == later
+    assert float(redis_client.get(co.keys.co_occurrence("a")[1])) == later
     assert neighbours(redis_client, co, "a", now=later) == {"b": pytest.approx(1.0)}
 
 
@@ -85,7 +87,7 @@ def test_each_product_keeps_its_best_neighbours_only(redis_client: redis.Redis) 
             record(co, f"again{i}", f"p1{i}", at=NOW + later, session=f"again{i}-{later}")
     kept = neighbours(redis_client, co, "p00")
     assert len(kept) == 5 and {"p10", "p11", "p12"} <= set(kept)
-    assert all(redis_client.zcard(co.keys.counts(f"p{i:02d}")[0]) <= 5 for i in range(20))
+    assert all(redis_client.zcard(co.keys.co_occurrence(f"p{i:02d}")[0]) <= 5 for i in range(20))
 
 
 def test_one_event_writes_at_most_partners_plus_one_count_sets(redis_client: redis.Redis) -> None:
@@ -105,7 +107,7 @@ def test_every_script_call_touches_one_slot(redis_client: redis.Redis) -> None:
     for call in calls:
         assert len({key_slot(key.encode()) for key in call.keys}) == 1, call.keys
     # the window lives in the user's slot, beside the keys the user's script touches
-    assert key_slot(co.keys.window("shopper-7").encode()) == key_slot(b"{user:shopper-7:features}:seen")
+    assert key_slot(co.keys.user("shopper-7").window.encode()) == key_slot(b"{user:shopper-7:features}:seen")
 
 
 def test_the_window_script_keeps_what_the_rules_say(redis_client: redis.Redis) -> None:
@@ -117,8 +119,8 @@ def test_the_window_script_keeps_what_the_rules_say(redis_client: redis.Redis) -
         previous = co.window_from(run(co.window_call("u1", entry)))  # type: ignore[arg-type]
         assert previous == expected
         expected = window_after(expected, entry, co.config)
-    assert co.window_from(redis_client.lrange(co.keys.window("u1"), 0, -1)) == expected
-    assert 0 < redis_client.ttl(co.keys.window("u1")) <= 3600
+    assert co.window_from(redis_client.lrange(co.keys.user("u1").window, 0, -1)) == expected
+    assert 0 < redis_client.ttl(co.keys.user("u1").window) <= 3600
 
 
 def test_a_count_that_is_not_a_positive_number_writes_nothing(redis_client: redis.Redis) -> None:
@@ -135,5 +137,5 @@ def test_counts_expire_when_nothing_is_added(redis_client: redis.Redis) -> None:
     co = store(redis_client, half_life_s=100.0)
     record(co, "u1", "a", session="s")
     record(co, "u1", "b", session="s")
-    for key in co.keys.counts("a"):
+    for key in co.keys.co_occurrence("a"):
         assert 0 < redis_client.ttl(key) <= co.config.ttl_s == 1000

@@ -39,6 +39,7 @@ def test_the_shared_key_names() -> None:
         "{user:u1:features}:recent",
         "{user:u1:features}:seen",
         "{user:u1:features}:dismissed",
+        "{user:u1:features}:window",
     )
     assert KEYS.legacy_recent("u1") == "user:u1:recent_clicks"
     assert KEYS.popularity() == ("{recommend:idx:popularity}", "{recommend:idx:popularity}:epoch")
@@ -55,6 +56,17 @@ def test_a_users_keys_share_one_cluster_slot(user_id: str) -> None:
 
 def test_popularitys_keys_share_one_cluster_slot() -> None:
     assert len({key_slot(key.encode()) for key in KEYS.popularity()}) == 1
+
+
+@given(st.text(min_size=1))
+def test_a_products_counts_share_one_slot_of_their_own(product_id: str) -> None:
+    try:
+        keys = KEYS.co_occurrence(product_id)
+        encoded = [key.encode() for key in keys]
+    except UnicodeEncodeError:
+        return
+    assert len({key_slot(key) for key in encoded}) == 1
+    assert KEYS.co_occurrence("p1") == ("{recommend:idx:co:p1}", "{recommend:idx:co:p1}:epoch")
 
 
 @pytest.mark.parametrize("user_id", ["", "a b", "a{b}", "a\nb", 7, None])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from recengine import scripts
-from recengine.scripts import PopularityClick, RefreshEmbedding, UserEvent, UserEventReply
+from recengine.scripts import FadedCounts, RefreshEmbedding, UserEvent, UserEventReply, WindowPush
 
 LUA_DIR = Path(scripts.__file__).parent / "lua"
 EVENT = UserEvent(
@@ -43,7 +43,8 @@ def argv_names(script: str) -> dict[str, int]:
 def test_the_scripts_are_read_from_the_lua_files_beside_the_module() -> None:
     for name, source in [
         ("user_event", scripts.USER_EVENT_LUA),
-        ("popularity", scripts.POPULARITY_LUA),
+        ("faded_counts", scripts.FADED_COUNTS_LUA),
+        ("co_occurrence_window", scripts.WINDOW_LUA),
         ("refresh_embedding", scripts.REFRESH_EMBEDDING_LUA),
     ]:
         assert source == (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8") and "redis.call" in source
@@ -82,10 +83,17 @@ def test_the_user_scripts_reply_is_parsed_by_name() -> None:
     assert UserEventReply.parse([b"junk", 0, 0, 1]) == UserEventReply(0.0, 0, False, True)
 
 
-def test_popularity_arguments() -> None:
-    argv = PopularityClick("p1", 1700000000.5, 604800.0).argv()
-    assert argv == ["p1", "1700000000.5", "604800.0", 64.0]
-    assert re.findall(r"ARGV\[(\d+)\]", scripts.POPULARITY_LUA) == ["2", "3", "4", "1"]
+def test_faded_counts_arguments() -> None:
+    popularity = FadedCounts(1700000000.5, 604800.0, [("p1", 1.0)]).argv()
+    assert popularity == ["1700000000.5", "604800.0", 64.0, 0, 0, "p1", "1.0"]
+    counts = FadedCounts(5.0, 10.0, [("a", 0.25), ("b", 2.0)], keep=100, ttl_s=99).argv()
+    assert counts == ["5.0", "10.0", 64.0, 100, 99, "a", "0.25", "b", "2.0"]
+    assert argv_names(scripts.FADED_COUNTS_LUA) == {"reference": 1, "half_life": 2, "limit": 3, "keep": 4, "ttl": 5}
+
+
+def test_window_arguments() -> None:
+    assert WindowPush("1.0|4.0|s|p1", 32, 3600).argv() == ["1.0|4.0|s|p1", 32, 3600]
+    assert argv_names(scripts.WINDOW_LUA) == {"kept": 2, "ttl": 3}
 
 
 def test_refresh_arguments() -> None:
@@ -93,7 +101,7 @@ def test_refresh_arguments() -> None:
     assert "NOPRODUCT" in scripts.REFRESH_EMBEDDING_LUA
 
 
-@pytest.mark.parametrize("name", ["user_event", "popularity", "refresh_embedding"])
+@pytest.mark.parametrize("name", ["user_event", "faded_counts", "co_occurrence_window", "refresh_embedding"])
 def test_every_script_touches_only_its_keys(name: str) -> None:
     """Cluster safety: no script names a key it was not given (no string keys in redis.call)."""
     source = (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
