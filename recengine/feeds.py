@@ -367,12 +367,13 @@ class Feeds:
             exhausted=content.exhausted if blending else True,
         )
         if not with_content and len(ranked) < search.k and asked_about is None:
-            chosen = {c.id for c in ranked}
-            pool.extend(
-                self.retrieval.most_popular(
-                    filter_clause, search.k - len(ranked), search.excluded | chosen, now, with_vectors
-                )
+            # the feed without a live session: what is popular fills what the counts leave
+            chosen = frozenset(c.id for c in ranked)
+            top_up, _ = self._popular_pool(
+                filter_clause, search.k - len(ranked), search.excluded | chosen, now, with_vectors
             )
+            top_up.left_out -= chosen
+            pool.extend(top_up)
         return self._answer(
             search.source, filter_clause, pool, search.k, search.diversity, search.why, changed, started, searched,
             search.signal,
@@ -391,12 +392,20 @@ class Feeds:
         excluded = context.excluded if context else frozenset()
         started = time.perf_counter()
         want = self._pool_size(k, False, diversity)
-        pool = self.retrieval.most_popular(filter_clause, want, excluded, now, diversity > 0)
+        pool, source = self._popular_pool(filter_clause, want, excluded, now, diversity > 0)
+        return self._answer(source, filter_clause, pool, k, diversity, Why(), False, started, None, signal)
+
+    def _popular_pool(
+        self, filter_clause: str, want: int, excluded: frozenset[str], now: float, with_vectors: bool
+    ) -> tuple[CandidatePool, Source]:
+        """The most popular products, the highest rated filling what they leave; the source
+        says which led ("rating" when nothing was popular)."""
+        pool = self.retrieval.most_popular(filter_clause, want, excluded, now, with_vectors)
         source: Source = "popular" if pool.candidates else "rating"
         if len(pool.candidates) < want:
             chosen = {c.id for c in pool.candidates}
-            pool.extend(self.retrieval.top_rated(filter_clause, want - len(chosen), excluded, chosen, diversity > 0))
-        return self._answer(source, filter_clause, pool, k, diversity, Why(), False, started, None, signal)
+            pool.extend(self.retrieval.top_rated(filter_clause, want - len(chosen), excluded, chosen, with_vectors))
+        return pool, source
 
     def _answer(
         self,

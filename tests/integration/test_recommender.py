@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 import redis
-from conftest import DIM, make_products, unit_vectors
+from conftest import DIM, FIXED_NOW, make_products, unit_vectors
 
 from ranking import rerank
 from recommender import (
@@ -465,7 +465,9 @@ def test_concurrent_clicks_lose_no_update(recommender: RedisRecommender) -> None
     barrier = threading.Barrier(threads_n)
 
     def clicker(chunk: list[dict]) -> None:
-        rec = RedisRecommender(recommender.redis)
+        # A fixed clock, as the fixture's: affinities fade in real time, and 400 clicks (each
+        # paired with the user's recent ones) take long enough for that to show.
+        rec = RedisRecommender(recommender.redis, clock=lambda: FIXED_NOW)
         barrier.wait()
         for product in chunk:
             result = rec.record_click("hot-user", product["id"], ewma_alpha=alpha)
