@@ -19,12 +19,16 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
 from recommender import (
+    EVENT_TYPES,
+    SIGNALS,
+    EventType,
     IndexMissingError,
     ProductNotFoundError,
     Recommendation,
     RedisRecommender,
     ReplicationTimeoutError,
     SearchFilters,
+    Signal,
     UserState,
     WriteRefusedError,
     check_product_id,
@@ -165,6 +169,22 @@ def parse_diversity(fields: Fields) -> float:
     return parse_optional_float(fields, "diversity", low=0, high=1) or 0.0
 
 
+def parse_signal(fields: Fields) -> Signal:
+    """What ranks "more like this" and the feed; blend when absent."""
+    value = parse_string(fields, "signal", max_chars=32) or "blend"
+    if value not in SIGNALS:
+        raise ApiError(400, f"signal must be one of {', '.join(SIGNALS)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def parse_event(fields: Fields) -> EventType:
+    """event is required: one of the four types."""
+    value = parse_string(fields, "event", required=True, max_chars=32)
+    if value not in EVENT_TYPES:
+        raise ApiError(400, f"event must be one of {', '.join(EVENT_TYPES)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class SearchRequest:
     """POST /search: a typed query, personalised."""
@@ -199,6 +219,7 @@ class FeedRequest:
     filters: SearchFilters
     exclude_clicked: bool
     diversity: float
+    signal: Signal
 
     @classmethod
     def parse(cls, fields: Fields, default_k: int) -> FeedRequest:
@@ -207,6 +228,7 @@ class FeedRequest:
             filters=parse_filters(fields),
             exclude_clicked=parse_bool(fields, "exclude_clicked", default=True),
             diversity=parse_diversity(fields),
+            signal=parse_signal(fields),
         )
 
 
@@ -220,6 +242,7 @@ class SimilarRequest:
     same_category_boost: float | None
     exclude_clicked: bool
     diversity: float
+    signal: Signal
 
     @classmethod
     def parse(cls, fields: Fields, default_k: int) -> SimilarRequest:
@@ -230,6 +253,7 @@ class SimilarRequest:
             same_category_boost=parse_optional_float(fields, "same_category_boost", low=0, high=2),
             exclude_clicked=parse_bool(fields, "exclude_clicked"),
             diversity=parse_diversity(fields),
+            signal=parse_signal(fields),
         )
 
 
@@ -407,9 +431,11 @@ class DemoApp:
             filters=request.filters,
             exclude_clicked=request.exclude_clicked,
             diversity=request.diversity,
+            signal=request.signal,
         )
         return {
             "source": result.source,
+            "signal": request.signal,
             **recommendation_payload(result),
             "session_weight": result.session_weight,
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -426,9 +452,11 @@ class DemoApp:
             user_id=user_id,
             exclude_clicked=request.exclude_clicked,
             diversity=request.diversity,
+            signal=request.signal,
         )
         return {
             "product_id": request.product_id,
+            "signal": request.signal,
             **recommendation_payload(result),
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
@@ -445,6 +473,23 @@ class DemoApp:
             "clicks": result.clicks,
             "last_clicked_id": result.last_clicked_id,
             "name": name,
+            "user": user,
+        }
+
+    def event(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        """POST /event: a view, click, cart or purchase, now, in the user's current window (the
+        page has no session ids: events of a user minutes apart go together)."""
+        product_id = parse_product_id(fields)
+        event = parse_event(fields)
+        result, state = self.recommender.record_event_with_state(user_id, product_id, event)
+        user = self.user_state(user_id, state)
+        return {
+            "event": result.event,
+            "product_id": product_id,
+            "category": result.category,
+            "affinity": round(result.affinity, 6),
+            "clicks": result.clicks,
+            "paired_with": result.paired_with,
             "user": user,
         }
 
@@ -571,6 +616,7 @@ API_ROUTES: dict[str, Route] = {
         ("/recommend", "POST", DemoApp.recommend),
         ("/similar", "POST", DemoApp.similar),
         ("/click", "POST", DemoApp.click),
+        ("/event", "POST", DemoApp.event),
         ("/dismiss", "POST", DemoApp.dismiss),
         ("/reset-user", "POST", DemoApp.reset_user),
         ("/reset-index", "POST", DemoApp.reset_index),

@@ -439,6 +439,15 @@
     if (!Number.isNaN(n)) add("popularity", `popularity ${n.toFixed(1)}`, `popularity ${n.toFixed(2)} (recent clicks by everyone)`);
     n = value("excluded_count");
     if (!Number.isNaN(n) && n > 0) add("excluded", null, `${n} product${n === 1 ? "" : "s"} you've seen left out of this list`);
+    // Which signal put it in "More like this" or the feed: what shoppers bought together, what
+    // looks alike, or both (why.reason says it in words, with the product it goes with).
+    const signal = str(why.signal);
+    const together = value("co_count");
+    const times = Number.isNaN(together) ? "" : ` ×${Math.max(1, Math.round(together))}`;
+    const reason = str(why.reason, signal);
+    if (signal === "co_occurrence") add("signal", `bought together${times}`, reason);
+    else if (signal === "blend") add("signal", `bought together${times} + looks alike`, reason);
+    else if (signal === "content") add("signal", "looks alike", reason);
     return parts;
   }
 

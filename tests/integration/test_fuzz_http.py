@@ -48,6 +48,7 @@ API_METHODS = {
     "/state": "GET",
     "/search": "POST",
     "/click": "POST",
+    "/event": "POST",
     "/reset-user": "POST",
     "/reset-index": "POST",
     "/refresh-embedding": "POST",
@@ -62,10 +63,16 @@ ENDPOINT_MIX = [
     "/search",
     "/click",
     "/click",
+    "/event",
     "/reset-user",
     "/refresh-embedding",
 ]
-REQUIRED_FIELDS = {"/search": ["query"], "/click": ["product_id"], "/refresh-embedding": ["product_id", "text"]}
+REQUIRED_FIELDS = {
+    "/search": ["query"],
+    "/click": ["product_id"],
+    "/event": ["product_id", "event"],
+    "/refresh-embedding": ["product_id", "text"],
+}
 OTHER_PATHS = [
     "/",
     "/static/app.js",

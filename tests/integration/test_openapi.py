@@ -181,6 +181,8 @@ def test_list_endpoints_conform(demo_url: str, user_id: str, catalog: dict, enco
         ),
         ("/recommend", {"k": 4}),
         ("/similar", {"product_id": jacket["id"], "k": 3, "same_category_boost": 0.2}),
+        ("/similar", {"product_id": jacket["id"], "k": 3, "signal": "co_occurrence"}),
+        ("/recommend", {"k": 4, "signal": "content"}),
     ]
     for path, fields in searches:
         assert_conforms(path, "POST", call(demo_url, "POST", path, {**fields, "user_id": user_id}, encoding=encoding))
@@ -190,6 +192,17 @@ def test_list_endpoints_conform(demo_url: str, user_id: str, catalog: dict, enco
         call(demo_url, "POST", "/click", {"product_id": jacket["id"], "user_id": user_id}, encoding=encoding),
     )
     assert clicked["user"]["has_session_vec"]
+    assert_conforms(
+        "/event",
+        "POST",
+        call(
+            demo_url,
+            "POST",
+            "/event",
+            {"product_id": shoe["id"], "event": "cart", "user_id": user_id},
+            encoding=encoding,
+        ),
+    )
     assert_conforms(
         "/dismiss",
         "POST",
@@ -241,6 +254,9 @@ def test_refresh_embedding_conforms(demo_url: str, user_id: str, catalog_vector_
         pytest.param("/similar", {}, 400, id="similar-no-product"),
         pytest.param("/similar", {"product_id": UNKNOWN_PRODUCT}, 404, id="similar-unknown"),
         pytest.param("/click", {"product_id": UNKNOWN_PRODUCT}, 404, id="click-unknown"),
+        pytest.param("/event", {"product_id": UNKNOWN_PRODUCT, "event": "view"}, 404, id="event-unknown"),
+        pytest.param("/event", {"product_id": "p001", "event": "buy"}, 400, id="event-bad-type"),
+        pytest.param("/similar", {"product_id": "p001", "signal": "both"}, 400, id="similar-bad-signal"),
         pytest.param("/dismiss", {"product_id": "has space"}, 400, id="dismiss-bad-id"),
         pytest.param("/reset-user", {"user_id": "no spaces allowed"}, 400, id="reset-user-bad-user"),
         pytest.param("/refresh-embedding", {"product_id": UNKNOWN_PRODUCT}, 400, id="refresh-no-text"),

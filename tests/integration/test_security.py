@@ -114,6 +114,10 @@ def smuggled_click(port: int, user_id: str, product_id: str) -> bytes:
 EARLY_ERRORS = [
     pytest.param("POST", "/click", {"Origin": FOREIGN_ORIGIN, "Content-Type": "text/plain"}, 403, id="403-origin"),
     pytest.param("POST", "/click", {"Sec-Fetch-Site": "cross-site"}, 403, id="403-sec-fetch-site"),
+    pytest.param(
+        "POST", "/event", {"Origin": FOREIGN_ORIGIN, "Content-Type": "text/plain"}, 403, id="403-event-origin"
+    ),
+    pytest.param("POST", "/event", {"Sec-Fetch-Site": "cross-site"}, 403, id="403-event-sec-fetch-site"),
     pytest.param("POST", "/no-such-endpoint", {"Content-Type": "text/plain"}, 404, id="404"),
     pytest.param("POST", "/state", {"Content-Type": "text/plain"}, 405, id="405-post-to-get"),
     pytest.param("POST", "/", {"Content-Type": "text/plain"}, 405, id="405-page"),
