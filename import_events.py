@@ -17,21 +17,31 @@ that was interrupted resumes after its last applied batch.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import hashlib
 import io
 import json
-import math
+import logging
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import redis
+from tqdm import tqdm
+
+from build_catalog import describe_redis, redis_target
+from local_redis import LocalRedisError, SearchUnavailableError
+from recengine.cli_types import positive_int
 from recengine.co_occurrence_rules import check_session_id
+from recengine.event_import import DEFAULT_BATCH, PastEvent
 from recengine.event_types import EventType, check_event_time, check_event_type
-from recommender import check_product_id, check_user_id
+from recommender import RedisRecommender, check_product_id, check_user_id
 
 REQUIRED_COLUMNS = ("user_id", "product_id", "event", "timestamp")
 OPTIONAL_COLUMNS = ("session_id",)
@@ -253,3 +263,154 @@ class DigestingReader(io.RawIOBase):
         self.bytes_read += len(data)
         buffer[: len(data)] = data
         return len(data)
+
+
+# --- the two passes: check the whole file, then import it ------------------------------------
+
+
+@dataclass
+class CheckedFile:
+    """What the checking pass found: the events' count, the file's SHA-256, the first line of
+    each product named, and every problem."""
+
+    events: int
+    sha256: str
+    first_line_of: dict[str, int]
+    problems: list[str]
+
+
+def check_file(path: Path, now: float) -> CheckedFile:
+    """Every line of the file checked, streaming, with a progress bar over its bytes."""
+    file_format(path)
+    first_line_of: dict[str, int] = {}
+    problems: list[str] = []
+    count = 0
+    try:
+        raw = path.open("rb")
+    except FileNotFoundError:
+        raise EventFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise EventFileError(f"{path}: cannot read it: {exc.strerror}") from None
+    with raw, tqdm(total=path.stat().st_size, desc="checking", unit="B", unit_scale=True) as bar:
+        digesting = DigestingReader(raw)
+        stream = open_text(path, io.BufferedReader(digesting, buffer_size=1 << 20))
+        for event, found in read_events(path, stream, now):
+            problems += found
+            if event is not None:
+                count += 1
+                first_line_of.setdefault(event.product_id, event.line_no)
+            if count % 10_000 == 0:
+                bar.update(digesting.bytes_read - bar.n)
+        bar.update(digesting.bytes_read - bar.n)
+    if count == 0 and not problems:
+        problems.append("the file holds no events")
+    return CheckedFile(count, digesting.sha256.hexdigest(), first_line_of, problems)
+
+
+def unknown_products(recommender: RedisRecommender, first_line_of: dict[str, int]) -> list[str]:
+    """A problem for each product the index does not hold, at the first line naming it."""
+    known = recommender.get_products(sorted(first_line_of))
+    missing = sorted((line, pid) for pid, line in first_line_of.items() if pid not in known)
+    return [
+        f"line {line}: product_id: no product {pid!r} in {recommender.index_name} (load the catalogue first)"
+        for line, pid in missing
+    ]
+
+
+def past_events(path: Path, now: float) -> Iterator[PastEvent]:
+    """The file's events again, for the import (the checking pass found them all good)."""
+    with path.open("rb") as raw:
+        for event, _ in read_events(path, open_text(path, raw), now):
+            if event is not None:
+                yield PastEvent(event.user_id, event.product_id, event.event, event.at, event.session_id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Import past events (view, click, cart, purchase) into Redis: co-occurrence, popularity and each "
+            "user's recent products, as if each had been recorded when it happened. The whole file is checked "
+            "first and every bad line reported with its line and field; if there is any, nothing is imported "
+            "(exit status 2). Re-importing a file does nothing (it is known by its SHA-256); an interrupted "
+            "import resumes."
+        ),
+    )
+    parser.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="events as CSV (.csv, with a header row) or JSON Lines (.jsonl), optionally gzipped (.gz): user_id, "
+        "product_id, event (view, click, cart or purchase), timestamp (ISO 8601, UTC when it names no zone, or "
+        "seconds since 1970) and optionally session_id (events of one session count as bought together; "
+        "without one, events of a user at most 30 minutes apart do)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis with Search holding the catalogue, e.g. redis://localhost:6379; default: $REDIS_URL, else "
+        "localhost:6379 if it has Search, else the bundled local Redis (data in .redis-data/)",
+    )
+    parser.add_argument("--index-name", default="recommend:idx", help="the catalogue's index (default: %(default)s)")
+    parser.add_argument(
+        "--key-prefix", default="product:", help="prefix of the product hash keys (default: %(default)s)"
+    )
+    parser.add_argument("--user-key-prefix", default="user:", help="prefix of the user keys (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=DEFAULT_BATCH, help="events per transaction (default: %(default)s)"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> str:
+    """Check, connect, check the products, import: what to print at the end."""
+    now = time.time()
+    checked = check_file(args.input, now)
+    if checked.problems:
+        raise problems_error(args.input, checked.problems)
+    with redis_target(args.redis_url) as client:
+        recommender = RedisRecommender(
+            client, index_name=args.index_name, key_prefix=args.key_prefix, user_key_prefix=args.user_key_prefix
+        )
+        if not recommender.index_exists():
+            raise EventFileError(
+                f"{describe_redis(args.redis_url)} has no index {args.index_name!r}: load the catalogue first "
+                "(build_catalog.py --load)"
+            )
+        missing = unknown_products(recommender, checked.first_line_of)
+        if missing:
+            raise problems_error(args.input, missing)
+        applied, done = recommender.import_progress(checked.sha256)
+        if done:
+            return f"{args.input} was imported before (SHA-256 {checked.sha256[:16]}…): nothing to do"
+        started = time.perf_counter()
+        with tqdm(total=checked.events, initial=applied, desc="importing", unit="event") as bar:
+            report = recommender.import_events(
+                past_events(args.input, now), checked.sha256, batch_size=args.batch_size, on_batch=bar.update
+            )
+        seconds = time.perf_counter() - started
+    resumed = f" (resumed after {report.skipped:,} applied before)" if report.skipped else ""
+    return (
+        f"imported {report.applied:,} events from {args.input} in {seconds:.1f} s "
+        f"({report.applied / max(seconds, 1e-9):,.0f} events/s){resumed}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        print(run(args))
+    except EventFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (LocalRedisError, SearchUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:
+        print(f"error: cannot use {describe_redis(args.redis_url)}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -49,6 +49,7 @@ from recengine.errors import (
     classify_response_error,
     is_missing_index_error,
 )
+from recengine.event_import import DEFAULT_BATCH, EventImporter, ImportReport, PastEvent
 from recengine.event_types import EVENT_TYPES, EventType, EventWeights
 from recengine.events import UserEvents
 from recengine.feeds import Feeds
@@ -153,8 +154,10 @@ __all__ = [
     "EventResult",
     "EventType",
     "EventWeights",
+    "ImportReport",
     "IndexInfo",
     "IndexMissingError",
+    "PastEvent",
     "ProductNotFoundError",
     "RankingConfig",
     "Recommendation",
@@ -288,6 +291,10 @@ class RedisRecommender:
         self._retrieval = Retrieval(
             store, self._keys, self.vector_dim, self.ef_runtime, self.hybrid_policy,
             self.config.popularity_half_life_s,
+        )  # fmt: skip
+        self._importer = EventImporter(
+            store, self._keys, scripts, self._co_occurrence, self.config, self.event_weights, self.seen_kept,
+            self.user_ttl_s, self.clock,
         )  # fmt: skip
         self._feeds = Feeds(
             store, self._keys, self._retrieval, self._users, self._co_occurrence, self.config, self.clock,
@@ -634,6 +641,27 @@ class RedisRecommender:
         single Redis (what an answer to POST /event shows). Raises as record_event."""
         result, replies = self._events.record(user_id, product_id, event, None, session_id, read_state=True)
         return result, self._users.state_from(user_id, replies)
+
+    def import_events(
+        self,
+        events: Iterable[PastEvent],
+        import_id: str,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> ImportReport:
+        """Import past events in bulk (recengine/event_import.py): their co-occurrence and
+        popularity, each user's window, recent and seen products, as record_event would have
+        left them; not the session vectors and affinities, which would have faded. Idempotent
+        per import_id (e.g. the file's SHA-256): applied in batches that are each whole (one
+        transaction on a single Redis), an interrupted import resumes after its last batch and a
+        finished one is not applied again. Raises as record_event, before the batch of the
+        offending event is written."""
+        return self._importer.run(events, import_id, batch_size=check_k(batch_size, "batch_size"), on_batch=on_batch)
+
+    def import_progress(self, import_id: str) -> tuple[int, bool]:
+        """How many events of an import are applied, and whether it finished."""
+        return self._importer.progress(import_id)
 
     def record_click_with_state(self, user_id: str, product_id: str) -> tuple[ClickResult, UserState]:
         """record_click with the config's alpha and step, and the user's state after the click

@@ -1,0 +1,196 @@
+"""Importing past events in bulk, as if each had been recorded when it happened: their
+co-occurrence (the same pairing rules as record_event, co_occurrence_rules.py), their popularity,
+and each user's window, recent products and seen products (what the feed blends and leaves
+out). What fades within hours or days, the session vector and the category affinities, is not
+replayed: an imported purchase of last month would weigh nothing in them.
+
+Events go in batches. Each batch's pairs are summed per product at one reference time
+(faded_sum) and written with one faded-counts script per product; the users' windows are worked
+out here from what Redis holds, with the same rules the window script follows. On a single
+Redis a batch is one MULTI/EXEC transaction that also records how many events of the import are
+applied, under the import's id (a file's SHA-256): a batch is applied whole or not at all, an
+interrupted import resumes after its last batch, and an import that finished is not applied
+again, so counts never double. (A cluster has no transaction across slots: there a batch is
+applied in order but not atomically, and an interruption may re-apply part of one batch.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ranking import RankingConfig
+from recengine.co_occurrence import CoOccurrence
+from recengine.co_occurrence_rules import WindowEntry, check_session_id, pair_increments, window_after
+from recengine.errors import ProductNotFoundError
+from recengine.event_types import EventType, EventWeights, check_event_time, check_event_type
+from recengine.layout import RECENT_CLICKS_KEPT, KeyLayout
+from recengine.replies import text
+from recengine.scripts import FadedCounts, ScriptCall, Scripts
+from recengine.store import Store
+from recengine.validation import check_product_id, check_user_id
+
+DEFAULT_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class PastEvent:
+    """One event to import, already checked (import_events.py checks every field of a file)."""
+
+    user_id: str
+    product_id: str
+    event: EventType
+    at: float
+    session_id: str = ""
+
+    def checked(self, now: float) -> PastEvent:
+        """The event, or ValueError for a field record_event would refuse."""
+        check_user_id(self.user_id)
+        check_product_id(self.product_id)
+        check_event_type(self.event)
+        check_event_time(self.at, now)
+        if self.session_id:
+            check_session_id(self.session_id)
+        return self
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: events applied now, events it found applied by an earlier run of the
+    same import (skipped), and whether the import had finished before (then nothing is done)."""
+
+    applied: int
+    skipped: int
+    already_done: bool
+
+
+@dataclass(eq=False)
+class EventImporter:
+    """Bulk events into one recommender's data."""
+
+    store: Store
+    keys: KeyLayout
+    scripts: Scripts
+    co_occurrence: CoOccurrence
+    config: RankingConfig
+    weights: EventWeights
+    seen_kept: int
+    user_ttl_s: int
+    clock: Callable[[], float]
+
+    def progress(self, import_id: str) -> tuple[int, bool]:
+        """(events applied, finished) of an import, (0, False) for one never started."""
+        raw = self.store.command("HGET", self.keys.imports(), import_id)
+        if raw is None:
+            return 0, False
+        try:
+            record = json.loads(text(raw))
+            return int(record["applied"]), bool(record["done"])
+        except (ValueError, KeyError, TypeError):
+            return 0, False
+
+    def run(
+        self,
+        events: Iterable[PastEvent],
+        import_id: str,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> ImportReport:
+        """Apply the events in order, batch by batch, after the ones an earlier run of this
+        import applied; nothing when it finished before. on_batch(events) after each batch.
+        ValueError for an event record_event would refuse, ProductNotFoundError for a product
+        that does not exist: both before the event's batch is written."""
+        now = float(self.clock())
+        applied_before, done = self.progress(import_id)
+        if done:
+            return ImportReport(0, applied_before, already_done=True)
+        windows: dict[str, list[WindowEntry]] = {}
+        batch: list[PastEvent] = []
+        position = applied = 0
+        for event in events:
+            position += 1
+            if position <= applied_before:
+                continue
+            batch.append(event.checked(now))
+            if len(batch) >= batch_size:
+                applied += self._apply(batch, windows, import_id, applied_before + applied + len(batch), False)
+                if on_batch:
+                    on_batch(len(batch))
+                batch = []
+        applied += self._apply(batch, windows, import_id, applied_before + applied + len(batch), True)
+        if on_batch and batch:
+            on_batch(len(batch))
+        return ImportReport(applied, min(applied_before, position), already_done=False)
+
+    def _apply(
+        self, batch: Sequence[PastEvent], windows: dict[str, list[WindowEntry]], import_id: str, total: int, last: bool
+    ) -> int:
+        """One batch, whole (a transaction on a single Redis), with the import's progress."""
+        self._check_products({e.product_id for e in batch})
+        self._load_windows({e.user_id for e in batch} - windows.keys(), windows)
+        reference = max((e.at for e in batch), default=0.0)
+        pairs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        popularity: dict[str, float] = defaultdict(float)
+        touched: dict[str, list[PastEvent]] = defaultdict(list)
+        config, half_life = self.co_occurrence.config, self.co_occurrence.config.half_life_s
+        for event in batch:
+            weight = self.weights.of(event.event)
+            entry = WindowEntry(event.product_id, weight, event.at, event.session_id)
+            previous = windows[event.user_id]
+            fade = 2.0 ** ((event.at - reference) / half_life)
+            for partner, added in pair_increments(previous, entry, config, self.weights):
+                pairs[event.product_id][partner] += added * fade
+                pairs[partner][event.product_id] += added * fade
+            windows[event.user_id] = window_after(previous, entry, config)
+            popularity[event.product_id] += weight * 2.0 ** (
+                (event.at - reference) / self.config.popularity_half_life_s
+            )
+            touched[event.user_id].append(event)
+        calls = self.co_occurrence.batch_calls(reference, pairs)
+        if popularity:
+            counts = FadedCounts(reference, self.config.popularity_half_life_s, sorted(popularity.items()))
+            calls.append(ScriptCall(self.scripts.faded_counts, list(self.keys.popularity()), counts.argv()))
+        pipe = self.store.primary.pipeline(transaction=not self.store.is_cluster)
+        pipe.script_load(self.scripts.faded_counts.script)
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        for user_id, events in touched.items():
+            self._queue_user(pipe, user_id, events, windows[user_id])
+        pipe.hset(self.keys.imports(), import_id, json.dumps({"applied": total, "done": last}))
+        self.store.execute(pipe)
+        return len(batch)
+
+    def _queue_user(self, pipe: Any, user_id: str, events: Sequence[PastEvent], window: Sequence[WindowEntry]) -> None:
+        """A user's window as the rules leave it, and their recent and seen products."""
+        user = self.keys.user(user_id)
+        pipe.delete(user.window)
+        pipe.rpush(user.window, *(entry.encode() for entry in window))
+        pipe.lpush(user.recent, *(e.product_id for e in events))
+        pipe.ltrim(user.recent, 0, RECENT_CLICKS_KEPT - 1)
+        pipe.zadd(user.seen, {e.product_id: e.at for e in events})
+        pipe.zremrangebyrank(user.seen, 0, -(self.seen_kept + 1))
+        if self.user_ttl_s:
+            for key in (user.window, user.recent, user.seen):
+                pipe.expire(key, self.user_ttl_s)
+
+    def _check_products(self, product_ids: set[str]) -> None:
+        ordered = sorted(product_ids)
+        pipe = self.store.pipeline()
+        for product_id in ordered:
+            pipe.exists(self.keys.product(product_id))
+        for product_id, exists in zip(ordered, self.store.execute(pipe), strict=True):
+            if not exists:
+                raise ProductNotFoundError(product_id)
+
+    def _load_windows(self, user_ids: set[str], windows: dict[str, list[WindowEntry]]) -> None:
+        """The windows of users this import meets for the first time, as Redis holds them."""
+        ordered = sorted(user_ids)
+        pipe = self.store.pipeline()
+        for user_id in ordered:
+            pipe.lrange(self.keys.user(user_id).window, 0, -1)
+        for user_id, reply in zip(ordered, self.store.execute(pipe), strict=True):
+            windows[user_id] = self.co_occurrence.window_from(reply)
