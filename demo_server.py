@@ -37,10 +37,10 @@ from urllib.parse import SplitResult, unquote
 import redis
 
 from build_catalog import CatalogError, check_catalog_vectors, read_catalog
-from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, ApiError, DemoApp, Fields
+from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
-from recengine.http_request import declared_body_length, parse_body, parse_form, split_target
+from recengine.http_request import ApiError, declared_body_length, parse_body, parse_form, split_target
 from recengine.server_cli import build_parser
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
