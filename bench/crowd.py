@@ -322,10 +322,12 @@ def served_ids(recommendation: Recommendation) -> list[str]:
 
 
 def content_ranker(rec: RedisRecommender) -> ItemRanker:
-    """ "More like this" as the library serves it today."""
+    """ "More like this" as the library serves it today: text similarity alone (asked for by name
+    once similar() has other signals, whose default is the blend)."""
+    options = {"signal": "content"} if library_serves_crowd_signals() else {}
 
     def rank(product_id: str, k: int) -> list[str]:
-        return served_ids(rec.similar(product_id, k=k))
+        return served_ids(rec.similar(product_id, k=k, **options))
 
     return rank
 
@@ -345,7 +347,7 @@ def load_train_events(rec: RedisRecommender, train: Sequence[Purchase]) -> float
     the events per second. Called only when library_serves_crowd_signals()."""
     started = time.perf_counter()
     for event in train:
-        rec.record_event(event.user_id, event.product_id, "purchase", at=event.at, session_id=event.session_id)  # type: ignore[attr-defined]
+        rec.record_event(event.user_id, event.product_id, "purchase", at=event.at, session_id=event.session_id)
     return len(train) / max(1e-9, time.perf_counter() - started)
 
 
@@ -354,7 +356,7 @@ def library_item_methods(rec: RedisRecommender) -> dict[str, ItemRanker]:
 
     def signal(name: str) -> ItemRanker:
         def rank(product_id: str, k: int) -> list[str]:
-            return served_ids(rec.similar(product_id, k=k, signal=name))  # type: ignore[call-arg]
+            return served_ids(rec.similar(product_id, k=k, signal=name))
 
         return rank
 
@@ -431,10 +433,12 @@ def feed_methods(
     user_ids = sorted(by_user)
     users = TrainMatrix.build(baskets.product_ids, (by_user[u] for u in user_ids))
     user_prefix = "feed-"
-    methods: dict[str, FeedRanker] = {"for_you (today: session of replayed clicks)": for_you_feed(rec, user_prefix)}
+    blends = library_serves_crowd_signals() and "signal" in inspect.signature(RedisRecommender.for_you).parameters
+    today = for_you_feed(rec, user_prefix, **({"signal": "content"} if blends else {}))
+    methods: dict[str, FeedRanker] = {"for_you (today: session of replayed clicks)": today}
     methods["implicit ALS recommend"] = implicit_feed(users, {u: i for i, u in enumerate(user_ids)}, seed)
     methods["popularity"] = popularity_feed(baskets)
-    if library_serves_crowd_signals() and "signal" in inspect.signature(RedisRecommender.for_you).parameters:
+    if blends:
         methods |= library_feed_methods(rec, user_prefix)
     return methods
 
