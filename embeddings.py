@@ -437,10 +437,12 @@ def fuse_transformer(directory: Path, export: Path, path: Path) -> None:
     optimized.save_model_to_file(str(path))
 
 
-def quantize_int8(fused: Path, path: Path) -> None:
-    """Dynamic int8 quantisation of the fused graph: int8 weights with one scale per output
-    channel (per-tensor scales move vectors four times as far: mean cosine 0.958 against 0.993,
-    measured), activations quantised at run time."""
+def quantize_int8(
+    source: Path, path: Path, *, per_channel: bool = True, signed: bool = True, exclude: Sequence[str] = ()
+) -> None:
+    """Dynamic int8 quantisation (weights int8, activations quantised at run time) of `source`,
+    as shipped: the fused graph, one scale per output channel (per-tensor scales move vectors
+    several times as far), signed weights. The keywords are for bench/encoder.py's comparisons."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -449,10 +451,11 @@ def quantize_int8(fused: Path, path: Path) -> None:
     root.setLevel(logging.ERROR)  # quantize_dynamic logs advice for static quantisation to the root logger
     try:
         quantize_dynamic(
-            fused,
+            source,
             path,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+            nodes_to_exclude=list(exclude),
             # The fused operators are outside ONNX's shape inference; their outputs are float.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
