@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
+from recengine.http_request import ApiError
 from recommender import (
     EVENT_TYPES,
     SIGNALS,
@@ -44,16 +45,6 @@ MAX_QUERY_CHARS = 1000
 HTTP_MAX_K = 100
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
-
-
-class ApiError(Exception):
-    """An answer for the client: status, and a message that says what to fix."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
 
 
 # --- request fields: data in, data out ------------------------------------------------------

@@ -8,11 +8,21 @@ from __future__ import annotations
 import email.errors
 import json
 import re
+from collections.abc import Mapping
 from email.message import Message
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from demo_api import ApiError
+
+class ApiError(Exception):
+    """An answer for the client: status, and a message that says what to fix."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FORM_FIELDS = 100
