@@ -58,7 +58,7 @@ from bench.harness import ROOT, machine, write_result
 from build_catalog import check_records, parse_jsonl, product_text
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis, connect
-from recommender import Recommendation, RedisRecommender
+from recommender import PastEvent, Recommendation, RedisRecommender
 
 log = logging.getLogger("bench.crowd")
 
@@ -346,8 +346,10 @@ def load_train_events(rec: RedisRecommender, train: Sequence[Purchase]) -> float
     session), so that its co-occurrence counts are built by the code that serves them. Returns
     the events per second. Called only when library_serves_crowd_signals()."""
     started = time.perf_counter()
-    for event in train:
-        rec.record_event(event.user_id, event.product_id, "purchase", at=event.at, session_id=event.session_id)
+    rec.import_events(
+        (PastEvent(e.user_id, e.product_id, "purchase", e.at, e.session_id) for e in train),
+        f"crowd-train-{len(train)}",
+    )
     return len(train) / max(1e-9, time.perf_counter() - started)
 
 
