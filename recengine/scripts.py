@@ -10,6 +10,8 @@ co-occurrence), and the refresh touches the one product hash.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,11 +137,15 @@ class FadedCounts:
     rebase_half_lives: float = POPULARITY_REBASE_HALF_LIVES
 
     def argv(self) -> list[Any]:
-        """ARGV of lua/faded_counts.lua: five settings, then member, value, ..."""
-        flat: list[Any] = []
-        for member, value in self.values:
-            flat += [member, repr(float(value))]
-        return [repr(self.reference_s), repr(self.half_life_s), self.rebase_half_lives, self.keep, self.ttl_s, *flat]
+        """ARGV[1..6] of lua/faded_counts.lua: five settings, then the values as one JSON array of
+        [member, value] pairs (an import sends thousands: one argument each would cost more to
+        pack than Redis takes to add them). A value that is not finite is sent as JSON's null,
+        which the script refuses."""
+        pairs = [[member, float(value) if math.isfinite(value) else None] for member, value in self.values]
+        return [
+            repr(self.reference_s), repr(self.half_life_s), self.rebase_half_lives, self.keep, self.ttl_s,
+            json.dumps(pairs, separators=(",", ":"), allow_nan=False),
+        ]  # fmt: skip
 
 
 # --- lua/co_occurrence_window.lua ---------------------------------------------------------------------

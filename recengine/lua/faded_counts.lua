@@ -1,21 +1,25 @@
 -- Add faded counts to one sorted set that has an epoch of its own (recengine/scripts.py,
--- FadedCounts; ranking.py explains the arithmetic): each value, given at the reference time ARGV[1], is added as
--- value × 2^((reference − epoch)/h). When that exponent passes the limit, every score is
--- scaled down and the epoch moves to the reference time first, so sums stay far from overflow.
--- Then the set keeps its `keep` best members (0: all) and both keys expire after `ttl` (0: never).
--- Everything is checked before the first write: Redis does not roll a script back.
+-- FadedCounts; ranking.py explains the arithmetic): each value, given at the reference time
+-- ARGV[1], is added as value × 2^((reference − epoch)/h). When that exponent passes the limit,
+-- every score is scaled down and the epoch moves to the reference time first, so sums stay far
+-- from overflow. Then the set keeps its `keep` best members (0: all) and both keys expire after
+-- `ttl` (0: never). Everything is checked before the first write: Redis does not roll a script
+-- back.
 -- KEYS: the sorted set, its epoch (one slot).
--- ARGV: reference time, half-life, rebase limit (half-lives), keep, ttl, then member, value, ...
+-- ARGV: reference time, half-life, rebase limit (half-lives), keep, ttl, and the values as one
+-- JSON array of [member, value] pairs (one argument, however many members: cheap to send).
 local reference, half_life, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local keep, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local keep, ttl, pairs_json = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local function num(n) return string.format('%.17g', n) end
-local values = {}
-for i = 6, #ARGV, 2 do
-  local value = tonumber(ARGV[i + 1])
-  if value == nil or value ~= value or value == math.huge or value <= 0 then
-    return redis.error_reply('BADCOUNT count for ' .. ARGV[i] .. ' is not a positive number')
+local ok, values = pcall(cjson.decode, pairs_json)
+if not ok or type(values) ~= 'table' then
+  return redis.error_reply('BADCOUNT the counts are not a JSON array of [member, value] pairs')
+end
+for _, pair in ipairs(values) do
+  local member, value = pair[1], pair[2]
+  if type(member) ~= 'string' or type(value) ~= 'number' or value ~= value or value == math.huge or value <= 0 then
+    return redis.error_reply('BADCOUNT count for ' .. tostring(member) .. ' is not a positive number')
   end
-  values[#values + 1] = {ARGV[i], value}
 end
 local epoch = tonumber(redis.call('GET', KEYS[2]))
 if epoch == nil then

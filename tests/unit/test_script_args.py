@@ -4,6 +4,8 @@ integration suite (tests/integration/test_feed.py), against the real Redis."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 
@@ -85,10 +87,12 @@ def test_the_user_scripts_reply_is_parsed_by_name() -> None:
 
 def test_faded_counts_arguments() -> None:
     popularity = FadedCounts(1700000000.5, 604800.0, [("p1", 1.0)]).argv()
-    assert popularity == ["1700000000.5", "604800.0", 64.0, 0, 0, "p1", "1.0"]
-    counts = FadedCounts(5.0, 10.0, [("a", 0.25), ("b", 2.0)], keep=100, ttl_s=99).argv()
-    assert counts == ["5.0", "10.0", 64.0, 100, 99, "a", "0.25", "b", "2.0"]
-    assert argv_names(scripts.FADED_COUNTS_LUA) == {"reference": 1, "half_life": 2, "limit": 3, "keep": 4, "ttl": 5}
+    assert popularity == ["1700000000.5", "604800.0", 64.0, 0, 0, '[["p1",1.0]]']
+    counts = FadedCounts(5.0, 10.0, [("a", 0.25), ('b|"x', 2.0)], keep=100, ttl_s=99).argv()
+    assert counts[:5] == ["5.0", "10.0", 64.0, 100, 99] and json.loads(counts[5]) == [["a", 0.25], ['b|"x', 2.0]]
+    assert json.loads(FadedCounts(5.0, 10.0, [("a", math.nan)]).argv()[5]) == [["a", None]]
+    positions = argv_names(scripts.FADED_COUNTS_LUA)
+    assert positions == {"reference": 1, "half_life": 2, "limit": 3, "keep": 4, "ttl": 5, "pairs_json": 6}
 
 
 def test_window_arguments() -> None:
