@@ -33,7 +33,9 @@ from recengine.scripts import FadedCounts, ScriptCall, Scripts
 from recengine.store import Store
 from recengine.validation import check_product_id, check_user_id
 
-DEFAULT_BATCH = 2000
+# Events per transaction: a transaction holds Redis for as long as it runs, so a batch is kept to
+# tens of milliseconds on a quiet machine (an import may run beside a live shop).
+DEFAULT_BATCH = 500
 
 
 @dataclass(frozen=True)
