@@ -19,7 +19,6 @@ import io
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,10 +44,12 @@ def key_memory(client: Any, pattern: str) -> tuple[int, int]:
     return count, total
 
 
-def main(argv: list[str] | None = None) -> None:
+def main() -> None:
     events_path = DATA / "events.csv.gz"
     with gzip.open(DATA / "products.jsonl.gz", "rt", encoding="utf-8") as stream:
         products = [json.loads(line) for line in stream if line.strip()]
+    with gzip.open(events_path, "rt", encoding="utf-8") as stream:
+        events = sum(1 for _ in stream) - 1  # the header
     rng = np.random.default_rng(0)
     report: dict[str, Any] = {"command": "python -m bench.import_rate", "file": str(events_path.relative_to(ROOT))}
     with LocalRedis() as server:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.redirect_stdout(again):
             import_events.main(args)
         report |= {
-            "events": sum(1 for _ in gzip.open(events_path, "rt")) - 1,
+            "events": events,
             "seconds_whole_command": round(seconds, 1),
             "cli_said": output.getvalue().strip(),
             "second_run_said": again.getvalue().strip(),
