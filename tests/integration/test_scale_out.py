@@ -289,8 +289,15 @@ def test_cluster_user_calls_and_popularity_run_without_crossslot(cluster_rec: Re
         assert sorted(cluster_rec.seen(user)) == ["t0001", "t0002", "t0005"]
         assert cluster_rec.dismissed(user) == ["t0002"]
         keys = user_keys_on_every_node(client, cluster_rec.features_key(user))
-        assert len(keys) == 4 and len({client.keyslot(key) for key in keys}) == 1, "a user's keys share one slot"
+        assert len(keys) == 5 and len({client.keyslot(key) for key in keys}) == 1, "a user's keys share one slot"
     assert dict(cluster_rec.popularity(2)) == {"t0001": 12.0, "t0005": 12.0}
+    # the clicks were counted together, each product's counts on its own slot, wherever that is
+    slots = {client.keyslot(key) for pid in ("t0001", "t0005") for key in cluster_rec._keys.co_occurrence(pid)}
+    assert len(slots) == 2
+    counts = client.zrange(cluster_rec._keys.co_occurrence("t0001")[0], 0, -1, withscores=True)
+    assert [member for member, _ in counts] == [b"t0005"]
+    assert cluster_rec.record_event(users[0], "t0007", "purchase", session_id="basket").paired_with == 0
+    assert cluster_rec.record_event(users[0], "t0009", "cart", session_id="basket").paired_with == 1
     for user in users:
         cluster_rec.reset_user(user)
         assert cluster_rec.get_user_features(user).clicks == 0
