@@ -287,7 +287,12 @@ class Feeds:
     def _rank(self, search: _Search) -> Recommendation:
         filter_clause = search.filters.clause()
         started = time.perf_counter()
-        pool = self._content_pool(search, filter_clause)
+        return self._content_answer(search, filter_clause, self._content_pool(search, filter_clause), started)
+
+    def _content_answer(
+        self, search: _Search, filter_clause: str, pool: CandidatePool, started: float
+    ) -> Recommendation:
+        """The KNN pool re-scored and answered; with a signal asked for, each says "content"."""
         searched = time.perf_counter()
         pool.candidates, changed = search.rescore(pool.candidates)
         pool.left_out -= search.uncounted
@@ -329,14 +334,18 @@ class Feeds:
         started = time.perf_counter()
         with_vectors = search.diversity > 0
         counted_ids = [pid for pid, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
-        counted = self.retrieval.among(
-            search.vector, filter_clause, counted_ids[:NEIGHBOURS_READ], search.excluded, with_vectors
-        )
-        passing = {c.id: counts[c.id] for c in counted.candidates}
+        counted_ids = counted_ids[:NEIGHBOURS_READ]
         blending = with_content and search.signal == "blend"
-        if blending and not passing:
-            return self._rank(search)
-        content = self._content_pool(search, filter_clause) if blending else CandidatePool()
+        if blending and search.vector is not None:
+            content, counted = self.retrieval.nearest_and_among(
+                search.vector, filter_clause, search.pool_size, counted_ids, search.excluded, with_vectors
+            )
+        else:
+            content = CandidatePool()
+            counted = self.retrieval.among(search.vector, filter_clause, counted_ids, search.excluded, with_vectors)
+        passing = {c.id: counts[c.id] for c in counted.candidates}
+        if blending and not passing:  # nothing counted passes: the content answer as it is
+            return self._content_answer(search, filter_clause, content, started)
         searched = time.perf_counter()
         content.candidates, changed = search.rescore(content.candidates)
         if blending:

@@ -42,12 +42,14 @@ class Retrieval:
 
     # nearest neighbours
 
-    def _knn_rows(self, vector: Vector, filter_clause: str, n: int, fields: Sequence[str]) -> list[RawRow]:
+    def _knn_command(self, vector: Vector, filter_clause: str, n: int, fields: Sequence[str]) -> query.Command:
         blob = vector_to_bytes(vector, self.vector_dim)
-        command = query.knn_search_command(
+        return query.knn_search_command(
             self.keys.index_name, filter_clause, blob, n, fields, self.ef_runtime, self.hybrid_policy
         )
-        return self._search(command)
+
+    def _knn_rows(self, vector: Vector, filter_clause: str, n: int, fields: Sequence[str]) -> list[RawRow]:
+        return self._search(self._knn_command(vector, filter_clause, n, fields))
 
     def nearest(
         self, vector: Vector, filter_clause: str, want: int, excluded: frozenset[str], with_vectors: bool
@@ -65,8 +67,26 @@ class Retrieval:
         every field of hundreds of rows only to drop them costs more (bench/feedback.py).
         """
         fields = query.returned_fields(with_vectors)
-        n = min(want + min(len(excluded), want), MAX_K)
+        n = self._first_ask(want, excluded)
         rows = self._knn_rows(vector, filter_clause, n, fields)
+        return self._nearest_from(rows, n, vector, filter_clause, want, excluded, fields)
+
+    @staticmethod
+    def _first_ask(want: int, excluded: frozenset[str]) -> int:
+        return min(want + min(len(excluded), want), MAX_K)
+
+    def _nearest_from(
+        self,
+        rows: list[RawRow],
+        n: int,
+        vector: Vector,
+        filter_clause: str,
+        want: int,
+        excluded: frozenset[str],
+        fields: Sequence[str],
+    ) -> CandidatePool:
+        """nearest()'s pool from the rows of its first search (asked for n), searching again
+        when exclusions ate into them."""
         kept = [(pid, raw) for pid, raw in rows if pid not in excluded]
         exhausted = len(rows) < n
         enough = min(want + len(excluded), MAX_K)
@@ -97,19 +117,47 @@ class Retrieval:
         in one FT.SEARCH over those products only; with a vector, each with its distance to it
         (how far a product bought together lies from the one asked about)."""
         wanted = [pid for pid in product_ids if pid not in excluded]
-        left_out = {pid for pid in product_ids if pid in excluded}
         if not wanted:
-            return CandidatePool(left_out=left_out)
+            return self._among_from(product_ids, excluded, [])
+        command = self._among_command(vector, filter_clause, wanted, with_vectors)
+        return self._among_from(product_ids, excluded, self._search(command))
+
+    def _among_command(
+        self, vector: Vector | None, filter_clause: str, wanted: Sequence[str], with_vectors: bool
+    ) -> query.Command:
         keys = [self.keys.product(pid) for pid in wanted]
         if vector is None:
-            command = query.in_keys_search_command(self.keys.index_name, filter_clause, keys, with_vectors)
-        else:
-            blob = vector_to_bytes(vector, self.vector_dim)
-            fields = query.returned_fields(with_vectors)
-            command = query.knn_in_keys_search_command(self.keys.index_name, filter_clause, blob, keys, fields)
-        order = {pid: i for i, pid in enumerate(wanted)}
-        rows = sorted(self._search(command), key=lambda row: order.get(row[0], len(order)))
-        return self._pool(rows, left_out, exhausted=False)
+            return query.in_keys_search_command(self.keys.index_name, filter_clause, keys, with_vectors)
+        blob = vector_to_bytes(vector, self.vector_dim)
+        fields = query.returned_fields(with_vectors)
+        return query.knn_in_keys_search_command(self.keys.index_name, filter_clause, blob, keys, fields)
+
+    def _among_from(self, product_ids: Sequence[str], excluded: frozenset[str], rows: list[RawRow]) -> CandidatePool:
+        order = {pid: i for i, pid in enumerate(product_ids)}
+        rows = sorted(rows, key=lambda row: order.get(row[0], len(order)))
+        return self._pool(rows, {pid for pid in product_ids if pid in excluded}, exhausted=False)
+
+    def nearest_and_among(
+        self,
+        vector: Vector,
+        filter_clause: str,
+        want: int,
+        product_ids: Sequence[str],
+        excluded: frozenset[str],
+        with_vectors: bool,
+    ) -> tuple[CandidatePool, CandidatePool]:
+        """nearest() and among() of the same vector, both searches in one round trip (what the
+        blend asks for every answer)."""
+        fields = query.returned_fields(with_vectors)
+        n = self._first_ask(want, excluded)
+        wanted = [pid for pid in product_ids if pid not in excluded]
+        commands = [self._knn_command(vector, filter_clause, n, fields)]
+        if wanted:
+            commands.append(self._among_command(vector, filter_clause, wanted, with_vectors))
+        replies = self.store.searches(commands)
+        rows = [[(self.keys.product_id(key), raw) for key, raw in raw_rows(reply)] for reply in replies]
+        content = self._nearest_from(rows[0], n, vector, filter_clause, want, excluded, fields)
+        return content, self._among_from(product_ids, excluded, rows[1] if wanted else [])
 
     def _product_fields(self, product_ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Raw fields of the given products from where the search ran; products that vanished
