@@ -395,8 +395,14 @@ def for_you_feed(rec: RedisRecommender, user_prefix: str, **options: Any) -> Fee
 
 
 def library_feed_methods(rec: RedisRecommender, user_prefix: str) -> dict[str, FeedRanker]:
-    """The feed with the crowd's signal, once for_you() takes `signal`."""
-    return {"for_you (blend)": for_you_feed(rec, user_prefix, signal="blend")}
+    """The feed with the crowd's signal, once for_you() takes `signal`: after the same replayed
+    clicks as today's, and as the import of the train events left the customer (their last
+    events, recent and seen products; no session vector, which would have faded)."""
+
+    def imported(case: FeedCase, k: int) -> list[str]:
+        return served_ids(rec.for_you(case.user_id, k=k, signal="blend"))
+
+    return {"for_you (blend)": for_you_feed(rec, user_prefix, signal="blend"), "for_you (blend, imported)": imported}
 
 
 def implicit_feed(users: TrainMatrix, user_row: Mapping[str, int], seed: int) -> FeedRanker:

@@ -13,6 +13,7 @@ Results: a table on stdout and bench/results/import_rate.json.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gzip
 import io
@@ -44,7 +45,10 @@ def key_memory(client: Any, pattern: str) -> tuple[int, int]:
     return count, total
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=None, help="import_events.py's --batch-size")
+    options = parser.parse_args(argv)
     events_path = DATA / "events.csv.gz"
     with gzip.open(DATA / "products.jsonl.gz", "rt", encoding="utf-8") as stream:
         products = [json.loads(line) for line in stream if line.strip()]
@@ -60,6 +64,9 @@ def main() -> None:
         rec.index_products({**p, "embedding": rng.normal(size=rec.vector_dim)} for p in products)
         before = memory(client)
         args = ["--input", str(events_path), "--redis-url", server.url]
+        if options.batch_size:
+            args += ["--batch-size", str(options.batch_size)]
+            report["command"] += f" --batch-size {options.batch_size}"
         output = io.StringIO()
         started = time.perf_counter()
         with contextlib.redirect_stdout(output):

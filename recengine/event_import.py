@@ -4,7 +4,8 @@ and each user's window, recent products and seen products (what the feed blends 
 out). What fades within hours or days, the session vector and the category affinities, is not
 replayed: an imported purchase of last month would weigh nothing in them.
 
-Events go in batches. Each batch's pairs are summed per product at one reference time
+Events go in batches, and Redis applies one batch while the next is worked out here (a thread
+sends them, one at a time, in order). Each batch's pairs are summed per product at one reference time
 (faded_sum) and written with one faded-counts script per product; the users' windows are worked
 out here from what Redis holds, with the same rules the window script follows. On a single
 Redis a batch is one MULTI/EXEC transaction that also records how many events of the import are
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,7 @@ from ranking import RankingConfig
 from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import WindowEntry, check_session_id, pair_increments, window_after
 from recengine.errors import ProductNotFoundError
-from recengine.event_types import EventType, EventWeights, check_event_time, check_event_type
+from recengine.event_types import EVENT_TYPES, EventType, EventWeights, check_event_time, check_event_type
 from recengine.layout import RECENT_CLICKS_KEPT, KeyLayout
 from recengine.replies import text
 from recengine.scripts import FadedCounts, ScriptCall, Scripts
@@ -48,14 +50,20 @@ class PastEvent:
     at: float
     session_id: str = ""
 
-    def checked(self, now: float) -> PastEvent:
-        """The event, or ValueError for a field record_event would refuse."""
-        check_user_id(self.user_id)
-        check_product_id(self.product_id)
+    def checked(self, now: float, known: set[str]) -> PastEvent:
+        """The event, or ValueError for a field record_event would refuse. Ids and sessions in
+        `known` passed before (an import meets the same ones again and again); the ones this
+        event adds are remembered there."""
         check_event_type(self.event)
         check_event_time(self.at, now)
-        if self.session_id:
-            check_session_id(self.session_id)
+        for kind, value, check in (
+            ("u", self.user_id, check_user_id),
+            ("p", self.product_id, check_product_id),
+            ("s", self.session_id, check_session_id),
+        ):
+            if (value or kind != "s") and kind + value not in known:
+                check(value)
+                known.add(kind + value)
         return self
 
 
@@ -111,27 +119,48 @@ class EventImporter:
         if done:
             return ImportReport(0, applied_before, already_done=True)
         windows: dict[str, list[WindowEntry]] = {}
+        known: set[str] = set()
         batch: list[PastEvent] = []
         position = applied = 0
-        for event in events:
-            position += 1
-            if position <= applied_before:
-                continue
-            batch.append(event.checked(now))
-            if len(batch) >= batch_size:
-                applied += self._apply(batch, windows, import_id, applied_before + applied + len(batch), False)
-                if on_batch:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import") as sender:
+            in_flight: Future[Any] | None = None
+            try:
+                for event in events:
+                    position += 1
+                    if position <= applied_before:
+                        continue
+                    batch.append(event.checked(now, known))
+                    if len(batch) >= batch_size:
+                        pipe = self._batch(batch, windows, import_id, applied_before + applied + len(batch), False)
+                        in_flight = self._send(sender, in_flight, pipe)
+                        applied += len(batch)
+                        if on_batch:
+                            on_batch(len(batch))
+                        batch = []
+                pipe = self._batch(batch, windows, import_id, applied_before + applied + len(batch), True)
+                in_flight = self._send(sender, in_flight, pipe)
+                applied += len(batch)
+                if on_batch and batch:
                     on_batch(len(batch))
-                batch = []
-        applied += self._apply(batch, windows, import_id, applied_before + applied + len(batch), True)
-        if on_batch and batch:
-            on_batch(len(batch))
+            finally:
+                if in_flight is not None:  # whatever stopped the import, what was sent is applied whole
+                    in_flight.result()
         return ImportReport(applied, min(applied_before, position), already_done=False)
 
-    def _apply(
+    def _send(self, sender: ThreadPoolExecutor, in_flight: Future[Any] | None, pipe: Any) -> Future[Any]:
+        """Hand a batch's transaction to the sending thread once the one before it is applied
+        (its error, if any, is raised here): Redis applies one batch while the next is worked
+        out, one transaction at a time, in order."""
+        if in_flight is not None:
+            in_flight.result()
+        return sender.submit(self.store.execute, pipe)
+
+    def _batch(
         self, batch: Sequence[PastEvent], windows: dict[str, list[WindowEntry]], import_id: str, total: int, last: bool
-    ) -> int:
-        """One batch, whole (a transaction on a single Redis), with the import's progress."""
+    ) -> Any:
+        """One batch's writes, whole (a transaction on a single Redis), with the import's
+        progress, as a pipeline ready to execute. The windows move on as the batch's events
+        do; the products are checked first (ProductNotFoundError)."""
         self._check_products({e.product_id for e in batch})
         self._load_windows({e.user_id for e in batch} - windows.keys(), windows)
         reference = max((e.at for e in batch), default=0.0)
@@ -139,8 +168,9 @@ class EventImporter:
         popularity: dict[str, float] = defaultdict(float)
         touched: dict[str, list[PastEvent]] = defaultdict(list)
         config, half_life = self.co_occurrence.config, self.co_occurrence.config.half_life_s
+        weights = {kind: self.weights.of(kind) for kind in EVENT_TYPES}
         for event in batch:
-            weight = self.weights.of(event.event)
+            weight = weights[event.event]
             entry = WindowEntry(event.product_id, weight, event.at, event.session_id)
             previous = windows[event.user_id]
             fade = 2.0 ** ((event.at - reference) / half_life)
@@ -163,8 +193,7 @@ class EventImporter:
         for user_id, events in touched.items():
             self._queue_user(pipe, user_id, events, windows[user_id])
         pipe.hset(self.keys.imports(), import_id, json.dumps({"applied": total, "done": last}))
-        self.store.execute(pipe)
-        return len(batch)
+        return pipe
 
     def _queue_user(self, pipe: Any, user_id: str, events: Sequence[PastEvent], window: Sequence[WindowEntry]) -> None:
         """A user's window as the rules leave it, and their recent and seen products."""
