@@ -167,6 +167,7 @@ class SearchRequest:
     use_rerank: bool
     exclude_clicked: bool
     diversity: float
+    understand: bool
 
     @classmethod
     def parse(cls, fields: Fields, default_k: int) -> SearchRequest:
@@ -178,6 +179,7 @@ class SearchRequest:
             use_rerank=parse_bool(fields, "rerank"),
             exclude_clicked=parse_bool(fields, "exclude_clicked"),
             diversity=parse_diversity(fields),
+            understand=parse_bool(fields, "understand", default=True),
         )
 
 
@@ -376,9 +378,12 @@ class DemoApp:
             use_rerank=request.use_rerank,
             exclude_clicked=request.exclude_clicked,
             diversity=request.diversity,
+            query_text=request.query,
+            understand=request.understand,
         )
         return {
             **recommendation_payload(result),
+            "understood": result.understood,
             "used_session": result.used_session,
             "used_rerank": result.used_rerank,
             "session_weight": result.session_weight,
