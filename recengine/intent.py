@@ -168,6 +168,7 @@ class Understood:
             **self.facets(),
             "terms": list(self.terms),
             "ignored": [{"text": i.text, "reason": i.reason} for i in self.ignored],
+            "phrases": {name: self.matched[name] for name in self.facets() if name in self.matched},
         }
 
 

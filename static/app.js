@@ -637,6 +637,49 @@
     for (const part of parts) meta.append(part);
   }
 
+  const FACET_LABELS = {
+    brand: "Brand", category: "Category", min_price: "Min price", max_price: "Max price",
+    in_stock_only: "In stock", min_rating: "Min rating",
+  };
+
+  /**
+   * What the engine understood in the query, as chips. Removing one takes its words out of the
+   * query and searches again; when its words cannot be found as typed, the search runs again
+   * with understanding off, so one click always undoes the chip.
+   */
+  function renderUnderstood(result, body) {
+    const box = $("understood");
+    clear(box);
+    const understood = result.understood || {};
+    const phrases = understood.phrases || {};
+    const shown = new Set();
+    for (const [facet, label] of Object.entries(FACET_LABELS)) {
+      if (!(facet in understood)) continue;
+      const phrase = phrases[facet] || "";
+      if (phrase && shown.has(phrase)) continue; // "100-200" is one chip for both prices
+      shown.add(phrase);
+      const value = facet === "in_stock_only" ? "yes" : String(understood[facet]);
+      const chip = el("button", {
+        className: "chip", text: `${label}: ${value} ×`,
+        attrs: { type: "button", "data-facet": facet, "aria-label": `Remove ${label} ${value} and search again` },
+      });
+      chip.addEventListener("click", () => {
+        const query = body.query;
+        const at = phrase ? query.toLowerCase().indexOf(phrase.toLowerCase()) : -1;
+        const rest = at >= 0 ? (query.slice(0, at) + query.slice(at + phrase.length)).replace(/\s+/g, " ").trim() : "";
+        const next = rest ? { ...body, query: rest } : { ...body, understand: false };
+        if (rest) $("query").value = rest;
+        runSearch(next, false);
+      });
+      box.append(chip);
+    }
+    const ignored = Array.isArray(understood.ignored) ? understood.ignored : [];
+    for (const item of ignored) {
+      box.append(el("span", { className: "chip chip-ignored", text: `ignored “${item.text}”: ${item.reason}` }));
+    }
+    box.hidden = !box.childElementCount;
+  }
+
   function renderSimilarMeta(result, anchor) {
     const meta = $("search-meta");
     clear(meta);
@@ -845,6 +888,7 @@
     similarOf = null;
     setResultsHeading();
     renderMeta(result, body);
+    renderUnderstood(result, body);
     renderResults(result);
     if (!quiet) ok(`Found ${countText(result, "candidate")} in ${fmtMs(result.timing_ms)}.`);
   }
@@ -861,6 +905,7 @@
     const result = await fetchResults("/similar", body, quiet, `Finding products like ${anchor.name}…`);
     if (!result) return false;
     similarOf = anchor;
+    $("understood").hidden = true;
     setResultsHeading();
     renderSimilarMeta(result, anchor);
     renderResults(result);

@@ -53,6 +53,7 @@ INDEX_KEYS = {"num_docs", "indexing_failures", "vector_index_size_mb", "index_na
 PRODUCT_KEYS = {"id", "name", "category", "brand", "price", "rating", "in_stock"}
 SEARCH_KEYS = {
     "candidates",
+    "understood",
     "filter_clause",
     "used_session",
     "used_rerank",
