@@ -175,8 +175,8 @@ class RankingConfig:
     affinity_half_life_s: float = 7 * 86400.0
     popularity_half_life_s: float = 7 * 86400.0
     same_category_boost: float = 0.1
-    text_weight: float = 0.3
-    understood_category_boost: float = 0.1
+    text_weight: float = 0.1
+    understood_category_boost: float = 0.2
     typed_query_tier: int = 3
 
     def __post_init__(self) -> None:
