@@ -35,7 +35,7 @@ OutcomeKind = str
 CONVERSION_KINDS = frozenset({"purchase"})
 SHOWN_KEY = "{recimp}:shown"
 OUTCOMES_KEY = "{recimp}:outcomes"
-DEFAULT_CAP = 1_000_000
+DEFAULT_CAP = 200_000
 REC_ID_PATTERN = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 READ_PAGE = 5000
 
