@@ -474,7 +474,7 @@ def build_server(
     replacement worker, which must not wipe what users did meanwhile."""
     timings = {"redis": shared.redis_seconds}
     t0 = time.perf_counter()
-    embedder = LocalEmbedder(args.model, backend=args.embedding_backend)
+    embedder = LocalEmbedder(args.model, backend=args.embedding_backend, query_encoder=args.query_encoder)
     embedder.encode_one("warm up the model before the first request")
     timings["model"] = time.perf_counter() - t0
     catalog = shared.catalog
@@ -642,7 +642,10 @@ def serve_workers(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.query_encoder == "int8" and args.embedding_backend != "onnx":
+        parser.error("--query-encoder int8 runs on the onnx backend: drop --embedding-backend torch")
     pid = "[%(process)d]" if args.workers > 1 else ""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
     warn_if_exposed(args.host)
