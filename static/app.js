@@ -336,13 +336,16 @@
 
   /** GET /report as bars: click-through per list source and arm, over the last day. */
   async function loadReport() {
+    // A server that logs no impressions (--no-impressions) answers lists without a rec_id.
+    const logged = Boolean($("foryou").dataset.recId || $("results").dataset.recId);
+    $("report-panel").hidden = !logged;
+    if (!logged) return;
     const list = $("report");
     let report;
     try {
       report = await api("GET", "/report?window=86400");
     } catch (err) {
-      clear(list);
-      list.append(el("li", { className: "empty", text: "No report (impressions are not logged)." }));
+      fail(err);
       return;
     }
     clear(list);
@@ -1161,7 +1164,7 @@
     loadState()
       .then(() => {
         ok("Ready. Run a search, then click products to build a session.");
-        return Promise.all([refreshFeed(), loadReport()]);
+        return refreshFeed().then(loadReport);
       })
       .catch(fail);
   }
