@@ -13,6 +13,7 @@ in ranking.py, without Redis.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -254,6 +255,14 @@ class RedisRecommender:
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
         self.clock = clock
         self._wire(store)
+
+    def with_config(self, config: RankingConfig) -> RedisRecommender:
+        """This recommender (the same Redis, index, keys and settings) ranking with another
+        RankingConfig: an experiment's arm ranks and records clicks this way."""
+        other = copy.copy(self)
+        other.config = config
+        other._wire(self._store)
+        return other
 
     def _wire(self, store: Store) -> None:
         """The parts, each given what it needs of the settings."""
