@@ -71,8 +71,8 @@ class Store:
         """FT.SEARCH / FT.AGGREGATE, on a replica when there are any."""
         return self._on_reader(lambda client: client.execute_command(*command))
 
-    def searches(self, commands: Sequence[Command]) -> list[Any]:
-        """Several searches in one pipelined round trip, on the same kind of node as search()."""
+    def search_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Several FT.SEARCH in one pipelined round trip, on a replica when there are any."""
 
         def send(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
