@@ -106,6 +106,8 @@ PLAUSIBLE = {
     "rerank": [True, 0, "off"],
     "user_id": ["fuzz-a", "fuzz-b", "fuzz:c"],
     "text": ["a light tent for two", "warm\nwool socks"],
+    "event": ["view", "click", "cart", "purchase", "Purchase"],
+    "signal": ["content", "co_occurrence", "blend", "both"],
 }
 NUMBER_LITERALS = ["NaN", "Infinity", "-Infinity", "1e400", "-0", "1" + "0" * 400, "0.1e-400", "1" * 5000, "0x10"]
 CONTENT_TYPES = [
