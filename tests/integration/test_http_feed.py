@@ -9,8 +9,17 @@ from typing import Any
 import pytest
 from test_http import CANDIDATE_KEYS, call, get_state, post
 
-FEED_KEYS = {"source", "candidates", "filter_clause", "excluded_count", "exhausted", "session_weight", "timing_ms"}
-SIMILAR_KEYS = {"product_id", "candidates", "filter_clause", "excluded_count", "exhausted", "timing_ms"}
+FEED_KEYS = {
+    "source",
+    "signal",
+    "candidates",
+    "filter_clause",
+    "excluded_count",
+    "exhausted",
+    "session_weight",
+    "timing_ms",
+}
+SIMILAR_KEYS = {"product_id", "signal", "candidates", "filter_clause", "excluded_count", "exhausted", "timing_ms"}
 DISMISS_KEYS = {"category", "affinity", "product_id", "name", "user"}
 
 
