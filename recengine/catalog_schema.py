@@ -1,0 +1,91 @@
+"""What a product of a real catalogue may hold, beyond id, name and price: the optional fields
+and their defaults, category paths, and the extra filter fields a shop declares.
+
+Pure rules, shared by the file reader (build_catalog.py), the library's writers and the admin
+API, so that a product means the same wherever it comes in.
+
+- Optional fields: a catalogue without brands, ratings, stock levels or even categories loads;
+  what is missing takes the default in OPTIONAL_DEFAULTS. An empty category or brand matches no
+  filter on them; a rating of 0 means "unrated" (a min_rating filter leaves it out); a product
+  without a stock column is sellable.
+- Category paths: "Home > Kitchen > Mugs" is stored as written (normalised spacing) and its
+  every level ("Home", "Home > Kitchen", "Home > Kitchen > Mugs") is indexed in
+  CATEGORY_LEVELS_FIELD, so a filter on "Home" finds the mugs.
+- Extra fields: `--tag-field colour` or `--numeric-field weight_kg` make a column of the file a
+  TAG or NUMERIC field of the index: stored in the product hash and filterable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+CATEGORY_PATH_SEPARATOR = ">"
+CATEGORY_LEVELS_FIELD = "category_levels"
+TAG_SEPARATOR = ","
+REQUIRED_FIELDS = ("id", "name", "price")
+OPTIONAL_DEFAULTS: Mapping[str, Any] = {
+    "description": "",
+    "category": "",
+    "brand": "",
+    "rating": 0.0,
+    "in_stock": True,
+}
+# Field names the schema already uses (or that name the vector, the digest, the levels):
+# an extra field may not take one.
+RESERVED_FIELDS = frozenset(
+    {*REQUIRED_FIELDS, *OPTIONAL_DEFAULTS, "embedding", "embedding_b64", "text_sha256", CATEGORY_LEVELS_FIELD}
+)
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+FieldKind = Literal["tag", "numeric"]
+
+
+def normalize_category(path: str) -> str:
+    """A category as stored: a path's levels trimmed and joined by " > ", so that "Home>Kitchen"
+    and "Home >  Kitchen" are one category. Raises ValueError for an empty level ("Home > > Mugs",
+    "> Mugs") and for the tag separator, which would split the category in the index."""
+    if TAG_SEPARATOR in path:
+        raise ValueError(f"category must not contain {TAG_SEPARATOR!r} (the tag separator), got {path!r}")
+    if CATEGORY_PATH_SEPARATOR not in path:
+        return path.strip()
+    levels = [level.strip() for level in path.split(CATEGORY_PATH_SEPARATOR)]
+    if not all(levels):
+        raise ValueError(f"category path {path!r} has an empty level (write it as 'A > B > C')")
+    return f" {CATEGORY_PATH_SEPARATOR} ".join(levels)
+
+
+def category_levels(path: str) -> tuple[str, ...]:
+    """Every level of a (normalised) category path, from the top: what a filter may name.
+    An empty category has none."""
+    category = normalize_category(path)
+    if not category:
+        return ()
+    levels = category.split(f" {CATEGORY_PATH_SEPARATOR} ")
+    return tuple(f" {CATEGORY_PATH_SEPARATOR} ".join(levels[: depth + 1]) for depth in range(len(levels)))
+
+
+def category_levels_value(path: str) -> str:
+    """CATEGORY_LEVELS_FIELD's stored value: the levels joined by the tag separator."""
+    return TAG_SEPARATOR.join(category_levels(path))
+
+
+@dataclass(frozen=True)
+class ExtraField:
+    """A column a shop filters on: TAG (exact values, comma-free) or NUMERIC (ranges)."""
+
+    name: str
+    kind: FieldKind
+
+    def __post_init__(self) -> None:
+        if not FIELD_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"extra field name {self.name!r} must be a letter or _ followed by letters, digits or _ (at most 64)"
+            )
+        if self.name in RESERVED_FIELDS:
+            raise ValueError(f"{self.name!r} is a field of the schema already; an extra field needs another name")
+
+    def schema(self) -> list[str]:
+        """The field's FT.CREATE SCHEMA arguments."""
+        return [self.name, "TAG"] if self.kind == "tag" else [self.name, "NUMERIC"]
