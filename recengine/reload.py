@@ -185,16 +185,17 @@ def serving_prefix(client: Any, index_name: str, default: str) -> str:
 class _Lock:
     """The reload lock: SET NX with a token and an expiry, renewed per batch by its holder."""
 
-    def __init__(self, client: Any, key: str) -> None:
+    def __init__(self, client: Any, key: str, ttl_ms: int) -> None:
         self.client = client
         self.key = key
+        self.ttl_ms = ttl_ms
         self.token = secrets.token_hex(16)
         self._renew = client.register_script(_RENEW_LOCK_LUA)
         self._release = client.register_script(_RELEASE_LOCK_LUA)
 
     def acquire(self, wait_s: float) -> None:
         deadline = time.monotonic() + wait_s
-        while not self.client.set(self.key, self.token, nx=True, px=LOCK_TTL_MS):
+        while not self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
             if time.monotonic() > deadline:
                 raise ReloadInProgressError(
                     f"another reload of this catalogue is running (lock {self.key}); waited {wait_s:g} s"
@@ -202,7 +203,7 @@ class _Lock:
             time.sleep(0.05)
 
     def renew(self) -> None:
-        if not self._renew(keys=[self.key], args=[self.token, LOCK_TTL_MS]):
+        if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
             raise ReloadError(f"lost the reload lock {self.key} (it expired): another reload may be running")
 
     def release(self) -> None:
@@ -219,6 +220,7 @@ def reload_catalog(
     model: str = "",
     lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
     batch_size: int = RELOAD_BATCH_SIZE,
+    lock_ttl_ms: int = LOCK_TTL_MS,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReloadResult:
     """Replace every product `rec.index_name` serves by `products` (each with an `embedding` or
@@ -227,16 +229,23 @@ def reload_catalog(
 
     Raises ReloadInProgressError when another reload holds the lock past `lock_wait_s`, and
     ReloadFailedError (the old catalogue still serving) when building the new one fails.
-    `progress(written, total)` is called after each batch."""
+    `progress(written, total)` is called after each batch. The lock expires `lock_ttl_ms` after
+    its last renewal, so a reloader that was killed holds it no longer than that."""
     hashes = [(str(product["id"]), product_to_hash(product, rec.vector_dim)) for product in products]
     if not hashes:
         raise ValueError("a reload needs at least one product")
-    lock = _Lock(rec.redis, reload_lock_key(rec.index_name))
-    lock.acquire(lock_wait_s)
+    lock = _Lock(rec.redis, reload_lock_key(rec.index_name), lock_ttl_ms)
+    before: Serving | None = None
     try:
+        before = serving(rec)
+        lock.acquire(lock_wait_s)
         _remove_leftovers(rec)
         before = serving(rec)
         generation = _next_generation(rec, before)
+    except redis.RedisError as exc:
+        lock.release()
+        raise _failed(rec, before, exc, 0, len(hashes)) from exc
+    try:
         started = time.perf_counter()
         built = _build(rec, generation, hashes, before, lock, batch_size, progress)
         build_s = time.perf_counter() - started
@@ -319,17 +328,28 @@ def _build(
                 progress(written, len(hashes))
         _wait_indexed(rec.redis, index, len(hashes))
     except (redis.RedisError, ReloadError) as exc:
-        reason = classify_response_error(exc) if isinstance(exc, redis.ResponseError) else exc
         _abandon(rec.redis, index)
-        still = before.describe() if before else "nothing (there was no index before)"
-        raise ReloadFailedError(
-            f"the reload failed after writing {written:,} of {len(hashes):,} products ({reason}); "
-            f"it was removed, and {still} still serves",
-            before or Serving(0, rec.index_name, rec.key_prefix, 0),
-            written,
-            len(hashes),
-        ) from exc
+        raise _failed(rec, before, exc, written, len(hashes)) from exc
     return Serving(generation, index, prefix, len(hashes))
+
+
+def _failed(
+    rec: RedisRecommender, before: Serving | None, exc: Exception, written: int, total: int
+) -> ReloadFailedError:
+    """What a reload that did not switch tells its caller: why, how far it got, and what serves."""
+    reason = classify_response_error(exc) if isinstance(exc, redis.ResponseError) else exc
+    still = (
+        f"the previous catalogue, {before.describe()}, is still serving"
+        if before is not None
+        else "there was no catalogue before, and there is none now"
+    )
+    return ReloadFailedError(
+        f"the reload failed after writing {written:,} of {total:,} products ({reason}); nothing of it was kept, "
+        f"and {still}",
+        before or Serving(0, rec.index_name, rec.key_prefix, 0),
+        written,
+        total,
+    )
 
 
 def _wait_indexed(client: Any, index: str, expected: int) -> None:
@@ -377,20 +397,22 @@ def _switch(rec: RedisRecommender, before: Serving | None, built: Serving, model
     try:
         pipe.execute()
     except redis.RedisError as exc:
-        reason = classify_response_error(exc) if isinstance(exc, redis.ResponseError) else exc
         _abandon(rec.redis, built.index)
-        still = before.describe() if before else "nothing"
-        raise ReloadFailedError(
-            f"the switch to the new catalogue failed ({reason}); it was removed, and {still} still serves",
-            before or Serving(0, rec.index_name, rec.key_prefix, 0),
-            built.products,
-            built.products,
-        ) from exc
+        raise _failed(rec, before, exc, built.products, built.products) from exc
 
 
 def _retire(rec: RedisRecommender, before: Serving) -> int:
     """Drop the old generation's index (unless the switch did: generation 0) and unlink its keys
-    in batches, so that no single command holds Redis for long."""
+    in batches, so that no single command holds Redis for long. The switch is done by then: a
+    failure here is logged, and the next reload finishes the job (`retiring_prefix`)."""
+    try:
+        return _retire_now(rec, before)
+    except redis.RedisError as exc:
+        log.warning("%s: could not remove all of %s (%s); the next reload will", rec.index_name, before.describe(), exc)
+        return 0
+
+
+def _retire_now(rec: RedisRecommender, before: Serving) -> int:
     if before.generation > 0:
         try:
             rec.redis.execute_command("FT.DROPINDEX", before.index)
