@@ -314,9 +314,15 @@ def _build(
         )
     written = 0
     try:
+        # Nothing may live under the new prefix yet (a key a killed reload left would join the
+        # catalogue), and so the index skips the scan of existing keys: a scan running while
+        # the products are written re-indexes them, vector and all, a second time (measured:
+        # a 40k reload stalled at 18 % of its scan after 6 minutes).
+        _unlink_prefix(rec.redis, prefix)
         rec.redis.execute_command(
-            "FT.CREATE", index, "ON", "HASH", "PREFIX", "1", prefix, "STOPWORDS", "0", "SCHEMA", *rec.index_schema()
-        )
+            "FT.CREATE", index, "ON", "HASH", "PREFIX", "1", prefix, "STOPWORDS", "0", "SKIPINITIALSCAN",
+            "SCHEMA", *rec.index_schema(),
+        )  # fmt: skip
         for start in range(0, len(hashes), batch_size):
             pipe = rec.redis.pipeline(transaction=False)
             for product_id, mapping in hashes[start : start + batch_size]:
