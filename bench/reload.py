@@ -26,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,11 @@ def generation_of(key: str) -> int:
     return int(head[len(KEY_PREFIX) - 1 :].split("@", 1)[1].split(":", 1)[0])
 
 
-def one_search(client: redis.Redis, query: np.ndarray, category: str) -> tuple[bool, int]:
-    """(ok, generation): the library's query shape, over the index name."""
+def one_search(client: redis.Redis, query: np.ndarray, category: str) -> tuple[str, int]:
+    """(outcome, generation): the library's query shape, over the index name. The outcome is
+    "ok", "error" (Redis answered with an error: the index missing, ...), "short" (fewer than
+    k rows: the index half-loaded, or Search's query TIMEOUT cut the answer) or "mixed" (rows
+    of two generations in one answer)."""
     knn, params = knn_query(SearchFilters(category=category, in_stock_only=True).clause(), K, 100, None)
     params["vec"] = vector_to_bytes(query, DIM)
     try:
@@ -75,25 +79,28 @@ def one_search(client: redis.Redis, query: np.ndarray, category: str) -> tuple[b
             "RETURN", "2", "name", "vector_score", "SORTBY", "vector_score", "LIMIT", "0", str(K), "DIALECT", "2",
         )  # fmt: skip
     except redis.RedisError:
-        return False, -1
+        return "error", -1
     keys = [r[b"id"].decode() for r in reply[b"results"]] if isinstance(reply, dict) else []
     if not isinstance(reply, dict):
         keys = [reply[i].decode() for i in range(1, len(reply), 2)]
     generations = {generation_of(key) for key in keys}
-    return len(keys) == K and len(generations) == 1, generations.pop() if len(generations) == 1 else -2
+    if len(generations) > 1:
+        return "mixed", -2
+    generation = generations.pop() if generations else -1
+    return ("ok" if len(keys) == K else "short"), generation
 
 
 def searcher_main(plan: SearcherPlan, stop: Any, results: Any) -> None:
     """Search until `stop` is set, then send every (when, ms, ok, generation) back."""
     client = connect(plan.url, timeout_s=30)
     rng = np.random.default_rng(plan.seed)
-    rows = []
+    rows: list[tuple[float, float, str, int]] = []
     while not stop.is_set():
         q = int(rng.integers(len(plan.queries)))
         at = time.time()
         t0 = time.perf_counter()
-        ok, generation = one_search(client, plan.queries[q], CATEGORIES[int(plan.categories[q])][0])
-        rows.append((at, (time.perf_counter() - t0) * 1000, ok, generation))
+        outcome, generation = one_search(client, plan.queries[q], CATEGORIES[int(plan.categories[q])][0])
+        rows.append((at, (time.perf_counter() - t0) * 1000, outcome, generation))
     results.put(rows)
     client.close()
 
@@ -109,11 +116,14 @@ def load_generation_zero(rec: RedisRecommender, n: int, seed: int) -> float:
     return time.perf_counter() - started
 
 
-def window(rows: list[tuple[float, float, bool, int]], start: float, end: float) -> dict[str, Any]:
+def window(rows: list[tuple[float, float, str, int]], start: float, end: float) -> dict[str, Any]:
     inside = [r for r in rows if start <= r[0] < end]
+    failures = Counter(r[2] for r in inside if r[2] != "ok")
     return {
         "searches": len(inside),
-        "failed": sum(1 for r in inside if not r[2]),
+        "failed": sum(failures.values()),
+        "failures": dict(failures),
+        "slowest_ms": round(max((r[1] for r in inside), default=0.0), 1),
         "generations": sorted({r[3] for r in inside}),
         **percentiles([r[1] for r in inside]),
     }
@@ -150,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.after_s)
         stop_at = time.time()
         stop.set()
-        rows: list[tuple[float, float, bool, int]] = []
+        rows: list[tuple[float, float, str, int]] = []
         for _ in searchers:
             rows += results.get(timeout=120)
         for process in searchers:
