@@ -48,7 +48,8 @@ from recengine.catalog_schema import (
     FieldKind,
     normalize_category,
 )
-from recommender import RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
+from recengine.cli_types import column_mapping, positive_int
+from recommender import PRODUCT_FIELDS, RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
 
 # Named, not __name__: run as a script this module is __main__, and its warnings should carry
 # the same logger name either way.
@@ -61,8 +62,9 @@ REDIS_DATA_DIR = REPO_DIR / ".redis-data"
 DEFAULT_BATCH_SIZE = 32
 LOAD_BATCH_SIZE = 100
 
+# A catalog record: the product's id, then the fields its hash stores, in that order.
+RECORD_FIELDS = ("id", *PRODUCT_FIELDS)
 TEXT_FIELDS = ("id", "name", "description", "category", "brand")
-PRODUCT_FIELDS = (*TEXT_FIELDS, "price", "rating", "in_stock")
 CSV_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 # One size limit for both input formats and for catalogs: a text field (a description is a
 # paragraph, not a document) and a line (a JSONL line, a CSV row), which bounds what is parsed
@@ -111,7 +113,7 @@ class InputSchema:
         return self.renames.get(name, name)
 
     def known_fields(self) -> tuple[str, ...]:
-        return (*PRODUCT_FIELDS, *(extra.name for extra in self.extra_fields))
+        return (*RECORD_FIELDS, *(extra.name for extra in self.extra_fields))
 
     def apply(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record under our field names: mapped columns renamed, a column that a mapping
@@ -148,14 +150,6 @@ class InputSchema:
 DEFAULT_SCHEMA = InputSchema()
 
 
-def column_mapping(text: str) -> tuple[str, str]:
-    """argparse type of --map: FIELD=COLUMN, the file's COLUMN read as the product's FIELD."""
-    name, separator, column = text.partition("=")
-    if not separator or not name.strip() or not column.strip():
-        raise argparse.ArgumentTypeError(f"expected FIELD=COLUMN (e.g. id=StockCode), got {text!r}")
-    return name.strip(), column.strip()
-
-
 def input_schema(
     maps: Sequence[tuple[str, str]], tag_fields: Sequence[str], numeric_fields: Sequence[str]
 ) -> InputSchema:
@@ -176,7 +170,7 @@ def input_schema(
             raise CatalogError(f"--map {name}=... is given twice")
         if name not in schema.known_fields():
             raise CatalogError(
-                f"--map {name}=...: {name!r} is no product field (fields: {', '.join(PRODUCT_FIELDS)}; "
+                f"--map {name}=...: {name!r} is no product field (fields: {', '.join(RECORD_FIELDS)}; "
                 "declare another column with --tag-field or --numeric-field first)"
             )
     return schema
@@ -407,7 +401,7 @@ def check_record(
     absent is left out of the product."""
     product: dict[str, Any] = {}
     problems: list[str] = []
-    for name in PRODUCT_FIELDS:
+    for name in RECORD_FIELDS:
         value = fields.get(name)
         if name in OPTIONAL_DEFAULTS and absent(value):
             product[name] = OPTIONAL_DEFAULTS[name]
@@ -460,7 +454,7 @@ def check_records(
     return products, problems
 
 
-def unknown_fields(records: list[Record], known: Sequence[str] = PRODUCT_FIELDS) -> dict[str, int]:
+def unknown_fields(records: list[Record], known: Sequence[str] = RECORD_FIELDS) -> dict[str, int]:
     """Fields the catalog does not carry, each with the first line that has it."""
     first_line_of: dict[str, int] = {}
     for line_no, fields in records:
@@ -840,26 +834,6 @@ def redis_target(url: str | None) -> Iterator[redis.Redis]:
 
 
 # --- the command line -----------------------------------------------------------------------
-
-
-def _whole_number(text: str, minimum: int, expected: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    return _whole_number(text, 1, "a positive integer")
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number of at least 0."""
-    return _whole_number(text, 0, "a whole number of at least 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
