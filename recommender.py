@@ -37,10 +37,14 @@ from ranking import (
 )
 from ranking import rerank as rerank_by_affinity
 from recengine.catalog import Catalog
+from recengine.catalog_schema import ExtraField
 from recengine.errors import (
     IndexMissingError,
     ProductNotFoundError,
     RecommenderError,
+    ReloadError,
+    ReloadFailedError,
+    ReloadInProgressError,
     ReplicationTimeoutError,
     WriteRefusedError,
     classify_response_error,
@@ -75,6 +79,7 @@ from recengine.layout import (
     product_to_hash,
     vector_to_bytes,
 )
+from recengine.products import Embed, ProductWriter
 from recengine.query import (
     DEFAULT_EF_RUNTIME,
     HYBRID_POLICIES,
@@ -85,6 +90,7 @@ from recengine.query import (
     escape_text_phrase,
     knn_query,
 )
+from recengine.reload import DEFAULT_LOCK_WAIT_S, LOCK_TTL_MS, RELOAD_BATCH_SIZE, Reloads
 from recengine.replies import (
     aggregate_rows,
     candidate_from_row,
@@ -93,7 +99,7 @@ from recengine.replies import (
     product_summary,
     search_rows,
 )
-from recengine.results import ClickResult, DismissResult, IndexInfo, UserState
+from recengine.results import ClickResult, DismissResult, IndexInfo, ProductWrite, ReloadResult, Serving, UserState
 from recengine.retrieval import Retrieval
 from recengine.scripts import POPULARITY_LUA, REFRESH_EMBEDDING_LUA, USER_EVENT_LUA, Scripts
 from recengine.store import Store
@@ -143,15 +149,22 @@ __all__ = [
     "ClickResult",
     "DictResult",
     "DismissResult",
+    "ExtraField",
     "IndexInfo",
     "IndexMissingError",
     "ProductNotFoundError",
+    "ProductWrite",
     "RankingConfig",
     "Recommendation",
     "RecommenderError",
     "RedisRecommender",
+    "ReloadError",
+    "ReloadFailedError",
+    "ReloadInProgressError",
+    "ReloadResult",
     "ReplicationTimeoutError",
     "SearchFilters",
+    "Serving",
     "UserFeatures",
     "UserState",
     "Why",
@@ -201,6 +214,8 @@ class RedisRecommender:
     min_replicas_ack: after each write, WAIT for this many replicas (up to
     replica_ack_timeout_ms) and raise ReplicationTimeoutError when fewer acknowledge.
     clock: seconds since the epoch; inject one to test fading without sleeping.
+    extra_fields: a shop's own TAG or NUMERIC filter fields (catalog_schema.ExtraField), indexed
+    by create_index and reload_catalog and written by the product writes.
 
     The constructor raises ValueError for a setting out of range, or a client that decodes
     responses.
@@ -225,6 +240,7 @@ class RedisRecommender:
         min_replicas_ack: int = 0,
         replica_ack_timeout_ms: int = 1000,
         clock: Callable[[], float] = time.time,
+        extra_fields: Sequence[ExtraField] = (),
     ) -> None:
         check_optional_positive("hnsw_m", hnsw_m)
         check_optional_positive("hnsw_ef_construction", hnsw_ef_construction)
@@ -253,6 +269,7 @@ class RedisRecommender:
         self.min_replicas_ack = min_replicas_ack
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
         self.clock = clock
+        self.extra_fields = tuple(extra_fields)
         self._wire(store)
 
     def _wire(self, store: Store) -> None:
@@ -260,7 +277,11 @@ class RedisRecommender:
         self._store = store
         self._keys = KeyLayout(self.index_name, self.key_prefix, self.user_key_prefix)
         scripts = Scripts(self.redis)
-        self._catalog = Catalog(store, self._keys, scripts, self.vector_dim, self.hnsw_m, self.hnsw_ef_construction)
+        self._catalog = Catalog(
+            store, self._keys, scripts, self.vector_dim, self.hnsw_m, self.hnsw_ef_construction, self.extra_fields
+        )
+        self._writer = ProductWriter(store, self._keys, scripts, self.vector_dim, self.extra_fields)
+        self._reloads = Reloads(store, self._keys, scripts, self.vector_dim, self._catalog.schema, self.extra_fields)
         self._users = UserReads(store, self._keys, self.vector_dim, self._catalog.product_names)
         self._events = UserEvents(
             store, self._keys, scripts, self._users, self.config, self.clock,
@@ -341,6 +362,70 @@ class RedisRecommender:
         downtime). ValueError for a wrong shape, ProductNotFoundError (a KeyError) for an unknown id (never creates a
         key), ReplicationTimeoutError as record_click."""
         self._catalog.refresh_embedding(product_id, new_vector)
+
+    # one product at a time, and the whole catalogue at once
+
+    def upsert_products(
+        self, products: Iterable[Mapping[str, Any]], *, embed: Embed | None = None, batch_size: int = 500
+    ) -> list[ProductWrite]:
+        """Create or update products, writing only the fields whose stored value changes (an
+        unchanged product costs Redis no re-indexing) and storing a new vector only where the
+        text (name, description) is new or changed: the product's own `embedding` /
+        `embedding_b64` if it has one, else `embed(texts)` for all of those in one call.
+
+        Each product needs an id, a name and a price; description, category (a path
+        "A > B > C" is filterable at every level), brand, rating and in_stock default to "", "",
+        "", 0 and true. Everything is checked, and every vector made, before anything is written:
+        ValueError names the product. Returns what each write did, in order."""
+        return self._writer.upsert(products, embed, batch_size)
+
+    def update_product(self, product_id: str, **fields: Any) -> ProductWrite:
+        """Set filter fields of an existing product (price, in_stock, rating, category, brand, an
+        extra field) without re-embedding it; only changed values are written.
+
+        ValueError for an unknown field, a text field (name, description: use upsert_products),
+        no field, or a bad value (a price that is not a finite number of at least 0, a rating
+        outside 0-5, ...); ProductNotFoundError (a KeyError) for an unknown product, which is
+        never created."""
+        return self._writer.update(check_product_id(product_id), fields)
+
+    def delete_product(self, product_id: str) -> bool:
+        """Remove a product and its popularity; False when there was none. Users' recent clicks,
+        seen and dismissed lists keep its id until read (every reader leaves out ids that are no
+        longer products)."""
+        return self._writer.delete(check_product_id(product_id))
+
+    def stored_products(self) -> dict[str, dict[str, str]]:
+        """Every product's stored fields but its vector, by id (what a sync compares a file with)."""
+        return self._writer.stored()
+
+    def reload_catalog(
+        self,
+        products: Iterable[Mapping[str, Any]],
+        *,
+        model: str = "",
+        lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+        batch_size: int = RELOAD_BATCH_SIZE,
+        lock_ttl_ms: int = LOCK_TTL_MS,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ReloadResult:
+        """Replace the whole catalogue with no moment where a search misses the index or sees a
+        mixture: the products (each with a vector) go into a new generation beside the serving
+        one, the index name switches to it in one step (FT.ALIASUPDATE), then the old keys go.
+        For a full reload, a new embedding model, /reset-index; see recengine/reload.py.
+
+        ValueError for a bad product (before anything is written); ReloadInProgressError when
+        another reload holds the lock past `lock_wait_s`; ReloadFailedError, the old catalogue
+        still serving, when building the new one fails (Redis at maxmemory, ...). The lock
+        expires `lock_ttl_ms` after its holder last renewed it (a killed reloader's lock goes)."""
+        return self._reloads.reload(
+            products, model=model, lock_wait_s=lock_wait_s, batch_size=batch_size, lock_ttl_ms=lock_ttl_ms,
+            progress=progress,
+        )  # fmt: skip
+
+    def serving(self) -> Serving | None:
+        """Which generation of the catalogue the index name answers from (None: no index)."""
+        return self._reloads.serving()
 
     def product_names(self, product_ids: Sequence[str]) -> dict[str, str]:
         """The names of the given products, in one pipelined round trip (none for no ids);

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import redis
 
 from recengine import query
+from recengine.catalog_schema import ExtraField, split_levels
 from recengine.errors import (
     IndexMissingError,
     ProductNotFoundError,
@@ -20,6 +21,7 @@ from recengine.errors import (
     is_no_product_error,
 )
 from recengine.layout import PRODUCT_FIELDS, KeyLayout, index_schema, product_to_hash, vector_to_bytes
+from recengine.reload import follow_serving, queue_serving
 from recengine.replies import aggregate_rows, index_info_from, product_summary, raw_rows, text
 from recengine.results import IndexInfo
 from recengine.scripts import RefreshEmbedding, ScriptCall, Scripts, run_scripts_then
@@ -36,11 +38,12 @@ class Catalog:
     vector_dim: int
     hnsw_m: int | None
     hnsw_ef_construction: int | None
+    extra_fields: Sequence[ExtraField] = ()
 
     # the index
 
     def schema(self) -> list[str]:
-        return index_schema(self.vector_dim, self.hnsw_m, self.hnsw_ef_construction)
+        return index_schema(self.vector_dim, self.hnsw_m, self.hnsw_ef_construction, self.extra_fields)
 
     def info(self) -> IndexInfo:
         """FT.INFO; IndexMissingError when there is no index."""
@@ -94,7 +97,9 @@ class Catalog:
         for product in products:
             if not str(product.get("id", "")).strip():
                 raise ValueError(f"product without an id: {dict(product).get('name')!r}")
-            batch.append((self.keys.product(str(product["id"])), product_to_hash(product, self.vector_dim)))
+            batch.append(
+                (self.keys.product(str(product["id"])), product_to_hash(product, self.vector_dim, self.extra_fields))
+            )
             if len(batch) >= batch_size:
                 written += self.store.write_hashes(batch)
                 batch = []
@@ -119,11 +124,16 @@ class Catalog:
     # reading products
 
     def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Display fields from the primary; unknown ids are left out."""
-        pipe = self.store.pipeline()
-        for pid in product_ids:
-            pipe.hmget(self.keys.product(pid), list(PRODUCT_FIELDS))
-        replies = self.store.execute(pipe)
+        """Display fields from the primary, from the generation serving (read in the same round
+        trip); unknown ids are left out."""
+        while True:
+            pipe = self.store.pipeline()
+            for pid in product_ids:
+                pipe.hmget(self.keys.product(pid), list(PRODUCT_FIELDS))
+            queue_serving(pipe, self.keys)
+            *replies, serving = self.store.execute(pipe)
+            if not follow_serving(self.keys, serving):
+                break
         found = {}
         for pid, values in zip(product_ids, replies, strict=True):
             if all(v is None for v in values):  # no such key; a hash that lacks a field still exists
@@ -150,4 +160,6 @@ class Catalog:
         except IndexMissingError:
             return []
         values = {fields.get(field_name, "") for fields in aggregate_rows(response)}
+        if field_name == "category":  # a path is stored as its every level: each is a category
+            values = {level for value in values for level in split_levels(value)}
         return sorted(v for v in values if v)

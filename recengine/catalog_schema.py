@@ -8,23 +8,26 @@ API, so that a product means the same wherever it comes in.
   what is missing takes the default in OPTIONAL_DEFAULTS. An empty category or brand matches no
   filter on them; a rating of 0 means "unrated" (a min_rating filter leaves it out); a product
   without a stock column is sellable.
-- Category paths: "Home > Kitchen > Mugs" is stored as written (normalised spacing) and its
-  every level ("Home", "Home > Kitchen", "Home > Kitchen > Mugs") is indexed in
-  CATEGORY_LEVELS_FIELD, so a filter on "Home" finds the mugs.
+- Category paths: "Home > Kitchen > Mugs" (spacing normalised) is stored in the `category` TAG
+  field as its every level, "Home,Home > Kitchen,Home > Kitchen > Mugs", so a filter on "Home"
+  finds the mugs with the filter clause every port writes (`@category:{Home}`); the product's
+  own category is the last level (`stored_category`). A flat category is stored as it is.
 - Extra fields: `--tag-field colour` or `--numeric-field weight_kg` make a column of the file a
   TAG or NUMERIC field of the index: stored in the product hash and filterable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from recengine.validation import TAG_SEPARATOR
+
 CATEGORY_PATH_SEPARATOR = ">"
-CATEGORY_LEVELS_FIELD = "category_levels"
-TAG_SEPARATOR = ","
+TEXT_DIGEST_FIELD = "text_sha256"
 REQUIRED_FIELDS = ("id", "name", "price")
 OPTIONAL_DEFAULTS: Mapping[str, Any] = {
     "description": "",
@@ -35,11 +38,22 @@ OPTIONAL_DEFAULTS: Mapping[str, Any] = {
 }
 # Field names the schema already uses (or that name the vector, the digest, the levels):
 # an extra field may not take one.
-RESERVED_FIELDS = frozenset(
-    {*REQUIRED_FIELDS, *OPTIONAL_DEFAULTS, "embedding", "embedding_b64", "text_sha256", CATEGORY_LEVELS_FIELD}
-)
+RESERVED_FIELDS = frozenset({*REQUIRED_FIELDS, *OPTIONAL_DEFAULTS, "embedding", "embedding_b64", TEXT_DIGEST_FIELD})
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 FieldKind = Literal["tag", "numeric"]
+
+
+def product_text(name: str, description: str) -> str:
+    """What gets embedded: the name leads, as it is the densest description of the item. The
+    reference, Go and Node ports build the same "<name>. <description>", so their catalogs'
+    vectors can be checked against ours."""
+    return f"{name}. {description}"
+
+
+def text_digest(embedded_text: str) -> str:
+    """The digest kept beside a product's vector (TEXT_DIGEST_FIELD): the vector is current
+    while the digest of the product's text matches it."""
+    return hashlib.sha256(embedded_text.encode("utf-8")).hexdigest()
 
 
 def normalize_category(path: str) -> str:
@@ -67,8 +81,18 @@ def category_levels(path: str) -> tuple[str, ...]:
 
 
 def category_levels_value(path: str) -> str:
-    """CATEGORY_LEVELS_FIELD's stored value: the levels joined by the tag separator."""
+    """The `category` field as stored: the levels joined by the tag separator."""
     return TAG_SEPARATOR.join(category_levels(path))
+
+
+def stored_category(value: str) -> str:
+    """A product's own category from the stored `category` field: its last level."""
+    return value.rsplit(TAG_SEPARATOR, 1)[-1]
+
+
+def split_levels(value: str) -> list[str]:
+    """Every level a stored `category` field holds (what a filter may name)."""
+    return [level for level in value.split(TAG_SEPARATOR) if level]
 
 
 @dataclass(frozen=True)

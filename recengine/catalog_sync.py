@@ -14,19 +14,14 @@ a digest (written by another port, or before digests) is compared by its name an
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-TEXT_DIGEST_FIELD = "text_sha256"
+from recengine.catalog_schema import TEXT_DIGEST_FIELD
+
 # The fields the embedded text is made of, for stored products that have no digest.
 TEXT_SOURCE_FIELDS = ("name", "description")
 DEFAULT_MAX_REMOVAL_SHARE = 0.20
-
-
-def text_digest(embedded_text: str) -> str:
-    """The digest kept beside a product's vector: the vector is current while this matches."""
-    return hashlib.sha256(embedded_text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

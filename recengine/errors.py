@@ -7,7 +7,11 @@
         ├── WriteRefusedError ··············· (also a redis.ResponseError) MISCONF, OOM, READONLY,
         │                                     NOREPLICAS; `.reason` says which, in words
         ├── ReplicationTimeoutError ········· WAIT: too few replicas acknowledged a write in time
-        └── ProductNotFoundError ············ (also a KeyError) no product with that id
+        ├── ProductNotFoundError ············ (also a KeyError) no product with that id
+        └── ReloadError ····················· a catalogue reload did not switch: the old one serves
+            ├── ReloadInProgressError ······· another reload holds the lock
+            └── ReloadFailedError ··········· building the new generation failed; `.serving`
+                                              says which generation still serves
 
 Redis' replies are text: every wording this library recognises is listed below, and only
 `classify_response_error` (and the two predicates beside it) read them.
@@ -19,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+
+from recengine.results import Serving
 
 # --- Redis' wordings, all of them ---------------------------------------------------------------
 
@@ -74,6 +80,27 @@ class ReplicationTimeoutError(RecommenderError):
         super().__init__(f"only {acked} of {required} replica(s) acknowledged the write within {timeout_ms} ms")
         self.acked = acked
         self.required = required
+
+
+class ReloadError(RecommenderError):
+    """A reload that did not switch. The catalogue that served before it still serves."""
+
+
+class ReloadInProgressError(ReloadError):
+    """Another reload held the lock for longer than this one was willing to wait."""
+
+
+class ReloadFailedError(ReloadError):
+    """The new generation could not be built (Redis refused a write, the connection dropped).
+    What was written of it has been removed (or will be, by the next reload, if even that
+    failed). `serving` is the results.Serving that still serves (None: there was no
+    catalogue); `written` of `total` products had been written."""
+
+    def __init__(self, message: str, serving: Serving | None, written: int, total: int) -> None:
+        super().__init__(message)
+        self.serving = serving
+        self.written = written
+        self.total = total
 
 
 def is_missing_index_error(exc: BaseException) -> bool:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ranking import RankingConfig, check_unit_interval, finite_number
+from recengine.catalog_schema import stored_category
 from recengine.errors import ProductNotFoundError, classified_errors
 from recengine.layout import EMBEDDING_FIELD, RECENT_CLICKS_KEPT, KeyLayout
+from recengine.reload import follow_serving, queue_serving
 from recengine.replies import text
 from recengine.results import ClickResult, DismissResult
 from recengine.scripts import (
@@ -76,14 +78,19 @@ class UserEvents:
     def _product(self, product_id: str) -> tuple[bytes, str]:
         """The product's vector and category, read before the user's script (which may only
         touch the user's slot). ProductNotFoundError when there is no such product."""
-        key = self.keys.product(check_product_id(product_id))
-        pipe = self.store.pipeline()
-        pipe.hmget(key, [EMBEDDING_FIELD, "category"])
-        pipe.exists(key)
-        (blob, category), exists = self.store.execute(pipe)
+        check_product_id(product_id)
+        while True:
+            key = self.keys.product(product_id)
+            pipe = self.store.pipeline()
+            pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+            pipe.exists(key)
+            queue_serving(pipe, self.keys)  # a reload may have moved the catalogue: same round trip
+            (blob, category), exists, serving = self.store.execute(pipe)
+            if not follow_serving(self.keys, serving):
+                break
         if not exists:
             raise ProductNotFoundError(product_id)
-        return blob or b"", text(category) or "unknown"
+        return blob or b"", stored_category(text(category)) or "unknown"
 
     def _apply(
         self, user_id: str, mode: EventMode, product_id: str, alpha: float, step: float, read_state: bool

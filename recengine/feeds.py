@@ -32,9 +32,11 @@ from ranking import (
     session_is_live,
     session_weight,
 )
+from recengine.catalog_schema import stored_category
 from recengine.errors import ProductNotFoundError
 from recengine.layout import EMBEDDING_FIELD, KeyLayout, bytes_to_vector, checked_vector
 from recengine.query import NO_FILTERS, SearchFilters
+from recengine.reload import follow_serving, queue_serving
 from recengine.replies import text
 from recengine.results import CandidatePool, UserContext
 from recengine.retrieval import Retrieval
@@ -182,12 +184,17 @@ class Feeds:
     ) -> tuple[Vector, str, UserContext | None]:
         """The product's stored vector and category and the user's context: independent reads,
         one round trip. ProductNotFoundError, or ValueError for a product without a vector."""
-        key = self.keys.product(check_product_id(product_id))
-        pipe = self.store.pipeline()
-        pipe.hmget(key, [EMBEDDING_FIELD, "category"])
-        if user_id is not None:
-            self.users.queue_context(pipe, user_id, exclude_clicked)
-        replies = self.store.execute(pipe)
+        check_product_id(product_id)
+        while True:
+            key = self.keys.product(product_id)
+            pipe = self.store.pipeline()
+            queue_serving(pipe, self.keys)  # a reload may have moved the catalogue: same round trip
+            pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+            if user_id is not None:
+                self.users.queue_context(pipe, user_id, exclude_clicked)
+            serving, *replies = self.store.execute(pipe)
+            if not follow_serving(self.keys, serving):
+                break
         blob, category = replies[0]
         vector = bytes_to_vector(blob if isinstance(blob, bytes) else None, self.vector_dim)
         if vector is None:
@@ -195,7 +202,7 @@ class Feeds:
                 raise ProductNotFoundError(product_id)
             raise ValueError(f"product {product_id!r} has no valid {self.vector_dim}-d embedding to compare with")
         context = self.users.context_from(user_id, replies[1:], exclude_clicked) if user_id is not None else None
-        return vector, text(category), context
+        return vector, stored_category(text(category)), context
 
     def popular(self, k: int, filters: SearchFilters | None, user_id: str | None) -> Recommendation:
         k = check_k(k)

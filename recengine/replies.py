@@ -13,6 +13,7 @@ from typing import Any
 
 from ranking import Candidate, UserFeatures, Why
 from recengine import layout
+from recengine.catalog_schema import stored_category
 from recengine.results import IndexInfo
 
 # The library's one logger name, whichever module logs.
@@ -156,7 +157,7 @@ def product_display_fields(product_id: str, fields: Mapping[str, str]) -> dict[s
     return {
         "name": fields.get("name", ""),
         "description": fields.get("description", ""),
-        "category": fields.get("category", ""),
+        "category": stored_category(fields.get("category", "")),
         "brand": fields.get("brand", ""),
         **{name: 0.0 if math.isnan(value) else value for name, value in numbers.items()},
         "in_stock": in_stock == "true",
@@ -198,7 +199,7 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
                 product_id,
                 raw["name"].decode("utf-8", "replace"),
                 raw["description"].decode("utf-8", "replace"),
-                raw["category"].decode("utf-8", "replace"),
+                stored_category(raw["category"].decode("utf-8", "replace")),
                 raw["brand"].decode("utf-8", "replace"),
                 price,
                 rating,

@@ -1,4 +1,5 @@
-"""The typed values the engine hands back (ClickResult, DismissResult, IndexInfo, UserState)
+"""The typed values the engine hands back (ClickResult, DismissResult, IndexInfo, UserState,
+ProductWrite)
 and passes between its parts (UserContext, CandidatePool). Recommendation, Candidate, Why and
 UserFeatures belong to the ranking and live in ranking.py.
 """
@@ -83,3 +84,44 @@ class CandidatePool:
         self.vectors.update(more.vectors)
         self.left_out |= more.left_out
         self.exhausted = more.exhausted
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ProductWrite(DictResult):
+    """What one product write did: whether it created the product, whether a new vector was
+    stored (its text was new or changed), and the fields whose stored value changed, in the
+    schema's order (empty: the write changed nothing and Redis did not re-index it)."""
+
+    product_id: str
+    created: bool
+    embedded: bool
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the index name answers from: its generation (0 for the real index create_index
+    makes), the index and key prefix of that generation, and how many products it holds."""
+
+    generation: int
+    index: str
+    key_prefix: str
+    products: int
+
+    def describe(self) -> str:
+        return f"generation {self.generation} ({self.products:,} products under {self.key_prefix!r})"
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload did: the generation now serving and the one it replaced (None: there was
+    no index), products written, seconds spent building (writing and indexing), milliseconds
+    switching, and the old keys removed afterwards, in seconds."""
+
+    serving: Serving
+    replaced: Serving | None
+    written: int
+    build_s: float
+    switch_ms: float
+    removed_keys: int
+    cleanup_s: float

@@ -1,10 +1,10 @@
-"""The three Lua scripts (in lua/*.lua), each beside the typed arguments it takes, and the
-runner that sends scripts by EVALSHA in one pipeline and recovers from NOSCRIPT.
+"""The Lua scripts (in lua/*.lua), each beside the typed arguments it takes, and the runner
+that sends scripts by EVALSHA in one pipeline and recovers from NOSCRIPT.
 
 Every script touches the keys of one Redis Cluster slot only, so the same code runs on one
 Redis, behind a sharding proxy and on a cluster: the user's script touches the user's keys (the
 product's vector and category are read before, by the caller, and passed in), popularity has a
-slot of its own, and the refresh touches the one product hash.
+slot of its own, and the refresh and the product write touch the one product hash.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from recengine.layout import (
     SESSION_AT_FIELD,
     SESSION_VEC_FIELD,
 )
-from recengine.replies import number
+from recengine.replies import number, text
 
 # Which running vector an event moves: a click the session vector, a dismissal the negative one.
 EventMode = Literal["click", "dismiss"]
@@ -43,6 +43,10 @@ def _lua(name: str) -> str:
 USER_EVENT_LUA = _lua("user_event")
 POPULARITY_LUA = _lua("popularity")
 REFRESH_EMBEDDING_LUA = _lua("refresh_embedding")
+WRITE_PRODUCT_LUA = _lua("write_product")
+RELOAD_LOCK_LUA = _lua("reload_lock")
+# upsert creates a missing product; update never does (errors.NO_PRODUCT_CODE instead).
+WriteMode = Literal["upsert", "update"]
 
 
 # --- lua/user_event.lua ---------------------------------------------------------------------------
@@ -146,16 +150,64 @@ class RefreshEmbedding:
         return [EMBEDDING_FIELD, self.vector]
 
 
+# --- lua/write_product.lua --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriteProduct:
+    """Write a product's fields, only those whose stored value differs (RediSearch re-indexes
+    the whole hash, vector included, on any HSET, even of an unchanged value), and delete the
+    extra fields it no longer has. KEYS: the product hash. `fields` are the stored forms
+    (layout.product_fields, encode_updates), the vector among them when it is new."""
+
+    mode: WriteMode
+    fields: tuple[tuple[str, bytes | str], ...]
+    deletes: tuple[str, ...] = ()
+
+    def argv(self) -> list[Any]:
+        """ARGV of lua/write_product.lua: mode, how many deletes, their names, field/value pairs."""
+        return [self.mode, len(self.deletes), *self.deletes, *(item for pair in self.fields for item in pair)]
+
+
+@dataclass(frozen=True)
+class WriteProductReply:
+    """Whether the product was created, and the fields written or deleted, in argv order."""
+
+    created: bool
+    changed: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> WriteProductReply:
+        return cls(bool(int(reply[0])), tuple(text(name) for name in reply[1:]))
+
+
+# --- lua/reload_lock.lua ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReloadLock:
+    """Renew or release the reload lock, only by its holder (KEYS: the lock; reply 1 or 0)."""
+
+    action: Literal["renew", "release"]
+    token: str
+    ttl_ms: int = 0
+
+    def argv(self) -> list[Any]:
+        return [self.action, self.token, self.ttl_ms]
+
+
 # --- running them -----------------------------------------------------------------------------------
 
 
 class Scripts:
-    """The three scripts, registered on the primary client (each knows its SHA)."""
+    """The scripts, registered on the primary client (each knows its SHA)."""
 
     def __init__(self, client: Any) -> None:
         self.user_event: Script = client.register_script(USER_EVENT_LUA)
         self.popularity: Script = client.register_script(POPULARITY_LUA)
         self.refresh_embedding: Script = client.register_script(REFRESH_EMBEDDING_LUA)
+        self.write_product: Script = client.register_script(WRITE_PRODUCT_LUA)
+        self.reload_lock: Script = client.register_script(RELOAD_LOCK_LUA)
 
 
 class ScriptCall(NamedTuple):

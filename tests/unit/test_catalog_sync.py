@@ -6,13 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recengine.catalog_sync import (
-    TEXT_DIGEST_FIELD,
-    SyncRefusedError,
-    check_removals,
-    plan_sync,
-    text_digest,
-)
+from recengine.catalog_schema import TEXT_DIGEST_FIELD, text_digest
+from recengine.catalog_sync import SyncRefusedError, check_removals, plan_sync
 
 
 def encoded(product_id: str, name: str = "Mug", price: str = "4.5", description: str = "A mug") -> tuple[str, dict]:
