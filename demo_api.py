@@ -23,6 +23,8 @@ from recommender import (
     ProductNotFoundError,
     Recommendation,
     RedisRecommender,
+    ReloadFailedError,
+    ReloadInProgressError,
     ReplicationTimeoutError,
     SearchFilters,
     UserState,
@@ -38,6 +40,9 @@ MAX_QUERY_CHARS = 1000
 # The most results one HTTP request may ask for: a page shows tens, not thousands. (The
 # library's own bound, recommender.MAX_K, is what one FT.SEARCH may return.)
 HTTP_MAX_K = 100
+# A server that finds its index missing rebuilds it from its catalogue; a request that met the
+# missing index waits this long for that (or for another worker's rebuild) before a 503.
+HEAL_WAIT_S = 30.0
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
 
@@ -309,19 +314,40 @@ class DemoApp:
         """Stop the encoder's worker thread (the server calls this when it stops)."""
         self.encoder.close()
 
-    def seed(self) -> int:
-        """Drop the index and its documents, recreate it, and load the catalog's vectors as they
-        are (nothing is re-embedded)."""
-        self.recommender.drop_index(delete_documents=True)
-        self.recommender.create_index()
-        return self.recommender.index_products(self.catalog["products"])
+    def seed(self, lock_wait_s: float = HEAL_WAIT_S) -> int:
+        """Load the catalog's vectors as they are (nothing is re-embedded) as a new generation
+        beside whatever serves, then switch to it (RedisRecommender.reload_catalog): searches
+        never see a missing or half-loaded index, and a failure leaves the old catalogue."""
+        result = self.recommender.reload_catalog(
+            self.catalog["products"], model=str(self.catalog.get("model", "")), lock_wait_s=lock_wait_s
+        )
+        return result.written
 
     def ensure_index(self) -> int:
-        """--no-reset: keep what Redis has; seed only an empty index."""
-        self.recommender.create_index()
-        self.recommender.wait_until_indexed()
-        count = self.recommender.count_indexed()
-        return count if count else self.seed()
+        """--no-reset: keep what Redis has; seed only a missing or empty index."""
+        if self.recommender.index_exists():
+            self.recommender.wait_until_indexed()
+            count = self.recommender.count_indexed()
+            if count:
+                return count
+        return self.seed()
+
+    def heal_missing_index(self) -> bool:
+        """The index is missing (dropped, flushed): rebuild it from the catalogue, one worker at
+        a time; a worker that finds another one rebuilding waits for it. True once it serves."""
+        deadline = time.monotonic() + HEAL_WAIT_S
+        while not self.recommender.index_exists():
+            try:
+                log.warning("the search index is missing: rebuilding it from the catalogue")
+                self.seed(lock_wait_s=0)
+            except ReloadInProgressError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
+            except ReloadFailedError as exc:
+                log.error("could not rebuild the missing index: %s", exc)
+                return False
+        return True
 
     def user_state(self, user_id: str, state: UserState | None = None) -> dict[str, Any]:
         """The user's panel; from `state` when the caller has read it already (a click reads
@@ -466,7 +492,9 @@ class DemoApp:
         return {"ok": True}
 
     def reset_index(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        seeded = self.seed()
+        """The shipped catalogue again, switched to in one step (a reset that is running
+        elsewhere is a 409, a failed one a 503 saying the old catalogue still serves)."""
+        seeded = self.seed(lock_wait_s=0)
         self.recommender.reset_user(user_id)
         return {"seeded": seeded}
 
@@ -537,13 +565,25 @@ def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[
     @functools.wraps(endpoint)
     def answer(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
         try:
-            return endpoint(*args, **kwargs)
+            try:
+                return endpoint(*args, **kwargs)
+            except IndexMissingError:
+                # The endpoints' first argument is the app (or a part of the API holding it).
+                app = getattr(args[0], "app", args[0])
+                if not isinstance(app, DemoApp) or not app.heal_missing_index():
+                    raise
+                return endpoint(*args, **kwargs)
         except ProductNotFoundError as exc:
             raise ApiError(404, f"no product with id {exc.product_id!r}") from None
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         except IndexMissingError:
-            raise ApiError(503, "the search index is missing: POST /reset-index to rebuild it") from None
+            raise ApiError(503, MISSING_INDEX_MESSAGE, RETRY_LATER) from None
+        except ReloadInProgressError:
+            raise ApiError(409, "another reset of the catalogue is running: it will be done in moments") from None
+        except ReloadFailedError as exc:
+            log.error("reload failed: %s", exc)
+            raise ApiError(503, str(exc), RETRY_LATER) from None
         except WriteRefusedError as exc:
             log.error("write refused by Redis: %s", exc)
             raise ApiError(503, f"Redis refused the write: {exc.reason}; nothing was saved", RETRY_LATER) from None
@@ -555,6 +595,7 @@ def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[
 
 
 RETRY_LATER = {"Retry-After": "1"}
+MISSING_INDEX_MESSAGE = "the search index is missing and could not be rebuilt yet: retry shortly"
 
 
 @dataclass(frozen=True)

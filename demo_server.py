@@ -37,10 +37,26 @@ from urllib.parse import SplitResult, unquote
 import redis
 
 from build_catalog import CatalogError, check_catalog_vectors, read_catalog
-from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, ApiError, DemoApp, Fields
+from demo_api import API_ROUTES, HTTP_MAX_K, MISSING_INDEX_MESSAGE, SERVICE_ROUTES, ApiError, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
-from recengine.http_request import declared_body_length, parse_body, parse_form, split_target
+from recengine.admin_api import (
+    ADMIN_ROUTES,
+    MAX_ADMIN_BODY_BYTES,
+    AdminApi,
+    allowed_methods,
+    is_admin_target,
+    product_id_of,
+)
+from recengine.admin_token import ADMIN_TOKEN_ENV, AdminToken
+from recengine.http_request import (
+    MAX_BODY_BYTES,
+    declared_body_length,
+    parse_body,
+    parse_form,
+    parse_json_object,
+    split_target,
+)
 from recengine.server_cli import build_parser
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
@@ -160,7 +176,9 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         escapes (CLIENT_GONE)."""
         path = self.path
         try:
-            self.unread_body = self.framed_body_length()
+            self.unread_body = self.framed_body_length(
+                MAX_ADMIN_BODY_BYTES if is_admin_target(self.path) else MAX_BODY_BYTES
+            )
             target = split_target(self.path)
             path = target.path
             self.check_host(target)
@@ -178,11 +196,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             # The library's classifier reads Redis' wording (FT.SEARCH's and FT.INFO's differ).
             missing = is_missing_index_error(exc)
             log.exception("Redis error on %s %s", method, path)
-            message = (
-                "the search index is missing: POST /reset-index to rebuild it"
-                if missing
-                else "Redis rejected the request; see the server log"
-            )
+            message = MISSING_INDEX_MESSAGE if missing else "Redis rejected the request; see the server log"
             self.send_json(503 if missing else 500, {"error": message})
             return 503 if missing else 500, path
         except Exception:
@@ -190,11 +204,11 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.send_json(500, {"error": "internal error; see the server log"})
             return 500, path
 
-    def framed_body_length(self) -> int:
+    def framed_body_length(self, limit: int) -> int:
         """declared_body_length of this request; a refusal closes the connection, since where
         this request ends, and the next begins, is unknown."""
         try:
-            return declared_body_length(self.headers)
+            return declared_body_length(self.headers, limit)
         except ApiError:
             self.close_connection = True
             raise
@@ -232,11 +246,16 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
                 raise ApiError(405, f"{path} accepts GET only", {"Allow": "GET, HEAD"})
             self.send_json(200, service(self.app))
             return 200
+        if is_admin_target(path):
+            return self.dispatch_admin(method, path)
         route = API_ROUTES.get(path)
         if route is None:
             raise ApiError(404, f"no such endpoint: {path}")
         if method != route.method:
             raise ApiError(405, f"{path} accepts {route.method} only", {"Allow": route.method})
+        if path == "/reset-index" and self.server.admin_token is not None:
+            # With a live catalogue (the admin API on), a reset to the shipped one is an admin's act.
+            self.check_admin()
         if method == "POST":
             self.check_same_origin()
             fields = parse_body(self.headers.get("Content-Type", ""), self.read_body())
@@ -250,6 +269,40 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             payload = route.endpoint(self.app, user_id, fields)
         self.send_json(200, payload)
         return 200
+
+    def dispatch_admin(self, method: str, path: str) -> int:
+        """The admin API (recengine/admin_api.py): the bearer token first, then a JSON body."""
+        self.check_admin()
+        product_id = product_id_of(path)
+        endpoint = ADMIN_ROUTES.get((method, product_id is not None))
+        if endpoint is None:
+            allowed = allowed_methods(product_id is not None)
+            raise ApiError(405, f"{path} accepts {allowed}", {"Allow": allowed})
+        fields: Fields = {}
+        if method in ("PUT", "PATCH", "POST"):
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.split(";")[0].strip().lower() != "application/json":
+                raise ApiError(415, "send the body as JSON (Content-Type: application/json)")
+            fields = parse_json_object(self.read_body())
+        with self.server.api_slot():
+            payload = endpoint(self.server.admin, product_id, fields)
+        self.send_json(200, payload)
+        return 200
+
+    def check_admin(self) -> None:
+        """The admin bearer token (admin_token.py): off unless set, 401 without, 403 wrong.
+        Never the shopper's cookie."""
+        token = self.server.admin_token
+        if token is None:
+            raise ApiError(
+                404, f"the admin API is off: start the server with --admin-token or {ADMIN_TOKEN_ENV} to enable it"
+            )
+        verdict = token.verdict(self.headers.get("Authorization"))
+        if verdict == "missing":
+            raise ApiError(401, "send the admin token: Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+        if verdict == "wrong":
+            log.warning("a wrong admin token from %s", self.client_address[0])
+            raise ApiError(403, "the admin token is wrong")
 
     def check_same_origin(self) -> None:
         """Another web page must not drive a user's local demo: browsers mark cross-site
@@ -375,10 +428,13 @@ class DemoServer(ThreadingHTTPServer):
         cookie_secret: bytes | None = None,
         max_in_flight: int | None = None,
         reuse_port: bool = False,
+        admin_token: AdminToken | None = None,
     ) -> None:
         self.allow_reuse_port = reuse_port
         super().__init__(address, DemoRequestHandler)
         self.app = app
+        self.admin = AdminApi(app)
+        self.admin_token = admin_token
         self.cookie_signer = CookieSigner(cookie_secret or secrets.token_bytes(32))
         self.hosts = AllowedHosts.serving(address[0], self.server_address[1], allowed_hosts)
         # Half the pool at most: room for anything that briefly holds a second connection.
@@ -458,6 +514,7 @@ def build_server(
         read_clients=shared.redis.read_clients,
         min_replicas_ack=args.min_replicas_ack,
         replica_ack_timeout_ms=args.replica_ack_timeout_ms,
+        extra_fields=catalog.get("extra_fields", ()),
     )
     app = DemoApp(recommender, embedder, catalog, default_k=args.topk, redis_description=shared.redis.description)
     count = None
@@ -478,6 +535,7 @@ def build_server(
             allowed_hosts=args.allowed_host,
             cookie_secret=shared.cookie_secret,
             reuse_port=reuse_port,
+            admin_token=AdminToken.configured(args.admin_token, os.environ),
         )
     except OSError as exc:
         raise ValueError(

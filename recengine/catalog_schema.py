@@ -27,6 +27,8 @@ from typing import Any, Literal
 from recengine.validation import TAG_SEPARATOR
 
 CATEGORY_PATH_SEPARATOR = ">"
+# Between two levels: ">" with whitespace on both sides (so "=>" in a name is no separator).
+PATH_SEPARATOR = re.compile(r"(?<=\s)>(?=\s)")
 TEXT_DIGEST_FIELD = "text_sha256"
 REQUIRED_FIELDS = ("id", "name", "price")
 OPTIONAL_DEFAULTS: Mapping[str, Any] = {
@@ -57,14 +59,17 @@ def text_digest(embedded_text: str) -> str:
 
 
 def normalize_category(path: str) -> str:
-    """A category as stored: a path's levels trimmed and joined by " > ", so that "Home>Kitchen"
-    and "Home >  Kitchen" are one category. Raises ValueError for an empty level ("Home > > Mugs",
-    "> Mugs") and for the tag separator, which would split the category in the index."""
+    """A category as stored: a path's levels trimmed and joined by " > ", so that
+    "Home >  Kitchen" and "Home > Kitchen" are one category. Only a ">" with spaces on both sides
+    separates levels: "Home>Kitchen" or "x)=>[y" are flat categories, matched as written.
+    ValueError for an empty level ("Home > > Mugs") and for the tag separator, which would split
+    the category in the index."""
     if TAG_SEPARATOR in path:
         raise ValueError(f"category must not contain {TAG_SEPARATOR!r} (the tag separator), got {path!r}")
-    if CATEGORY_PATH_SEPARATOR not in path:
+    levels = PATH_SEPARATOR.split(f" {path.strip()} ")
+    if len(levels) == 1:
         return path.strip()
-    levels = [level.strip() for level in path.split(CATEGORY_PATH_SEPARATOR)]
+    levels = [level.strip() for level in levels]
     if not all(levels):
         raise ValueError(f"category path {path!r} has an empty level (write it as 'A > B > C')")
     return f" {CATEGORY_PATH_SEPARATOR} ".join(levels)

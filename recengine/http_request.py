@@ -27,7 +27,7 @@ HEADER_LINE_DEFECTS = (
 )
 
 
-def declared_body_length(headers: Message) -> int:
+def declared_body_length(headers: Message, limit: int = MAX_BODY_BYTES) -> int:
     """The body's length from the framing headers, which must be unambiguous: one
     Content-Length of plain digits, no Transfer-Encoding, no malformed header line (which the
     parser would silently drop, Content-Length included). Anything else is refused (ApiError),
@@ -44,9 +44,9 @@ def declared_body_length(headers: Message) -> int:
     text = lengths[0].strip(" \t")
     if not CONTENT_LENGTH_PATTERN.fullmatch(text):
         raise ApiError(400, f"invalid Content-Length {lengths[0][:40]!r}: it must be digits only")
-    if len(text) > 9 or int(text) > MAX_BODY_BYTES:
+    if len(text) > 9 or int(text) > limit:
         size = f"{int(text)} bytes" if len(text) <= 20 else f"{len(text)} digits long"
-        raise ApiError(413, f"the body is {size}; at most {MAX_BODY_BYTES} bytes are accepted")
+        raise ApiError(413, f"the body is {size}; at most {limit} bytes are accepted")
     return int(text)
 
 
@@ -72,18 +72,24 @@ def parse_form(data: bytes, what: str) -> dict[str, str]:
     return fields
 
 
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object, any values (the admin API's products and batches nest)."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the JSON body must be an object of fields")
+    return data
+
+
 def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
     """JSON objects and urlencoded forms carry the same field names."""
     if not body.strip():
         return {}
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "application/json":
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the JSON body must be an object of fields")
+        data = parse_json_object(body)
         for name, value in data.items():
             if value is not None and not isinstance(value, (str, int, float, bool)):
                 raise ApiError(400, f"field {name!r} must be a string, number or boolean")

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reset", action="store_true", help="keep the data already in Redis; only make sure the index exists"
     )
     parser.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        help="turn on the admin API (PUT/PATCH/DELETE /products/<id>, POST /products) for requests with "
+        "`Authorization: Bearer TOKEN` (at least 16 characters); also read from $RECOMMENDER_ADMIN_TOKEN. "
+        "With it set, POST /reset-index needs the token too. Default: off",
+    )
+    parser.add_argument(
         "--model", help="embedding model name or path (default: the bundled all-MiniLM-L6-v2); must match the catalog's"
     )
     parser.add_argument(

@@ -170,7 +170,7 @@ def test_tag_values_with_query_syntax_match_literally(recommender: RedisRecommen
 def test_a_filter_on_a_category_finds_every_product_beneath_it(recommender: RedisRecommender) -> None:
     products = make_products(3)
     products[0]["category"] = "Home > Kitchen > Mugs"
-    products[1]["category"] = "Home>Garden"
+    products[1]["category"] = "Home  >  Garden"
     products[2]["category"] = "Homeware"
     recommender.upsert_products(products)
     query = unit_vectors(1)[0]

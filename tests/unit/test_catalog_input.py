@@ -100,7 +100,7 @@ def test_extra_field_values_are_checked(tmp_path: Path) -> None:
 
 
 def test_category_paths_are_stored_with_one_spelling(tmp_path: Path) -> None:
-    path = write(tmp_path, "p.csv", ["id,name,price,category", "a,Mug,1,Home>Kitchen >  Mugs"])
+    path = write(tmp_path, "p.csv", ["id,name,price,category", "a,Mug,1,Home  > Kitchen >  Mugs"])
     assert load_products(path, InputSchema())[0]["category"] == "Home > Kitchen > Mugs"
 
 

@@ -24,9 +24,14 @@ def test_a_flat_category_is_its_only_level_and_an_empty_one_has_none() -> None:
     assert category_levels("") == ()
 
 
-@pytest.mark.parametrize("spelling", ["Home>Kitchen", "Home >  Kitchen", " Home > Kitchen "])
+@pytest.mark.parametrize("spelling", ["Home >  Kitchen", " Home > Kitchen ", "Home\t>\tKitchen"])
 def test_spacing_around_the_separator_does_not_make_another_category(spelling: str) -> None:
     assert normalize_category(spelling) == "Home > Kitchen"
+
+
+@pytest.mark.parametrize("flat", ["Home>Kitchen", "(x)=>[KNN 1 @embedding $vec]", "a >b", "a> b"])
+def test_only_a_spaced_separator_splits_a_category(flat: str) -> None:
+    assert category_levels(flat) == (flat,)
 
 
 @pytest.mark.parametrize("path", ["Home > > Mugs", "> Mugs", "Home >"])
@@ -40,8 +45,11 @@ def test_the_tag_separator_is_refused() -> None:
         normalize_category("Home, Garden")
 
 
+# Levels as written after normalising: no separator, no tag separator, no spaces around them.
 level = st.text(
-    st.characters(min_codepoint=33, max_codepoint=0x2FFF, blacklist_characters=">,"), min_size=1, max_size=6
+    st.characters(min_codepoint=33, max_codepoint=0x2FFF, blacklist_characters=">,", blacklist_categories=("Z", "C")),
+    min_size=1,
+    max_size=6,
 )
 
 
