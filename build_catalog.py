@@ -48,7 +48,13 @@ from recengine.catalog_schema import (
     FieldKind,
     normalize_category,
 )
+from recengine.catalog_schema import (
+    product_text as embedded_text,
+)
+from recengine.catalog_sync import DEFAULT_MAX_REMOVAL_SHARE, SyncRefusedError, check_removals, plan_sync
 from recengine.cli_types import column_mapping, positive_int
+from recengine.layout import product_fields
+from recengine.validation import MAX_PRODUCT_ID_CHARS
 from recommender import PRODUCT_FIELDS, RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
 
 # Named, not __name__: run as a script this module is __main__, and its warnings should carry
@@ -95,9 +101,6 @@ class CatalogError(Exception):
 
 
 # --- reading and checking the input: text in, products or problems out ---------------------
-
-# An id becomes part of a key name and of URLs: any printable text, but not a whole paragraph.
-MAX_ID_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -339,7 +342,7 @@ def check_text(name: str, value: Any) -> tuple[str, str | None]:
         return "", f"{name} contains {what} at character {index + 1}: remove it"
     if name == "id":
         # Any printable text: the writers escape ids wherever Redis syntax could read them.
-        return text, too_long("id", len(text), MAX_ID_CHARS) if len(text) > MAX_ID_CHARS else None
+        return text, too_long("id", len(text), MAX_PRODUCT_ID_CHARS) if len(text) > MAX_PRODUCT_ID_CHARS else None
     if name == "category":
         try:
             return normalize_category(text), None
@@ -557,10 +560,9 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def product_text(product: dict[str, Any]) -> str:
-    """What gets embedded: the name leads, as it is the densest description of the item. The
-    reference, Go and Node ports build the same "<name>. <description>", so their catalogs'
-    vectors can be checked against ours (check_catalog_vectors)."""
-    return f"{product['name']}. {product['description']}"
+    """What gets embedded (catalog_schema.product_text: the same recipe as the other ports', so
+    their catalogs' vectors can be checked against ours by check_catalog_vectors)."""
+    return embedded_text(product["name"], product["description"])
 
 
 def encode_vector(vector: Any, dim: int) -> str:
@@ -915,6 +917,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(products already there and absent from the input are left alone)",
     )
     parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="with --load: make Redis hold exactly the file's products: print a plan (added, changed, unchanged, "
+        "removed), then write only the added and changed ones, embed only those whose text is new, and remove the "
+        "products the file no longer has. Writes no catalog file",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="with --load --sync: print the plan, write nothing")
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="with --load --sync: allow removing more than --max-removal-share of the stored products",
+    )
+    parser.add_argument(
+        "--max-removal-share",
+        type=float,
+        default=DEFAULT_MAX_REMOVAL_SHARE,
+        help="with --load --sync: the largest share of the stored products a sync removes without "
+        "--allow-mass-delete (default %(default)s)",
+    )
+    parser.add_argument(
         "--redis-url",
         default=None,
         help="Redis with Search for --load, e.g. redis://localhost:6379 or rediss://user:pass@host:port; "
@@ -932,7 +954,13 @@ def build(args: argparse.Namespace) -> None:
     """Check, connect, embed, write, load: cheapest failures first, so a bad file or an
     unreachable Redis is reported before minutes of embedding rather than after."""
     schema = input_schema(args.maps, args.tag_field, args.numeric_field)
+    if (args.sync or args.dry_run or args.allow_mass_delete) and not (args.load and args.sync):
+        raise CatalogError("--sync, --dry-run and --allow-mass-delete go with --load --sync")
     products = load_products(args.input, schema)
+    if args.sync:
+        with redis_target(args.redis_url) as client:
+            sync(args, schema, products, client)
+        return
     check_output(args.output)
     with redis_target(args.redis_url) if args.load else nullcontext() as client:
         started = time.perf_counter()
@@ -955,7 +983,11 @@ def build(args: argparse.Namespace) -> None:
         )
         if client is not None:
             recommender = RedisRecommender(
-                client, index_name=args.index_name, key_prefix=args.key_prefix, vector_dim=embedder.dim
+                client,
+                index_name=args.index_name,
+                key_prefix=args.key_prefix,
+                vector_dim=embedder.dim,
+                extra_fields=schema.extra_fields,
             )
             started = time.perf_counter()
             written = push_to_redis(recommender, embedded)
@@ -969,6 +1001,49 @@ def build(args: argparse.Namespace) -> None:
                 info["num_docs"],
                 info["indexing_failures"],
             )
+
+
+def sync(args: argparse.Namespace, schema: InputSchema, products: list[dict[str, Any]], client: redis.Redis) -> None:
+    """--load --sync: make Redis hold exactly the file's products. The plan comes first (added,
+    changed, unchanged, removed, from the stored fields and text digests: recengine/catalog_sync),
+    then, unless --dry-run, only the added and changed products are written and only those whose
+    text is new are embedded (the model is not even loaded when none is); removals beyond
+    --max-removal-share need --allow-mass-delete. No catalog file is written."""
+    started = time.perf_counter()
+    planner = RedisRecommender(
+        client, index_name=args.index_name, key_prefix=args.key_prefix, extra_fields=schema.extra_fields
+    )
+    incoming = [(str(product["id"]), product_fields(product, schema.extra_fields)) for product in products]
+    try:
+        plan = plan_sync(incoming, planner.stored_products())
+        print(f"sync plan for {args.index_name}: {plan.summary()}")
+        check_removals(plan, max_share=args.max_removal_share, allowed=args.allow_mass_delete)
+    except SyncRefusedError as exc:
+        raise CatalogError(f"{args.input}: {exc}") from None
+    if args.dry_run or plan.empty:
+        print("dry run: nothing was written" if args.dry_run else "nothing was written")
+        return
+    embedder = LocalEmbedder(args.model, backend=args.embedding_backend) if plan.reembed else None
+    recommender = RedisRecommender(
+        client,
+        index_name=args.index_name,
+        key_prefix=args.key_prefix,
+        vector_dim=embedder.dim if embedder is not None else planner.vector_dim,
+        extra_fields=schema.extra_fields,
+    )
+    recommender.create_index()
+    chosen = set(plan.added) | set(plan.changed)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        assert embedder is not None
+        return embedder.encode_many(texts, batch_size=args.batch_size)
+
+    writes = recommender.upsert_products([p for p in products if p["id"] in chosen], embed=embed)
+    removed = sum(recommender.delete_product(product_id) for product_id in plan.removed)
+    print(
+        f"synced in {time.perf_counter() - started:.2f} s: {sum(1 for w in writes if w.fields)} written "
+        f"({sum(1 for w in writes if w.embedded)} embedded), {removed} removed"
+    )
 
 
 def describe_redis(url: str | None) -> str:
