@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
+from recengine.validation import MAX_PRODUCT_ID_CHARS
 from recommender import (
     IndexMissingError,
     ProductNotFoundError,
@@ -239,8 +240,9 @@ class SimilarRequest:
 
 
 def parse_product_id(fields: Fields) -> str:
-    """product_id is required; its form (no spaces or control characters) is the library's rule."""
-    product_id = parse_string(fields, "product_id", required=True, max_chars=128)
+    """product_id is required; its form (any printable text, up to MAX_PRODUCT_ID_CHARS) is the
+    library's rule."""
+    product_id = parse_string(fields, "product_id", required=True, max_chars=MAX_PRODUCT_ID_CHARS)
     try:
         return check_product_id(product_id)
     except ValueError as exc:

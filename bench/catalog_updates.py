@@ -7,6 +7,9 @@ that all see the same machine:
 
 - `hash`: HSET price and in_stock in the product hash itself. Searches stay one FT.SEARCH with
   the price and stock pre-filter (candidate_retrieve, the library's query).
+- `library`: the chosen design (`hash`) as the library runs it, RedisRecommender.update_product,
+  one round trip per update, flat out; and the same with unchanged values (the library's Lua
+  compares and writes nothing, so Redis re-indexes nothing).
 - `side`: price and in_stock also in a hash of their own per product (`<prefix>offer:<id>`),
   indexed by a second index without a vector. An update never touches the vector index, but a
   search can no longer pre-filter on price and stock: it asks the vector index for
@@ -136,14 +139,45 @@ SEARCHES: dict[str, Callable[[RedisRecommender, np.ndarray, FilterSpec], list[in
 @dataclass(frozen=True)
 class WriterPlan:
     url: str
-    design: str  # hash | side
+    design: str  # hash | side | library | library-unchanged
     rate: float | None  # updates per second, None: flat out in pipelined batches
     seconds: float
     seed: int
 
 
+def library_writer(plan: WriterPlan, catalog: Catalog, client: redis.Redis) -> tuple[int, list[float]]:
+    """The chosen design as the library runs it: update_product, one round trip per update
+    (its Lua compares and writes only changed fields). `library` moves each price by a cent
+    and back, so every update changes the hash; `library-unchanged` sends the stored values,
+    which the script leaves alone (no re-indexing)."""
+    rec = RedisRecommender(client, index_name=INDEX_NAME, key_prefix=KEY_PREFIX, vector_dim=DIM)
+    rng = random.Random(plan.seed)
+    moved: dict[int, bool] = {}
+    written, latencies = 0, []
+    deadline = time.perf_counter() + plan.seconds
+    next_at = time.perf_counter()
+    while time.perf_counter() < deadline:
+        i = rng.randrange(catalog.size)
+        if plan.design == "library":
+            moved[i] = not moved.get(i, False)
+        price = round(float(catalog.price[i]) + (0.01 if moved.get(i) else 0.0), 2)
+        started = time.perf_counter()
+        rec.update_product(str(i), price=price, in_stock=bool(catalog.in_stock[i]))
+        latencies.append((time.perf_counter() - started) * 1000)
+        written += 1
+        if plan.rate is not None:
+            next_at += 1.0 / plan.rate
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+    return written, latencies
+
+
 def writer_main(plan: WriterPlan, catalog: Catalog, results: Any) -> None:
     client = connect(plan.url, timeout_s=60)
+    if plan.design.startswith("library"):
+        written, latencies = library_writer(plan, catalog, client)
+        results.put({"written": written, "latencies_ms": latencies})
+        client.close()
+        return
     rng = random.Random(plan.seed)
     prefix = KEY_PREFIX if plan.design == "hash" else OFFER_PREFIX
     written, latencies = 0, []
@@ -225,8 +259,9 @@ def run_phase(
         out["updates_per_s"] = round(report["written"] / wall, 1)
         if report["latencies_ms"]:
             out["update_latency"] = percentiles(report["latencies_ms"])
-        stats = client.info("commandstats").get("cmdstat_hset")
-        out["server_usec_per_hset"] = round(float(stats["usec_per_call"]), 1) if stats else None
+        stats = client.info("commandstats")
+        command = stats.get("cmdstat_evalsha") if phase.writer.startswith("library") else stats.get("cmdstat_hset")
+        out["server_usec_per_write"] = round(float(command["usec_per_call"]), 1) if command else None
     out["searches"] = len(times)
     out["searches_per_s"] = round(len(times) / wall, 1)
     out["search"] = percentiles(times)
@@ -256,6 +291,9 @@ def phases(rate: float) -> list[Phase]:
         Phase("idle (side search) 2", "side", None),
         Phase(f"side: {rate:g}/s", "side", "side", rate),
         Phase("idle (hash search) 3", "hash", None),
+        Phase("library update_product", "hash", "library"),
+        Phase("idle (hash search) 4", "hash", None),
+        Phase("library, unchanged values", "hash", "library-unchanged"),
     ]
 
 
@@ -268,8 +306,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Ratios within the run: each design's search p99 while its writes stream, over the mean
     p99 of the idle phases that ran its search."""
     summary: dict[str, Any] = {}
-    for design in SEARCHES:
-        idle = [r["search"]["p99_ms"] for r in results if r["writer"] is None and r["search_design"] == design]
+    for design in ("hash", "side", "library", "library-unchanged"):
+        search = "side" if design == "side" else "hash"
+        idle = [r["search"]["p99_ms"] for r in results if r["writer"] is None and r["search_design"] == search]
         idle_p99 = float(np.mean(idle))
         summary[design] = {"idle_p99_ms": round(idle_p99, 3)}
         for r in results:
@@ -279,17 +318,17 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                     "updates_per_s": r["updates_per_s"],
                     "search_p99_ms": r["search"]["p99_ms"],
                     "p99_ratio_to_idle": round(r["search"]["p99_ms"] / idle_p99, 2),
-                    "server_usec_per_hset": r["server_usec_per_hset"],
+                    "server_usec_per_write": r["server_usec_per_write"],
                 }
     return summary
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
     print(
-        f"\n{'phase':24} {'updates/s':>10} {'µs/HSET':>9} {'search/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'other cores':>11}"
+        f"\n{'phase':24} {'updates/s':>10} {'µs/write':>9} {'search/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'other cores':>11}"
     )
     for r in results:
-        usec = r.get("server_usec_per_hset")
+        usec = r.get("server_usec_per_write")
         print(
             f"{r['phase']:24} {r.get('updates_per_s', '-')!s:>10} {usec if usec is not None else '-'!s:>9} "
             f"{r['searches_per_s']:>9} {r['search']['p50_ms']:>8.2f} {r['search']['p99_ms']:>8.2f} "

@@ -1,7 +1,7 @@
 """A full catalogue reload while clients search: does any search fail, and what happens to p99?
 
 Issue 21's target: at 40,000 products or more, 0 failed searches and a p99 during the reload of
-at most 3x the idle p99, measured in one run. The reload is recengine.reload.reload_catalog,
+at most 3x the idle p99, measured in one run. The reload is RedisRecommender.reload_catalog,
 the one path behind /reset-index, file reloads and model changes: a new generation is built
 beside the serving one, the index name is switched to it with FT.ALIASUPDATE, the old keys are
 unlinked. The new generation has other vectors (another seed: what a model change looks like),
@@ -39,8 +39,7 @@ from bench.harness import RESULTS_DIR, machine, percentiles, write_result
 from bench.retrieval import pack_batches, wait_indexed, write_batches
 from bench.synthetic_catalog import CATEGORIES, DIM, make_catalog, make_queries, product_dict
 from local_redis import LocalRedis, connect
-from recengine.reload import ReloadResult, reload_catalog
-from recommender import RedisRecommender, SearchFilters, knn_query, vector_to_bytes
+from recommender import RedisRecommender, ReloadResult, SearchFilters, knn_query, vector_to_bytes
 
 log = logging.getLogger("bench.reload")
 
@@ -154,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.idle_s)
         snapshot = cpu_snapshot(client)
         reload_started = time.time()
-        outcome: ReloadResult = reload_catalog(rec, new_products, model="synthetic-seed-2", batch_size=args.batch)
+        outcome: ReloadResult = rec.reload_catalog(new_products, model="synthetic-seed-2", batch_size=args.batch)
         reload_ended = time.time()
         others = other_cores(snapshot, cpu_snapshot(client))
         time.sleep(args.after_s)

@@ -94,7 +94,8 @@ def test_state_lists_the_most_popular(demo_url: str, user_id: str, encoding: str
         ("/similar", {}, 400, "product_id"),
         ("/dismiss", {"product_id": "nope"}, 404, "no product"),
         ("/dismiss", {}, 400, "product_id"),
-        ("/dismiss", {"product_id": "has space"}, 400, "spaces"),
+        ("/dismiss", {"product_id": "x" * 257}, 400, "at most 256"),
+        ("/dismiss", {"product_id": "has space"}, 404, "no product"),  # any printable id is an id
         ("/recommend", {"k": 0}, 400, "k must"),
         ("/recommend", {"k": 101}, 400, "k must"),
         ("/recommend", {"min_price": 9, "max_price": 1}, 400, "greater than"),
