@@ -93,24 +93,24 @@ class AdminApi:
         return writes, (time.perf_counter() - started) * 1000
 
     def put(self, product_id: str | None, body: Fields) -> dict[str, Any]:
-        assert product_id is not None
+        product_id = named(product_id)
         (write,), ms = self._upsert([self._checked(product_id, body)])
         return {**write_payload(write), "ms": round(ms, 1)}
 
     def patch(self, product_id: str | None, body: Fields) -> dict[str, Any]:
-        assert product_id is not None
+        product_id = named(product_id)
         if any(isinstance(value, str) and len(value) > MAX_FIELD_CHARS for value in body.values()):
             raise ApiError(400, f"a field holds more than {MAX_FIELD_CHARS:,} characters")
         return write_payload(self.app.recommender.update_product(product_id, **dict(body)))
 
     def delete(self, product_id: str | None, body: Fields) -> dict[str, Any]:
-        assert product_id is not None
+        product_id = named(product_id)
         if not self.app.recommender.delete_product(product_id):
             raise ApiError(404, f"no product with id {product_id!r}")
         return {"product_id": product_id, "deleted": True}
 
     def get(self, product_id: str | None, body: Fields) -> dict[str, Any]:
-        assert product_id is not None
+        product_id = named(product_id)
         found = self.app.recommender.get_products([product_id])
         if product_id not in found:
             raise ApiError(404, f"no product with id {product_id!r}")
@@ -135,6 +135,13 @@ class AdminApi:
             "results": [write_payload(w) for w in writes],
             "ms": round(ms, 1),
         }
+
+
+def named(product_id: str | None) -> str:
+    """The product a /products/<id> endpoint acts on (the route table only sends those there)."""
+    if product_id is None:
+        raise ApiError(404, "name the product: /products/<id>")
+    return product_id
 
 
 def write_payload(write: ProductWrite) -> dict[str, Any]:

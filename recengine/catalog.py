@@ -57,6 +57,9 @@ class Catalog:
         return True
 
     def create(self) -> bool:
+        """The real index `index_name` over `key_prefix` (generation 0, the layout every port
+        shares), if no index of that name (or alias) serves. The catalogue hash of a generation
+        that served before goes with it, so that every process reads and writes generation 0."""
         if self.exists():
             return False
         command = query.create_index_command(self.keys.index_name, self.keys.key_prefix, self.schema())
@@ -66,6 +69,8 @@ class Catalog:
             if is_index_exists_error(exc):
                 return False
             raise
+        self.store.primary.delete(self.keys.catalog_meta())
+        self.keys.serving.move_to(0, self.keys.key_prefix)
         return True
 
     def drop(self, delete_documents: bool) -> bool:

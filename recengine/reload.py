@@ -42,6 +42,7 @@ from typing import Any
 
 import redis
 
+from recengine.catalog_schema import ExtraField
 from recengine.errors import (
     IndexMissingError,
     ReloadError,
@@ -145,7 +146,7 @@ class Reloads:
     scripts: Scripts
     vector_dim: int
     schema: Callable[[], list[str]]
-    extra_fields: Sequence[Any] = ()
+    extra_fields: Sequence[ExtraField] = ()
 
     @property
     def client(self) -> Any:

@@ -153,3 +153,17 @@ def test_concurrent_reloads_run_one_at_a_time(redis_client: redis.Redis, local_r
     assert base.count_indexed() == 200
     assert leftover_indexes(base) == [f"{base.index_name}@4"]
     assert len(list(redis_client.scan_iter(match="product@*", count=1000))) == 200
+
+
+def test_a_catalogue_dropped_after_a_reload_can_be_created_and_loaded_the_old_way(
+    recommender: RedisRecommender,
+) -> None:
+    """drop_index + create_index + index_products, as tools and other ports do it, after a
+    reload: the new real index and the writes agree on generation 0's keys."""
+    recommender.reload_catalog(make_products(5))
+    assert recommender.drop_index(delete_documents=True)
+    assert recommender.create_index()
+    recommender.index_products(make_products(4, seed=2))
+    assert recommender.count_indexed() == 4
+    assert recommender.serving() is not None and recommender.serving().generation == 0
+    assert recommender.get_products(["t0003"])["t0003"]["name"] == "Test item 3"
