@@ -96,7 +96,11 @@ class Catalog:
     # writing products
 
     def index_products(self, products: Iterable[Mapping[str, Any]], batch_size: int) -> int:
-        """Every product checked (a whole batch before any of it is sent), then HSET by batch."""
+        """Every product checked (a whole batch before any of it is sent), then HSET by batch,
+        into the generation serving (read first: a reload may have moved the catalogue)."""
+        pipe = self.store.pipeline()
+        queue_serving(pipe, self.keys)
+        follow_serving(self.keys, self.store.execute(pipe)[0])
         written = 0
         batch: list[tuple[str, dict[str, bytes | str]]] = []
         for product in products:
@@ -111,20 +115,27 @@ class Catalog:
         return written + self.store.write_hashes(batch)
 
     def refresh_embedding(self, product_id: str, new_vector: npt.ArrayLike) -> None:
-        """One script, so the product cannot be re-created; WAIT for replicas when asked."""
+        """One script, so the product cannot be re-created; WAIT for replicas when asked. A
+        product missing under the cached key prefix is looked for again in the generation the
+        catalogue hash names (a reload may have moved it)."""
         argv = RefreshEmbedding(vector_to_bytes(new_vector, self.vector_dim)).argv()
-        call = ScriptCall(self.scripts.refresh_embedding, [self.keys.product(product_id)], argv)
-        try:
-            with classified_errors():
-                if self.store.min_replicas_ack:
-                    replies = run_scripts_then(self.store.primary, [call], self.store.queue_wait)
-                    self.store.check_acks(int(replies[1]))
-                else:
-                    call.script(keys=call.keys, args=call.args)
-        except redis.ResponseError as exc:
-            if is_no_product_error(exc):
-                raise ProductNotFoundError(product_id) from None
-            raise
+        while True:
+            call = ScriptCall(self.scripts.refresh_embedding, [self.keys.product(product_id)], argv)
+            try:
+                with classified_errors():
+                    if self.store.min_replicas_ack:
+                        replies = run_scripts_then(self.store.primary, [call], self.store.queue_wait)
+                        self.store.check_acks(int(replies[1]))
+                    else:
+                        call.script(keys=call.keys, args=call.args)
+                return
+            except redis.ResponseError as exc:
+                if not is_no_product_error(exc):
+                    raise
+            pipe = self.store.pipeline()
+            queue_serving(pipe, self.keys)
+            if not follow_serving(self.keys, self.store.execute(pipe)[0]):
+                raise ProductNotFoundError(product_id)
 
     # reading products
 

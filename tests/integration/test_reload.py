@@ -57,6 +57,7 @@ def test_a_recommender_made_before_the_reload_follows_it(redis_client: redis.Red
     assert stale.record_click("u", "t0001").last_clicked_id == "t0001"
     assert [c.id for c in stale.similar("t0001", k=2).candidates]
     assert stale.update_product("t0001", price=2.0).fields == ("price",)
+    stale.refresh_embedding("t0002", make_products(1, seed=3)[0]["embedding"])
     fresh = RedisRecommender(redis_client)
     assert fresh.get_products(["t0001"])["t0001"]["price"] == 2.0
     assert not list(redis_client.scan_iter(match="product:*"))
@@ -167,3 +168,10 @@ def test_a_catalogue_dropped_after_a_reload_can_be_created_and_loaded_the_old_wa
     assert recommender.count_indexed() == 4
     assert recommender.serving() is not None and recommender.serving().generation == 0
     assert recommender.get_products(["t0003"])["t0003"]["name"] == "Test item 3"
+
+
+def test_index_products_after_a_reload_writes_into_the_serving_generation(redis_client: redis.Redis) -> None:
+    RedisRecommender(redis_client).reload_catalog(make_products(3))
+    late = RedisRecommender(redis_client)  # a tool started after the reload, knowing nothing of it
+    late.index_products([{**make_products(1, seed=8)[0], "id": "late"}])
+    assert late.count_indexed() == 4 and "late" in ids_found(late)
