@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from recommender import (
+    ExtraField,
     ProductNotFoundError,
     ProductWrite,
     RedisRecommender,
@@ -215,3 +216,29 @@ def test_vectors_given_with_the_products_are_used_when_the_text_is_new(recommend
     stored = recommender.redis.hget(recommender.product_key("t0000"), "embedding")
     assert np.allclose(np.frombuffer(stored, dtype="<f4"), products[0]["embedding"])
     assert len(stored) == DIM * 4
+
+
+def test_extra_tag_and_numeric_fields_are_indexed_and_filter(redis_client: redis.Redis) -> None:
+    extras = (ExtraField("colour", "tag"), ExtraField("weight_kg", "numeric"))
+    rec = RedisRecommender(redis_client, extra_fields=extras)
+    rec.create_index()
+    products = make_products(3)
+    products[0] |= {"colour": "deep blue", "weight_kg": 0.4}
+    products[1] |= {"colour": "x} | @brand:{y", "weight_kg": 2.5}
+    rec.upsert_products(products)
+    query = unit_vectors(1)[0]
+
+    def found(**filters: object) -> list[str]:
+        return [c.id for c in rec.recommend(query, k=3, filters=SearchFilters(**filters)).candidates]  # type: ignore[arg-type]
+
+    assert found(tags=(("colour", "deep blue"),)) == ["t0000"]
+    assert found(tags=(("colour", "x} | @brand:{y"),)) == ["t0001"]
+    assert sorted(found(ranges=(("weight_kg", None, 3.0),))) == ["t0000", "t0001"]
+    assert found(ranges=(("weight_kg", 1.0, None),)) == ["t0001"]
+    assert rec.update_product("t0002", colour="red", weight_kg=9).fields == ("colour", "weight_kg")
+    assert found(tags=(("colour", "red"),)) == ["t0002"]
+    # A product upserted without an extra field loses it.
+    assert rec.upsert_products([{k: v for k, v in products[0].items() if k != "colour"}])[0].fields == ("colour",)
+    assert found(tags=(("colour", "deep blue"),)) == []
+    with pytest.raises(ValueError, match="letters"):
+        SearchFilters(tags=(("col our", "x"),))
