@@ -320,6 +320,10 @@ class DemoApp:
         """Load the catalog's vectors as they are (nothing is re-embedded) as a new generation
         beside whatever serves, then switch to it (RedisRecommender.reload_catalog): searches
         never see a missing or half-loaded index, and a failure leaves the old catalogue."""
+        if self.recommender.is_cluster:  # no aliases across a cluster's shards: the old way
+            self.recommender.drop_index(delete_documents=True)
+            self.recommender.create_index()
+            return self.recommender.index_products(self.catalog["products"])
         result = self.recommender.reload_catalog(
             self.catalog["products"], model=str(self.catalog.get("model", "")), lock_wait_s=lock_wait_s
         )

@@ -296,8 +296,9 @@ class RedisRecommender:
     # keys
 
     def product_key(self, product_id: str) -> str:
-        """`product:<id>` (key_prefix + id), the product hash every port writes."""
-        return self._keys.product(product_id)
+        """`product:<id>` (key_prefix + id), the product hash every port writes; after a reload,
+        the serving generation's `product@<n>:<id>` (the first call asks Redis which serves)."""
+        return self._catalog.key(product_id)
 
     def features_key(self, user_id: str) -> str:
         """`user:<id>:features`, exactly as every port writes it."""

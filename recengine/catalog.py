@@ -93,6 +93,14 @@ class Catalog:
                 raise TimeoutError(f"index {self.keys.index_name} still scanning after {timeout_s}s")
             time.sleep(0.02)
 
+    def key(self, product_id: str) -> str:
+        """A product's key in the generation serving; the first call asks Redis which it is."""
+        if not self.keys.serving.checked:
+            pipe = self.store.pipeline()
+            queue_serving(pipe, self.keys)
+            follow_serving(self.keys, self.store.execute(pipe)[0])
+        return self.keys.product(product_id)
+
     # writing products
 
     def index_products(self, products: Iterable[Mapping[str, Any]], batch_size: int) -> int:

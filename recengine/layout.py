@@ -83,9 +83,12 @@ class ServingGeneration:
     def __init__(self, key_prefix: str) -> None:
         self.generation = 0
         self.prefix = key_prefix
+        # Whether Redis was asked yet (the first direct key of a product asks it).
+        self.checked = False
 
     def move_to(self, generation: int, prefix: str) -> bool:
         """Follow a newer generation; True when this moved."""
+        self.checked = True
         if generation <= self.generation and prefix == self.prefix:
             return False
         self.generation, self.prefix = generation, prefix
@@ -135,8 +138,9 @@ class KeyLayout:
         return self.key_prefix if generation == 0 else f"{self.key_prefix.removesuffix(':')}@{generation}:"
 
     def generation_index(self, generation: int) -> str:
-        """The real index of generation n > 0; generation 0's is `index_name` itself."""
-        return self.index_name if generation == 0 else f"{self.index_name}@{generation}"
+        """The index a reload builds for generation n, which `index_name` then names as an alias.
+        (The real index `index_name` that create_index makes serves generation 0's keys too.)"""
+        return f"{self.index_name}@{generation}"
 
     def catalog_meta(self) -> str:
         """The hash that says which generation serves (written with the switch)."""

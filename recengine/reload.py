@@ -12,7 +12,9 @@ embedding model, and a server that finds its index missing. What searches see:
 - The name searches use becomes an alias of the generation's index. A real index of that name
   (generation 0, what create_index makes, under key_prefix itself: the layout every port
   shares) shadows an alias of the same name, so the first switch adds the alias and drops the
-  real index in one MULTI: there is no instant without an index. Names: layout.KeyLayout.
+  real index in one MULTI: there is no instant without an index. A reload when nothing serves
+  builds generation 0 (`<index_name>@0` over key_prefix itself), so a first load keeps the shared
+  layout. Names: layout.KeyLayout.
 - `<index_name>:catalog` (a hash) says what serves: generation, key prefix, products, model,
   dim, when it switched, and a prefix still being removed (`retiring_prefix`). It is written in
   the same MULTI as the alias. Readers and writers of one product read it in the same pipeline
@@ -180,6 +182,11 @@ class Reloads:
     ) -> ReloadResult:
         """Replace every product the index name serves by `products` (see
         RedisRecommender.reload_catalog)."""
+        if self.store.is_cluster:
+            raise ValueError(
+                "reload_catalog needs one Redis (FT.ALIASUPDATE in a MULTI): on a cluster, load with "
+                "drop_index, create_index and index_products"
+            )
         hashes = [(str(p.get("id", "")), product_to_hash(p, self.vector_dim, self.extra_fields)) for p in products]
         if not hashes:
             raise ValueError("a reload needs at least one product")
@@ -227,8 +234,12 @@ class Reloads:
         return sorted(g for g in map(self._generation_of_index, names) if g is not None)
 
     def _next_generation(self, before: Serving | None) -> int:
+        """Generation 0 when nothing serves (a first load keeps the layout every port shares,
+        products under key_prefix itself); the next number otherwise."""
+        if before is None:
+            return 0
         recorded = self.client.hget(self.keys.catalog_meta(), "generation")
-        highest = max([before.generation if before else 0, *self._existing_generations()])
+        highest = max([before.generation, *self._existing_generations()])
         return max(highest, int(number(recorded))) + 1
 
     def _remove_leftovers(self) -> None:
@@ -236,8 +247,8 @@ class Reloads:
         keys), and a retired prefix whose keys were not all removed."""
         current = self.serving()
         for generation in self._existing_generations():
-            if current is None or generation != current.generation:
-                index = self.keys.generation_index(generation)
+            index = self.keys.generation_index(generation)
+            if current is None or index != current.index:
                 log.warning("dropping %s, left by an unfinished reload", index)
                 self.store.command("FT.DROPINDEX", index, "DD")
         retiring = self.client.hget(self.keys.catalog_meta(), "retiring_prefix")
@@ -307,7 +318,7 @@ class Reloads:
         index of that name (generation 0), which shadows any alias, the alias is added and the
         real index dropped (its keys stay until _retire)."""
         pipe = self.client.pipeline(transaction=True)
-        if before is not None and before.generation == 0:
+        if before is not None and before.index == self.keys.index_name:
             pipe.execute_command("FT.ALIASADD", self.keys.index_name, built.index)
             pipe.execute_command("FT.DROPINDEX", self.keys.index_name)
         else:
@@ -335,7 +346,7 @@ class Reloads:
         keys. The switch is done by then: a failure here is logged, and the next reload finishes
         the job (`retiring_prefix`)."""
         try:
-            if before.generation > 0:
+            if before.index != self.keys.index_name:  # the real one was dropped by the switch
                 self.store.command("FT.DROPINDEX", before.index)
             removed = unlink_prefix(self.client, before.key_prefix)
             self.client.hdel(self.keys.catalog_meta(), "retiring_prefix")
