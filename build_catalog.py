@@ -39,7 +39,8 @@ from tqdm import tqdm
 from atomic_file import refuse_unless_regular, write_text_atomic
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError, normalize_rows, same_model
 from local_redis import LocalRedisError, SearchUnavailableError, open_redis, redact
-from recommender import RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
+from recengine.cli_types import positive_int
+from recommender import PRODUCT_FIELDS, RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
 
 # Named, not __name__: run as a script this module is __main__, and its warnings should carry
 # the same logger name either way.
@@ -52,8 +53,9 @@ REDIS_DATA_DIR = REPO_DIR / ".redis-data"
 DEFAULT_BATCH_SIZE = 32
 LOAD_BATCH_SIZE = 100
 
+# A catalog record: the product's id, then the fields its hash stores, in that order.
+RECORD_FIELDS = ("id", *PRODUCT_FIELDS)
 TEXT_FIELDS = ("id", "name", "description", "category", "brand")
-PRODUCT_FIELDS = (*TEXT_FIELDS, "price", "rating", "in_stock")
 CSV_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 # One size limit for both input formats and for catalogs: a text field (a description is a
 # paragraph, not a document) and a line (a JSONL line, a CSV row), which bounds what is parsed
@@ -186,8 +188,8 @@ def parse_csv(text: str) -> tuple[list[Record], list[Problem]]:
         header = [name.strip() for name in next(rows, [])]
         if not header:
             return [], problems
-        missing = [name for name in PRODUCT_FIELDS if name not in header]
-        duplicated = [name for name in PRODUCT_FIELDS if header.count(name) > 1]
+        missing = [name for name in RECORD_FIELDS if name not in header]
+        duplicated = [name for name in RECORD_FIELDS if header.count(name) > 1]
         if missing or duplicated:
             return [], [(1, message) for message in header_problems(missing, duplicated)]
         while True:
@@ -331,7 +333,7 @@ def unknown_fields(records: list[Record]) -> dict[str, int]:
     first_line_of: dict[str, int] = {}
     for line_no, fields in records:
         for name in fields:
-            if name not in PRODUCT_FIELDS:
+            if name not in RECORD_FIELDS:
                 first_line_of.setdefault(name, line_no)
     return first_line_of
 
@@ -660,26 +662,6 @@ def redis_target(url: str | None) -> Iterator[redis.Redis]:
 
 
 # --- the command line -----------------------------------------------------------------------
-
-
-def _whole_number(text: str, minimum: int, expected: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    return _whole_number(text, 1, "a positive integer")
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number of at least 0."""
-    return _whole_number(text, 0, "a whole number of at least 0")
 
 
 def build_parser() -> argparse.ArgumentParser:

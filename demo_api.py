@@ -5,12 +5,16 @@ headers, origins, cookies) and the command line; this module changes when an end
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
@@ -26,8 +30,10 @@ from recommender import (
     check_product_id,
 )
 
-log = logging.getLogger("demo_server")
+log = logging.getLogger(__name__)
 
+# The API's contract (OpenAPI 3.1), beside the prose of docs/API.md: both change with an endpoint.
+OPENAPI_PATH = Path(__file__).resolve().parent / "docs" / "openapi.json"
 MAX_QUERY_CHARS = 1000
 # The most results one HTTP request may ask for: a page shows tens, not thousands. (The
 # library's own bound, recommender.MAX_K, is what one FT.SEARCH may return.)
@@ -236,6 +242,45 @@ def parse_product_id(fields: Fields) -> str:
         raise ApiError(400, str(exc)) from None
 
 
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class SingleFlight(Generic[T]):
+    """Calls `run` for one caller at a time; a caller that arrives while a call is under way
+    waits for it and gets its outcome (value or exception) instead of starting another. The
+    readiness probe uses it: probes take no API slot, so without it a burst of them could hold
+    as many Redis connections as it has requests; with it they hold one."""
+
+    def __init__(self, run: Callable[[], T]) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        self._under_way: Future[T] | None = None
+
+    def __call__(self) -> T:
+        with self._lock:
+            call = self._under_way
+            leads = call is None
+            if call is None:
+                call = self._under_way = Future()
+        if leads:
+            try:
+                call.set_result(self._run())
+            except BaseException as exc:  # whatever ends the call, the waiters get it
+                call.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._under_way = None
+        return call.result()
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """docs/openapi.json, read once per process (GET /openapi.json serves it)."""
+    document: dict[str, Any] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    return document
+
+
 class DemoApp:
     """The endpoints as plain methods: fields in, JSON-ready dicts out."""
 
@@ -256,6 +301,9 @@ class DemoApp:
         # Recent queries from its cache; fresh ones that arrive while the model is busy are
         # embedded together, one model call at a time.
         self.encoder = QueryEncoder(embedder)
+        self._readiness = SingleFlight(self._check_ready)
+        # Read now, so that a missing or broken contract stops the start, not a later request.
+        openapi_document()
 
     def close(self) -> None:
         """Stop the encoder's worker thread (the server calls this when it stops)."""
@@ -422,6 +470,38 @@ class DemoApp:
         self.recommender.reset_user(user_id)
         return {"seeded": seeded}
 
+    # --- for load balancers and client generators: no user, no fields ---------------------------
+
+    def health(self) -> dict[str, Any]:
+        """GET /healthz: this process answers HTTP. Nothing else is asked, so that a liveness
+        probe never restarts a server for a fault of Redis (which /readyz reports)."""
+        return {"status": "ok"}
+
+    def ready(self) -> dict[str, Any]:
+        """GET /readyz: whether this process can answer searches now; the reason as a 503
+        otherwise. Concurrent probes share one check (SingleFlight)."""
+        return self._readiness()
+
+    def _check_ready(self) -> dict[str, Any]:
+        """The encoder runs (it stops when the server does), Redis answers PING, and the index
+        exists (else IndexMissingError, a 503) and has scanned every product. The model itself
+        is loaded before the server listens (LocalEmbedder loads it, build_server warms it)."""
+        if not self.encoder.running:
+            raise ApiError(503, "the query encoder has stopped: this server is shutting down")
+        self.recommender.redis.ping()
+        scanned = self.recommender.index_info().percent_indexed
+        if scanned < 1.0:
+            raise ApiError(
+                503,
+                f"the search index is being built ({scanned:.0%} of the products scanned); retry shortly",
+                RETRY_LATER,
+            )
+        return {"status": "ok"}
+
+    def openapi(self) -> dict[str, Any]:
+        """GET /openapi.json: the API's OpenAPI 3.1 description."""
+        return openapi_document()
+
     def refresh_embedding(self, user_id: str, fields: Fields) -> dict[str, Any]:
         product_id = parse_product_id(fields)
         text = parse_free_text(fields, "text", multiline=True)
@@ -444,18 +524,20 @@ def recommendation_payload(result: Recommendation) -> dict[str, Any]:
 
 
 Endpoint = Callable[[DemoApp, str, Fields], dict[str, Any]]
+# An endpoint of SERVICE_ROUTES: answered for the server, not for a user.
+ServiceEndpoint = Callable[[DemoApp], dict[str, Any]]
 
 
-def answering_library_errors(endpoint: Endpoint) -> Endpoint:
+def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
     """The library's errors as the API's answers, in one place: bad arguments are the client's
     400, an unknown product a 404, and conditions of Redis (no index, writes refused, replicas
     that did not acknowledge) a 503 that says what is wrong. Redis being unreachable is the
     transport's 503 (demo_server.py)."""
 
     @functools.wraps(endpoint)
-    def answer(app: DemoApp, user_id: str, fields: Fields) -> dict[str, Any]:
+    def answer(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
         try:
-            return endpoint(app, user_id, fields)
+            return endpoint(*args, **kwargs)
         except ProductNotFoundError as exc:
             raise ApiError(404, f"no product with id {exc.product_id!r}") from None
         except ValueError as exc:
@@ -494,4 +576,13 @@ API_ROUTES: dict[str, Route] = {
         ("/reset-index", "POST", DemoApp.reset_index),
         ("/refresh-embedding", "POST", DemoApp.refresh_embedding),
     )
+}
+
+# Probes and the contract: GET or HEAD, no user (so no cookie), no body, no same-origin rule
+# (nothing changes) and no API slot (answers without Redis, or, /readyz, one Redis check at a
+# time). The Host rule, which demo_server.py applies before any route, holds for them too.
+SERVICE_ROUTES: dict[str, ServiceEndpoint] = {
+    "/healthz": DemoApp.health,
+    "/readyz": answering_library_errors(DemoApp.ready),
+    "/openapi.json": DemoApp.openapi,
 }

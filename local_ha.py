@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -48,6 +47,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from local_redis import free_port, redis_server_binary, search_module_path
+from recengine.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,6 @@ SERVICE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 class LocalHAError(RuntimeError):
     """A process of the local HA set or cluster could not be started or did not come up."""
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: Linux sends it SIGTERM when the parent dies, so a
-    crashed test run or a killed CLI leaves no redis-server behind. Strictly it is the
-    starting thread's exit that counts, so start a set from a thread that outlives it."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _quoted(value: str | Path) -> str:
@@ -180,7 +172,7 @@ class ServerProcess:
             # Its own process group: a Ctrl-C in the terminal reaches only the parent, which
             # then stops the set in order instead of every process at once.
             self.process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, process_group=0
+                command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, process_group=0
             )
         self._wait_until_ready()
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
@@ -54,11 +53,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from recengine.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ POOL_WAIT_S = 5.0
 # recommend() 0.65 against 0.72 ms, a click 0.57 against 0.59 ms. RESP3's search reply is a map
 # per row that the parser builds and the library then walks.
 DEFAULT_PROTOCOL = 2
+# How long a connection attempt, and a command's reply, may take before the command fails.
+CLIENT_TIMEOUT_S = 2.0
 # Supervision: how often a dead Redis (or a departed owner) is looked for, and the backoff
 # between restarts, reset once a Redis has stayed up for RESTART_STABLE_S.
 SUPERVISE_POLL_S = 0.1
@@ -153,7 +156,32 @@ def has_search(client: redis.Redis) -> bool:
     return True
 
 
-def connect(url: str, *, timeout_s: float = 2.0, protocol: int = DEFAULT_PROTOCOL) -> redis.Redis:
+class ClientOptions(TypedDict):
+    """The settings every Redis client of ours is made with (see client_options)."""
+
+    decode_responses: bool
+    protocol: int
+    socket_connect_timeout: float
+    socket_timeout: float
+    retry: Retry
+
+
+def client_options(timeout_s: float = CLIENT_TIMEOUT_S, protocol: int = DEFAULT_PROTOCOL) -> ClientOptions:
+    """What every client of ours shares, whether connect() makes it or the demo's replica,
+    Sentinel and cluster clients: bytes (vectors are binary), no retries (a click re-sent after
+    a lost reply would count twice; see connect), timeout_s for connecting and for each reply,
+    and the protocol (RESP2 unless told otherwise: the faster on the search path, see
+    DEFAULT_PROTOCOL)."""
+    return ClientOptions(
+        decode_responses=False,
+        protocol=protocol,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def connect(url: str, *, timeout_s: float = CLIENT_TIMEOUT_S, protocol: int = DEFAULT_PROTOCOL) -> redis.Redis:
     """Connect to a user's Redis (redis://, rediss:// with TLS, passwords in the URL) and
     fail fast, with the fix in the message, when it cannot serve FT.SEARCH.
 
@@ -174,12 +202,8 @@ def connect(url: str, *, timeout_s: float = 2.0, protocol: int = DEFAULT_PROTOCO
         url,
         max_connections=POOL_MAX_CONNECTIONS,
         timeout=POOL_WAIT_S,
-        decode_responses=False,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
         health_check_interval=10,
-        retry=Retry(NoBackoff(), 0),
-        protocol=protocol,
+        **client_options(timeout_s, protocol),
     )
     client = redis.Redis.from_pool(pool)
     client.ping()
@@ -201,19 +225,6 @@ def redact(url: str) -> str:
     credentials, host = rest.rsplit("@", 1)
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user + ':***' if user else '***'}@{host}"
-
-
-# Resolved once here, not in the child: a forked child of a threaded program (the demo) must
-# not load libraries between fork and exec.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: Linux sends it SIGTERM when the thread that started it
-    ends, so a crashed test run or a killed demo never leaves an orphan redis-server behind.
-    That is per thread, which is why a supervisor thread outlives the Redis it starts."""
-    pr_set_pdeathsig = 1
-    _prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _process_alive(pid: int) -> bool:
@@ -582,7 +593,7 @@ class LocalRedis:
             "--loadmodule", str(module),
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent
         )
         self._wait_until_ready(self.process, port)
         self._started_at = time.monotonic()
@@ -672,7 +683,7 @@ class LocalRedis:
                 with self._lifecycle:
                     if not stopping.is_set():
                         self._restart()
-            except Exception:  # a supervisor that dies takes its Redis with it (see _die_with_parent)
+            except Exception:  # a supervisor that dies takes its Redis with it (see die_with_parent)
                 log.exception("the supervisor of the bundled Redis on %s failed; it keeps watching", self.data_dir)
 
     def _how_it_ended(self, process: subprocess.Popen | None) -> str:

@@ -15,14 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from embeddings import normalize_rows
-
 Vector = npt.NDArray[np.float32]
+# What produced a list: a typed query, the feed's session vector, decayed click counts, the
+# highest rated (nothing clicked yet), or a product's neighbours.
+Source = Literal["query", "session", "popular", "rating", "similar"]
 _Copied = TypeVar("_Copied")
 
 
@@ -229,7 +230,7 @@ class Recommendation:
     """
 
     candidates: list[Candidate]
-    source: str
+    source: Source
     filter_clause: str
     used_session: bool = False
     used_rerank: bool = False
@@ -289,6 +290,16 @@ def session_fades_in_s(features: UserFeatures, config: RankingConfig, now: float
     if fade <= MIN_FEED_SESSION_FACTOR:
         return 0.0
     return round(config.session_half_life_s * math.log2(fade / MIN_FEED_SESSION_FACTOR), 1)
+
+
+# --- vectors ------------------------------------------------------------------------------------
+
+
+def normalize_rows(vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """L2-normalise each row as float32; an all-zero row stays zero instead of becoming NaN."""
+    array = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(array, axis=-1, keepdims=True)
+    return (array / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
 # --- moving the query ---------------------------------------------------------------------------

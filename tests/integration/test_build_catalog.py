@@ -23,7 +23,7 @@ import redis
 from build_catalog import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_INPUT,
-    PRODUCT_FIELDS,
+    RECORD_FIELDS,
     CatalogError,
     catalog_vectors,
     embed_products,
@@ -51,7 +51,7 @@ GOOD = {
     "in_stock": True,
 }
 CSV_GOOD = {name: str(value).lower() if isinstance(value, bool) else str(value) for name, value in GOOD.items()}
-CSV_HEADER = ",".join(PRODUCT_FIELDS)
+CSV_HEADER = ",".join(RECORD_FIELDS)
 DROP = object()
 
 
@@ -88,7 +88,7 @@ def test_examples_csv_and_jsonl_give_the_same_products() -> None:
     from_csv, from_jsonl = load_products(EXAMPLE_CSV), load_products(EXAMPLE_JSONL)
     assert from_csv == from_jsonl
     assert [p["id"] for p in from_jsonl] == [f"k{i:02d}" for i in range(1, 11)]
-    assert all(list(p) == list(PRODUCT_FIELDS) for p in from_csv)
+    assert all(list(p) == list(RECORD_FIELDS) for p in from_csv)
     assert all(isinstance(p["price"], float) and isinstance(p["in_stock"], bool) for p in from_csv)
     assert next(p for p in from_csv if p["id"] == "k06")["in_stock"] is False
 
@@ -210,7 +210,7 @@ def test_unknown_field_is_a_warning_not_an_error(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="build_catalog"):
         products = load_products(write(tmp_path, name, lines))
-    assert all(list(p) == list(PRODUCT_FIELDS) for p in products)
+    assert all(list(p) == list(RECORD_FIELDS) for p in products)
     assert f"ignoring unknown field 'color' (first on line {line_no})" in caplog.text
 
 
@@ -493,7 +493,7 @@ def test_read_catalog_returns_the_builders_form(tmp_path: Path) -> None:
     """Integer prices (Go's and Node's JSON) become floats; the fields come in the builder's order."""
     path = catalog_file(tmp_path, [{**GOOD, "price": 12, "rating": 4}])
     (product,) = read_catalog(path)["products"]
-    assert list(product) == [*PRODUCT_FIELDS, "embedding_b64"]
+    assert list(product) == [*RECORD_FIELDS, "embedding_b64"]
     assert (product["price"], product["rating"]) == (12.0, 4.0) and isinstance(product["price"], float)
 
 
@@ -553,7 +553,7 @@ def test_main_writes_the_documented_format_deterministically(tmp_path: Path) -> 
         EXAMPLE_JSONL
     )
     for product in catalog["products"]:
-        assert list(product) == [*PRODUCT_FIELDS, "embedding_b64"]
+        assert list(product) == [*RECORD_FIELDS, "embedding_b64"]
         vector = decoded(product)
         assert vector.shape == (DIM,)
         assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from conftest import make_products, unit_vectors
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from local_redis import LocalRedis, connect
@@ -99,6 +99,8 @@ def test_text_match_is_one_literal_phrase(rec: RedisRecommender, words: list[str
 
 @PROPERTY_SETTINGS
 @given(category=hostile_text, brand=hostile_text, text=hostile_text, low=st.floats(), high=st.floats())
+# A lone underscore was a RediSearch syntax error until escape_tag_value escaped `_` too.
+@example(category="", brand="_", text="", low=0.0, high=1.0)
 def test_any_filter_combination_is_a_valid_query_or_a_clear_value_error(
     rec: RedisRecommender, category: str, brand: str, text: str, low: float, high: float
 ) -> None:

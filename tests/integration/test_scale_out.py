@@ -42,9 +42,9 @@ from redis.retry import Retry
 from test_reliability import serving
 
 from demo_api import DemoApp
-from demo_server import open_sentinel
 from local_ha import HASetup, LocalCluster
 from local_redis import connect, free_port, redis_server_binary
+from recengine.topology import open_sentinel
 from recommender import RedisRecommender, ReplicationTimeoutError, WriteRefusedError, search_rows
 
 FIXED_NOW = 1_790_000_000.0

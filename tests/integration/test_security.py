@@ -36,14 +36,9 @@ from test_http import Browser, Reply, call, get_state, post, raw_exchange
 from test_reliability import BundledDemo, is_gone, serving
 
 from demo_api import DemoApp
-from demo_server import (
-    COOKIE_SECRET_FILE,
-    CookieSigner,
-    DemoServer,
-    build_parser,
-    load_cookie_secret,
-)
+from demo_server import DemoServer, build_parser
 from local_redis import LocalRedis, running_bundled_url
+from recengine.web_guard import COOKIE_SECRET_FILE, CookieSigner, load_cookie_secret
 from recommender import RedisRecommender
 
 log = logging.getLogger(__name__)

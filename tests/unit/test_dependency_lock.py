@@ -58,7 +58,9 @@ def test_every_requirement_of_an_in_file_is_pinned_within_its_range(source: str,
 
 def test_the_dev_lock_installs_the_runtime_lock_at_the_same_versions() -> None:
     for name, version in RUNTIME_LOCK.items():
-        assert DEV_LOCK.get(name) == version, f"requirements-dev.txt has {name}=={DEV_LOCK.get(name)}, not {version}; {FIX}"
+        assert DEV_LOCK.get(name) == version, (
+            f"requirements-dev.txt has {name}=={DEV_LOCK.get(name)}, not {version}; {FIX}"
+        )
 
 
 def test_the_packages_ranges_in_pyproject_admit_the_locked_versions() -> None:

@@ -1,0 +1,153 @@
+"""The product catalogue in Redis: the index (create, drop, health) and the product hashes
+(written in checked batches, read for display, one vector refreshed in place)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy.typing as npt
+import redis
+
+from recengine import query
+from recengine.errors import (
+    IndexMissingError,
+    ProductNotFoundError,
+    classified_errors,
+    is_index_exists_error,
+    is_no_product_error,
+)
+from recengine.layout import PRODUCT_FIELDS, KeyLayout, index_schema, product_to_hash, vector_to_bytes
+from recengine.replies import aggregate_rows, index_info_from, product_summary, raw_rows, text
+from recengine.results import IndexInfo
+from recengine.scripts import RefreshEmbedding, ScriptCall, Scripts, run_scripts_then
+from recengine.store import Store
+
+
+@dataclass(eq=False)
+class Catalog:
+    """The index and the products of one recommender."""
+
+    store: Store
+    keys: KeyLayout
+    scripts: Scripts
+    vector_dim: int
+    hnsw_m: int | None
+    hnsw_ef_construction: int | None
+
+    # the index
+
+    def schema(self) -> list[str]:
+        return index_schema(self.vector_dim, self.hnsw_m, self.hnsw_ef_construction)
+
+    def info(self) -> IndexInfo:
+        """FT.INFO; IndexMissingError when there is no index."""
+        return index_info_from(self.keys.index_name, self.store.command(*query.info_command(self.keys.index_name)))
+
+    def exists(self) -> bool:
+        try:
+            self.info()
+        except IndexMissingError:
+            return False
+        return True
+
+    def create(self) -> bool:
+        if self.exists():
+            return False
+        command = query.create_index_command(self.keys.index_name, self.keys.key_prefix, self.schema())
+        try:
+            self.store.command(*command)
+        except redis.ResponseError as exc:  # already classified: only "exists" is not an error here
+            if is_index_exists_error(exc):
+                return False
+            raise
+        return True
+
+    def drop(self, delete_documents: bool) -> bool:
+        try:
+            self.store.command(*query.drop_index_command(self.keys.index_name, delete_documents))
+        except IndexMissingError:
+            return False
+        return True
+
+    def count(self) -> int:
+        try:
+            return self.info().num_docs
+        except IndexMissingError:
+            return 0
+
+    def wait_until_indexed(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.info().percent_indexed < 1.0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"index {self.keys.index_name} still scanning after {timeout_s}s")
+            time.sleep(0.02)
+
+    # writing products
+
+    def index_products(self, products: Iterable[Mapping[str, Any]], batch_size: int) -> int:
+        """Every product checked (a whole batch before any of it is sent), then HSET by batch."""
+        written = 0
+        batch: list[tuple[str, dict[str, bytes | str]]] = []
+        for product in products:
+            if not str(product.get("id", "")).strip():
+                raise ValueError(f"product without an id: {dict(product).get('name')!r}")
+            batch.append((self.keys.product(str(product["id"])), product_to_hash(product, self.vector_dim)))
+            if len(batch) >= batch_size:
+                written += self.store.write_hashes(batch)
+                batch = []
+        return written + self.store.write_hashes(batch)
+
+    def refresh_embedding(self, product_id: str, new_vector: npt.ArrayLike) -> None:
+        """One script, so the product cannot be re-created; WAIT for replicas when asked."""
+        argv = RefreshEmbedding(vector_to_bytes(new_vector, self.vector_dim)).argv()
+        call = ScriptCall(self.scripts.refresh_embedding, [self.keys.product(product_id)], argv)
+        try:
+            with classified_errors():
+                if self.store.min_replicas_ack:
+                    replies = run_scripts_then(self.store.primary, [call], self.store.queue_wait)
+                    self.store.check_acks(int(replies[1]))
+                else:
+                    call.script(keys=call.keys, args=call.args)
+        except redis.ResponseError as exc:
+            if is_no_product_error(exc):
+                raise ProductNotFoundError(product_id) from None
+            raise
+
+    # reading products
+
+    def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Display fields from the primary; unknown ids are left out."""
+        pipe = self.store.pipeline()
+        for pid in product_ids:
+            pipe.hmget(self.keys.product(pid), list(PRODUCT_FIELDS))
+        replies = self.store.execute(pipe)
+        found = {}
+        for pid, values in zip(product_ids, replies, strict=True):
+            if all(v is None for v in values):  # no such key; a hash that lacks a field still exists
+                continue
+            stored = {name: text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True) if v is not None}
+            found[pid] = product_summary(pid, stored)
+        return found
+
+    def product_names(self, product_ids: Sequence[str]) -> dict[str, str]:
+        found = self.get_products(product_ids) if product_ids else {}
+        return {pid: product["name"] for pid, product in found.items() if product["name"]}
+
+    def list_products(self, limit: int) -> list[dict[str, Any]]:
+        response = self.store.search(query.by_price_search_command(self.keys.index_name, limit))
+        return [
+            product_summary(self.keys.product_id(key), {n: text(v) for n, v in raw.items()})
+            for key, raw in raw_rows(response)
+        ]
+
+    def distinct_values(self, field_name: str) -> list[str]:
+        """No index has no values (an empty list, as in the reference)."""
+        try:
+            response = self.store.search(query.distinct_values_command(self.keys.index_name, field_name))
+        except IndexMissingError:
+            return []
+        values = {fields.get(field_name, "") for fields in aggregate_rows(response)}
+        return sorted(v for v in values if v)

@@ -1,0 +1,149 @@
+"""Fetching candidates: the KNN pool of a vector (with exclusions kept out and the pool kept
+full), the most popular products, and the highest rated as a fallback. Each returns a
+CandidatePool; ordering them for the user is the ranking's job (feeds.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ranking import Vector, decayed_popularity
+from recengine import query
+from recengine.layout import EMBEDDING_FIELD, SCORE_FIELD, KeyLayout, bytes_to_vector, vector_to_bytes
+from recengine.replies import RawRow, candidate_from_row, number, raw_rows, text
+from recengine.results import CandidatePool
+from recengine.store import Store
+from recengine.validation import MAX_K
+
+
+@dataclass(eq=False)
+class Retrieval:
+    """The searches behind every list, and popularity's counts."""
+
+    store: Store
+    keys: KeyLayout
+    vector_dim: int
+    ef_runtime: int | None
+    hybrid_policy: str | None
+    popularity_half_life_s: float
+
+    def _search(self, command: query.Command) -> list[RawRow]:
+        """Rows of a search, keyed by product id."""
+        return [(self.keys.product_id(key), raw) for key, raw in raw_rows(self.store.search(command))]
+
+    def _pool(self, rows: Sequence[RawRow], left_out: set[str], exhausted: bool) -> CandidatePool:
+        return CandidatePool(
+            candidates=[candidate_from_row(pid, raw) for pid, raw in rows],
+            vectors={pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in rows},
+            left_out=left_out,
+            exhausted=exhausted,
+        )
+
+    # nearest neighbours
+
+    def _knn_rows(self, vector: Vector, filter_clause: str, n: int, fields: Sequence[str]) -> list[RawRow]:
+        blob = vector_to_bytes(vector, self.vector_dim)
+        command = query.knn_search_command(
+            self.keys.index_name, filter_clause, blob, n, fields, self.ef_runtime, self.hybrid_policy
+        )
+        return self._search(command)
+
+    def nearest(
+        self, vector: Vector, filter_clause: str, want: int, excluded: frozenset[str], with_vectors: bool
+    ) -> CandidatePool:
+        """At least `want` candidates that are not excluded, closest first, when that many pass
+        the filter; exhausted when fewer do.
+
+        Without exclusions this is one FT.SEARCH. Exclusions cannot be expressed in FT.SEARCH
+        (RediSearch has no "not these keys"), so they are dropped afterwards: the first search
+        asks for `want` plus up to `want` more rows (what a user clicked tends to lie near what
+        they are shown), with their fields, which is usually enough: one round trip, as without
+        exclusions. Only when exclusions ate into that does a second ask for want + |excluded|
+        ids and distances (always enough, since at most |excluded| rows can be excluded), and the
+        fields of the kept ones the first did not bring come in one pipelined round trip: fetching
+        every field of hundreds of rows only to drop them costs more (bench/feedback.py).
+        """
+        fields = query.returned_fields(with_vectors)
+        n = min(want + min(len(excluded), want), MAX_K)
+        rows = self._knn_rows(vector, filter_clause, n, fields)
+        kept = [(pid, raw) for pid, raw in rows if pid not in excluded]
+        exhausted = len(rows) < n
+        enough = min(want + len(excluded), MAX_K)
+        if len(kept) < want and not exhausted and n < enough:
+            have = dict(kept)
+            rows = self._knn_rows(vector, filter_clause, enough, ())
+            exhausted = len(rows) < enough
+            scores = [(pid, raw[SCORE_FIELD]) for pid, raw in rows if pid not in excluded][:want]
+            stored = self._product_fields([pid for pid, _ in scores if pid not in have], fields)
+            kept = [
+                (pid, have[pid] if pid in have else {**stored[pid], SCORE_FIELD: score})
+                for pid, score in scores
+                if pid in have or pid in stored
+            ]
+        kept = kept[:want]
+        left_out = {pid for pid, _ in rows if pid in excluded}
+        return self._pool(kept, left_out, exhausted and len(kept) < want)
+
+    def _product_fields(self, product_ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Raw fields of the given products from where the search ran; products that vanished
+        meanwhile are left out."""
+        replies = self.store.read_hashes([self.keys.product(pid) for pid in product_ids], names)
+        return {
+            pid: {name: value for name, value in zip(names, values, strict=True) if value is not None}
+            for pid, values in zip(product_ids, replies, strict=True)
+            if any(value is not None for value in values)
+        }
+
+    # popularity
+
+    def popularity_scores(self, count: int, now: float) -> tuple[list[tuple[str, float]], int]:
+        """The `count` most popular (id, decayed count), and how many products have any."""
+        zset, epoch_key = self.keys.popularity()
+        pipe = self.store.pipeline()
+        pipe.zrevrange(zset, 0, count - 1, withscores=True)
+        pipe.get(epoch_key)
+        pipe.zcard(zset)
+        top, epoch, total = self.store.execute(pipe)
+        epoch_s = number(epoch, default=now)
+        half_life = self.popularity_half_life_s
+        return [(text(pid), decayed_popularity(score, now, epoch_s, half_life)) for pid, score in top], int(total)
+
+    def most_popular(
+        self, filter_clause: str, want: int, excluded: frozenset[str], now: float, with_vectors: bool
+    ) -> CandidatePool:
+        """Up to `want` clicked products passing the filter, most popular first (ties by id),
+        each with its decayed count in why.popularity. The most popular are asked in growing
+        numbers until enough pass the filter and exclusions, or every clicked product was."""
+        count = min(max(want * 4, 64), MAX_K)
+        left_out: set[str] = set()
+        while True:
+            scores, total = self.popularity_scores(count, now)
+            if not scores:
+                return CandidatePool(left_out=left_out)
+            by_id = dict(scores)
+            command = query.in_keys_search_command(
+                self.keys.index_name, filter_clause, [self.keys.product(pid) for pid, _ in scores], with_vectors
+            )
+            rows = self._search(command)
+            kept = [(pid, raw) for pid, raw in rows if pid not in excluded]
+            left_out = {pid for pid, _ in rows if pid in excluded}
+            if len(kept) >= want or count >= total or count >= MAX_K:
+                kept.sort(key=lambda row: (-by_id.get(row[0], 0.0), row[0]))
+                pool = self._pool(kept[:want], left_out, exhausted=False)
+                for candidate in pool.candidates:
+                    candidate.why.popularity = round(by_id.get(candidate.id, 0.0), 6)
+                return pool
+            count = min(count * 4, MAX_K)
+
+    def top_rated(
+        self, filter_clause: str, want: int, excluded: frozenset[str], chosen: set[str], with_vectors: bool
+    ) -> CandidatePool:
+        """The highest rated products passing the filter, minus the excluded ones and the ones
+        already chosen."""
+        n = min(want + len(excluded) + len(chosen), MAX_K)
+        rows = self._search(query.top_rated_search_command(self.keys.index_name, filter_clause, n, with_vectors))
+        # Redis returns rating ties in no fixed order: ties go by id, so a feed is the same twice.
+        rows.sort(key=lambda row: (-number(row[1].get("rating")), row[0]))
+        kept = [(pid, raw) for pid, raw in rows if pid not in excluded and pid not in chosen][:want]
+        return self._pool(kept, {pid for pid, _ in rows if pid in excluded}, len(rows) < n)

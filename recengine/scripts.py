@@ -1,0 +1,196 @@
+"""The three Lua scripts (in lua/*.lua), each beside the typed arguments it takes, and the
+runner that sends scripts by EVALSHA in one pipeline and recovers from NOSCRIPT.
+
+Every script touches the keys of one Redis Cluster slot only, so the same code runs on one
+Redis, behind a sharding proxy and on a cluster: the user's script touches the user's keys (the
+product's vector and category are read before, by the caller, and passed in), popularity has a
+slot of its own, and the refresh touches the one product hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import redis
+from redis.commands.core import Script
+
+from ranking import POPULARITY_REBASE_HALF_LIVES
+from recengine.layout import (
+    AFFINITY_AT_FIELD,
+    AFFINITY_PREFIX,
+    CLICKS_FIELD,
+    EMBEDDING_FIELD,
+    LAST_CLICKED_CATEGORY_FIELD,
+    LAST_CLICKED_ID_FIELD,
+    NEGATIVE_AT_FIELD,
+    NEGATIVE_VEC_FIELD,
+    SESSION_AT_FIELD,
+    SESSION_VEC_FIELD,
+)
+from recengine.replies import number
+
+# Which running vector an event moves: a click the session vector, a dismissal the negative one.
+EventMode = Literal["click", "dismiss"]
+
+
+def _lua(name: str) -> str:
+    return (Path(__file__).parent / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+USER_EVENT_LUA = _lua("user_event")
+POPULARITY_LUA = _lua("popularity")
+REFRESH_EMBEDDING_LUA = _lua("refresh_embedding")
+
+
+# --- lua/user_event.lua ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    """One click or dismissal, done entirely inside Redis so that concurrent events of one user
+    serialise: fold the item's vector into the session (click) or negative (dismiss) vector as
+    an EWMA against the *faded* previous one, fade every category affinity to now and step the
+    item's category up or down, remember what was seen, and refresh the expiry of every key of
+    the user. A client-side read-modify-write would let two clicks read the same session and
+    lose one.
+
+    Everything is read and computed before the first write: Redis does not roll a script back,
+    so a failure half-way would leave a half-applied event. Counters that hold junk restart at
+    0 (reported back as `repaired`) instead of failing after the vector was written.
+
+    KEYS: layout.UserKeys (features, recent, seen, dismissed). ARGV: argv(), the only place
+    that knows their order.
+    """
+
+    mode: EventMode
+    product_id: str
+    category: str
+    vector: bytes  # the item's stored vector; any other length than vector_dim × 4 moves no vector
+    alpha: float
+    step: float
+    vector_dim: int
+    now: float
+    vector_half_life_s: float
+    affinity_half_life_s: float
+    seen_kept: int
+    recent_kept: int
+    ttl_s: int
+
+    def argv(self) -> list[Any]:
+        """ARGV[1..20] of lua/user_event.lua, in its order."""
+        vec_field, vec_at_field = (
+            (SESSION_VEC_FIELD, SESSION_AT_FIELD) if self.mode == "click" else (NEGATIVE_VEC_FIELD, NEGATIVE_AT_FIELD)
+        )
+        return [
+            self.mode, self.product_id, self.category, self.vector,
+            repr(float(self.alpha)), repr(float(self.step)), self.vector_dim, repr(self.now),
+            repr(self.vector_half_life_s), repr(self.affinity_half_life_s),
+            self.seen_kept, self.recent_kept, self.ttl_s,
+            vec_field, vec_at_field, AFFINITY_AT_FIELD,
+            AFFINITY_PREFIX, CLICKS_FIELD, LAST_CLICKED_ID_FIELD, LAST_CLICKED_CATEGORY_FIELD,
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UserEventReply:
+    """What lua/user_event.lua returns: the category's affinity after the event, the user's
+    click count, whether the running vector moved, and whether a junk counter was restarted."""
+
+    affinity: float
+    clicks: int
+    vector_updated: bool
+    repaired: bool
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> UserEventReply:
+        affinity, clicks, updated, repaired = reply
+        return cls(number(affinity), int(clicks), bool(updated), bool(repaired))
+
+
+# --- lua/popularity.lua -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PopularityClick:
+    """One click's share of popularity (see ranking.py for the arithmetic): add
+    2^((now − epoch)/h) to the product's sum; when that exponent passes `rebase_half_lives`,
+    scale every sum down and move the epoch to now, so the numbers stay far from overflow
+    whatever the half-life. KEYS: layout.KeyLayout.popularity()."""
+
+    product_id: str
+    now: float
+    half_life_s: float
+    rebase_half_lives: float = POPULARITY_REBASE_HALF_LIVES
+
+    def argv(self) -> list[Any]:
+        """ARGV[1..4] of lua/popularity.lua, in its order."""
+        return [self.product_id, repr(self.now), repr(self.half_life_s), self.rebase_half_lives]
+
+
+# --- lua/refresh_embedding.lua ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshEmbedding:
+    """Replace one item's vector only if the item still exists: HSET alone would resurrect a
+    product deleted between an existence check and the write. KEYS: the product hash; an
+    unknown product is the error reply errors.NO_PRODUCT_CODE."""
+
+    vector: bytes
+
+    def argv(self) -> list[Any]:
+        """ARGV[1..2] of lua/refresh_embedding.lua."""
+        return [EMBEDDING_FIELD, self.vector]
+
+
+# --- running them -----------------------------------------------------------------------------------
+
+
+class Scripts:
+    """The three scripts, registered on the primary client (each knows its SHA)."""
+
+    def __init__(self, client: Any) -> None:
+        self.user_event: Script = client.register_script(USER_EVENT_LUA)
+        self.popularity: Script = client.register_script(POPULARITY_LUA)
+        self.refresh_embedding: Script = client.register_script(REFRESH_EMBEDDING_LUA)
+
+
+class ScriptCall(NamedTuple):
+    """One script to run, with its keys and its argv()."""
+
+    script: Script
+    keys: list[str]
+    args: list[Any]
+
+
+def run_scripts_then(client: Any, calls: Sequence[ScriptCall], then: Callable[[Any], None]) -> list[Any]:
+    """Scripts by EVALSHA, then what `then` queues, pipelined in one round trip; the replies in
+    order. (A redis-py Script run in a pipeline first asks SCRIPT EXISTS, a round trip of its
+    own, on every execute.) A Redis that lost its scripts (restarted, flushed, or a promoted
+    replica) answers NOSCRIPT and runs nothing of that script: the scripts are loaded and only
+    the ones that did not run are sent again, with what follows them, so none runs twice. The
+    first error reply met is raised."""
+
+    def send(selected: Sequence[ScriptCall]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in selected:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        then(pipe)
+        return list(pipe.execute(raise_on_error=False))
+
+    replies = send(calls)
+    missing = [i for i in range(len(calls)) if isinstance(replies[i], redis.exceptions.NoScriptError)]
+    if missing:
+        for call in calls:
+            client.script_load(call.script.script)
+        again = send([calls[i] for i in missing])
+        for i, reply in zip(missing, again, strict=False):
+            replies[i] = reply
+        replies[len(calls) :] = again[len(missing) :]
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies

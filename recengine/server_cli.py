@@ -1,0 +1,150 @@
+"""The demo server's command line: every flag of `python demo_server.py`, with its type, its
+default and the help a person reads. demo_server.main parses it; the flags' combinations are
+checked where they are used (recengine.topology for the Redis ones)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from embeddings import BACKENDS
+from recengine.cli_types import non_negative_int, positive_int, sentinel_address
+from recengine.web_guard import allowed_host_argument
+from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES
+
+# The catalogue beside demo_server.py, which build_catalog.py writes by default.
+DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "catalog.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Serve the real-time recommendation demo: the page and its JSON API.",
+        epilog="Redis: --redis-url, else REDIS_URL, else a Redis with Search on localhost:6379, "
+        "else the bundled Redis with Search (data kept in .redis-data/). --data-dir picks the bundled one directly.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; the demo has no authentication)"
+    )
+    parser.add_argument("--port", type=int, default=8084, help="port to listen on (default 8084)")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        type=allowed_host_argument,
+        metavar="NAME",
+        help="a host name browsers may use to reach the demo, e.g. behind a reverse proxy (repeatable). "
+        "Requests whose Host header names anything but this, 127.0.0.1, localhost, [::1] or --host get a 421",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="serve with N processes on the one port (SO_REUSEPORT), each with its own model; all state is "
+        "in Redis (default 1)",
+    )
+    redis_choice = parser.add_mutually_exclusive_group()
+    redis_choice.add_argument(
+        "--redis-url", help="your Redis with Search, e.g. redis://:password@host:6379 or rediss:// for TLS"
+    )
+    redis_choice.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="use the bundled Redis with Search and keep its data (append-only file) in this folder; "
+        "REDIS_URL and localhost:6379 are then not tried (without this flag the bundled Redis, "
+        "when it is the one used, keeps its data in .redis-data/)",
+    )
+    redis_choice.add_argument(
+        "--sentinel",
+        action="append",
+        default=[],
+        type=sentinel_address,
+        metavar="HOST:PORT",
+        help="a Redis Sentinel to find the primary and its replicas through, instead of --redis-url (repeatable: "
+        "give each Sentinel). Searches go to the replicas; a failover is followed without a restart",
+    )
+    parser.add_argument("--index-name", default="recommend:idx", help="the Search index name (default recommend:idx)")
+    parser.add_argument("--key-prefix", default="product:", help="key prefix of product hashes (default product:)")
+    parser.add_argument(
+        "--catalog", type=Path, default=DEFAULT_CATALOG, help="catalog built by build_catalog.py (default catalog.json)"
+    )
+    parser.add_argument(
+        "--topk", type=int, default=10, help="results per search when the request has no k (default 10)"
+    )
+    parser.add_argument(
+        "--no-reset", action="store_true", help="keep the data already in Redis; only make sure the index exists"
+    )
+    parser.add_argument(
+        "--model", help="embedding model name or path (default: the bundled all-MiniLM-L6-v2); must match the catalog's"
+    )
+    parser.add_argument(
+        "--ef-runtime",
+        type=positive_int,
+        default=DEFAULT_EF_RUNTIME,
+        help=f"HNSW search breadth per query: higher is more recall and more time (default {DEFAULT_EF_RUNTIME})",
+    )
+    parser.add_argument(
+        "--hybrid-policy",
+        choices=[p for p in HYBRID_POLICIES if p],
+        help="force BATCHES (best for broad filters) or ADHOC_BF (best for filters matching a few hundred items) "
+        "on filtered queries; default: Redis chooses per query",
+    )
+    parser.add_argument("--hnsw-m", type=positive_int, help="HNSW M for a newly created index (default: Redis' 16)")
+    parser.add_argument(
+        "--hnsw-ef-construction",
+        type=positive_int,
+        help="HNSW EF_CONSTRUCTION for a newly created index (default: Redis' 200)",
+    )
+    parser.add_argument(
+        "--embedding-backend",
+        choices=BACKENDS,
+        default="onnx",
+        help="how query texts are embedded: onnx (default; ~4x faster per query, starts in a fraction of a second, "
+        "same vectors as torch; the first start exports the model once) or torch (sentence-transformers)",
+    )
+    parser.add_argument(
+        "--user-ttl",
+        type=non_negative_int,
+        default=DEFAULT_USER_TTL_S,
+        metavar="SECONDS",
+        help=f"every key of a user expires this long after their last click or dismissal, so abandoned users "
+        f"do not fill Redis (default {DEFAULT_USER_TTL_S} = 30 days; 0 keeps users forever)",
+    )
+    scale = parser.add_argument_group("beyond one Redis (README: Scaling out)")
+    scale.add_argument(
+        "--replica-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a replica of the Redis in use, with Search, to answer the searches (repeatable; used in turn, the "
+        "primary when one fails). Writes and each user's own state stay on the primary",
+    )
+    scale.add_argument(
+        "--sentinel-service",
+        default="mymaster",
+        metavar="NAME",
+        help="the service the --sentinel Sentinels monitor (default mymaster)",
+    )
+    scale.add_argument(
+        "--min-replicas-ack",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="answer a click, dismissal or refreshed embedding only once N replicas have it (WAIT); fewer within "
+        "--replica-ack-timeout-ms is a 503, and the write stays on the primary (default 0: the primary's word)",
+    )
+    scale.add_argument(
+        "--replica-ack-timeout-ms",
+        type=positive_int,
+        default=1000,
+        metavar="MS",
+        help="how long a write waits for --min-replicas-ack replicas (default 1000)",
+    )
+    scale.add_argument(
+        "--cluster",
+        action="store_true",
+        help="--redis-url is a node of a Redis Cluster: user keys and popularity are routed to their shards. "
+        "Searches need Search that spans shards (the coordinator of Redis Software or Redis Cloud)",
+    )
+    return parser

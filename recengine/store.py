@@ -1,0 +1,128 @@
+"""The connections to Redis and how they are used: writes and a user's own state on the primary,
+searches on the replicas in turn (a failing replica falls back to the primary for that call),
+pipelines, and WAIT for replicas to acknowledge a write. Every Redis error reply leaves here
+classified (errors.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import redis
+import redis.cluster
+
+from recengine.errors import ReplicationTimeoutError, classified_errors
+from recengine.query import Command
+
+log = logging.getLogger("recommender")
+_Answer = TypeVar("_Answer")
+Client = redis.Redis | redis.cluster.RedisCluster
+
+
+class Store:
+    """The primary, the replicas, and the replication guarantee asked of writes."""
+
+    def __init__(
+        self,
+        primary: Client,
+        read_clients: Sequence[redis.Redis],
+        min_replicas_ack: int,
+        replica_ack_timeout_ms: int,
+    ) -> None:
+        self.primary = primary
+        self.is_cluster = isinstance(primary, redis.cluster.RedisCluster)
+        if min_replicas_ack and self.is_cluster:
+            raise ValueError("min_replicas_ack is not supported on a Redis Cluster client")
+        for client in (primary, *read_clients):
+            if client.get_connection_kwargs().get("decode_responses"):
+                raise ValueError("RedisRecommender needs clients with decode_responses=False: vectors are binary")
+        self.read_clients = list(read_clients)
+        self._next_reader = itertools.cycle(range(len(self.read_clients))) if self.read_clients else None
+        self._reader_lock = threading.Lock()
+        self.min_replicas_ack = min_replicas_ack
+        self.replica_ack_timeout_ms = replica_ack_timeout_ms
+
+    # reading from replicas
+
+    def _reader(self) -> Client:
+        if self._next_reader is None:
+            return self.primary
+        with self._reader_lock:
+            return self.read_clients[next(self._next_reader)]
+
+    def _on_reader(self, read: Callable[[Any], _Answer]) -> _Answer:
+        """`read` on the next replica (the primary when there are none); a replica that fails
+        falls back to the primary for this call, with a log line."""
+        reader = self._reader()
+        with classified_errors():
+            if reader is self.primary:
+                return read(self.primary)
+            try:
+                return read(reader)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("replica %s failed (%s); reading from the primary", _describe(reader), exc)
+                return read(self.primary)
+
+    def search(self, command: Command) -> Any:
+        """FT.SEARCH / FT.AGGREGATE, on a replica when there are any."""
+        return self._on_reader(lambda client: client.execute_command(*command))
+
+    def read_hashes(self, keys: Sequence[str], names: Sequence[str]) -> list[Any]:
+        """HMGET of the same fields from many hashes, in one pipelined round trip to the same kind
+        of node searches use, so the fields match what the search saw."""
+
+        def fetch(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, list(names))
+            return list(pipe.execute())
+
+        return self._on_reader(fetch)
+
+    # the primary
+
+    def command(self, *args: Any) -> Any:
+        """One command on the primary."""
+        client: Any = self.primary  # redis-py leaves RedisCluster.execute_command untyped
+        with classified_errors():
+            return client.execute_command(*args)
+
+    def pipeline(self) -> Any:
+        """A pipeline (no MULTI) on the primary, for execute()."""
+        return self.primary.pipeline(transaction=False)
+
+    def execute(self, pipe: Any) -> list[Any]:
+        """Send a pipeline of execute's making; its replies."""
+        with classified_errors():
+            return list(pipe.execute())
+
+    def write_hashes(self, batch: Sequence[tuple[str, dict[str, bytes | str]]]) -> int:
+        """HSET each (key, mapping) in one pipelined round trip; how many."""
+        if not batch:
+            return 0
+        pipe = self.pipeline()
+        for key, mapping in batch:
+            pipe.hset(key, mapping=mapping)
+        self.execute(pipe)
+        return len(batch)
+
+    # replication
+
+    def queue_wait(self, pipe: Any) -> None:
+        """Queue WAIT for the required replicas, when any are required (its reply is an int)."""
+        if self.min_replicas_ack:
+            pipe.execute_command("WAIT", self.min_replicas_ack, self.replica_ack_timeout_ms)
+
+    def check_acks(self, acked: int) -> None:
+        """ReplicationTimeoutError when WAIT's count is short of the required one."""
+        if acked < self.min_replicas_ack:
+            raise ReplicationTimeoutError(acked, self.min_replicas_ack, self.replica_ack_timeout_ms)
+
+
+def _describe(client: Any) -> str:
+    kwargs = client.get_connection_kwargs() if hasattr(client, "get_connection_kwargs") else {}
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
