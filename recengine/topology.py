@@ -33,6 +33,7 @@ from local_redis import (
     open_redis,
     redact,
 )
+from recengine.server_cli import DEFAULT_MAXMEMORY
 
 log = logging.getLogger(__name__)
 
@@ -209,16 +210,34 @@ def open_topology(args: argparse.Namespace, data_dir: Path) -> Topology:
     elif args.cluster:
         client, description = open_cluster(args.redis_url or os.environ["REDIS_URL"])
     else:
+        cap = args.maxmemory or DEFAULT_MAXMEMORY
         if args.data_dir is not None:
-            client, local = open_bundled(args.data_dir)
+            client, local = open_bundled(args.data_dir, maxmemory=cap)
         else:
-            client, local = open_redis(args.redis_url, data_dir=data_dir)
+            client, local = open_redis(args.redis_url, data_dir=data_dir, maxmemory=cap)
         where = client.connection_pool.connection_kwargs
         description = f"{'bundled ' if local else ''}Redis at {where.get('host')}:{where.get('port')}"
         read_clients = [open_replica(url) for url in args.replica_url]
     if args.min_replicas_ack and isinstance(client, redis.Redis):
         check_replicas_connected(client, args.min_replicas_ack)
+    if args.maxmemory and local is None:
+        log.warning(
+            "--maxmemory %s caps only the bundled Redis; %s keeps its own maxmemory setting (set it in its "
+            "configuration, with maxmemory-policy volatile-lru so that only users are evicted)",
+            args.maxmemory, description,
+        )  # fmt: skip
+    if args.durable and isinstance(client, redis.Redis):
+        check_append_only(client)
     return Topology(client, read_clients, local, description)
+
+
+def check_append_only(client: redis.Redis) -> None:
+    """--durable waits for the append-only file: a Redis without one would refuse every write."""
+    if client.config_get("appendonly").get("appendonly") != "yes":
+        raise ValueError(
+            "--durable waits until Redis has written each click to its append-only file, but this Redis has "
+            "appendonly off: turn it on (CONFIG SET appendonly yes, and in its configuration), or drop --durable"
+        )
 
 
 def close_connections(topology: Topology) -> None:

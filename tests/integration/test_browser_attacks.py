@@ -95,7 +95,6 @@ PLANT_AND_FETCH = """async ({target, cookies, requests}) => {
 }"""
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 1: SimpleCookie unquotes in quadratic time")
 def test_a_page_planting_cookies_of_backslashes_costs_the_server_no_cpu(
     context: BrowserContext, demo_url: str, attacker_url: str
 ) -> None:
@@ -110,7 +109,6 @@ def test_a_page_planting_cookies_of_backslashes_costs_the_server_no_cpu(
     assert spent < requests * CPU_PER_REQUEST_BOUND_S, f"{spent:.2f} s of CPU for {requests} requests"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 2: one planted cookie moves the browser onto `demo`")
 @pytest.mark.parametrize("planted", ["junk", "secure=1", "a[b]=1"])
 def test_a_cookie_planted_by_another_page_leaves_the_victim_its_own_user(
     context: BrowserContext, demo_url: str, attacker_url: str, planted: str
@@ -126,7 +124,6 @@ def test_a_cookie_planted_by_another_page_leaves_the_victim_its_own_user(
     assert user_cookie(context) == cookie, "the second visit replaced the victim's cookie"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 5: the page sends no event_id")
 def test_the_page_sends_a_fresh_event_id_with_every_click(
     context: BrowserContext, demo_url: str, catalog: dict, demo_app
 ) -> None:

@@ -57,7 +57,6 @@ def cpu_seconds_of(requests: list[tuple[str, str, dict[str, str]]], url: str) ->
 # --- finding 1: CPU ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 1: SimpleCookie unquotes in quadratic time")
 @pytest.mark.parametrize(
     ("path", "size", "count"),
     [
@@ -88,7 +87,6 @@ PLANTED = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 2: SimpleCookie drops the whole header")
 @pytest.mark.parametrize("planted", PLANTED)
 def test_a_planted_cookie_never_hides_the_browsers_own(demo_url: str, planted: str) -> None:
     value, user_id = genuine_cookie(demo_url)
@@ -99,7 +97,6 @@ def test_a_planted_cookie_never_hides_the_browsers_own(demo_url: str, planted: s
         assert page.status == 200 and set_cookie_value(page) is None, "the visit orphaned the session"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 2: a client with cookies is silently the demo user")
 @pytest.mark.parametrize(
     "cookie",
     [

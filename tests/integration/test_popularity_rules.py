@@ -22,7 +22,6 @@ def popularity_of(app: DemoApp, product_id: str) -> float:
     return dict(app.recommender.popularity(100)).get(product_id, 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 7: every repeated click counts for popularity")
 def test_one_user_clicking_one_product_again_and_again_counts_once(
     demo_url: str, demo_app: DemoApp, catalog: dict
 ) -> None:
@@ -41,7 +40,6 @@ def test_one_user_clicking_one_product_again_and_again_counts_once(
             demo_app.recommender.reset_user(user_id)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 7: Trending shows what the user dismissed")
 def test_trending_leaves_out_what_the_user_dismissed(demo_url: str, demo_app: DemoApp, catalog: dict) -> None:
     product_id = catalog["products"][8]["id"]
     top = demo_app.recommender.popularity(5)
@@ -63,7 +61,6 @@ def test_trending_leaves_out_what_the_user_dismissed(demo_url: str, demo_app: De
             demo_app.recommender.reset_user(uid)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 7: popular and top-rated results report distance 2.0")
 def test_popular_and_top_rated_results_have_no_vector_distance(demo_url: str, user_id: str) -> None:
     feed = post(demo_url, "/recommend", {"user_id": user_id, "k": 20})
     assert feed["source"] in ("popular", "rating"), feed["source"]

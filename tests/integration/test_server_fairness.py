@@ -43,7 +43,6 @@ LIVENESS_LIMIT_S = 15.0
 # --- Expect: 100-continue ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 7: the 100 Continue is buffered and never sent")
 def test_expect_100_continue_is_answered_before_the_body_is_sent(demo_url: str) -> None:
     url = urlsplit(demo_url)
     body = b'{"query": "rain boots", "k": 3}'
@@ -120,7 +119,6 @@ def fresh_searches(url: str, count: int) -> list[Any]:
     return futures
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 7: a request waiting for the model holds an API slot")
 def test_queries_waiting_for_the_model_leave_the_api_slots_to_others(
     demo_app: DemoApp, catalog: dict, user_id: str
 ) -> None:
@@ -137,7 +135,6 @@ def test_queries_waiting_for_the_model_leave_the_api_slots_to_others(
     assert searches == {200: 4}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 7: nothing bounds one client's queue for the model")
 def test_one_client_can_queue_only_a_few_queries_for_the_model(demo_app: DemoApp, catalog: dict) -> None:
     with gated_server(demo_app, catalog, model_queue_per_client=2) as (url, gate):
         futures = fresh_searches(url, 6)
@@ -196,7 +193,6 @@ def call_with_timeout(url: str, timeout_s: float) -> Reply:
         connection.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 7: a frozen worker is never detected")
 def test_a_frozen_worker_is_replaced_and_new_connections_are_answered(two_workers: BundledDemo) -> None:
     demo = two_workers
     pids = worker_pids(demo)
@@ -216,7 +212,6 @@ def test_a_frozen_worker_is_replaced_and_new_connections_are_answered(two_worker
     assert outcomes == {True: 40}, outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 7: the workers' supervisor reaps the bundled Redis")
 def test_a_killed_bundled_redis_is_reported_as_killed_under_workers(tmp_path: Path, two_workers: BundledDemo) -> None:
     demo = two_workers
     redis_pid = int((tmp_path / "redis.pid").read_text())

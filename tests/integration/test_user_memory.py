@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 from conftest import make_products
 from test_http import call
@@ -36,7 +35,6 @@ FLOODED_USERS = 800
 HEADROOM_BYTES = 1_500_000
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 4: the demo has no --maxmemory")
 def test_the_demo_caps_the_memory_of_its_bundled_redis(tmp_path: Path) -> None:
     demo = BundledDemo(str(tmp_path), "--maxmemory", "64mb")
     try:
@@ -62,7 +60,6 @@ def serving_limited(app: DemoApp, new_users_per_minute: int) -> Iterator[str]:
         server.server_close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 4: no limit on new users per client")
 def test_one_client_creates_a_bounded_number_of_new_users_per_minute(demo_app: DemoApp, catalog: dict) -> None:
     product_id = catalog["products"][0]["id"]
     users = [f"flood-{secrets.token_hex(6)}" for _ in range(15)]
@@ -97,7 +94,6 @@ def user_shape(recommender: RedisRecommender, user_id: str) -> str:
     return "gone" if not any(parts) else "partial"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 4: eviction takes a user's keys one at a time")
 def test_a_memory_cap_evicts_a_user_whole_or_not_at_all() -> None:
     products = make_products(20)
     with LocalRedis(maxmemory="1gb") as server:

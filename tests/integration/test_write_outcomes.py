@@ -15,6 +15,7 @@ as a network fault or a Redis killed between writing and replying would.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import socket
@@ -32,7 +33,7 @@ from test_reliability import new_user, serving
 
 from demo_api import DemoApp
 from local_redis import LocalRedis, connect
-from recommender import RedisRecommender
+from recommender import RecommenderError, RedisRecommender
 
 # The commands that run a script: the write a lost reply hides.
 SCRIPT_CALLS = (b"EVALSHA", b"FCALL")
@@ -128,7 +129,6 @@ def popularity_of(recommender: RedisRecommender, product_id: str) -> float:
 # --- 5. idempotent writes --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 5: writes take no idempotency key")
 def test_a_click_sent_twice_with_one_event_id_counts_once(demo_url: str, demo_app: DemoApp, catalog: dict) -> None:
     user_id, product_id = new_user("idempotent"), catalog["products"][3]["id"]
     event_id = secrets.token_hex(16)
@@ -148,7 +148,6 @@ def test_a_click_sent_twice_with_one_event_id_counts_once(demo_url: str, demo_ap
         demo_app.recommender.reset_user(user_id)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 5: writes take no idempotency key")
 def test_a_dismissal_sent_twice_with_one_event_id_counts_once(demo_url: str, demo_app: DemoApp, catalog: dict) -> None:
     user_id, product_id = new_user("idempotent"), catalog["products"][4]["id"]
     fields = {"product_id": product_id, "user_id": user_id, "event_id": secrets.token_hex(16)}
@@ -160,7 +159,6 @@ def test_a_dismissal_sent_twice_with_one_event_id_counts_once(demo_url: str, dem
         demo_app.recommender.reset_user(user_id)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 5: writes take no idempotency key")
 @pytest.mark.parametrize("event_id", ["", "x" * 129, "has space", "new\nline", "é"])
 def test_a_malformed_event_id_is_400(demo_url: str, catalog: dict, event_id: str) -> None:
     fields = {"product_id": catalog["products"][0]["id"], "user_id": new_user("bad-event"), "event_id": event_id}
@@ -168,9 +166,6 @@ def test_a_malformed_event_id_is_400(demo_url: str, catalog: dict, event_id: str
     assert "event_id" in reply.error(400)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 24 finding 5: a lost reply says 'retry shortly' and the retry counts twice"
-)
 def test_a_click_whose_reply_is_lost_says_its_outcome_is_unknown_and_its_retry_counts_once(
     own_demo: OwnDemo, catalog: dict
 ) -> None:
@@ -205,7 +200,6 @@ def click_at_memory_headroom(demo: OwnDemo, headroom: int, product_id: str) -> t
     return reply, user_applied, popularity_of(demo.recommender, product_id) - before > 0.5
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 5: a partly applied click says 'nothing was saved'")
 def test_a_click_applied_in_part_at_maxmemory_says_exactly_what_was_applied(own_demo: OwnDemo, catalog: dict) -> None:
     """The user's state and popularity are two scripts (two Cluster slots): at the memory limit
     the first can fit and the second be refused. Where that happens depends on a few hundred
@@ -226,14 +220,13 @@ def test_a_click_applied_in_part_at_maxmemory_says_exactly_what_was_applied(own_
 # --- 6. durability ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 6: a 200 leaves before the fsync")
 def test_with_durability_on_a_full_disk_loses_no_acknowledged_click(tiny_disk: Path) -> None:  # noqa: F811
     products = make_products(5)
     server = LocalRedis(tiny_disk, persistent=True).start()
     acknowledged: list[str] = []
     refusal: Exception | None = None
     try:
-        recommender = RedisRecommender(connect(server.url), durable=True)  # type: ignore[call-arg]
+        recommender = RedisRecommender(connect(server.url), durable=True)
         recommender.create_index()
         recommender.index_products(products)
         filler = tiny_disk / "filler"
@@ -242,12 +235,13 @@ def test_with_durability_on_a_full_disk_loses_no_acknowledged_click(tiny_disk: P
             user_id = f"durable-{number}"
             try:
                 recommender.record_click(user_id, products[number % 5]["id"])
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, RecommenderError) as exc:
                 refusal = exc
                 break
             acknowledged.append(user_id)
     finally:
         server.stop()
+    logging.getLogger(__name__).warning("%d clicks acknowledged, then: %s", len(acknowledged), refusal)
     assert refusal is not None and acknowledged, (refusal, len(acknowledged))
     filler.unlink()
     with LocalRedis(tiny_disk, persistent=True) as restarted:
