@@ -631,9 +631,7 @@ def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[
             ) from None
         except (ReplicationTimeoutError, DurabilityTimeoutError) as exc:
             log.error("write not confirmed: %s", exc)
-            raise ApiError(
-                503, f"outcome unknown ({exc}): retry with the same event_id", RETRY_LATER
-            ) from None
+            raise ApiError(503, f"outcome unknown ({exc}): retry with the same event_id", RETRY_LATER) from None
         except BudgetExceeded as exc:
             raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after_s)}) from None
 

@@ -49,9 +49,7 @@ class WorkerStartError(RuntimeError):
     """A worker exited before it listened (it has printed why)."""
 
 
-def run_worker(
-    work: Work, seed: bool, ready_fd: int, beat_fd: int, close_fds: list[int], parent: int
-) -> NoReturn:
+def run_worker(work: Work, seed: bool, ready_fd: int, beat_fd: int, close_fds: list[int], parent: int) -> NoReturn:
     """The life of a forked worker: it writes one byte to ready_fd once it listens, beats on
     beat_fd while it serves, stops on SIGTERM/SIGINT, and gets SIGTERM when the parent dies. It
     always leaves with os._exit: the parent's exit handlers (stopping the bundled Redis) are not
