@@ -21,6 +21,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
 from recengine.client_budgets import BudgetExceeded
+from recengine.http_request import ApiError
 from recommender import (
     DurabilityTimeoutError,
     IndexMissingError,
@@ -48,27 +49,6 @@ MAX_QUERY_CHARS = 1000
 HTTP_MAX_K = 100
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
-
-
-class ApiError(Exception):
-    """An answer for the client: status, a message that says what to fix, and `details`, more
-    fields of the answer (e.g. which parts of a write were applied)."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        headers: Mapping[str, str] | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
-        self.details = dict(details or {})
-
-    def payload(self) -> dict[str, Any]:
-        return {"error": self.message, **self.details}
 
 
 def no_turn() -> AbstractContextManager[None]:

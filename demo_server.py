@@ -37,11 +37,11 @@ from urllib.parse import SplitResult, unquote
 import redis
 
 from build_catalog import CatalogError, check_catalog_vectors, read_catalog
-from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, ApiError, Caller, DemoApp, Fields
+from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, Caller, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
 from recengine.client_budgets import NewUserBudget, WaitingLimit
-from recengine.http_request import declared_body_length, parse_body, parse_form, split_target
+from recengine.http_request import ApiError, declared_body_length, parse_body, parse_form, split_target
 from recengine.server_cli import build_parser
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
@@ -517,7 +517,7 @@ def build_server(
     liveness signal (DemoServer)."""
     timings = {"redis": shared.redis_seconds}
     t0 = time.perf_counter()
-    embedder = LocalEmbedder(args.model, backend=args.embedding_backend)
+    embedder = LocalEmbedder(args.model, backend=args.embedding_backend, query_encoder=args.query_encoder)
     embedder.encode_one("warm up the model before the first request")
     timings["model"] = time.perf_counter() - t0
     catalog = shared.catalog
@@ -687,7 +687,10 @@ def serve_workers(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.query_encoder == "int8" and args.embedding_backend != "onnx":
+        parser.error("--query-encoder int8 runs on the onnx backend: drop --embedding-backend torch")
     pid = "[%(process)d]" if args.workers > 1 else ""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
     warn_if_exposed(args.host)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from embeddings import BACKENDS
+from embeddings import BACKENDS, QUERY_ENCODERS
 from recengine.cli_types import memory_size, non_negative_int, positive_int, sentinel_address
 from recengine.web_guard import allowed_host_argument
 from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES
@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="onnx",
         help="how query texts are embedded: onnx (default; ~4x faster per query, starts in a fraction of a second, "
         "same vectors as torch; the first start exports the model once) or torch (sentence-transformers)",
+    )
+    parser.add_argument(
+        "--query-encoder",
+        choices=QUERY_ENCODERS,
+        default="float",
+        help="how search queries are embedded: float (default; the model's own vectors) or int8 (onnx backend "
+        "only; ~4.5x faster per query, NDCG@10 on the judged set -0.005 with stated filters, +0.000 plain KNN; "
+        "product vectors stay float)",
     )
     parser.add_argument(
         "--user-ttl",
