@@ -8,8 +8,10 @@ RedisRecommender, then plays the profile for N users through the library (record
 dismiss, what the demo's /click and /dismiss call) and reports, per user:
 
 - `used_memory` growth (INFO memory), which is what maxmemory compares against;
-- the sum of MEMORY USAGE over the user's own keys, and how many keys a user has (one key can be
-  evicted whole; several are evicted one at a time);
+- the sum of MEMORY USAGE over the keys whose name holds the user's id, and how many there are:
+  the user's state (one hash since issue 24, so that a memory cap evicts a user whole; four keys
+  before, evicted one at a time) and popularity's record of the products the user's clicks
+  counted this window (a small set in popularity's slot, expiring with the window);
 - AOF growth (the files in appendonlydir, after the buffer is written).
 
 Profiles: `new` (one click: what a flood of invented ids costs), `typical` (10 clicks over 6
@@ -20,6 +22,7 @@ full). Popularity is shared by all users and is not counted per user.
     .venv/bin/python -m bench.user_memory --quick     # a tenth of that: a few seconds
 
 Writes bench/results/user_memory.json and bench/results/user_memory.png.
+(bench/results/user_memory_four_keys.json: the same run on the layout before, commit 13e89cf.)
 """
 
 from __future__ import annotations
