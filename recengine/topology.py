@@ -227,16 +227,32 @@ def open_topology(args: argparse.Namespace, data_dir: Path) -> Topology:
             args.maxmemory, description,
         )  # fmt: skip
     if args.durable and isinstance(client, redis.Redis):
-        check_append_only(client)
+        prepare_durable(client, bundled=local is not None)
     return Topology(client, read_clients, local, description)
 
 
-def check_append_only(client: redis.Redis) -> None:
-    """--durable waits for the append-only file: a Redis without one would refuse every write."""
-    if client.config_get("appendonly").get("appendonly") != "yes":
+def prepare_durable(client: redis.Redis, bundled: bool) -> None:
+    """--durable waits for each write's fsync (WAITAOF). A Redis without an append-only file
+    would refuse every write: refused here. With `appendfsync everysec` the wait is for the next
+    once-a-second fsync, about a second per click (bench/durable_click.py); with `always` Redis
+    fsyncs before it replies and WAITAOF waits for nothing more. So the bundled Redis is switched
+    to `always`; another Redis keeps its setting, with a warning."""
+    settings = {name: str(value) for name, value in client.config_get("append*").items()}
+    if settings.get("appendonly") != "yes":
         raise ValueError(
             "--durable waits until Redis has written each click to its append-only file, but this Redis has "
             "appendonly off: turn it on (CONFIG SET appendonly yes, and in its configuration), or drop --durable"
+        )
+    if settings.get("appendfsync") == "always":
+        return
+    if bundled:
+        client.config_set("appendfsync", "always")
+        log.info("--durable: the bundled Redis now fsyncs every write before it answers (appendfsync always)")
+    else:
+        log.warning(
+            "--durable with appendfsync %s: each write waits for Redis' next fsync, up to a second; set "
+            "appendfsync always in its configuration to answer as soon as the write is on disk",
+            settings.get("appendfsync"),
         )
 
 
