@@ -35,8 +35,12 @@ FLOODED_USERS = 800
 HEADROOM_BYTES = 1_500_000
 
 
-def test_the_demo_caps_the_memory_of_its_bundled_redis(tmp_path: Path) -> None:
-    demo = BundledDemo(str(tmp_path), "--maxmemory", "64mb")
+def test_the_demo_caps_the_memory_of_its_bundled_redis_and_can_answer_only_once_on_disk(
+    tmp_path: Path, catalog: dict
+) -> None:
+    """--maxmemory caps the bundled Redis (users evicted, products never); --durable makes it
+    fsync every write before it answers, so that the click's WAITAOF returns at once."""
+    demo = BundledDemo(str(tmp_path), "--maxmemory", "64mb", "--durable")
     try:
         demo.wait_until_listening()
         url = running_bundled_url(tmp_path)
@@ -44,6 +48,9 @@ def test_the_demo_caps_the_memory_of_its_bundled_redis(tmp_path: Path) -> None:
         client = connect(url)
         assert client.config_get("maxmemory") == {"maxmemory": str(64 * 1024 * 1024)}
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        clicked = demo.request("POST", "/click", {"product_id": catalog["products"][0]["id"], "user_id": "durable"})
+        assert clicked["clicks"] == 1
     finally:
         demo.kill()
 
