@@ -30,6 +30,13 @@ from local_redis import LocalRedis, connect
 from recommender import RedisRecommender, info_dict
 
 CONCURRENT_FOR_S = 3.0
+# The fix is the live-catalogue issue's one reload path (RedisRecommender.reload_catalog, on the
+# `catalog` branch): these fail until it is merged, and run as plain tests from then on.
+WITHOUT_RELOAD_PATH = pytest.mark.xfail(
+    not hasattr(RedisRecommender, "reload_catalog"),
+    reason="issue 24 finding 3: /reset-index drops, recreates and refills in place",
+    strict=True,
+)
 HEALS_WITHIN_S = 5.0
 
 
@@ -68,7 +75,7 @@ def catalogue_served(url: str, user_id: str, catalog: dict) -> bool:
     return search.status == 200 and len(search.json()["candidates"]) == 10 and click.status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 3: a refused reset leaves no catalogue")
+@WITHOUT_RELOAD_PATH
 def test_a_reset_refused_for_memory_leaves_the_old_catalogue_serving_and_says_so(
     workers: TwoWorkers, catalog: dict
 ) -> None:
@@ -88,7 +95,7 @@ def test_a_reset_refused_for_memory_leaves_the_old_catalogue_serving_and_says_so
     assert catalogue_served(url, user_id, catalog)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 3: searches see a half-loaded catalogue during a reset")
+@WITHOUT_RELOAD_PATH
 def test_concurrent_resets_over_two_workers_never_show_a_partial_catalogue(workers: TwoWorkers, catalog: dict) -> None:
     products = catalog["products"]
     stop = threading.Event()
@@ -143,7 +150,7 @@ def drop_the_serving_index(client: redis.Redis, name: str) -> None:
     client.execute_command("FT.DROPINDEX", real_name, "DD")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 finding 3: a missing index stays missing until someone resets")
+@WITHOUT_RELOAD_PATH
 def test_a_server_that_finds_its_index_missing_reseeds_it_by_itself(workers: TwoWorkers, catalog: dict) -> None:
     url, user_id = workers.urls[1], new_user("missing")
     drop_the_serving_index(workers.client, workers.apps[0].recommender.index_name)
