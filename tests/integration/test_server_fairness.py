@@ -90,6 +90,9 @@ class GatedEmbedder:
     def encode_many(self, *args: Any, **kwargs: Any) -> Any:
         return self._gated("encode_many", *args, **kwargs)
 
+    def encode_queries(self, *args: Any, **kwargs: Any) -> Any:
+        return self._gated("encode_queries", *args, **kwargs)
+
 
 @contextlib.contextmanager
 def gated_server(demo_app: DemoApp, catalog: dict, **options: Any) -> Iterator[tuple[str, threading.Event]]:
