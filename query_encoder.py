@@ -65,7 +65,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -96,6 +96,14 @@ class EncoderStats:
     model_calls: int
     texts_embedded: int
     largest_batch: int
+
+
+class EncoderObserver(Protocol):
+    """Told of every cache lookup and model call as they happen (the server's metrics)."""
+
+    def query_cache(self, hit: bool) -> None: ...
+
+    def encoder_batch(self, size: int) -> None: ...
 
 
 TextKind = Literal["query", "product"]
@@ -164,6 +172,7 @@ class QueryEncoder:
         window_s: float = DEFAULT_WINDOW_S,
         max_batch: int = DEFAULT_MAX_BATCH,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        observer: EncoderObserver | None = None,
     ) -> None:
         if not (math.isfinite(window_s) and 0 <= window_s <= 1):
             raise ValueError(f"window_s must be from 0 to 1 second, got {window_s!r}")
@@ -174,6 +183,7 @@ class QueryEncoder:
         self.embedder = embedder
         self.window_s = window_s
         self.max_batch = max_batch
+        self._observer = observer
         self._cache = RecentVectors(cache_size)
         self._queue: deque[PendingText] = deque()
         self._pending: dict[tuple[TextKind, str], PendingText] = {}
@@ -193,8 +203,12 @@ class QueryEncoder:
             vector = self._cache.get(text)
             if vector is not None:
                 self._cache_hits += 1
-                return vector, True
-            pending, leads = self._enqueue(text, "query")
+            else:
+                pending, leads = self._enqueue(text, "query")
+        if self._observer is not None:
+            self._observer.query_cache(vector is not None)
+        if vector is not None:
+            return vector, True
         if leads:
             self._lead()
         return pending.vector.result(), False
@@ -334,6 +348,8 @@ class QueryEncoder:
             self._model_calls += 1
             self._texts_embedded += len(texts)
             self._largest_batch = max(self._largest_batch, len(texts))
+        if self._observer is not None:
+            self._observer.encoder_batch(len(texts))
         if kind == "query":
             vectors = self.embedder.encode_queries(texts)
         else:

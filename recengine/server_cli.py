@@ -9,6 +9,8 @@ from pathlib import Path
 
 from embeddings import BACKENDS, QUERY_ENCODERS
 from recengine.cli_types import memory_size, non_negative_int, positive_int, sentinel_address
+from recengine.experiments import Experiment, ExperimentFileError, load_experiment
+from recengine.impressions import DEFAULT_CAP
 from recengine.web_guard import allowed_host_argument
 from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES
 
@@ -22,6 +24,14 @@ DEFAULT_MAXMEMORY = "256mb"
 DEFAULT_NEW_USERS_PER_MINUTE = 60
 # Per client: requests of one client waiting for the model at once.
 DEFAULT_MODEL_QUEUE_PER_CLIENT = 4
+
+
+def experiment_argument(text: str) -> Experiment:
+    """--experiment FILE, read and checked whole while the command line is parsed."""
+    try:
+        return load_experiment(Path(text))
+    except ExperimentFileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer a click, dismissal or refreshed embedding only once Redis has fsynced it to its append-only "
         "file (WAITAOF; with --min-replicas-ack, the replicas' files too); not confirmed in time is a 503 that "
-        "says the outcome is unknown. Costs up to a second per write with appendfsync everysec (README: Durability)",
+        "says the outcome is unknown. Switches the bundled Redis to appendfsync always (a few ms per write); another "
+        "Redis with appendfsync everysec makes each write wait for its next fsync, up to a second (README: Durability)",
+    )
+    measure = parser.add_argument_group("measuring (README: Metrics, impressions and experiments)")
+    measure.add_argument(
+        "--no-metrics", action="store_true", help="serve no GET /metrics and count nothing for it (to measure its cost)"
+    )
+    measure.add_argument(
+        "--no-impressions",
+        action="store_true",
+        help="log no impressions: list answers carry no rec_id, and GET /report answers 404",
+    )
+    measure.add_argument(
+        "--impressions-cap",
+        type=positive_int,
+        default=DEFAULT_CAP,
+        metavar="N",
+        help=f"keep about the newest N impressions, and N attributed events, in Redis (default {DEFAULT_CAP})",
+    )
+    measure.add_argument(
+        "--experiment",
+        type=experiment_argument,
+        metavar="FILE",
+        help="run the A/B experiment this JSON file defines: arms as RankingConfig changes with shares of the users",
     )
     scale = parser.add_argument_group("beyond one Redis (README: Scaling out)")
     scale.add_argument(
