@@ -43,7 +43,6 @@ from local_redis import LocalRedisError, SearchUnavailableError, open_redis, red
 from recengine.catalog_schema import (
     OPTIONAL_DEFAULTS,
     REQUIRED_FIELDS,
-    TAG_SEPARATOR,
     ExtraField,
     FieldKind,
     normalize_category,
@@ -54,7 +53,7 @@ from recengine.catalog_schema import (
 from recengine.catalog_sync import DEFAULT_MAX_REMOVAL_SHARE, SyncRefusedError, check_removals, plan_sync
 from recengine.cli_types import column_mapping, positive_int
 from recengine.layout import product_fields
-from recengine.validation import MAX_PRODUCT_ID_CHARS
+from recengine.validation import MAX_PRODUCT_ID_CHARS, TAG_SEPARATOR
 from recommender import PRODUCT_FIELDS, RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
 
 # Named, not __name__: run as a script this module is __main__, and its warnings should carry

@@ -4,6 +4,7 @@ headers, origins, cookies) and the command line; this module changes when an end
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -12,15 +13,25 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
+from recengine.ab_report import build_report
+from recengine.client_budgets import BudgetExceeded
+from recengine.experiments import NO_ARM, Experiment
+from recengine.http_request import ApiError
+from recengine.impressions import Impression, ImpressionError, ImpressionLog, ListSource, check_rec_id
+from recengine.metrics import Metrics
 from recengine.validation import MAX_PRODUCT_ID_CHARS
 from recommender import (
+    DurabilityTimeoutError,
     IndexMissingError,
+    MayCreateUser,
+    PartlyAppliedError,
     ProductNotFoundError,
     Recommendation,
     RedisRecommender,
@@ -29,7 +40,9 @@ from recommender import (
     ReplicationTimeoutError,
     SearchFilters,
     UserState,
+    WriteOutcomeUnknownError,
     WriteRefusedError,
+    check_event_id,
     check_product_id,
 )
 
@@ -44,18 +57,33 @@ HTTP_MAX_K = 100
 # A server that finds its index missing rebuilds it from its catalogue; a request that met the
 # missing index waits this long for that (or for another worker's rebuild) before a 503.
 HEAL_WAIT_S = 30.0
+# GET /report's window when none is given, and the longest it takes (the log's cap bounds it too).
+DEFAULT_REPORT_WINDOW_S = 86400.0
+MAX_REPORT_WINDOW_S = 90 * 86400.0
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
 
 
-class ApiError(Exception):
-    """An answer for the client: status, and a message that says what to fix."""
+def no_turn() -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, as the server knows them: the user, and what the server lets their client hold.
+
+    may_create_user: asked before a write would create the user (the server's per-client budget
+    of new users; it raises BudgetExceeded to refuse).
+    model_turn: held while the request waits for the model (the per-client bound on the model's
+    queue; it raises BudgetExceeded when the client already waits enough).
+    redis_turn: held around the request's Redis work only (one of the server's API slots), so
+    that a request waiting for the model holds none.
+    """
+
+    user_id: str
+    may_create_user: MayCreateUser | None = None
+    model_turn: Callable[[], AbstractContextManager[None]] = no_turn
+    redis_turn: Callable[[], AbstractContextManager[None]] = no_turn
 
 
 # --- request fields: data in, data out ------------------------------------------------------
@@ -182,6 +210,7 @@ class SearchRequest:
     use_rerank: bool
     exclude_clicked: bool
     diversity: float
+    understand: bool
 
     @classmethod
     def parse(cls, fields: Fields, default_k: int) -> SearchRequest:
@@ -193,6 +222,7 @@ class SearchRequest:
             use_rerank=parse_bool(fields, "rerank"),
             exclude_clicked=parse_bool(fields, "exclude_clicked"),
             diversity=parse_diversity(fields),
+            understand=parse_bool(fields, "understand", default=True),
         )
 
 
@@ -237,6 +267,29 @@ class SimilarRequest:
             exclude_clicked=parse_bool(fields, "exclude_clicked"),
             diversity=parse_diversity(fields),
         )
+
+
+def parse_event_id(fields: Fields) -> str | None:
+    """event_id is optional: an idempotency key that makes a retried write count once."""
+    value = fields.get("event_id")
+    if value is None:
+        return None
+    try:
+        return check_event_id(value)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def parse_rec_id(fields: Fields) -> str | None:
+    """The optional rec_id of the list a click or an event came from (any endpoint that takes
+    one reads it here); its form is checked, whether it was shown to the user is the log's."""
+    rec_id = parse_string(fields, "rec_id", max_chars=64)
+    if rec_id is None:
+        return None
+    try:
+        return check_rec_id(rec_id)
+    except ImpressionError as exc:
+        raise ApiError(exc.status, str(exc)) from None
 
 
 def parse_product_id(fields: Fields) -> str:
@@ -299,15 +352,24 @@ class DemoApp:
         *,
         default_k: int = 10,
         redis_description: str = "Redis",
+        metrics: Metrics | None = None,
+        impressions: ImpressionLog | None = None,
+        experiment: Experiment | None = None,
     ) -> None:
         self.recommender = recommender
         self.embedder = embedder
         self.catalog = catalog
         self.default_k = default_k
         self.redis_description = redis_description
+        self.metrics = metrics or Metrics()
+        # Every list shown is logged here and answers with its rec_id (None: --no-impressions).
+        self.impressions = impressions
+        self.experiment = experiment
+        # One recommender per arm, over the same Redis, index and keys: only the ranking differs.
+        self.arms = {arm.name: recommender.with_config(arm.config) for arm in experiment.arms} if experiment else {}
         # Recent queries from its cache; fresh ones that arrive while the model is busy are
         # embedded together, one model call at a time.
-        self.encoder = QueryEncoder(embedder)
+        self.encoder = QueryEncoder(embedder, observer=self.metrics)
         self._readiness = SingleFlight(self._check_ready)
         # Read now, so that a missing or broken contract stops the start, not a later request.
         openapi_document()
@@ -355,10 +417,29 @@ class DemoApp:
                 return False
         return True
 
+    def ranker_for(self, user_id: str) -> tuple[str, RedisRecommender]:
+        """The user's experiment arm and the recommender that ranks (and records clicks) for it."""
+        if self.experiment is None:
+            return NO_ARM, self.recommender
+        arm = self.experiment.arm_for(user_id).name
+        return arm, self.arms[arm]
+
+    def shown(self, user_id: str, source: ListSource, arm: str, result: Recommendation) -> dict[str, Any]:
+        """A list answer's candidates (each `why` with the arm when an experiment runs) and, when
+        impressions are logged, its rec_id."""
+        payload = recommendation_payload(result)
+        if self.experiment is not None:
+            for candidate in payload["candidates"]:
+                candidate["why"]["arm"] = arm
+        if self.impressions is not None:
+            payload["rec_id"] = self.impressions.record(user_id, source, arm, [c.id for c in result.candidates])
+            self.metrics.impression(source, arm)
+        return payload
+
     def user_state(self, user_id: str, state: UserState | None = None) -> dict[str, Any]:
         """The user's panel; from `state` when the caller has read it already (a click reads
         it in the click's own round trip)."""
-        rec = self.recommender
+        rec = self.ranker_for(user_id)[1]
         if state is None:
             state = rec.user_state(user_id)
         features, names = state.features, state.product_names
@@ -380,10 +461,18 @@ class DemoApp:
             "dismissed": [{"id": pid, "name": names.get(pid) or pid} for pid in state.dismissed],
         }
 
-    def state(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def state(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         info = self.recommender.index_info()
-        top = self.recommender.popularity(5)
+        top = self.recommender.popularity(5, user_id=user_id)
         names = self.recommender.get_products([pid for pid, _ in top])
+        trending = (
+            {"popular_rec_id": self.impressions.record(user_id, "trending", NO_ARM, [pid for pid, _ in top])}
+            if self.impressions is not None
+            else {}
+        )
+        if trending:
+            self.metrics.impression("trending", NO_ARM)
         return {
             "user": self.user_state(user_id),
             "index": {
@@ -401,25 +490,35 @@ class DemoApp:
                 {"id": pid, "name": names.get(pid, {}).get("name") or pid, "popularity": round(score, 4)}
                 for pid, score in top
             ],
+            **trending,
         }
 
-    def search(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def search(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        """The query's vector first, holding no API slot (the model's queue is bounded per
+        client instead), then the Redis work in one slot."""
+        user_id = caller.user_id
         request = SearchRequest.parse(fields, self.default_k)
+        arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
-        query_vec, cached = self.encoder.encode(request.query)
+        with caller.model_turn():
+            query_vec, cached = self.encoder.encode(request.query)
         embedded = time.perf_counter()
-        result = self.recommender.recommend(
-            query_vec,
-            user_id=user_id,
-            k=request.k,
-            filters=request.filters,
-            use_session=request.use_session,
-            use_rerank=request.use_rerank,
-            exclude_clicked=request.exclude_clicked,
-            diversity=request.diversity,
-        )
+        with caller.redis_turn():
+            result = ranker.recommend(
+                query_vec,
+                user_id=user_id,
+                k=request.k,
+                filters=request.filters,
+                use_session=request.use_session,
+                use_rerank=request.use_rerank,
+                exclude_clicked=request.exclude_clicked,
+                diversity=request.diversity,
+                query_text=request.query,
+                understand=request.understand,
+            )
         return {
-            **recommendation_payload(result),
+            **self.shown(user_id, "search", arm, result),
+            "understood": result.understood,
             "used_session": result.used_session,
             "used_rerank": result.used_rerank,
             "session_weight": result.session_weight,
@@ -430,10 +529,12 @@ class DemoApp:
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def recommend(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def recommend(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         request = FeedRequest.parse(fields, self.default_k)
+        arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
-        result = self.recommender.for_you(
+        result = ranker.for_you(
             user_id,
             k=request.k,
             filters=request.filters,
@@ -442,15 +543,17 @@ class DemoApp:
         )
         return {
             "source": result.source,
-            **recommendation_payload(result),
+            **self.shown(user_id, "feed", arm, result),
             "session_weight": result.session_weight,
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def similar(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def similar(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         request = SimilarRequest.parse(fields, self.default_k)
+        arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
-        result = self.recommender.similar(
+        result = ranker.similar(
             request.product_id,
             k=request.k,
             filters=request.filters,
@@ -461,13 +564,19 @@ class DemoApp:
         )
         return {
             "product_id": request.product_id,
-            **recommendation_payload(result),
+            **self.shown(user_id, "similar", arm, result),
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def click(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        product_id = parse_product_id(fields)
-        result, state = self.recommender.record_click_with_state(user_id, product_id)
+    def click(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
+        product_id, event_id = parse_product_id(fields), parse_event_id(fields)
+        impression = self.impression_of(user_id, fields, product_id)
+        result, state = self.ranker_for(user_id)[1].record_click_with_state(
+            user_id, product_id, event_id=event_id, may_create=caller.may_create_user
+        )
+        if not result.already_applied:
+            self.attribute(impression, "click", product_id)
         user = self.user_state(user_id, state)
         # The click is the newest recent click, whose name user_state has just looked up.
         name = next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id)
@@ -476,32 +585,67 @@ class DemoApp:
             "affinity": round(result.affinity, 6),
             "clicks": result.clicks,
             "last_clicked_id": result.last_clicked_id,
+            "already_applied": result.already_applied,
             "name": name,
             "user": user,
         }
 
-    def dismiss(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        product_id = parse_product_id(fields)
-        result, state = self.recommender.dismiss_with_state(user_id, product_id)
+    def dismiss(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
+        product_id, event_id = parse_product_id(fields), parse_event_id(fields)
+        impression = self.impression_of(user_id, fields, product_id)
+        result, state = self.ranker_for(user_id)[1].dismiss_with_state(
+            user_id, product_id, event_id=event_id, may_create=caller.may_create_user
+        )
+        if not result.already_applied:
+            self.attribute(impression, "dismiss", product_id)
         user = self.user_state(user_id, state)
         name = next((c["name"] for c in user["dismissed"] if c["id"] == product_id), product_id)
         return {
             "category": result.category,
             "affinity": round(result.affinity, 6),
             "product_id": product_id,
+            "already_applied": result.already_applied,
             "name": name,
             "user": user,
         }
 
-    def reset_user(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        self.recommender.reset_user(user_id)
+    def impression_of(self, user_id: str, fields: Fields, product_id: str) -> Impression | None:
+        """The impression a click or event names by its rec_id, checked before anything is
+        written (an unknown rec_id, another user's, or one without the product is refused with
+        nothing applied); None without a rec_id."""
+        rec_id = parse_rec_id(fields)
+        if rec_id is None:
+            return None
+        if self.impressions is None:
+            raise ApiError(400, "this server logs no impressions (--no-impressions): send no rec_id")
+        return self.impressions.find(user_id, rec_id, product_id)
+
+    def attribute(self, impression: Impression | None, kind: str, product_id: str) -> None:
+        """Count a recorded event, and join it to its impression when it came from one."""
+        self.metrics.event(kind)
+        if kind == "click":
+            self.metrics.click(impression.source if impression else "none", impression.arm if impression else "none")
+        if impression is not None and self.impressions is not None:
+            self.impressions.record_outcome(impression, kind, product_id)
+
+    def report(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        """GET /report: click-through and conversion by list source and arm over `window` seconds."""
+        if self.impressions is None:
+            raise ApiError(404, "this server logs no impressions (--no-impressions), so it has no report")
+        window = parse_optional_float(fields, "window", low=1, high=MAX_REPORT_WINDOW_S) or DEFAULT_REPORT_WINDOW_S
+        impressions, outcomes = self.impressions.window(window)
+        return build_report(impressions, outcomes, window, self.experiment)
+
+    def reset_user(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        self.recommender.reset_user(caller.user_id)
         return {"ok": True}
 
-    def reset_index(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def reset_index(self, caller: Caller, fields: Fields) -> dict[str, Any]:
         """The shipped catalogue again, switched to in one step (a reset that is running
         elsewhere is a 409, a failed one a 503 saying the old catalogue still serves)."""
         seeded = self.seed(lock_wait_s=0)
-        self.recommender.reset_user(user_id)
+        self.recommender.reset_user(caller.user_id)
         return {"seeded": seeded}
 
     # --- for load balancers and client generators: no user, no fields ---------------------------
@@ -536,13 +680,16 @@ class DemoApp:
         """GET /openapi.json: the API's OpenAPI 3.1 description."""
         return openapi_document()
 
-    def refresh_embedding(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def refresh_embedding(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        """As search: the model first, with no API slot; then the write in one."""
         product_id = parse_product_id(fields)
         text = parse_free_text(fields, "text", multiline=True)
         started = time.perf_counter()
-        vector = self.encoder.encode_uncached(text)
+        with caller.model_turn():
+            vector = self.encoder.encode_uncached(text)
         embed_ms = (time.perf_counter() - started) * 1000
-        self.recommender.refresh_embedding(product_id, vector)
+        with caller.redis_turn():
+            self.recommender.refresh_embedding(product_id, vector)
         return {"product_id": product_id, "embed_ms": round(embed_ms, 3)}
 
 
@@ -557,7 +704,7 @@ def recommendation_payload(result: Recommendation) -> dict[str, Any]:
     }
 
 
-Endpoint = Callable[[DemoApp, str, Fields], dict[str, Any]]
+Endpoint = Callable[[DemoApp, Caller, Fields], dict[str, Any]]
 # An endpoint of SERVICE_ROUTES: answered for the server, not for a user.
 ServiceEndpoint = Callable[[DemoApp], dict[str, Any]]
 
@@ -565,8 +712,8 @@ ServiceEndpoint = Callable[[DemoApp], dict[str, Any]]
 def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
     """The library's errors as the API's answers, in one place: bad arguments are the client's
     400, an unknown product a 404, and conditions of Redis (no index, writes refused, replicas
-    that did not acknowledge) a 503 that says what is wrong. Redis being unreachable is the
-    transport's 503 (demo_server.py)."""
+    that did not acknowledge) a 503 that says what is wrong, its cause kept (`from exc`) for the
+    Redis-error metric. Redis being unreachable is the transport's 503 (demo_server.py)."""
 
     @functools.wraps(endpoint)
     def answer(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
@@ -581,21 +728,41 @@ def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[
                 return endpoint(*args, **kwargs)
         except ProductNotFoundError as exc:
             raise ApiError(404, f"no product with id {exc.product_id!r}") from None
+        except ImpressionError as exc:
+            raise ApiError(exc.status, str(exc)) from None
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        except IndexMissingError:
-            raise ApiError(503, MISSING_INDEX_MESSAGE, RETRY_LATER) from None
-        except ReloadInProgressError:
-            raise ApiError(409, "another reset of the catalogue is running: it will be done in moments") from None
+        except IndexMissingError as exc:
+            raise ApiError(503, MISSING_INDEX_MESSAGE, RETRY_LATER) from exc
+        except ReloadInProgressError as exc:
+            raise ApiError(409, "another reset of the catalogue is running: it will be done in moments") from exc
         except ReloadFailedError as exc:
             log.error("reload failed: %s", exc)
-            raise ApiError(503, str(exc), RETRY_LATER) from None
+            raise ApiError(503, str(exc), RETRY_LATER) from exc
         except WriteRefusedError as exc:
             log.error("write refused by Redis: %s", exc)
-            raise ApiError(503, f"Redis refused the write: {exc.reason}; nothing was saved", RETRY_LATER) from None
-        except ReplicationTimeoutError as exc:
-            log.error("write not acknowledged by replicas: %s", exc)
-            raise ApiError(503, f"the write was not confirmed by enough replicas ({exc}); retry", RETRY_LATER) from None
+            raise ApiError(503, f"Redis refused the write: {exc.reason}; nothing was saved", RETRY_LATER) from exc
+        except PartlyAppliedError as exc:
+            log.error("write applied in part: %s", exc)
+            raise ApiError(
+                503,
+                f"the write was applied in part ({exc}): retry with the same event_id to complete it",
+                RETRY_LATER,
+                {"applied": exc.applied},
+            ) from exc
+        except WriteOutcomeUnknownError as exc:
+            log.warning("%s", exc)
+            raise ApiError(
+                503,
+                "outcome unknown (Redis did not answer in time): retry with the same event_id "
+                "(without one, a retry may count twice)",
+                RETRY_LATER,
+            ) from exc
+        except (ReplicationTimeoutError, DurabilityTimeoutError) as exc:
+            log.error("write not confirmed: %s", exc)
+            raise ApiError(503, f"outcome unknown ({exc}): retry with the same event_id", RETRY_LATER) from exc
+        except BudgetExceeded as exc:
+            raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after_s)}) from exc
 
     return answer
 
@@ -606,22 +773,27 @@ MISSING_INDEX_MESSAGE = "the search index is missing and could not be rebuilt ye
 
 @dataclass(frozen=True)
 class Route:
+    """An endpoint and its method. `uses_model`: it waits for the model, and takes its own
+    Caller.redis_turn around its Redis work; every other endpoint runs inside one."""
+
     method: str
     endpoint: Endpoint
+    uses_model: bool = False
 
 
 API_ROUTES: dict[str, Route] = {
-    path: Route(method, answering_library_errors(endpoint))
-    for path, method, endpoint in (
-        ("/state", "GET", DemoApp.state),
-        ("/search", "POST", DemoApp.search),
-        ("/recommend", "POST", DemoApp.recommend),
-        ("/similar", "POST", DemoApp.similar),
-        ("/click", "POST", DemoApp.click),
-        ("/dismiss", "POST", DemoApp.dismiss),
-        ("/reset-user", "POST", DemoApp.reset_user),
-        ("/reset-index", "POST", DemoApp.reset_index),
-        ("/refresh-embedding", "POST", DemoApp.refresh_embedding),
+    path: Route(method, answering_library_errors(endpoint), uses_model)
+    for path, method, endpoint, uses_model in (
+        ("/state", "GET", DemoApp.state, False),
+        ("/search", "POST", DemoApp.search, True),
+        ("/recommend", "POST", DemoApp.recommend, False),
+        ("/similar", "POST", DemoApp.similar, False),
+        ("/click", "POST", DemoApp.click, False),
+        ("/dismiss", "POST", DemoApp.dismiss, False),
+        ("/reset-user", "POST", DemoApp.reset_user, False),
+        ("/reset-index", "POST", DemoApp.reset_index, False),
+        ("/refresh-embedding", "POST", DemoApp.refresh_embedding, True),
+        ("/report", "GET", DemoApp.report, False),
     )
 }
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,12 +21,16 @@ from recengine.errors import (
     is_index_exists_error,
     is_no_product_error,
 )
+from recengine.intent import Vocabulary
 from recengine.layout import PRODUCT_FIELDS, KeyLayout, index_schema, product_to_hash, vector_to_bytes
 from recengine.reload import follow_serving, queue_serving
-from recengine.replies import aggregate_rows, index_info_from, product_summary, raw_rows, text
+from recengine.replies import aggregate_rows, index_info_from, number, product_summary, raw_rows, text
 from recengine.results import IndexInfo
 from recengine.scripts import RefreshEmbedding, ScriptCall, Scripts, run_scripts_then
 from recengine.store import Store
+
+# "Cheap" means the cheapest third of the catalogue.
+CHEAP_QUANTILE = 1 / 3
 
 
 @dataclass(eq=False)
@@ -123,17 +128,21 @@ class Catalog:
         return written + self.store.write_hashes(batch)
 
     def refresh_embedding(self, product_id: str, new_vector: npt.ArrayLike) -> None:
-        """One script, so the product cannot be re-created; WAIT for replicas when asked. A
-        product missing under the cached key prefix is looked for again in the generation the
-        catalogue hash names (a reload may have moved it)."""
+        """One script, so the product cannot be re-created; then what the store's writes wait
+        for (replicas, the disk), when anything. A product missing under the cached key prefix is
+        looked for again in the generation the catalogue hash names (a reload may have moved it)."""
         argv = RefreshEmbedding(vector_to_bytes(new_vector, self.vector_dim)).argv()
         while True:
             call = ScriptCall(self.scripts.refresh_embedding, [self.keys.product(product_id)], argv)
             try:
                 with classified_errors():
-                    if self.store.min_replicas_ack:
-                        replies = run_scripts_then(self.store.primary, [call], self.store.queue_wait)
-                        self.store.check_acks(int(replies[1]))
+                    if self.store.confirms_writes:
+                        written, confirmation = run_scripts_then(
+                            self.store.primary, [call], self.store.queue_confirmation
+                        )
+                        if isinstance(written, Exception):
+                            raise written
+                        self.store.check_confirmation(confirmation)
                     else:
                         call.script(keys=call.keys, args=call.args)
                 return
@@ -187,3 +196,23 @@ class Catalog:
         if field_name == "category":  # a path is stored as its every level: each is a category
             values = {level for value in values for level in split_levels(value)}
         return sorted(v for v in values if v)
+
+    def vocabulary(self) -> Vocabulary:
+        """The facet values query understanding recognises, from the index itself (so a user's own
+        catalogue needs no configuration): its brands and categories as written, and the price
+        below which a third of its products lie ("cheap"). One pipelined round trip."""
+        index = self.keys.index_name
+        replies = self.store.search_many(
+            [
+                query.distinct_values_command(index, "brand"),
+                query.distinct_values_command(index, "category"),
+                query.price_quantile_command(index, CHEAP_QUANTILE),
+            ]
+        )
+        brands, categories = (
+            tuple(sorted({row.get(name, "") for row in aggregate_rows(reply)} - {""}))
+            for name, reply in (("brand", replies[0]), ("category", replies[1]))
+        )
+        prices = [number(row.get("price"), default=math.nan) for row in aggregate_rows(replies[2])]
+        cheap = prices[0] if prices and math.isfinite(prices[0]) else None
+        return Vocabulary(brands, categories, cheap)

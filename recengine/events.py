@@ -1,6 +1,12 @@
-"""Recording what users do: a click or a dismissal, applied atomically by the user's script,
-counted for popularity (clicks), acknowledged by replicas when required, and optionally followed
-by a read of the user's state in the same round trip."""
+"""Recording what users do: a click or a dismissal, applied atomically by the user's script (at
+most once per event id), counted for popularity (clicks; once per user, product and window),
+confirmed by replicas or the disk when required, and optionally followed by a read of the user's
+state in the same round trip.
+
+What a failure says is what happened: nothing written (an error before the scripts were sent, or
+every part refused), some parts written (PartlyAppliedError), or unknown (the scripts were sent
+and no reply came: WriteOutcomeUnknownError, and a retry with the same event id is safe).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from ranking import RankingConfig, check_unit_interval, finite_number
 from recengine.catalog_schema import stored_category
-from recengine.errors import ProductNotFoundError, classified_errors
-from recengine.layout import EMBEDDING_FIELD, RECENT_CLICKS_KEPT, KeyLayout
+from recengine.errors import (
+    NewUserRefusedError,
+    PartlyAppliedError,
+    ProductNotFoundError,
+    WriteOutcomeUnknownError,
+    classified_errors,
+    classify_response_error,
+)
+from recengine.layout import EMBEDDING_FIELD, EVENT_IDS_KEPT, RECENT_CLICKS_KEPT, KeyLayout
 from recengine.reload import follow_serving, queue_serving
 from recengine.replies import text
 from recengine.results import ClickResult, DismissResult
@@ -27,9 +42,23 @@ from recengine.scripts import (
 )
 from recengine.store import Store
 from recengine.users import UserReads
-from recengine.validation import check_product_id
+from recengine.validation import check_event_id, check_product_id
 
 log = logging.getLogger("recommender")
+
+# Asked before a write that would create a user (one with no state yet): False refuses it
+# (NewUserRefusedError, nothing written). The server's per-client budget of new users.
+MayCreateUser = Callable[[], bool]
+# A lost connection or a timeout: a write sent and not answered may have been applied.
+NO_REPLY = (redis.ConnectionError, redis.TimeoutError)
+
+
+@dataclass(frozen=True)
+class EventOptions:
+    """What a caller may add to an event: its idempotency key, and the say on new users."""
+
+    event_id: str | None = None
+    may_create: MayCreateUser | None = None
 
 
 @dataclass(eq=False)
@@ -47,7 +76,13 @@ class UserEvents:
     user_ttl_s: int
 
     def click(
-        self, user_id: str, product_id: str, ewma_alpha: float | None, affinity_step: float | None, read_state: bool
+        self,
+        user_id: str,
+        product_id: str,
+        ewma_alpha: float | None,
+        affinity_step: float | None,
+        read_state: bool,
+        options: EventOptions = EventOptions(),
     ) -> tuple[ClickResult, list[Any]]:
         """The click's result, and the state replies for UserReads.state_from (empty without
         read_state)."""
@@ -55,92 +90,156 @@ class UserEvents:
         if alpha == 0:
             raise ValueError("ewma_alpha must be in (0, 1]")
         step = self.config.affinity_step if affinity_step is None else finite_number("affinity_step", affinity_step)
-        category, reply, state = self._apply(user_id, "click", product_id, alpha, float(step or 0.0), read_state)
+        category, reply, state = self._apply(
+            user_id, "click", product_id, alpha, float(step or 0.0), read_state, options
+        )
         result = ClickResult(
             category=category,
             affinity=reply.affinity,
             clicks=reply.clicks,
             last_clicked_id=product_id,
             session_updated=reply.vector_updated,
+            already_applied=reply.already_applied,
         )
         return result, state
 
-    def dismiss(self, user_id: str, product_id: str, read_state: bool) -> tuple[DismissResult, list[Any]]:
+    def dismiss(
+        self, user_id: str, product_id: str, read_state: bool, options: EventOptions = EventOptions()
+    ) -> tuple[DismissResult, list[Any]]:
         """As click, for "not interested"."""
         category, reply, state = self._apply(
-            user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step, read_state
+            user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step, read_state, options
         )
         result = DismissResult(
-            category=category, affinity=reply.affinity, product_id=product_id, negative_updated=reply.vector_updated
+            category=category,
+            affinity=reply.affinity,
+            product_id=product_id,
+            negative_updated=reply.vector_updated,
+            already_applied=reply.already_applied,
         )
         return result, state
 
-    def _product(self, product_id: str) -> tuple[bytes, str]:
+    def _product(self, product_id: str, user_key: str) -> tuple[bytes, str, bool]:
         """The product's vector and category, read before the user's script (which may only
-        touch the user's slot). ProductNotFoundError when there is no such product."""
+        touch the user's slot), and whether the user has any state yet, with which generation of
+        the catalogue serves (a reload may have moved it): one round trip. ProductNotFoundError
+        when there is no such product."""
         check_product_id(product_id)
         while True:
             key = self.keys.product(product_id)
             pipe = self.store.pipeline()
             pipe.hmget(key, [EMBEDDING_FIELD, "category"])
             pipe.exists(key)
-            queue_serving(pipe, self.keys)  # a reload may have moved the catalogue: same round trip
-            (blob, category), exists, serving = self.store.execute(pipe)
+            pipe.exists(user_key)
+            queue_serving(pipe, self.keys)
+            (blob, category), exists, user_exists, serving = self.store.execute(pipe)
             if not follow_serving(self.keys, serving):
                 break
         if not exists:
             raise ProductNotFoundError(product_id)
-        return blob or b"", stored_category(text(category)) or "unknown"
+        return blob or b"", stored_category(text(category)) or "unknown", bool(user_exists)
 
     def _apply(
-        self, user_id: str, mode: EventMode, product_id: str, alpha: float, step: float, read_state: bool
+        self,
+        user_id: str,
+        mode: EventMode,
+        product_id: str,
+        alpha: float,
+        step: float,
+        read_state: bool,
+        options: EventOptions,
     ) -> tuple[str, UserEventReply, list[Any]]:
-        """Apply one event (and, for a click, count its popularity), then WAIT for replicas when
-        required; with read_state, read the user's stored state after it.
+        """Apply one event (and, for a click, count its popularity), then wait for what the
+        store's writes wait for (replicas, the disk); with read_state, read the user's stored
+        state after it.
 
-        Two round trips: the product's vector and category (its own slot), then, pipelined on one
-        connection, the user's script (the user's slot), popularity's script (its slot), WAIT and
-        the state reads. On a cluster the scripts go one after the other, to their nodes."""
+        Two round trips: the product's vector and category (its own slot) with whether the user
+        exists, then, pipelined on one connection, the user's script (the user's slot),
+        popularity's script (its slot), the confirmation and the state reads. On a cluster the
+        scripts go one after the other, to their nodes."""
+        event_id = check_event_id(options.event_id) if options.event_id is not None else ""
         keys = list(self.keys.user(user_id))
-        blob, category = self._product(product_id)
+        blob, category, user_exists = self._product(product_id, keys[0])
+        if not user_exists and options.may_create is not None and not options.may_create():
+            raise NewUserRefusedError(user_id)
         now = float(self.clock())
-        calls = [
-            ScriptCall(
-                self.scripts.user_event, keys, self._event(mode, product_id, category, blob, alpha, step, now).argv()
-            )
-        ]
+        event = self._event(mode, product_id, category, blob, alpha, step, now, event_id)
+        calls = [ScriptCall(self.scripts.user_event, keys, event.argv())]
         if mode == "click":
-            popularity = PopularityClick(product_id, now, self.config.popularity_half_life_s)
-            calls.append(ScriptCall(self.scripts.popularity, list(self.keys.popularity()), popularity.argv()))
-        if self.store.is_cluster:
-            with classified_errors():
-                replies = [call.script(keys=call.keys, args=call.args) for call in calls]
-            reply, state = replies[0], self.users.state_replies(user_id) if read_state else []
-        else:
-            reply, state = self._pipelined(user_id, calls, read_state)
-        parsed = UserEventReply.parse(reply)
+            popularity = PopularityClick(
+                product_id, now, self.config.popularity_half_life_s, self.config.popularity_window_s
+            )
+            popularity_keys = [*self.keys.popularity(), self.keys.popularity_counted(user_id)]
+            calls.append(ScriptCall(self.scripts.popularity, popularity_keys, popularity.argv()))
+        confirmation: Any = None
+        try:
+            if self.store.is_cluster:
+                outcomes = [self._one(call) for call in calls]
+                state = self.users.state_replies(user_id) if read_state else []
+            else:
+                outcomes, confirmation, state = self._pipelined(user_id, calls, read_state)
+        except NO_REPLY as exc:
+            raise WriteOutcomeUnknownError(exc) from exc
+        parsed = UserEventReply.parse(self._applied(mode, outcomes))
+        with classified_errors():
+            if self.store.confirms_writes:
+                if isinstance(confirmation, Exception):
+                    raise confirmation
+                self.store.check_confirmation(confirmation)
+            for reply in state:
+                if isinstance(reply, Exception):
+                    raise reply
         self._log_problems(user_id, product_id, parsed)
         return category, parsed, state
 
-    def _pipelined(self, user_id: str, calls: list[ScriptCall], read_state: bool) -> tuple[Any, list[Any]]:
-        """The scripts, WAIT and the state reads in one round trip: the user's script's reply
-        and the state replies."""
+    @staticmethod
+    def _one(call: ScriptCall) -> Any:
+        """One script on its own (a cluster's node): its reply, or its error reply in its place."""
+        try:
+            return call.script(keys=call.keys, args=call.args)
+        except redis.ResponseError as exc:
+            return exc
+
+    def _pipelined(self, user_id: str, calls: list[ScriptCall], read_state: bool) -> tuple[list[Any], Any, list[Any]]:
+        """The scripts, the confirmation and the state reads in one round trip: the scripts'
+        outcomes (replies, or error replies in their place), the confirmation's reply (None when
+        none is asked) and the state replies."""
 
         def then(pipe: Any) -> None:
-            self.store.queue_wait(pipe)
+            self.store.queue_confirmation(pipe)
             if read_state:
                 self.users.queue_state(pipe, user_id)
 
-        with classified_errors():
-            replies = run_scripts_then(self.store.primary, calls, then)
-        after_scripts = len(calls)
-        if self.store.min_replicas_ack:
-            self.store.check_acks(int(replies[after_scripts]))
-            after_scripts += 1
-        return replies[0], replies[after_scripts:]
+        replies = run_scripts_then(self.store.primary, calls, then)
+        outcomes, rest = replies[: len(calls)], replies[len(calls) :]
+        if self.store.confirms_writes:
+            return outcomes, rest[0], rest[1:]
+        return outcomes, None, rest
+
+    @staticmethod
+    def _applied(mode: EventMode, outcomes: list[Any]) -> Any:
+        """The user script's reply, once every part applied. Nothing applied: the first refusal,
+        classified. Some parts applied: PartlyAppliedError saying which."""
+        parts = ["user", "popularity"][: len(outcomes)] if mode == "click" else ["user"]
+        errors = [reply for reply in outcomes if isinstance(reply, Exception)]
+        if not errors:
+            return outcomes[0]
+        cause = classify_response_error(errors[0]) if isinstance(errors[0], redis.ResponseError) else errors[0]
+        if len(errors) == len(outcomes):
+            raise cause from errors[0]
+        applied = {part: not isinstance(reply, Exception) for part, reply in zip(parts, outcomes, strict=True)}
+        raise PartlyAppliedError(applied, cause) from errors[0]
 
     def _event(
-        self, mode: EventMode, product_id: str, category: str, blob: bytes, alpha: float, step: float, now: float
+        self,
+        mode: EventMode,
+        product_id: str,
+        category: str,
+        blob: bytes,
+        alpha: float,
+        step: float,
+        now: float,
+        event_id: str,
     ) -> UserEvent:
         return UserEvent(
             mode=mode,
@@ -156,12 +255,14 @@ class UserEvents:
             seen_kept=self.seen_kept,
             recent_kept=RECENT_CLICKS_KEPT,
             ttl_s=self.user_ttl_s,
+            event_id=event_id,
+            event_ids_kept=EVENT_IDS_KEPT,
         )
 
     def _log_problems(self, user_id: str, product_id: str, reply: UserEventReply) -> None:
         if reply.repaired:
             log.warning("user %s: clicks or an affinity held a non-number and was restarted from 0", user_id)
-        if not reply.vector_updated:
+        if not reply.vector_updated and not reply.already_applied:
             log.warning(
                 "product %s has no valid %d-d embedding: the event counts, but moves no vector",
                 product_id,

@@ -8,11 +8,33 @@ from __future__ import annotations
 import email.errors
 import json
 import re
+from collections.abc import Mapping
 from email.message import Message
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from demo_api import ApiError
+
+class ApiError(Exception):
+    """An answer for the client: status, a message that says what to fix, and `details`, more
+    fields of the answer (e.g. which parts of a write were applied)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+        self.details = dict(details or {})
+
+    def payload(self) -> dict[str, Any]:
+        """The answer's JSON: the message as `error`, and the details."""
+        return {"error": self.message, **self.details}
+
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FORM_FIELDS = 100

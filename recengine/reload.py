@@ -334,7 +334,7 @@ class Reloads:
         }
         if before is not None:
             meta["retiring_prefix"] = before.key_prefix
-        pipe.hset(self.keys.catalog_meta(), mapping=meta)  # type: ignore[arg-type]
+        pipe.hset(self.keys.catalog_meta(), mapping=meta)
         try:
             pipe.execute()
         except redis.RedisError as exc:

@@ -174,13 +174,17 @@ def product_summary(product_id: str, fields: Mapping[str, str]) -> dict[str, Any
 _STOCK_WORDS = {b"true": True, b"false": False}
 
 
+# The largest cosine distance.
+_FARTHEST = 2.0
+
+
 def _distance(score: Any) -> float:
-    """A row's vector distance; 2 (the farthest) when absent or garbled."""
+    """A row's vector distance; the farthest when garbled."""
     try:
-        distance = 2.0 if score is None else float(score)  # float() takes the reply's bytes as they are
+        distance = float(score)  # float() takes the reply's bytes as they are
     except (TypeError, ValueError):
-        return 2.0
-    return distance if math.isfinite(distance) else 2.0
+        return _FARTHEST
+    return distance if math.isfinite(distance) else _FARTHEST
 
 
 def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
@@ -189,9 +193,10 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
     garbled, values already decoded to str) goes through product_display_fields, which names a
     problem once."""
     score = raw.get(layout.SCORE_FIELD)
-    distance = _distance(score)
-    # Rows of popular() and its rating fallback have no distance: their why says so by omission.
-    why = Why(vector_distance=None if score is None else distance)
+    # Rows of popular() and its rating fallback have no distance: None, and their why says so by
+    # omission. Their score, which orders nothing (popularity or rating does), is the farthest.
+    distance = None if score is None else _distance(score)
+    why = Why(vector_distance=distance)
     try:
         price, rating, in_stock = float(raw["price"]), float(raw["rating"]), _STOCK_WORDS[raw["in_stock"]]
         if math.isfinite(price) and math.isfinite(rating):
@@ -205,13 +210,15 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
                 rating,
                 in_stock,
                 distance,
-                distance,
+                _FARTHEST if distance is None else distance,
                 why,
             )
     except (KeyError, ValueError, TypeError, AttributeError):  # a field missing or garbled, or str values
         pass
     shown = product_display_fields(product_id, {n: text(v) for n, v in raw.items() if n != layout.EMBEDDING_FIELD})
-    return Candidate(id=product_id, **shown, vector_distance=distance, score=distance, why=why)
+    return Candidate(
+        id=product_id, **shown, vector_distance=distance, score=_FARTHEST if distance is None else distance, why=why
+    )
 
 
 def features_from_hash(user_id: str, stored: Mapping[Any, Any], vector_dim: int) -> UserFeatures:
@@ -242,3 +249,25 @@ def features_from_hash(user_id: str, stored: Mapping[Any, Any], vector_dim: int)
         negative_vec=vectors[layout.NEGATIVE_VEC_FIELD],
         **{name: None if math.isnan(value) else value for name, value in timestamps.items()},
     )
+
+
+def scored_rows(response: Any) -> Iterator[tuple[str, float, dict[str, Any]]]:
+    """(key, score, {field: raw value}) from FT.SEARCH ... WITHSCORES, either protocol.
+
+    RESP2: [total, key, score, [field, value, ...], ...]; RESP3: results carry a `score`."""
+    if isinstance(response, dict):
+        for result in _results(response):
+            key = result.get(b"id", result.get("id"))
+            if key is None:
+                continue
+            attributes = _attributes(result)
+            fields = dict(zip(_field_names(tuple(attributes)), attributes.values(), strict=True))
+            yield text(key), number(result.get(b"score", result.get("score"))), fields
+        return
+    for i in range(1, len(response) - 2, 3):
+        flat = response[i + 2] or []
+        yield (
+            text(response[i]),
+            number(response[i + 1]),
+            dict(zip(_field_names(tuple(flat[0:-1:2])), flat[1::2], strict=True)),
+        )

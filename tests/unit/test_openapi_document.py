@@ -15,8 +15,8 @@ from recengine.admin_api import ADMIN_ROUTES
 DOCUMENT: dict[str, Any] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
 OPERATION_KEYS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # demo_server.DemoRequestHandler.dispatch serves these before any route table: the page and its
-# files, on GET and HEAD.
-FILE_ROUTES = {"/": {"GET", "HEAD"}, "/static/{file}": {"GET", "HEAD"}}
+# files, and the metrics, on GET and HEAD.
+FILE_ROUTES = {"/": {"GET", "HEAD"}, "/static/{file}": {"GET", "HEAD"}, "/metrics": {"GET", "HEAD"}}
 
 
 def served() -> dict[str, set[str]]:

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from demo_api import ApiError
 from recengine.http_request import (
     CONTENT_LENGTH_PATTERN,
     MAX_BODY_BYTES,
     MAX_FORM_FIELDS,
+    ApiError,
     declared_body_length,
     parse_body,
     parse_form,
