@@ -223,15 +223,28 @@ class ProductWriter:
     # one round trip per batch, redone on the new generation if a reload switched meanwhile
 
     def _run(self, writes: Sequence[tuple[str, WriteProduct]]) -> list[WriteProductReply]:
+        """The writes' scripts, the serving generation and what the store's writes wait for
+        (replicas, the disk) in one round trip; the first error reply is raised, classified."""
+
+        def then(pipe: Any) -> None:
+            queue_serving(pipe, self.keys)
+            self.store.queue_confirmation(pipe)
+
         while True:
             calls = [
                 ScriptCall(self.scripts.write_product, [self.keys.product(product_id)], write.argv())
                 for product_id, write in writes
             ]
             with classified_errors():
-                replies = run_scripts_then(self.store.primary, calls, lambda pipe: queue_serving(pipe, self.keys))
-            if not follow_serving(self.keys, replies[-1]):
-                return [WriteProductReply.parse(reply) for reply in replies[:-1]]
+                replies = run_scripts_then(self.store.primary, calls, then)
+                for reply in replies[: len(calls)]:
+                    if isinstance(reply, Exception):
+                        raise reply
+            if follow_serving(self.keys, replies[len(calls)]):
+                continue  # a reload switched meanwhile: the same writes, on the new generation
+            if self.store.confirms_writes:
+                self.store.check_confirmation(replies[len(calls) + 1])
+            return [WriteProductReply.parse(reply) for reply in replies[: len(calls)]]
 
     def _result(self, product_id: str, reply: WriteProductReply, embedded: bool) -> ProductWrite:
         order = {name: i for i, name in enumerate([*PRODUCT_FIELDS, *(e.name for e in self.extra_fields)])}
