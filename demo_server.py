@@ -470,6 +470,8 @@ def endpoint_label(path: str) -> str:
     "other" for anything else (a path a client made up must not become a label)."""
     if path in API_ROUTES or path in SERVICE_ROUTES or path in ("/", METRICS_PATH):
         return path
+    if is_admin_target(path):  # one label for the admin API: an id must not become a label
+        return "/products"
     return "/static" if path.startswith("/static/") else "other"
 
 

@@ -27,7 +27,8 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from build_catalog import MAX_FIELD_CHARS, RECORD_FIELDS, check_record
-from demo_api import ApiError, DemoApp, Fields, answering_library_errors
+from demo_api import DemoApp, Fields, answering_library_errors
+from recengine.http_request import ApiError
 from recommender import ProductWrite
 
 PRODUCTS_PATH = "/products"
