@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -26,9 +27,9 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,20 @@ from tqdm import tqdm
 from atomic_file import refuse_unless_regular, write_text_atomic
 from embeddings import BACKENDS, LocalEmbedder, ModelNotFoundError, normalize_rows, same_model
 from local_redis import LocalRedisError, SearchUnavailableError, open_redis, redact
-from recengine.cli_types import positive_int
+from recengine.catalog_schema import (
+    OPTIONAL_DEFAULTS,
+    REQUIRED_FIELDS,
+    ExtraField,
+    FieldKind,
+    normalize_category,
+)
+from recengine.catalog_schema import (
+    product_text as embedded_text,
+)
+from recengine.catalog_sync import DEFAULT_MAX_REMOVAL_SHARE, SyncRefusedError, check_removals, plan_sync
+from recengine.cli_types import column_mapping, positive_int
+from recengine.layout import product_fields
+from recengine.validation import MAX_PRODUCT_ID_CHARS, TAG_SEPARATOR
 from recommender import PRODUCT_FIELDS, RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
 
 # Named, not __name__: run as a script this module is __main__, and its warnings should carry
@@ -63,6 +77,7 @@ CSV_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": Fals
 MAX_FIELD_CHARS = 10_000
 MAX_LINE_CHARS = 100_000
 MAX_REPORTED_LINES = 20
+MAX_GZIP_BYTES = 1 << 30
 # check_catalog_vectors: below this mean cosine a catalog was made by another model; from this
 # minimum up, by the same model on an equivalent runtime.
 DIFFERENT_MODEL_MEAN_COSINE = 0.98
@@ -87,6 +102,82 @@ class CatalogError(Exception):
 # --- reading and checking the input: text in, products or problems out ---------------------
 
 
+@dataclass(frozen=True)
+class InputSchema:
+    """How a file's columns become product fields: `renames` maps a field to the column that
+    holds it (--map id=StockCode), `extra_fields` are further columns kept as TAG or NUMERIC
+    filter fields (--tag-field colour). The default reads our own column names and nothing else."""
+
+    renames: Mapping[str, str] = field(default_factory=dict)
+    extra_fields: tuple[ExtraField, ...] = ()
+
+    def column(self, name: str) -> str:
+        return self.renames.get(name, name)
+
+    def known_fields(self) -> tuple[str, ...]:
+        return (*RECORD_FIELDS, *(extra.name for extra in self.extra_fields))
+
+    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record under our field names: mapped columns renamed, a column that a mapping
+        replaces dropped, every other column kept as it is (an unknown one is warned about)."""
+        sources = set(self.renames.values())
+        fields = {name: value for name, value in record.items() if name not in sources and name not in self.renames}
+        fields.update({name: record[column] for name, column in self.renames.items() if column in record})
+        return fields
+
+    def header_problems(self, header: list[str]) -> list[str]:
+        """What keeps a CSV header from being read: a required column (or a mapped or extra one)
+        absent, or a column we read given twice."""
+        problems = []
+        wanted = [*REQUIRED_FIELDS, *self.renames, *(extra.name for extra in self.extra_fields)]
+        for name in dict.fromkeys(wanted):
+            column = self.column(name)
+            if column in header:
+                continue
+            if name in self.renames:
+                problems.append(f"the header has no {column!r} column (--map {name}={column})")
+            elif name in REQUIRED_FIELDS:
+                problems.append(
+                    f"the header has no {name!r} column: name the column that holds it with --map {name}=<column>"
+                )
+            else:
+                problems.append(f"the header has no {name!r} column (declared by --tag-field or --numeric-field)")
+        read = {self.column(name) for name in self.known_fields()}
+        problems += [
+            f"the header has more than one {column!r} column" for column in sorted(read) if header.count(column) > 1
+        ]
+        return problems
+
+
+DEFAULT_SCHEMA = InputSchema()
+
+
+def input_schema(
+    maps: Sequence[tuple[str, str]], tag_fields: Sequence[str], numeric_fields: Sequence[str]
+) -> InputSchema:
+    """The InputSchema of the command line's --map, --tag-field and --numeric-field; CatalogError
+    for a field mapped twice, an unknown field, or an extra field name the schema has."""
+    declared: list[tuple[str, FieldKind]] = [(name, "tag") for name in tag_fields]
+    declared += [(name, "numeric") for name in numeric_fields]
+    try:
+        extras = tuple(ExtraField(name, kind) for name, kind in declared)
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
+    names = [extra.name for extra in extras]
+    if len(set(names)) < len(names):
+        raise CatalogError(f"an extra field is declared twice: {sorted(n for n in names if names.count(n) > 1)[0]!r}")
+    schema = InputSchema(dict(maps), extras)
+    for name, _ in maps:
+        if [mapped for mapped, _ in maps].count(name) > 1:
+            raise CatalogError(f"--map {name}=... is given twice")
+        if name not in schema.known_fields():
+            raise CatalogError(
+                f"--map {name}=...: {name!r} is no product field (fields: {', '.join(RECORD_FIELDS)}; "
+                "declare another column with --tag-field or --numeric-field first)"
+            )
+    return schema
+
+
 def too_long(what: str, length: int, limit: int) -> str:
     return f"{what} is {length:,} characters long, over the limit of {limit:,}"
 
@@ -95,7 +186,7 @@ def line_too_long(length: int) -> str:
     return too_long("the line", length, MAX_LINE_CHARS) + f" (a text field may hold {MAX_FIELD_CHARS:,})"
 
 
-def parse_jsonl(text: str) -> tuple[list[Record], list[Problem]]:
+def parse_jsonl(text: str, schema: InputSchema = DEFAULT_SCHEMA) -> tuple[list[Record], list[Problem]]:
     """One JSON object per line; blank lines are allowed (editors add them at the end). A line
     over the limit is refused before it is parsed, so a huge or deeply nested one costs nothing."""
     records: list[Record] = []
@@ -167,9 +258,10 @@ def csv_error_problem(exc: csv.Error, lines: Sequence[str], start: int, line_no:
     return line_no, f'malformed CSV: {message} (a " inside a quoted value is written twice: "")'
 
 
-def parse_csv(text: str) -> tuple[list[Record], list[Problem]]:
+def parse_csv(text: str, schema: InputSchema = DEFAULT_SCHEMA) -> tuple[list[Record], list[Problem]]:
     """A header row, then one product per row. Each row is numbered by the file line it starts
-    on. A header without a required column is one problem, not one per row.
+    on. A header without a required column is one problem, not one per row; optional columns
+    may be absent (their fields take OPTIONAL_DEFAULTS).
 
     csv runs strict, so a stray quote is an error rather than a silently mangled value, and a
     quote left open is found (unclosed_quote) instead of swallowing the rows after it."""
@@ -188,10 +280,9 @@ def parse_csv(text: str) -> tuple[list[Record], list[Problem]]:
         header = [name.strip() for name in next(rows, [])]
         if not header:
             return [], problems
-        missing = [name for name in RECORD_FIELDS if name not in header]
-        duplicated = [name for name in RECORD_FIELDS if header.count(name) > 1]
-        if missing or duplicated:
-            return [], [(1, message) for message in header_problems(missing, duplicated)]
+        header_messages = schema.header_problems(header)
+        if header_messages:
+            return [], [(1, message) for message in header_messages]
         while True:
             start = rows.line_num + 1
             row = next(rows, None)
@@ -208,12 +299,6 @@ def parse_csv(text: str) -> tuple[list[Record], list[Problem]]:
     except csv.Error as exc:
         problems.append(csv_error_problem(exc, lines, start, rows.line_num, len(header)))
     return records, problems
-
-
-def header_problems(missing: list[str], duplicated: list[str]) -> list[str]:
-    return [f"the header has no {name!r} column" for name in missing] + [
-        f"the header has more than one {name!r} column" for name in duplicated
-    ]
 
 
 def shown(value: Any) -> str:
@@ -254,7 +339,20 @@ def check_text(name: str, value: Any) -> tuple[str, str | None]:
     if forbidden:
         index, what = forbidden
         return "", f"{name} contains {what} at character {index + 1}: remove it"
+    if name == "id":
+        # Any printable text: the writers escape ids wherever Redis syntax could read them.
+        return text, too_long("id", len(text), MAX_PRODUCT_ID_CHARS) if len(text) > MAX_PRODUCT_ID_CHARS else None
+    if name == "category":
+        try:
+            return normalize_category(text), None
+        except ValueError as exc:
+            return "", str(exc)
     return text, field_problem(name, text)
+
+
+def absent(value: Any) -> bool:
+    """No value at all: a missing key, JSON null, or an empty (or blank) CSV cell."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def as_number(value: Any, from_text: bool) -> float | None:
@@ -297,27 +395,57 @@ def check_in_stock(value: Any, from_text: bool) -> tuple[bool, str | None]:
     return False, f"in_stock must be {expected}, got {shown(value)}"
 
 
-def check_record(fields: dict[str, Any], from_text: bool) -> tuple[dict[str, Any], list[str]]:
-    """One product in the catalog's field order and types, and what is wrong with it."""
+def check_record(
+    fields: dict[str, Any], from_text: bool, extra_fields: Sequence[ExtraField] = ()
+) -> tuple[dict[str, Any], list[str]]:
+    """One product in the catalog's field order and types, and what is wrong with it. An
+    optional field that is absent takes its default (OPTIONAL_DEFAULTS); an extra field that is
+    absent is left out of the product."""
     product: dict[str, Any] = {}
     problems: list[str] = []
-    for name in TEXT_FIELDS:
-        product[name], problem = check_text(name, fields.get(name))
+    for name in RECORD_FIELDS:
+        value = fields.get(name)
+        if name in OPTIONAL_DEFAULTS and absent(value):
+            product[name] = OPTIONAL_DEFAULTS[name]
+            continue
+        if name in TEXT_FIELDS:
+            product[name], problem = check_text(name, value)
+        elif name == "in_stock":
+            product[name], problem = check_in_stock(value, from_text)
+        else:
+            product[name], problem = check_number(name, value, 5.0 if name == "rating" else None, from_text)
         problems += [problem] if problem else []
-    for name, high in (("price", None), ("rating", 5.0)):
-        product[name], problem = check_number(name, fields.get(name), high, from_text)
+    for extra in extra_fields:
+        value = fields.get(extra.name)
+        if absent(value):
+            continue
+        product[extra.name], problem = check_extra(extra, value, from_text)
         problems += [problem] if problem else []
-    product["in_stock"], problem = check_in_stock(fields.get("in_stock"), from_text)
-    problems += [problem] if problem else []
     return product, problems
 
 
-def check_records(records: list[Record], from_text: bool) -> tuple[list[dict[str, Any]], list[Problem]]:
+def check_extra(extra: ExtraField, value: Any, from_text: bool) -> tuple[Any, str | None]:
+    """A declared extra field's value: a TAG value is text without the tag separator, a NUMERIC
+    one any finite number."""
+    if extra.kind == "numeric":
+        number = as_number(value, from_text)
+        if number is None:
+            return 0.0, f"{extra.name} must be a number, got {shown(value)}"
+        return number, None
+    text, problem = check_text(extra.name, value)
+    if problem is None and TAG_SEPARATOR in text:
+        problem = f"{extra.name} must not contain {TAG_SEPARATOR!r} (the tag separator), got {text!r}"
+    return text, problem
+
+
+def check_records(
+    records: list[Record], from_text: bool, extra_fields: Sequence[ExtraField] = ()
+) -> tuple[list[dict[str, Any]], list[Problem]]:
     products: list[dict[str, Any]] = []
     problems: list[Problem] = []
     first_line_of: dict[str, int] = {}
     for line_no, fields in records:
-        product, record_problems = check_record(fields, from_text)
+        product, record_problems = check_record(fields, from_text, extra_fields)
         problems += [(line_no, message) for message in record_problems]
         product_id = product["id"]
         if product_id and product_id in first_line_of:
@@ -328,12 +456,12 @@ def check_records(records: list[Record], from_text: bool) -> tuple[list[dict[str
     return products, problems
 
 
-def unknown_fields(records: list[Record]) -> dict[str, int]:
+def unknown_fields(records: list[Record], known: Sequence[str] = RECORD_FIELDS) -> dict[str, int]:
     """Fields the catalog does not carry, each with the first line that has it."""
     first_line_of: dict[str, int] = {}
     for line_no, fields in records:
         for name in fields:
-            if name not in RECORD_FIELDS:
+            if name not in known:
                 first_line_of.setdefault(name, line_no)
     return first_line_of
 
@@ -370,14 +498,27 @@ def decode_utf8(path: Path, data: bytes) -> str:
 
 
 def read_input_text(path: Path) -> str:
-    """The file's text with line endings untouched (CSV values may hold newlines)."""
+    """The file's text with line endings untouched (CSV values may hold newlines); a .gz file
+    is decompressed first, up to MAX_GZIP_BYTES (a small file must not unpack to gigabytes)."""
     try:
-        data = path.read_bytes()
+        if path.suffix.lower() != ".gz":
+            data = path.read_bytes()
+        else:
+            with gzip.open(path, "rb") as stream:
+                data = stream.read(MAX_GZIP_BYTES + 1)
+            if len(data) > MAX_GZIP_BYTES:
+                raise CatalogError(f"{path}: unpacks to more than {MAX_GZIP_BYTES:,} bytes")
     except FileNotFoundError:
         raise CatalogError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read it: {exc.strerror}") from None
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; a truncated one, EOFError
+        raise CatalogError(f"{path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
     return decode_utf8(path, data)
+
+
+def input_type(path: Path) -> str:
+    """.jsonl or .csv, also under a .gz."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix.lower()
 
 
 def problems_error(path: Path, messages: list[str]) -> CatalogError:
@@ -385,21 +526,23 @@ def problems_error(path: Path, messages: list[str]) -> CatalogError:
     return CatalogError(f"{path}: {count}:\n  " + "\n  ".join(messages), messages)
 
 
-def load_products(path: Path | str) -> list[dict[str, Any]]:
+def load_products(path: Path | str, schema: InputSchema = DEFAULT_SCHEMA) -> list[dict[str, Any]]:
     """The products of a .jsonl or .csv file, in file order, with the catalog's fields and
-    types. Raises CatalogError listing every problem found, each with its line."""
+    types, columns read as `schema` says. Raises CatalogError listing every problem found, each
+    with its line."""
     path = Path(path)
-    parse = PARSERS.get(path.suffix.lower())
+    parse = PARSERS.get(input_type(path))
     if parse is None:
-        supported = " or ".join(PARSERS)
+        supported = " or ".join(PARSERS) + " (or either gzipped, .gz)"
         raise CatalogError(
             f"{path}: unsupported input type {path.suffix or '(no extension)'!r}: use a {supported} file"
         )
-    records, problems = parse(read_input_text(path))
-    if not records and not problems:
+    raw_records, problems = parse(read_input_text(path), schema)
+    if not raw_records and not problems:
         raise CatalogError(f"{path}: the file holds no products")
-    products, record_problems = check_records(records, from_text=parse is parse_csv)
-    for name, line_no in unknown_fields(records).items():
+    records = [(line_no, schema.apply(fields)) for line_no, fields in raw_records]
+    products, record_problems = check_records(records, parse is parse_csv, schema.extra_fields)
+    for name, line_no in unknown_fields(records, schema.known_fields()).items():
         log.warning("%s: ignoring unknown field %r (first on line %d)", path, name, line_no)
     problems = sorted(problems + record_problems, key=lambda problem: problem[0])
     if problems:
@@ -416,10 +559,9 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def product_text(product: dict[str, Any]) -> str:
-    """What gets embedded: the name leads, as it is the densest description of the item. The
-    reference, Go and Node ports build the same "<name>. <description>", so their catalogs'
-    vectors can be checked against ours (check_catalog_vectors)."""
-    return f"{product['name']}. {product['description']}"
+    """What gets embedded (catalog_schema.product_text: the same recipe as the other ports', so
+    their catalogs' vectors can be checked against ours by check_catalog_vectors)."""
+    return embedded_text(product["name"], product["description"])
 
 
 def encode_vector(vector: Any, dim: int) -> str:
@@ -442,11 +584,18 @@ def embed_products(
     ]
 
 
-def catalog_text(model_name: str, dim: int, products: Sequence[dict[str, Any]]) -> str:
+def catalog_text(
+    model_name: str, dim: int, products: Sequence[dict[str, Any]], extra_fields: Sequence[ExtraField] = ()
+) -> str:
     """Strict JSON (no NaN) with one product per line: readable, and a changed product is a
-    one-line diff. Key order is the caller's, so the same products give the same bytes."""
+    one-line diff. Key order is the caller's, so the same products give the same bytes. Extra
+    filter fields, when there are any, are declared in "extra_fields" (other ports ignore it)."""
     rows = ",\n".join(f"    {json.dumps(product, ensure_ascii=False, allow_nan=False)}" for product in products)
-    return f'{{\n  "model": {json.dumps(model_name)},\n  "dim": {int(dim)},\n  "products": [\n{rows}\n  ]\n}}\n'
+    extras = [{"name": extra.name, "kind": extra.kind} for extra in extra_fields]
+    declared = f'  "extra_fields": {json.dumps(extras)},\n' if extras else ""
+    return (
+        f'{{\n  "model": {json.dumps(model_name)},\n  "dim": {int(dim)},\n{declared}  "products": [\n{rows}\n  ]\n}}\n'
+    )
 
 
 def check_output(path: Path) -> None:
@@ -461,10 +610,16 @@ def check_output(path: Path) -> None:
         raise CatalogError(f"{path}: cannot write it: the folder {path.parent} does not exist")
 
 
-def write_catalog(path: Path | str, model_name: str, dim: int, products: Sequence[dict[str, Any]]) -> None:
+def write_catalog(
+    path: Path | str,
+    model_name: str,
+    dim: int,
+    products: Sequence[dict[str, Any]],
+    extra_fields: Sequence[ExtraField] = (),
+) -> None:
     """Replace `path` atomically (atomic_file): a reader, or a crash, never sees a half-written
     catalog, and a symlink or device at `path` is refused (OSError), never written through."""
-    write_text_atomic(path, catalog_text(model_name, dim, products))
+    write_text_atomic(path, catalog_text(model_name, dim, products, extra_fields))
 
 
 def catalog_vectors(catalog: dict[str, Any]) -> np.ndarray:
@@ -480,7 +635,9 @@ def json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def catalog_problems(raw_products: list[Any], dim: int) -> tuple[list[dict[str, Any]], list[str]]:
+def catalog_problems(
+    raw_products: list[Any], dim: int, extra_fields: Sequence[ExtraField] = ()
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The catalog's products as the builder would have written them, checked by the builder's
     own rules (check_record), and what is wrong with each entry, named by its index and id."""
     products: list[dict[str, Any]] = []
@@ -491,7 +648,7 @@ def catalog_problems(raw_products: list[Any], dim: int) -> tuple[list[dict[str, 
         if not isinstance(entry, dict):
             problems.append(f"{where}: expected a product object, got {json_type(entry)}")
             continue
-        product, record_problems = check_record(entry, from_text=False)
+        product, record_problems = check_record(entry, False, extra_fields)
         product_id = product["id"]
         label = f"{where} (id {product_id!r})" if product_id else where
         problems += [f"{label}: {message}" for message in record_problems]
@@ -544,12 +701,28 @@ def read_catalog(path: Path | str) -> dict[str, Any]:
         raise CatalogError(f"{path}: not a catalog: model must name the embedding model, got {shown(model)}")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise CatalogError(f"{path}: not a catalog: dim must be a positive integer, got {shown(dim)}")
-    products, problems = catalog_problems(catalog["products"], dim)
+    extra_fields = declared_extra_fields(path, catalog.get("extra_fields", []))
+    products, problems = catalog_problems(catalog["products"], dim, extra_fields)
     if problems:
         raise problems_error(path, problems)
     if not products:
         raise CatalogError(f"{path}: the catalog holds no products: build it with `python build_catalog.py`")
-    return {"model": model, "dim": dim, "products": products}
+    return {"model": model, "dim": dim, "products": products, "extra_fields": extra_fields}
+
+
+def declared_extra_fields(path: Path, declared: Any) -> tuple[ExtraField, ...]:
+    """A catalog's "extra_fields": [{"name", "kind": "tag" | "numeric"}], as catalog_text writes it."""
+    if not isinstance(declared, list):
+        raise CatalogError(f"{path}: not a catalog: extra_fields must be a list, got {json_type(declared)}")
+    extras = []
+    for entry in declared:
+        if not isinstance(entry, dict) or entry.get("kind") not in ("tag", "numeric"):
+            raise CatalogError(f'{path}: not a catalog: an extra field is {{"name", "kind": "tag" or "numeric"}}')
+        try:
+            extras.append(ExtraField(str(entry.get("name")), entry["kind"]))
+        except ValueError as exc:
+            raise CatalogError(f"{path}: not a catalog: {exc}") from None
+    return tuple(extras)
 
 
 # --- is this catalog's model the embedder's? --------------------------------------------------
@@ -677,10 +850,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEFAULT_INPUT,
         help="products as JSON Lines (.jsonl, one object per line) or CSV (.csv, with a header row). "
-        "Every product needs id, name, description, category, brand, price (>= 0), rating (0-5) and "
-        "in_stock (JSON true/false; in CSV true/false/yes/no/1/0); other fields are ignored with a "
-        f"warning. A text field holds at most {MAX_FIELD_CHARS:,} characters and a line (a CSV row) "
+        "Every product needs an id (any printable text), a name and a price (>= 0); description, "
+        "category (a path 'A > B > C' is filterable at every level), brand, rating (0-5) and in_stock "
+        "(JSON true/false; in CSV true/false/yes/no/1/0) are optional, with the defaults '', '', '', 0 "
+        "(unrated) and true; other fields are ignored with a warning unless declared by --tag-field or "
+        f"--numeric-field. A text field holds at most {MAX_FIELD_CHARS:,} characters and a line (a CSV row) "
         f"{MAX_LINE_CHARS:,}, in UTF-8 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--map",
+        dest="maps",
+        metavar="FIELD=COLUMN",
+        type=column_mapping,
+        action="append",
+        default=[],
+        help="read the product's FIELD from the file's COLUMN (repeatable), e.g. --map id=StockCode "
+        "--map name=Description; a column that a mapping replaces is ignored",
+    )
+    parser.add_argument(
+        "--tag-field",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="keep the column NAME as a TAG filter field (exact values, no commas; repeatable)",
+    )
+    parser.add_argument(
+        "--numeric-field",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="keep the column NAME as a NUMERIC filter field (ranges; repeatable)",
     )
     parser.add_argument(
         "--output",
@@ -717,6 +916,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(products already there and absent from the input are left alone)",
     )
     parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="with --load: make Redis hold exactly the file's products: print a plan (added, changed, unchanged, "
+        "removed), then write only the added and changed ones, embed only those whose text is new, and remove the "
+        "products the file no longer has. Writes no catalog file",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="with --load --sync: print the plan, write nothing")
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="with --load --sync: allow removing more than --max-removal-share of the stored products",
+    )
+    parser.add_argument(
+        "--max-removal-share",
+        type=float,
+        default=DEFAULT_MAX_REMOVAL_SHARE,
+        help="with --load --sync: the largest share of the stored products a sync removes without "
+        "--allow-mass-delete (default %(default)s)",
+    )
+    parser.add_argument(
         "--redis-url",
         default=None,
         help="Redis with Search for --load, e.g. redis://localhost:6379 or rediss://user:pass@host:port; "
@@ -733,7 +952,14 @@ def build_parser() -> argparse.ArgumentParser:
 def build(args: argparse.Namespace) -> None:
     """Check, connect, embed, write, load: cheapest failures first, so a bad file or an
     unreachable Redis is reported before minutes of embedding rather than after."""
-    products = load_products(args.input)
+    schema = input_schema(args.maps, args.tag_field, args.numeric_field)
+    if (args.sync or args.dry_run or args.allow_mass_delete) and not (args.load and args.sync):
+        raise CatalogError("--sync, --dry-run and --allow-mass-delete go with --load --sync")
+    products = load_products(args.input, schema)
+    if args.sync:
+        with redis_target(args.redis_url) as client:
+            sync(args, schema, products, client)
+        return
     check_output(args.output)
     with redis_target(args.redis_url) if args.load else nullcontext() as client:
         started = time.perf_counter()
@@ -743,7 +969,7 @@ def build(args: argparse.Namespace) -> None:
         embedded = embed_products(products, embedder, args.batch_size)
         seconds = time.perf_counter() - started
         try:
-            write_catalog(args.output, embedder.model_name, embedder.dim, embedded)
+            write_catalog(args.output, embedder.model_name, embedder.dim, embedded, schema.extra_fields)
         except OSError as exc:
             raise CatalogError(f"{args.output}: cannot write it: {exc.strerror or exc}") from None
         log.info(
@@ -756,7 +982,11 @@ def build(args: argparse.Namespace) -> None:
         )
         if client is not None:
             recommender = RedisRecommender(
-                client, index_name=args.index_name, key_prefix=args.key_prefix, vector_dim=embedder.dim
+                client,
+                index_name=args.index_name,
+                key_prefix=args.key_prefix,
+                vector_dim=embedder.dim,
+                extra_fields=schema.extra_fields,
             )
             started = time.perf_counter()
             written = push_to_redis(recommender, embedded)
@@ -770,6 +1000,49 @@ def build(args: argparse.Namespace) -> None:
                 info["num_docs"],
                 info["indexing_failures"],
             )
+
+
+def sync(args: argparse.Namespace, schema: InputSchema, products: list[dict[str, Any]], client: redis.Redis) -> None:
+    """--load --sync: make Redis hold exactly the file's products. The plan comes first (added,
+    changed, unchanged, removed, from the stored fields and text digests: recengine/catalog_sync),
+    then, unless --dry-run, only the added and changed products are written and only those whose
+    text is new are embedded (the model is not even loaded when none is); removals beyond
+    --max-removal-share need --allow-mass-delete. No catalog file is written."""
+    started = time.perf_counter()
+    planner = RedisRecommender(
+        client, index_name=args.index_name, key_prefix=args.key_prefix, extra_fields=schema.extra_fields
+    )
+    incoming = [(str(product["id"]), product_fields(product, schema.extra_fields)) for product in products]
+    try:
+        plan = plan_sync(incoming, planner.stored_products())
+        print(f"sync plan for {args.index_name}: {plan.summary()}")
+        check_removals(plan, max_share=args.max_removal_share, allowed=args.allow_mass_delete)
+    except SyncRefusedError as exc:
+        raise CatalogError(f"{args.input}: {exc}") from None
+    if args.dry_run or plan.empty:
+        print("dry run: nothing was written" if args.dry_run else "nothing was written")
+        return
+    embedder = LocalEmbedder(args.model, backend=args.embedding_backend) if plan.reembed else None
+    recommender = RedisRecommender(
+        client,
+        index_name=args.index_name,
+        key_prefix=args.key_prefix,
+        vector_dim=embedder.dim if embedder is not None else planner.vector_dim,
+        extra_fields=schema.extra_fields,
+    )
+    recommender.create_index()
+    chosen = set(plan.added) | set(plan.changed)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        assert embedder is not None
+        return embedder.encode_many(texts, batch_size=args.batch_size)
+
+    writes = recommender.upsert_products([p for p in products if p["id"] in chosen], embed=embed)
+    removed = sum(recommender.delete_product(product_id) for product_id in plan.removed)
+    print(
+        f"synced in {time.perf_counter() - started:.2f} s: {sum(1 for w in writes if w.fields)} written "
+        f"({sum(1 for w in writes if w.embedded)} embedded), {removed} removed"
+    )
 
 
 def describe_redis(url: str | None) -> str:

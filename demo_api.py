@@ -4,6 +4,7 @@ headers, origins, cookies) and the command line; this module changes when an end
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -19,23 +21,32 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
 from recengine.ab_report import build_report
+from recengine.client_budgets import BudgetExceeded
 from recengine.experiments import NO_ARM, Experiment
 from recengine.http_request import ApiError
 from recengine.impressions import Impression, ImpressionError, ImpressionLog, ListSource, check_rec_id
 from recengine.metrics import Metrics
+from recengine.validation import MAX_PRODUCT_ID_CHARS
 from recommender import (
     EVENT_TYPES,
     SIGNALS,
+    DurabilityTimeoutError,
     EventType,
     IndexMissingError,
+    MayCreateUser,
+    PartlyAppliedError,
     ProductNotFoundError,
     Recommendation,
     RedisRecommender,
+    ReloadFailedError,
+    ReloadInProgressError,
     ReplicationTimeoutError,
     SearchFilters,
     Signal,
     UserState,
+    WriteOutcomeUnknownError,
     WriteRefusedError,
+    check_event_id,
     check_product_id,
 )
 
@@ -47,11 +58,36 @@ MAX_QUERY_CHARS = 1000
 # The most results one HTTP request may ask for: a page shows tens, not thousands. (The
 # library's own bound, recommender.MAX_K, is what one FT.SEARCH may return.)
 HTTP_MAX_K = 100
+# A server that finds its index missing rebuilds it from its catalogue; a request that met the
+# missing index waits this long for that (or for another worker's rebuild) before a 503.
+HEAL_WAIT_S = 30.0
 # GET /report's window when none is given, and the longest it takes (the log's cap bounds it too).
 DEFAULT_REPORT_WINDOW_S = 86400.0
 MAX_REPORT_WINDOW_S = 90 * 86400.0
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
+
+
+def no_turn() -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, as the server knows them: the user, and what the server lets their client hold.
+
+    may_create_user: asked before a write would create the user (the server's per-client budget
+    of new users; it raises BudgetExceeded to refuse).
+    model_turn: held while the request waits for the model (the per-client bound on the model's
+    queue; it raises BudgetExceeded when the client already waits enough).
+    redis_turn: held around the request's Redis work only (one of the server's API slots), so
+    that a request waiting for the model holds none.
+    """
+
+    user_id: str
+    may_create_user: MayCreateUser | None = None
+    model_turn: Callable[[], AbstractContextManager[None]] = no_turn
+    redis_turn: Callable[[], AbstractContextManager[None]] = no_turn
 
 
 # --- request fields: data in, data out ------------------------------------------------------
@@ -257,6 +293,17 @@ class SimilarRequest:
         )
 
 
+def parse_event_id(fields: Fields) -> str | None:
+    """event_id is optional: an idempotency key that makes a retried write count once."""
+    value = fields.get("event_id")
+    if value is None:
+        return None
+    try:
+        return check_event_id(value)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 def parse_rec_id(fields: Fields) -> str | None:
     """The optional rec_id of the list a click or an event came from (any endpoint that takes
     one reads it here); its form is checked, whether it was shown to the user is the log's."""
@@ -270,8 +317,9 @@ def parse_rec_id(fields: Fields) -> str | None:
 
 
 def parse_product_id(fields: Fields) -> str:
-    """product_id is required; its form (no spaces or control characters) is the library's rule."""
-    product_id = parse_string(fields, "product_id", required=True, max_chars=128)
+    """product_id is required; its form (any printable text, up to MAX_PRODUCT_ID_CHARS) is the
+    library's rule."""
+    product_id = parse_string(fields, "product_id", required=True, max_chars=MAX_PRODUCT_ID_CHARS)
     try:
         return check_product_id(product_id)
     except ValueError as exc:
@@ -354,19 +402,44 @@ class DemoApp:
         """Stop the encoder's worker thread (the server calls this when it stops)."""
         self.encoder.close()
 
-    def seed(self) -> int:
-        """Drop the index and its documents, recreate it, and load the catalog's vectors as they
-        are (nothing is re-embedded)."""
-        self.recommender.drop_index(delete_documents=True)
-        self.recommender.create_index()
-        return self.recommender.index_products(self.catalog["products"])
+    def seed(self, lock_wait_s: float = HEAL_WAIT_S) -> int:
+        """Load the catalog's vectors as they are (nothing is re-embedded) as a new generation
+        beside whatever serves, then switch to it (RedisRecommender.reload_catalog): searches
+        never see a missing or half-loaded index, and a failure leaves the old catalogue."""
+        if self.recommender.is_cluster:  # no aliases across a cluster's shards: the old way
+            self.recommender.drop_index(delete_documents=True)
+            self.recommender.create_index()
+            return self.recommender.index_products(self.catalog["products"])
+        result = self.recommender.reload_catalog(
+            self.catalog["products"], model=str(self.catalog.get("model", "")), lock_wait_s=lock_wait_s
+        )
+        return result.written
 
     def ensure_index(self) -> int:
-        """--no-reset: keep what Redis has; seed only an empty index."""
-        self.recommender.create_index()
-        self.recommender.wait_until_indexed()
-        count = self.recommender.count_indexed()
-        return count if count else self.seed()
+        """--no-reset: keep what Redis has; seed only a missing or empty index."""
+        if self.recommender.index_exists():
+            self.recommender.wait_until_indexed()
+            count = self.recommender.count_indexed()
+            if count:
+                return count
+        return self.seed()
+
+    def heal_missing_index(self) -> bool:
+        """The index is missing (dropped, flushed): rebuild it from the catalogue, one worker at
+        a time; a worker that finds another one rebuilding waits for it. True once it serves."""
+        deadline = time.monotonic() + HEAL_WAIT_S
+        while not self.recommender.index_exists():
+            try:
+                log.warning("the search index is missing: rebuilding it from the catalogue")
+                self.seed(lock_wait_s=0)
+            except ReloadInProgressError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
+            except ReloadFailedError as exc:
+                log.error("could not rebuild the missing index: %s", exc)
+                return False
+        return True
 
     def ranker_for(self, user_id: str) -> tuple[str, RedisRecommender]:
         """The user's experiment arm and the recommender that ranks (and records clicks) for it."""
@@ -412,9 +485,10 @@ class DemoApp:
             "dismissed": [{"id": pid, "name": names.get(pid) or pid} for pid in state.dismissed],
         }
 
-    def state(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def state(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         info = self.recommender.index_info()
-        top = self.recommender.popularity(5)
+        top = self.recommender.popularity(5, user_id=user_id)
         names = self.recommender.get_products([pid for pid, _ in top])
         trending = (
             {"popular_rec_id": self.impressions.record(user_id, "trending", NO_ARM, [pid for pid, _ in top])}
@@ -443,24 +517,29 @@ class DemoApp:
             **trending,
         }
 
-    def search(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def search(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        """The query's vector first, holding no API slot (the model's queue is bounded per
+        client instead), then the Redis work in one slot."""
+        user_id = caller.user_id
         request = SearchRequest.parse(fields, self.default_k)
         arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
-        query_vec, cached = self.encoder.encode(request.query)
+        with caller.model_turn():
+            query_vec, cached = self.encoder.encode(request.query)
         embedded = time.perf_counter()
-        result = ranker.recommend(
-            query_vec,
-            user_id=user_id,
-            k=request.k,
-            filters=request.filters,
-            use_session=request.use_session,
-            use_rerank=request.use_rerank,
-            exclude_clicked=request.exclude_clicked,
-            diversity=request.diversity,
-            query_text=request.query,
-            understand=request.understand,
-        )
+        with caller.redis_turn():
+            result = ranker.recommend(
+                query_vec,
+                user_id=user_id,
+                k=request.k,
+                filters=request.filters,
+                use_session=request.use_session,
+                use_rerank=request.use_rerank,
+                exclude_clicked=request.exclude_clicked,
+                diversity=request.diversity,
+                query_text=request.query,
+                understand=request.understand,
+            )
         return {
             **self.shown(user_id, "search", arm, result),
             "understood": result.understood,
@@ -474,7 +553,8 @@ class DemoApp:
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def recommend(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def recommend(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         request = FeedRequest.parse(fields, self.default_k)
         arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
@@ -494,7 +574,8 @@ class DemoApp:
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def similar(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def similar(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         request = SimilarRequest.parse(fields, self.default_k)
         arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
@@ -515,11 +596,15 @@ class DemoApp:
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def click(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        product_id = parse_product_id(fields)
+    def click(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
+        product_id, event_id = parse_product_id(fields), parse_event_id(fields)
         impression = self.impression_of(user_id, fields, product_id)
-        result, state = self.ranker_for(user_id)[1].record_click_with_state(user_id, product_id)
-        self.attribute(impression, "click", product_id)
+        result, state = self.ranker_for(user_id)[1].record_click_with_state(
+            user_id, product_id, event_id=event_id, may_create=caller.may_create_user
+        )
+        if not result.already_applied:
+            self.attribute(impression, "click", product_id)
         user = self.user_state(user_id, state)
         # The click is the newest recent click, whose name user_state has just looked up.
         name = next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id)
@@ -528,18 +613,22 @@ class DemoApp:
             "affinity": round(result.affinity, 6),
             "clicks": result.clicks,
             "last_clicked_id": result.last_clicked_id,
+            "already_applied": result.already_applied,
             "name": name,
             "user": user,
         }
 
-    def event(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def event(self, caller: Caller, fields: Fields) -> dict[str, Any]:
         """POST /event: a view, click, cart or purchase, now, in the user's current window (the
         page has no session ids: events of a user minutes apart go together)."""
-        product_id = parse_product_id(fields)
-        event = parse_event(fields)
+        user_id = caller.user_id
+        product_id, event_id, event = parse_product_id(fields), parse_event_id(fields), parse_event(fields)
         impression = self.impression_of(user_id, fields, product_id)
-        result, state = self.ranker_for(user_id)[1].record_event_with_state(user_id, product_id, event)
-        self.attribute(impression, event, product_id)
+        result, state = self.ranker_for(user_id)[1].record_event_with_state(
+            user_id, product_id, event, event_id=event_id, may_create=caller.may_create_user
+        )
+        if not result.already_applied:
+            self.attribute(impression, event, product_id)
         user = self.user_state(user_id, state)
         return {
             "event": result.event,
@@ -548,20 +637,26 @@ class DemoApp:
             "affinity": round(result.affinity, 6),
             "clicks": result.clicks,
             "paired_with": result.paired_with,
+            "already_applied": result.already_applied,
             "user": user,
         }
 
-    def dismiss(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        product_id = parse_product_id(fields)
+    def dismiss(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
+        product_id, event_id = parse_product_id(fields), parse_event_id(fields)
         impression = self.impression_of(user_id, fields, product_id)
-        result, state = self.ranker_for(user_id)[1].dismiss_with_state(user_id, product_id)
-        self.attribute(impression, "dismiss", product_id)
+        result, state = self.ranker_for(user_id)[1].dismiss_with_state(
+            user_id, product_id, event_id=event_id, may_create=caller.may_create_user
+        )
+        if not result.already_applied:
+            self.attribute(impression, "dismiss", product_id)
         user = self.user_state(user_id, state)
         name = next((c["name"] for c in user["dismissed"] if c["id"] == product_id), product_id)
         return {
             "category": result.category,
             "affinity": round(result.affinity, 6),
             "product_id": product_id,
+            "already_applied": result.already_applied,
             "name": name,
             "user": user,
         }
@@ -585,7 +680,7 @@ class DemoApp:
         if impression is not None and self.impressions is not None:
             self.impressions.record_outcome(impression, kind, product_id)
 
-    def report(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def report(self, caller: Caller, fields: Fields) -> dict[str, Any]:
         """GET /report: click-through and conversion by list source and arm over `window` seconds."""
         if self.impressions is None:
             raise ApiError(404, "this server logs no impressions (--no-impressions), so it has no report")
@@ -593,13 +688,15 @@ class DemoApp:
         impressions, outcomes = self.impressions.window(window)
         return build_report(impressions, outcomes, window, self.experiment)
 
-    def reset_user(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        self.recommender.reset_user(user_id)
+    def reset_user(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        self.recommender.reset_user(caller.user_id)
         return {"ok": True}
 
-    def reset_index(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        seeded = self.seed()
-        self.recommender.reset_user(user_id)
+    def reset_index(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        """The shipped catalogue again, switched to in one step (a reset that is running
+        elsewhere is a 409, a failed one a 503 saying the old catalogue still serves)."""
+        seeded = self.seed(lock_wait_s=0)
+        self.recommender.reset_user(caller.user_id)
         return {"seeded": seeded}
 
     # --- for load balancers and client generators: no user, no fields ---------------------------
@@ -634,13 +731,16 @@ class DemoApp:
         """GET /openapi.json: the API's OpenAPI 3.1 description."""
         return openapi_document()
 
-    def refresh_embedding(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def refresh_embedding(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        """As search: the model first, with no API slot; then the write in one."""
         product_id = parse_product_id(fields)
         text = parse_free_text(fields, "text", multiline=True)
         started = time.perf_counter()
-        vector = self.encoder.encode_uncached(text)
+        with caller.model_turn():
+            vector = self.encoder.encode_uncached(text)
         embed_ms = (time.perf_counter() - started) * 1000
-        self.recommender.refresh_embedding(product_id, vector)
+        with caller.redis_turn():
+            self.recommender.refresh_embedding(product_id, vector)
         return {"product_id": product_id, "embed_ms": round(embed_ms, 3)}
 
 
@@ -655,7 +755,7 @@ def recommendation_payload(result: Recommendation) -> dict[str, Any]:
     }
 
 
-Endpoint = Callable[[DemoApp, str, Fields], dict[str, Any]]
+Endpoint = Callable[[DemoApp, Caller, Fields], dict[str, Any]]
 # An endpoint of SERVICE_ROUTES: answered for the server, not for a user.
 ServiceEndpoint = Callable[[DemoApp], dict[str, Any]]
 
@@ -669,7 +769,14 @@ def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[
     @functools.wraps(endpoint)
     def answer(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
         try:
-            return endpoint(*args, **kwargs)
+            try:
+                return endpoint(*args, **kwargs)
+            except IndexMissingError:
+                # The endpoints' first argument is the app (or a part of the API holding it).
+                app = getattr(args[0], "app", args[0])
+                if not isinstance(app, DemoApp) or not app.heal_missing_index():
+                    raise
+                return endpoint(*args, **kwargs)
         except ProductNotFoundError as exc:
             raise ApiError(404, f"no product with id {exc.product_id!r}") from None
         except ImpressionError as exc:
@@ -677,40 +784,68 @@ def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         except IndexMissingError as exc:
-            raise ApiError(503, "the search index is missing: POST /reset-index to rebuild it") from exc
+            raise ApiError(503, MISSING_INDEX_MESSAGE, RETRY_LATER) from exc
+        except ReloadInProgressError as exc:
+            raise ApiError(409, "another reset of the catalogue is running: it will be done in moments") from exc
+        except ReloadFailedError as exc:
+            log.error("reload failed: %s", exc)
+            raise ApiError(503, str(exc), RETRY_LATER) from exc
         except WriteRefusedError as exc:
             log.error("write refused by Redis: %s", exc)
             raise ApiError(503, f"Redis refused the write: {exc.reason}; nothing was saved", RETRY_LATER) from exc
-        except ReplicationTimeoutError as exc:
-            log.error("write not acknowledged by replicas: %s", exc)
-            raise ApiError(503, f"the write was not confirmed by enough replicas ({exc}); retry", RETRY_LATER) from exc
+        except PartlyAppliedError as exc:
+            log.error("write applied in part: %s", exc)
+            raise ApiError(
+                503,
+                f"the write was applied in part ({exc}): retry with the same event_id to complete it",
+                RETRY_LATER,
+                {"applied": exc.applied},
+            ) from exc
+        except WriteOutcomeUnknownError as exc:
+            log.warning("%s", exc)
+            raise ApiError(
+                503,
+                "outcome unknown (Redis did not answer in time): retry with the same event_id "
+                "(without one, a retry may count twice)",
+                RETRY_LATER,
+            ) from exc
+        except (ReplicationTimeoutError, DurabilityTimeoutError) as exc:
+            log.error("write not confirmed: %s", exc)
+            raise ApiError(503, f"outcome unknown ({exc}): retry with the same event_id", RETRY_LATER) from exc
+        except BudgetExceeded as exc:
+            raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after_s)}) from exc
 
     return answer
 
 
 RETRY_LATER = {"Retry-After": "1"}
+MISSING_INDEX_MESSAGE = "the search index is missing and could not be rebuilt yet: retry shortly"
 
 
 @dataclass(frozen=True)
 class Route:
+    """An endpoint and its method. `uses_model`: it waits for the model, and takes its own
+    Caller.redis_turn around its Redis work; every other endpoint runs inside one."""
+
     method: str
     endpoint: Endpoint
+    uses_model: bool = False
 
 
 API_ROUTES: dict[str, Route] = {
-    path: Route(method, answering_library_errors(endpoint))
-    for path, method, endpoint in (
-        ("/state", "GET", DemoApp.state),
-        ("/search", "POST", DemoApp.search),
-        ("/recommend", "POST", DemoApp.recommend),
-        ("/similar", "POST", DemoApp.similar),
-        ("/click", "POST", DemoApp.click),
-        ("/event", "POST", DemoApp.event),
-        ("/dismiss", "POST", DemoApp.dismiss),
-        ("/reset-user", "POST", DemoApp.reset_user),
-        ("/reset-index", "POST", DemoApp.reset_index),
-        ("/refresh-embedding", "POST", DemoApp.refresh_embedding),
-        ("/report", "GET", DemoApp.report),
+    path: Route(method, answering_library_errors(endpoint), uses_model)
+    for path, method, endpoint, uses_model in (
+        ("/state", "GET", DemoApp.state, False),
+        ("/search", "POST", DemoApp.search, True),
+        ("/recommend", "POST", DemoApp.recommend, False),
+        ("/similar", "POST", DemoApp.similar, False),
+        ("/click", "POST", DemoApp.click, False),
+        ("/event", "POST", DemoApp.event, False),
+        ("/dismiss", "POST", DemoApp.dismiss, False),
+        ("/reset-user", "POST", DemoApp.reset_user, False),
+        ("/reset-index", "POST", DemoApp.reset_index, False),
+        ("/refresh-embedding", "POST", DemoApp.refresh_embedding, True),
+        ("/report", "GET", DemoApp.report, False),
     )
 }
 

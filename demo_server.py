@@ -37,18 +37,38 @@ from urllib.parse import SplitResult, unquote
 import redis
 
 from build_catalog import CatalogError, check_catalog_vectors, read_catalog
-from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, DemoApp, Fields
+from demo_api import API_ROUTES, HTTP_MAX_K, MISSING_INDEX_MESSAGE, SERVICE_ROUTES, Caller, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
-from recengine.http_request import ApiError, declared_body_length, parse_body, parse_form, split_target
+from recengine.admin_api import (
+    ADMIN_ROUTES,
+    MAX_ADMIN_BODY_BYTES,
+    AdminApi,
+    allowed_methods,
+    is_admin_target,
+    product_id_of,
+)
+from recengine.admin_token import ADMIN_TOKEN_ENV, AdminToken
+from recengine.client_budgets import NewUserBudget, WaitingLimit
+from recengine.http_request import (
+    MAX_BODY_BYTES,
+    ApiError,
+    declared_body_length,
+    parse_body,
+    parse_form,
+    parse_json_object,
+    split_target,
+)
 from recengine.impressions import ImpressionLog
 from recengine.metrics import EXPOSITION_CONTENT_TYPE, PrometheusMetrics, metrics_directory
 from recengine.server_cli import build_parser
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
     SECURITY_HEADERS,
+    USER_COOKIE,
     AllowedHosts,
     CookieSigner,
+    CookieUser,
     cross_site_refusal,
     load_cookie_secret,
     valid_user_id,
@@ -76,6 +96,8 @@ DEFAULT_MAX_IN_FLIGHT = 32
 REDIS_POOL_DEFAULT = 100
 BUSY_WAIT_S = 1.0
 BUSY_RETRY_AFTER_S = 1
+# How often a serving loop says it is alive (see DemoServer.service_actions, workers.py).
+HEARTBEAT_S = 0.5
 # A client that closes or resets its connection mid-request is normal, never a server error.
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 METRICS_PATH = "/metrics"
@@ -114,6 +136,8 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     # Bytes of the current request's body that the client declared and nobody has read yet.
     unread_body = 0
+    # A Set-Cookie the current request's answer carries: a fresh user of the client's own.
+    new_cookie: str | None = None
 
     @property
     def app(self) -> DemoApp:
@@ -143,9 +167,17 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             return lambda: self.handle_request(name[3:])
         raise AttributeError(name)
 
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue`: the interim answer leaves at once (the stdlib writes it into
+        the response buffer, which nothing flushed, so a client waited for it in vain)."""
+        super().handle_expect_100()
+        self.wfile.flush()
+        return True
+
     def handle_request(self, method: str) -> None:
         started = time.perf_counter()
         self.unread_body = 0
+        self.new_cookie = None
         try:
             status, path = self.respond(method)
             # Whatever the answer, the declared body leaves the stream before the next request
@@ -165,7 +197,9 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         escapes (CLIENT_GONE)."""
         path = self.path
         try:
-            self.unread_body = self.framed_body_length()
+            self.unread_body = self.framed_body_length(
+                MAX_ADMIN_BODY_BYTES if is_admin_target(self.path) else MAX_BODY_BYTES
+            )
             target = split_target(self.path)
             path = target.path
             self.check_host(target)
@@ -175,7 +209,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         except ApiError as exc:
             if exc.__cause__ is not None:  # a condition of Redis (answering_library_errors)
                 self.app.metrics.redis_error(type(exc.__cause__).__name__)
-            self.send_json(exc.status, {"error": exc.message}, exc.headers)
+            self.send_json(exc.status, exc.payload(), exc.headers)
             return exc.status, path
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.app.metrics.redis_error(type(exc).__name__)
@@ -187,11 +221,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             missing = is_missing_index_error(exc)
             self.app.metrics.redis_error(type(exc).__name__)
             log.exception("Redis error on %s %s", method, path)
-            message = (
-                "the search index is missing: POST /reset-index to rebuild it"
-                if missing
-                else "Redis rejected the request; see the server log"
-            )
+            message = MISSING_INDEX_MESSAGE if missing else "Redis rejected the request; see the server log"
             self.send_json(503 if missing else 500, {"error": message})
             return 503 if missing else 500, path
         except Exception:
@@ -199,11 +229,11 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.send_json(500, {"error": "internal error; see the server log"})
             return 500, path
 
-    def framed_body_length(self) -> int:
+    def framed_body_length(self, limit: int) -> int:
         """declared_body_length of this request; a refusal closes the connection, since where
         this request ends, and the next begins, is unknown."""
         try:
-            return declared_body_length(self.headers)
+            return declared_body_length(self.headers, limit)
         except ApiError:
             self.close_connection = True
             raise
@@ -243,11 +273,16 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
                 raise ApiError(405, f"{path} accepts GET only", {"Allow": "GET, HEAD"})
             self.send_json(200, service(self.app))
             return 200
+        if is_admin_target(path):
+            return self.dispatch_admin(method, path)
         route = API_ROUTES.get(path)
         if route is None:
             raise ApiError(404, f"no such endpoint: {path}")
         if method != route.method:
             raise ApiError(405, f"{path} accepts {route.method} only", {"Allow": route.method})
+        if path == "/reset-index" and self.server.admin_token is not None:
+            # With a live catalogue (the admin API on), a reset to the shipped one is an admin's act.
+            self.check_admin()
         if method == "POST":
             self.check_same_origin()
             fields = parse_body(self.headers.get("Content-Type", ""), self.read_body())
@@ -255,12 +290,47 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             # Browsers send a URL's non-ASCII as percent-encoded UTF-8; http.server decoded the
             # request line as Latin-1, so this gives back the bytes exactly.
             fields = parse_form(split_target(self.path).query.encode("latin-1"), "query string")
-        user_id = self.resolve_user(fields)
+        caller = self.server.caller(self.resolve_user(fields), self.client_address[0])
         # The body is read before a slot is taken: a client that trickles it in holds no slot.
-        with self.server.api_slot():
-            payload = route.endpoint(self.app, user_id, fields)
+        # An endpoint that waits for the model takes its slot itself, after the model.
+        with contextlib.nullcontext() if route.uses_model else self.server.api_slot():
+            payload = route.endpoint(self.app, caller, fields)
         self.send_json(200, payload)
         return 200
+
+    def dispatch_admin(self, method: str, path: str) -> int:
+        """The admin API (recengine/admin_api.py): the bearer token first, then a JSON body."""
+        self.check_admin()
+        product_id = product_id_of(path)
+        endpoint = ADMIN_ROUTES.get((method, product_id is not None))
+        if endpoint is None:
+            allowed = allowed_methods(product_id is not None)
+            raise ApiError(405, f"{path} accepts {allowed}", {"Allow": allowed})
+        fields: Fields = {}
+        if method in ("PUT", "PATCH", "POST"):
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.split(";")[0].strip().lower() != "application/json":
+                raise ApiError(415, "send the body as JSON (Content-Type: application/json)")
+            fields = parse_json_object(self.read_body())
+        with self.server.api_slot():
+            payload = endpoint(self.server.admin, product_id, fields)
+        self.send_json(200, payload)
+        return 200
+
+    def check_admin(self) -> None:
+        """The admin bearer token (admin_token.py): off unless set, 401 without, 403 wrong.
+        Never the shopper's cookie."""
+        token = self.server.admin_token
+        if token is None:
+            raise ApiError(
+                404, f"the admin API is off: start the server with --admin-token or {ADMIN_TOKEN_ENV} to enable it"
+            )
+        verdict = token.verdict(self.headers.get("Authorization"))
+        if verdict == "missing":
+            raise ApiError(401, "send the admin token: Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+        if verdict == "wrong":
+            log.warning("a wrong admin token from %s", self.client_address[0])
+            raise ApiError(403, "the admin token is wrong")
 
     def send_metrics(self, method: str) -> int:
         """GET /metrics: every worker's values in Prometheus' text format. Like the probes: no
@@ -314,18 +384,32 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def resolve_user(self, fields: Fields) -> str:
-        """An explicit, valid user_id wins; then the browser's cookie; then the shared demo user."""
+        """An explicit, valid user_id wins; then the browser's genuine cookie; then, for a client
+        that sent cookies but no genuine user cookie, a fresh user of its own (with a new cookie
+        in the answer); only a client without any cookie is the shared demo user."""
         explicit = fields.get("user_id")
         if explicit not in (None, ""):
             user_id = valid_user_id(explicit)
             if user_id is None:
                 raise ApiError(400, "user_id must be 1-64 characters of letters, digits, '_', '.', ':' or '-'")
             return user_id
-        return self.cookie_user() or DEFAULT_USER
+        cookies = self.cookie_user()
+        if cookies.user_id is not None:
+            return cookies.user_id
+        return self.fresh_user(cookies) if cookies.sent_cookies else DEFAULT_USER
 
-    def cookie_user(self) -> str | None:
-        """The user of a genuine (signed) cookie; None for none, or for one planted or forged."""
-        return self.server.cookie_signer.user_of(self.headers.get("Cookie", ""))
+    def cookie_user(self) -> CookieUser:
+        """What the request's cookies say about its user (web_guard.CookieSigner.read)."""
+        return self.server.cookie_signer.read(self.headers.get("Cookie"))
+
+    def fresh_user(self, cookies: CookieUser) -> str:
+        """A new user, whose cookie this request's answer sets; logged when the client sent
+        cookies (its own user cookie was lost, forged, or hidden by a page's)."""
+        user_id, self.new_cookie = self.server.cookie_signer.mint()
+        if cookies.sent_cookies:
+            why = "a Cookie header over 8 KB, not read" if cookies.too_long else f"cookies but no genuine {USER_COOKIE}"
+            log.info("%s sent %s: a fresh user %s, with a new cookie", self.client_address[0], why, user_id)
+        return user_id
 
     def send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
         body = JSON_ENCODER.encode(payload).encode("utf-8")
@@ -348,10 +432,11 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             else content_type,
         )
         self.send_header("Cache-Control", "no-cache")
-        extra = {}
-        if path.name == "index.html" and self.cookie_user() is None:
-            extra["Set-Cookie"] = self.server.cookie_signer.new_user_cookie()
-        self.finish_headers(body, extra)
+        if path.name == "index.html":
+            cookies = self.cookie_user()
+            if cookies.user_id is None:
+                self.fresh_user(cookies)
+        self.finish_headers(body, {})
         if not head:
             self.wfile.write(body)
         self.wfile.flush()
@@ -360,6 +445,8 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
     def finish_headers(self, body: bytes, headers: Mapping[str, str] | None) -> None:
         for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
             self.send_header(name, value)
+        if self.new_cookie:
+            self.send_header("Set-Cookie", self.new_cookie)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -383,6 +470,8 @@ def endpoint_label(path: str) -> str:
     "other" for anything else (a path a client made up must not become a label)."""
     if path in API_ROUTES or path in SERVICE_ROUTES or path in ("/", METRICS_PATH):
         return path
+    if is_admin_target(path):  # one label for the admin API: an id must not become a label
+        return "/products"
     return "/static" if path.startswith("/static/") else "other"
 
 
@@ -394,8 +483,16 @@ class DemoServer(ThreadingHTTPServer):
     cookie_secret: signs user cookies (load_cookie_secret); by default a random one, good for
     this server object's lifetime.
     max_in_flight: API requests served at once; by default DEFAULT_MAX_IN_FLIGHT, and always
-    below the Redis client's connection pool.
+    below the Redis client's connection pool. A request holds its slot only around its Redis
+    work: waiting for the model it holds none.
+    new_users_per_minute: how many new users (users with no state in Redis yet) one client (IP
+    address) may create per minute; past it a write that would create one is a 429. None: no
+    limit (the command line's default is server_cli.DEFAULT_NEW_USERS_PER_MINUTE).
+    model_queue_per_client: how many requests of one client may wait for the model at once;
+    past it a 429. None: no bound (the command line's: server_cli.DEFAULT_MODEL_QUEUE_PER_CLIENT).
     reuse_port: bind with SO_REUSEPORT, so that several processes serve one port.
+    heartbeat: called from the serving loop at least every HEARTBEAT_S while it runs (a
+    worker's liveness signal to its supervisor).
     """
 
     daemon_threads = True
@@ -410,11 +507,17 @@ class DemoServer(ThreadingHTTPServer):
         allowed_hosts: Iterable[str] = (),
         cookie_secret: bytes | None = None,
         max_in_flight: int | None = None,
+        new_users_per_minute: int | None = None,
+        model_queue_per_client: int | None = None,
         reuse_port: bool = False,
+        admin_token: AdminToken | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.allow_reuse_port = reuse_port
         super().__init__(address, DemoRequestHandler)
         self.app = app
+        self.admin = AdminApi(app)
+        self.admin_token = admin_token
         self.cookie_signer = CookieSigner(cookie_secret or secrets.token_bytes(32))
         self.hosts = AllowedHosts.serving(address[0], self.server_address[1], allowed_hosts)
         # Half the pool at most: room for anything that briefly holds a second connection.
@@ -422,6 +525,35 @@ class DemoServer(ThreadingHTTPServer):
         pool_size = pool.max_connections if pool is not None else REDIS_POOL_DEFAULT
         self.max_in_flight = max(1, min(max_in_flight or DEFAULT_MAX_IN_FLIGHT, pool_size // 2))
         self.in_flight = threading.BoundedSemaphore(self.max_in_flight)
+        self.new_users = NewUserBudget(new_users_per_minute) if new_users_per_minute else None
+        self.model_queue = WaitingLimit(model_queue_per_client, "the model") if model_queue_per_client else None
+        self.heartbeat = heartbeat
+        self._beat_at = 0.0
+
+    def caller(self, user_id: str, client: str) -> Caller:
+        """The user of a request, with this server's budgets for its client."""
+        new_users, model_queue = self.new_users, self.model_queue
+
+        def may_create_user() -> bool:
+            """Spend one of the client's new users (BudgetExceeded, a 429, when none is left)."""
+            assert new_users is not None
+            new_users.spend(client)
+            return True
+
+        return Caller(
+            user_id,
+            may_create_user=may_create_user if new_users else None,
+            model_turn=(lambda: model_queue.waiting(client)) if model_queue else Caller.model_turn,
+            redis_turn=self.api_slot,
+        )
+
+    def service_actions(self) -> None:
+        """Called by serve_forever on every turn of its loop (at least every poll interval):
+        the heartbeat, when one is set, at most every HEARTBEAT_S."""
+        now = time.monotonic()
+        if self.heartbeat is not None and now - self._beat_at >= HEARTBEAT_S:
+            self._beat_at = now
+            self.heartbeat()
 
     @contextlib.contextmanager
     def api_slot(self) -> Iterator[None]:
@@ -467,11 +599,17 @@ def open_shared(args: argparse.Namespace) -> Shared:
 
 
 def build_server(
-    args: argparse.Namespace, shared: Shared, *, seed: bool = True, reuse_port: bool = False
+    args: argparse.Namespace,
+    shared: Shared,
+    *,
+    seed: bool = True,
+    reuse_port: bool = False,
+    heartbeat: Callable[[], None] | None = None,
 ) -> DemoServer:
     """One serving process's model, app and listening server. `seed` loads the catalogue (or,
     with --no-reset, makes sure the index exists): the first process does it, never a
-    replacement worker, which must not wipe what users did meanwhile."""
+    replacement worker, which must not wipe what users did meanwhile. `heartbeat`: a worker's
+    liveness signal (DemoServer)."""
     timings = {"redis": shared.redis_seconds}
     t0 = time.perf_counter()
     embedder = LocalEmbedder(args.model, backend=args.embedding_backend, query_encoder=args.query_encoder)
@@ -494,6 +632,8 @@ def build_server(
         read_clients=shared.redis.read_clients,
         min_replicas_ack=args.min_replicas_ack,
         replica_ack_timeout_ms=args.replica_ack_timeout_ms,
+        extra_fields=catalog.get("extra_fields", ()),
+        durable=args.durable,
     )
     app = DemoApp(
         recommender, embedder, catalog, default_k=args.topk, redis_description=shared.redis.description,
@@ -518,7 +658,11 @@ def build_server(
             app,
             allowed_hosts=args.allowed_host,
             cookie_secret=shared.cookie_secret,
+            new_users_per_minute=args.new_users_per_minute or None,
+            model_queue_per_client=args.model_queue_per_client or None,
             reuse_port=reuse_port,
+            admin_token=AdminToken.configured(args.admin_token, os.environ),
+            heartbeat=heartbeat,
         )
     except OSError as exc:
         raise ValueError(
@@ -608,11 +752,14 @@ def serve_one(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_worker(args: argparse.Namespace, shared: Shared, seed: bool, ready: Callable[[], None]) -> int:
+def serve_worker(
+    args: argparse.Namespace, shared: Shared, seed: bool, ready: Callable[[], None], beat: Callable[[], None]
+) -> int:
     """A forked worker's Work (recengine.workers): its own model, app, Redis connections
-    (redis-py resets an inherited pool) and listening socket on the shared port."""
+    (redis-py resets an inherited pool) and listening socket on the shared port; its serving
+    loop beats for the supervisor's liveness check."""
     try:
-        server = build_server(args, shared, seed=seed, reuse_port=True)
+        server = build_server(args, shared, seed=seed, reuse_port=True, heartbeat=beat)
     except Exception as exc:
         report_start_error(exc, args)
         return 1

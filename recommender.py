@@ -39,20 +39,28 @@ from ranking import (
 from ranking import rerank as rerank_by_affinity
 from recengine.blend import SIGNALS, Signal
 from recengine.catalog import Catalog
+from recengine.catalog_schema import ExtraField
 from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import CoOccurrenceConfig
 from recengine.errors import (
+    DurabilityTimeoutError,
     IndexMissingError,
+    NewUserRefusedError,
+    PartlyAppliedError,
     ProductNotFoundError,
     RecommenderError,
+    ReloadError,
+    ReloadFailedError,
+    ReloadInProgressError,
     ReplicationTimeoutError,
+    WriteOutcomeUnknownError,
     WriteRefusedError,
     classify_response_error,
     is_missing_index_error,
 )
 from recengine.event_import import DEFAULT_BATCH, EventImporter, ImportReport, PastEvent
 from recengine.event_types import EVENT_TYPES, EventType, EventWeights
-from recengine.events import UserEvents
+from recengine.events import EventOptions, MayCreateUser, UserEvents
 from recengine.feeds import Feeds, VocabularyCache
 from recengine.layout import (
     AFFINITY_AT_FIELD,
@@ -61,6 +69,7 @@ from recengine.layout import (
     DEFAULT_SEEN_KEPT,
     DEFAULT_USER_TTL_S,
     EMBEDDING_FIELD,
+    EVENT_IDS_KEPT,
     LAST_CLICKED_CATEGORY_FIELD,
     LAST_CLICKED_ID_FIELD,
     NEGATIVE_AT_FIELD,
@@ -81,6 +90,7 @@ from recengine.layout import (
     product_to_hash,
     vector_to_bytes,
 )
+from recengine.products import Embed, ProductWriter
 from recengine.query import (
     DEFAULT_EF_RUNTIME,
     HYBRID_POLICIES,
@@ -91,6 +101,7 @@ from recengine.query import (
     escape_text_phrase,
     knn_query,
 )
+from recengine.reload import DEFAULT_LOCK_WAIT_S, LOCK_TTL_MS, RELOAD_BATCH_SIZE, Reloads
 from recengine.replies import (
     aggregate_rows,
     candidate_from_row,
@@ -99,7 +110,16 @@ from recengine.replies import (
     product_summary,
     search_rows,
 )
-from recengine.results import ClickResult, DismissResult, EventResult, IndexInfo, UserState
+from recengine.results import (
+    ClickResult,
+    DismissResult,
+    EventResult,
+    IndexInfo,
+    ProductWrite,
+    ReloadResult,
+    Serving,
+    UserState,
+)
 from recengine.retrieval import Retrieval
 from recengine.scripts import FADED_COUNTS_LUA, REFRESH_EMBEDDING_LUA, USER_EVENT_LUA, Scripts
 from recengine.store import Store
@@ -108,6 +128,7 @@ from recengine.validation import (
     MAX_K,
     TAG_SEPARATOR,
     check_count,
+    check_event_id,
     check_k,
     check_optional_positive,
     check_product_id,
@@ -126,6 +147,7 @@ __all__ = [
     "DEFAULT_SEEN_KEPT",
     "DEFAULT_USER_TTL_S",
     "EMBEDDING_FIELD",
+    "EVENT_IDS_KEPT",
     "EVENT_TYPES",
     "FADED_COUNTS_LUA",
     "HYBRID_POLICIES",
@@ -152,29 +174,42 @@ __all__ = [
     "CoOccurrenceConfig",
     "DictResult",
     "DismissResult",
+    "DurabilityTimeoutError",
     "EventResult",
     "EventType",
     "EventWeights",
+    "ExtraField",
     "ImportReport",
     "IndexInfo",
     "IndexMissingError",
+    "MayCreateUser",
+    "NewUserRefusedError",
+    "PartlyAppliedError",
     "PastEvent",
     "ProductNotFoundError",
+    "ProductWrite",
     "RankingConfig",
     "Recommendation",
     "RecommenderError",
     "RedisRecommender",
+    "ReloadError",
+    "ReloadFailedError",
+    "ReloadInProgressError",
+    "ReloadResult",
     "ReplicationTimeoutError",
     "SearchFilters",
+    "Serving",
     "Signal",
     "UserFeatures",
     "UserState",
     "Why",
+    "WriteOutcomeUnknownError",
     "WriteRefusedError",
     "aggregate_rows",
     "build_filter_clause",
     "bytes_to_vector",
     "candidate_from_row",
+    "check_event_id",
     "check_k",
     "check_product_id",
     "check_user_id",
@@ -215,10 +250,15 @@ class RedisRecommender:
     own state always go to `redis_client`, so a click shows in the very next search.
     min_replicas_ack: after each write, WAIT for this many replicas (up to
     replica_ack_timeout_ms) and raise ReplicationTimeoutError when fewer acknowledge.
+    durable: after each write, WAITAOF until Redis has fsynced it to its append-only file (and,
+    with min_replicas_ack, that many replicas theirs), and raise DurabilityTimeoutError when it
+    is not confirmed in time: a write that returns is on disk. Needs `appendonly yes`.
     clock: seconds since the epoch; inject one to test fading without sleeping.
     co_occurrence: how products bought (viewed, carted) together are counted, bounded and faded,
     and how much a look-alike weighs against a count in the blend (CoOccurrenceConfig).
     event_weights: what a view, click, cart and purchase weigh (EventWeights; click = 1).
+    extra_fields: a shop's own TAG or NUMERIC filter fields (catalog_schema.ExtraField), indexed
+    by create_index and reload_catalog and written by the product writes.
 
     The constructor raises ValueError for a setting out of range, or a client that decodes
     responses.
@@ -242,9 +282,11 @@ class RedisRecommender:
         read_clients: Sequence[redis.Redis] = (),
         min_replicas_ack: int = 0,
         replica_ack_timeout_ms: int = 1000,
+        durable: bool = False,
         clock: Callable[[], float] = time.time,
         co_occurrence: CoOccurrenceConfig | None = None,
         event_weights: EventWeights | None = None,
+        extra_fields: Sequence[ExtraField] = (),
     ) -> None:
         check_optional_positive("hnsw_m", hnsw_m)
         check_optional_positive("hnsw_ef_construction", hnsw_ef_construction)
@@ -255,7 +297,7 @@ class RedisRecommender:
         check_count("min_replicas_ack", min_replicas_ack)
         check_k(seen_kept, "seen_kept")
         store = Store(redis_client if redis_client is not None else redis.Redis(), read_clients, min_replicas_ack,
-                      replica_ack_timeout_ms)  # fmt: skip
+                      replica_ack_timeout_ms, durable)  # fmt: skip
         self.redis = store.primary
         self.is_cluster = store.is_cluster
         self.index_name = index_name
@@ -272,9 +314,11 @@ class RedisRecommender:
         self.read_clients = store.read_clients
         self.min_replicas_ack = min_replicas_ack
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
+        self.durable = durable
         self.clock = clock
         self.co_occurrence_config = co_occurrence if co_occurrence is not None else CoOccurrenceConfig()
         self.event_weights = event_weights if event_weights is not None else EventWeights()
+        self.extra_fields = tuple(extra_fields)
         self._wire(store)
 
     def with_config(self, config: RankingConfig) -> RedisRecommender:
@@ -290,9 +334,13 @@ class RedisRecommender:
         self._store = store
         self._keys = KeyLayout(self.index_name, self.key_prefix, self.user_key_prefix)
         scripts = Scripts(self.redis)
-        self._catalog = Catalog(store, self._keys, scripts, self.vector_dim, self.hnsw_m, self.hnsw_ef_construction)
+        self._catalog = Catalog(
+            store, self._keys, scripts, self.vector_dim, self.hnsw_m, self.hnsw_ef_construction, self.extra_fields
+        )
+        self._writer = ProductWriter(store, self._keys, scripts, self.vector_dim, self.extra_fields)
+        self._reloads = Reloads(store, self._keys, scripts, self.vector_dim, self._catalog.schema, self.extra_fields)
         self._users = UserReads(store, self._keys, self.vector_dim, self._catalog.product_names)
-        self._co_occurrence = CoOccurrence(self._keys, scripts, self.co_occurrence_config, self.user_ttl_s)
+        self._co_occurrence = CoOccurrence(self._keys, scripts, self.co_occurrence_config)
         self._events = UserEvents(
             store, self._keys, scripts, self._users, self._co_occurrence, self.config, self.event_weights,
             self.clock, vector_dim=self.vector_dim, seen_kept=self.seen_kept, user_ttl_s=self.user_ttl_s,
@@ -313,8 +361,9 @@ class RedisRecommender:
     # keys
 
     def product_key(self, product_id: str) -> str:
-        """`product:<id>` (key_prefix + id), the product hash every port writes."""
-        return self._keys.product(product_id)
+        """`product:<id>` (key_prefix + id), the product hash every port writes; after a reload,
+        the serving generation's `product@<n>:<id>` (the first call asks Redis which serves)."""
+        return self._catalog.key(product_id)
 
     def features_key(self, user_id: str) -> str:
         """`user:<id>:features`, exactly as every port writes it."""
@@ -379,6 +428,70 @@ class RedisRecommender:
         downtime). ValueError for a wrong shape, ProductNotFoundError (a KeyError) for an unknown id (never creates a
         key), ReplicationTimeoutError as record_click."""
         self._catalog.refresh_embedding(product_id, new_vector)
+
+    # one product at a time, and the whole catalogue at once
+
+    def upsert_products(
+        self, products: Iterable[Mapping[str, Any]], *, embed: Embed | None = None, batch_size: int = 500
+    ) -> list[ProductWrite]:
+        """Create or update products, writing only the fields whose stored value changes (an
+        unchanged product costs Redis no re-indexing) and storing a new vector only where the
+        text (name, description) is new or changed: the product's own `embedding` /
+        `embedding_b64` if it has one, else `embed(texts)` for all of those in one call.
+
+        Each product needs an id, a name and a price; description, category (a path
+        "A > B > C" is filterable at every level), brand, rating and in_stock default to "", "",
+        "", 0 and true. Everything is checked, and every vector made, before anything is written:
+        ValueError names the product. Returns what each write did, in order."""
+        return self._writer.upsert(products, embed, batch_size)
+
+    def update_product(self, product_id: str, **fields: Any) -> ProductWrite:
+        """Set filter fields of an existing product (price, in_stock, rating, category, brand, an
+        extra field) without re-embedding it; only changed values are written.
+
+        ValueError for an unknown field, a text field (name, description: use upsert_products),
+        no field, or a bad value (a price that is not a finite number of at least 0, a rating
+        outside 0-5, ...); ProductNotFoundError (a KeyError) for an unknown product, which is
+        never created."""
+        return self._writer.update(check_product_id(product_id), fields)
+
+    def delete_product(self, product_id: str) -> bool:
+        """Remove a product and its popularity; False when there was none. Users' recent clicks,
+        seen and dismissed lists keep its id until read (every reader leaves out ids that are no
+        longer products)."""
+        return self._writer.delete(check_product_id(product_id))
+
+    def stored_products(self) -> dict[str, dict[str, str]]:
+        """Every product's stored fields but its vector, by id (what a sync compares a file with)."""
+        return self._writer.stored()
+
+    def reload_catalog(
+        self,
+        products: Iterable[Mapping[str, Any]],
+        *,
+        model: str = "",
+        lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+        batch_size: int = RELOAD_BATCH_SIZE,
+        lock_ttl_ms: int = LOCK_TTL_MS,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ReloadResult:
+        """Replace the whole catalogue with no moment where a search misses the index or sees a
+        mixture: the products (each with a vector) go into a new generation beside the serving
+        one, the index name switches to it in one step (FT.ALIASUPDATE), then the old keys go.
+        For a full reload, a new embedding model, /reset-index; see recengine/reload.py.
+
+        ValueError for a bad product (before anything is written); ReloadInProgressError when
+        another reload holds the lock past `lock_wait_s`; ReloadFailedError, the old catalogue
+        still serving, when building the new one fails (Redis at maxmemory, ...). The lock
+        expires `lock_ttl_ms` after its holder last renewed it (a killed reloader's lock goes)."""
+        return self._reloads.reload(
+            products, model=model, lock_wait_s=lock_wait_s, batch_size=batch_size, lock_ttl_ms=lock_ttl_ms,
+            progress=progress,
+        )  # fmt: skip
+
+    def serving(self) -> Serving | None:
+        """Which generation of the catalogue the index name answers from (None: no index)."""
+        return self._reloads.serving()
 
     def product_names(self, product_ids: Sequence[str]) -> dict[str, str]:
         """The names of the given products, in one pipelined round trip (none for no ids);
@@ -559,9 +672,13 @@ class RedisRecommender:
         list, and source says "rating" when they are all of it."""
         return self._feeds.popular(k, filters, user_id)
 
-    def popularity(self, limit: int = 5) -> list[tuple[str, float]]:
-        """The `limit` most popular product ids with their decayed click counts, most first."""
-        return self._retrieval.popularity_scores(check_k(limit, "limit"), float(self.clock()))[0]
+    def popularity(self, limit: int = 5, user_id: str | None = None) -> list[tuple[str, float]]:
+        """The `limit` most popular product ids with their decayed click counts, most first;
+        with user_id, without what that user dismissed (one more round trip)."""
+        limit = check_k(limit, "limit")
+        dismissed = set(self._users.dismissed(user_id)) if user_id is not None else set()
+        scores = self._retrieval.popularity_scores(limit + len(dismissed), float(self.clock()))[0]
+        return [(pid, score) for pid, score in scores if pid not in dismissed][:limit]
 
     # users: reading
 
@@ -615,18 +732,34 @@ class RedisRecommender:
     # users: writing
 
     def record_click(
-        self, user_id: str, product_id: str, ewma_alpha: float | None = None, affinity_step: float | None = None
+        self,
+        user_id: str,
+        product_id: str,
+        ewma_alpha: float | None = None,
+        affinity_step: float | None = None,
+        *,
+        event_id: str | None = None,
+        may_create: MayCreateUser | None = None,
     ) -> ClickResult:
-        """Fold one click into the user's signals atomically (one script on the user's keys) and
-        count it for popularity: the session vector moves towards the item (EWMA against the
-        faded session), the category affinity rises, the item joins recent clicks and seen. It
-        is record_event(user_id, product_id, "click"), co-occurrence included.
+        """Fold one click into the user's signals atomically (one script on the user's key) and
+        count it for popularity (once per user, product and config.popularity_window_s): the
+        session vector moves towards the item (EWMA against the faded session), the category
+        affinity rises, the item joins recent clicks and seen. It is record_event(user_id,
+        product_id, "click"), co-occurrence included.
 
-        ewma_alpha and affinity_step default to the RankingConfig's. Raises ProductNotFoundError (a KeyError) for an
-        unknown product, ValueError for a bad id or alpha, WriteRefusedError when Redis refuses
-        writes, ReplicationTimeoutError when min_replicas_ack replicas don't acknowledge.
+        ewma_alpha and affinity_step default to the RankingConfig's. event_id, an idempotency
+        key: a click whose id is among the user's last EVENT_IDS_KEPT events changes nothing
+        and comes back with already_applied. may_create is asked before a click would create a
+        user (one with no state yet); False refuses it with NewUserRefusedError.
+
+        Raises ProductNotFoundError (a KeyError) for an unknown product, ValueError for a bad
+        id or alpha, WriteRefusedError when Redis refuses the whole click, PartlyAppliedError
+        when it refused a part (`applied` says which), WriteOutcomeUnknownError when the click
+        was sent and no reply came (retry with the same event_id), ReplicationTimeoutError or
+        DurabilityTimeoutError when replicas or the disk did not confirm it in time.
         """
-        return self._events.click(user_id, product_id, ewma_alpha, affinity_step, read_state=False)[0]
+        options = EventOptions(event_id, may_create)
+        return self._events.click(user_id, product_id, ewma_alpha, affinity_step, False, options)[0]
 
     def record_event(
         self,
@@ -636,28 +769,41 @@ class RedisRecommender:
         *,
         at: float | None = None,
         session_id: str | None = None,
+        event_id: str | None = None,
+        may_create: MayCreateUser | None = None,
     ) -> EventResult:
         """Record one typed event ("view", "click", "cart" or "purchase") at `at` (seconds since
         1970; default now), of the session `session_id` if the caller has sessions.
 
         It does what a click does, scaled by the type's weight (EventWeights; docs/API.md,
         "Events", has the table): the session vector and the category affinity move, the product
-        joins recent and seen (excluded from the feed), popularity grows by the weight. And it is
-        counted together with the other products of the same session (the same session_id;
-        without one, the user's events at most co_occurrence.window_s apart), at most
-        co_occurrence.partners_per_event of them: the very next similar() sees the counts.
+        joins recent and seen (excluded from the feed), and popularity counts it (once per
+        user, product and config.popularity_window_s). And it is counted together with the other
+        products of the same session (the same session_id; without one, the user's events at
+        most co_occurrence.window_s apart), at most co_occurrence.partners_per_event of them:
+        the very next similar() sees the counts. event_id and may_create as record_click.
 
         Raises ValueError for an unknown event type, a time before 1970 or in the future, or a
-        bad id; ProductNotFoundError (a KeyError) for an unknown product, before anything is
-        written; WriteRefusedError and ReplicationTimeoutError as record_click."""
-        return self._events.record(user_id, product_id, event, at, session_id, read_state=False)[0]
+        bad id; ProductNotFoundError (a KeyError) for an unknown product: nothing is written.
+        Then as record_click (PartlyAppliedError with "co_occurrence" when only the counts were
+        refused)."""
+        options = EventOptions(event_id, may_create)
+        return self._events.record(user_id, product_id, event, at, session_id, False, options)[0]
 
     def record_event_with_state(
-        self, user_id: str, product_id: str, event: EventType, *, session_id: str | None = None
+        self,
+        user_id: str,
+        product_id: str,
+        event: EventType,
+        *,
+        session_id: str | None = None,
+        event_id: str | None = None,
+        may_create: MayCreateUser | None = None,
     ) -> tuple[EventResult, UserState]:
         """record_event now, and the user's state after it, read in the same round trip on a
         single Redis (what an answer to POST /event shows). Raises as record_event."""
-        result, replies = self._events.record(user_id, product_id, event, None, session_id, read_state=True)
+        options = EventOptions(event_id, may_create)
+        result, replies = self._events.record(user_id, product_id, event, None, session_id, True, options)
         return result, self._users.state_from(user_id, replies)
 
     def import_events(
@@ -681,22 +827,30 @@ class RedisRecommender:
         """How many events of an import are applied, and whether it finished."""
         return self._importer.progress(import_id)
 
-    def record_click_with_state(self, user_id: str, product_id: str) -> tuple[ClickResult, UserState]:
+    def record_click_with_state(
+        self, user_id: str, product_id: str, *, event_id: str | None = None, may_create: MayCreateUser | None = None
+    ) -> tuple[ClickResult, UserState]:
         """record_click with the config's alpha and step, and the user's state after the click
         (as user_state gives it), read in the same round trip on a single Redis: what an answer
         to a click shows. Raises as record_click."""
-        result, replies = self._events.click(user_id, product_id, None, None, read_state=True)
+        options = EventOptions(event_id, may_create)
+        result, replies = self._events.click(user_id, product_id, None, None, True, options)
         return result, self._users.state_from(user_id, replies)
 
-    def dismiss(self, user_id: str, product_id: str) -> DismissResult:
+    def dismiss(
+        self, user_id: str, product_id: str, *, event_id: str | None = None, may_create: MayCreateUser | None = None
+    ) -> DismissResult:
         """ "Not interested": the product never comes back for this user (until reset_user), its
         category affinity goes down by config.dismiss_step (below zero, rerank then pushes the
         category down), and the user's negative vector (EWMA of dismissed items) moves towards
-        it, so retrieval moves away. Atomic per user, like a click. Raises as record_click."""
-        return self._events.dismiss(user_id, product_id, read_state=False)[0]
+        it, so retrieval moves away. Atomic per user, like a click, and at most once per
+        event_id. Raises as record_click."""
+        return self._events.dismiss(user_id, product_id, False, EventOptions(event_id, may_create))[0]
 
-    def dismiss_with_state(self, user_id: str, product_id: str) -> tuple[DismissResult, UserState]:
+    def dismiss_with_state(
+        self, user_id: str, product_id: str, *, event_id: str | None = None, may_create: MayCreateUser | None = None
+    ) -> tuple[DismissResult, UserState]:
         """dismiss, and the user's state after it, read in the same round trip on a single Redis
         (as record_click_with_state). Raises as dismiss."""
-        result, replies = self._events.dismiss(user_id, product_id, read_state=True)
+        result, replies = self._events.dismiss(user_id, product_id, True, EventOptions(event_id, may_create))
         return result, self._users.state_from(user_id, replies)

@@ -13,6 +13,7 @@ import numpy.typing as npt
 import redis
 
 from recengine import query
+from recengine.catalog_schema import ExtraField, split_levels
 from recengine.errors import (
     IndexMissingError,
     ProductNotFoundError,
@@ -22,6 +23,7 @@ from recengine.errors import (
 )
 from recengine.intent import Vocabulary
 from recengine.layout import PRODUCT_FIELDS, KeyLayout, index_schema, product_to_hash, vector_to_bytes
+from recengine.reload import follow_serving, queue_serving
 from recengine.replies import aggregate_rows, index_info_from, number, product_summary, raw_rows, text
 from recengine.results import IndexInfo
 from recengine.scripts import RefreshEmbedding, ScriptCall, Scripts, run_scripts_then
@@ -41,11 +43,12 @@ class Catalog:
     vector_dim: int
     hnsw_m: int | None
     hnsw_ef_construction: int | None
+    extra_fields: Sequence[ExtraField] = ()
 
     # the index
 
     def schema(self) -> list[str]:
-        return index_schema(self.vector_dim, self.hnsw_m, self.hnsw_ef_construction)
+        return index_schema(self.vector_dim, self.hnsw_m, self.hnsw_ef_construction, self.extra_fields)
 
     def info(self) -> IndexInfo:
         """FT.INFO; IndexMissingError when there is no index."""
@@ -59,6 +62,9 @@ class Catalog:
         return True
 
     def create(self) -> bool:
+        """The real index `index_name` over `key_prefix` (generation 0, the layout every port
+        shares), if no index of that name (or alias) serves. The catalogue hash of a generation
+        that served before goes with it, so that every process reads and writes generation 0."""
         if self.exists():
             return False
         command = query.create_index_command(self.keys.index_name, self.keys.key_prefix, self.schema())
@@ -68,6 +74,8 @@ class Catalog:
             if is_index_exists_error(exc):
                 return False
             raise
+        self.store.primary.delete(self.keys.catalog_meta())
+        self.keys.serving.move_to(0, self.keys.key_prefix)
         return True
 
     def drop(self, delete_documents: bool) -> bool:
@@ -90,45 +98,75 @@ class Catalog:
                 raise TimeoutError(f"index {self.keys.index_name} still scanning after {timeout_s}s")
             time.sleep(0.02)
 
+    def key(self, product_id: str) -> str:
+        """A product's key in the generation serving; the first call asks Redis which it is."""
+        if not self.keys.serving.checked:
+            pipe = self.store.pipeline()
+            queue_serving(pipe, self.keys)
+            follow_serving(self.keys, self.store.execute(pipe)[0])
+        return self.keys.product(product_id)
+
     # writing products
 
     def index_products(self, products: Iterable[Mapping[str, Any]], batch_size: int) -> int:
-        """Every product checked (a whole batch before any of it is sent), then HSET by batch."""
+        """Every product checked (a whole batch before any of it is sent), then HSET by batch,
+        into the generation serving (read first: a reload may have moved the catalogue)."""
+        pipe = self.store.pipeline()
+        queue_serving(pipe, self.keys)
+        follow_serving(self.keys, self.store.execute(pipe)[0])
         written = 0
         batch: list[tuple[str, dict[str, bytes | str]]] = []
         for product in products:
             if not str(product.get("id", "")).strip():
                 raise ValueError(f"product without an id: {dict(product).get('name')!r}")
-            batch.append((self.keys.product(str(product["id"])), product_to_hash(product, self.vector_dim)))
+            batch.append(
+                (self.keys.product(str(product["id"])), product_to_hash(product, self.vector_dim, self.extra_fields))
+            )
             if len(batch) >= batch_size:
                 written += self.store.write_hashes(batch)
                 batch = []
         return written + self.store.write_hashes(batch)
 
     def refresh_embedding(self, product_id: str, new_vector: npt.ArrayLike) -> None:
-        """One script, so the product cannot be re-created; WAIT for replicas when asked."""
+        """One script, so the product cannot be re-created; then what the store's writes wait
+        for (replicas, the disk), when anything. A product missing under the cached key prefix is
+        looked for again in the generation the catalogue hash names (a reload may have moved it)."""
         argv = RefreshEmbedding(vector_to_bytes(new_vector, self.vector_dim)).argv()
-        call = ScriptCall(self.scripts.refresh_embedding, [self.keys.product(product_id)], argv)
-        try:
-            with classified_errors():
-                if self.store.min_replicas_ack:
-                    replies = run_scripts_then(self.store.primary, [call], self.store.queue_wait)
-                    self.store.check_acks(int(replies[1]))
-                else:
-                    call.script(keys=call.keys, args=call.args)
-        except redis.ResponseError as exc:
-            if is_no_product_error(exc):
-                raise ProductNotFoundError(product_id) from None
-            raise
+        while True:
+            call = ScriptCall(self.scripts.refresh_embedding, [self.keys.product(product_id)], argv)
+            try:
+                with classified_errors():
+                    if self.store.confirms_writes:
+                        written, confirmation = run_scripts_then(
+                            self.store.primary, [call], self.store.queue_confirmation
+                        )
+                        if isinstance(written, Exception):
+                            raise written
+                        self.store.check_confirmation(confirmation)
+                    else:
+                        call.script(keys=call.keys, args=call.args)
+                return
+            except redis.ResponseError as exc:
+                if not is_no_product_error(exc):
+                    raise
+            pipe = self.store.pipeline()
+            queue_serving(pipe, self.keys)
+            if not follow_serving(self.keys, self.store.execute(pipe)[0]):
+                raise ProductNotFoundError(product_id)
 
     # reading products
 
     def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Display fields from the primary; unknown ids are left out."""
-        pipe = self.store.pipeline()
-        for pid in product_ids:
-            pipe.hmget(self.keys.product(pid), list(PRODUCT_FIELDS))
-        replies = self.store.execute(pipe)
+        """Display fields from the primary, from the generation serving (read in the same round
+        trip); unknown ids are left out."""
+        while True:
+            pipe = self.store.pipeline()
+            for pid in product_ids:
+                pipe.hmget(self.keys.product(pid), list(PRODUCT_FIELDS))
+            queue_serving(pipe, self.keys)
+            *replies, serving = self.store.execute(pipe)
+            if not follow_serving(self.keys, serving):
+                break
         found = {}
         for pid, values in zip(product_ids, replies, strict=True):
             if all(v is None for v in values):  # no such key; a hash that lacks a field still exists
@@ -155,6 +193,8 @@ class Catalog:
         except IndexMissingError:
             return []
         values = {fields.get(field_name, "") for fields in aggregate_rows(response)}
+        if field_name == "category":  # a path is stored as its every level: each is a category
+            values = {level for value in values for level in split_levels(value)}
         return sorted(v for v in values if v)
 
     def vocabulary(self) -> Vocabulary:

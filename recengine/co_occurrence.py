@@ -2,26 +2,27 @@
 a hash tag of its own (layout.KeyLayout.co_occurrence), counted when the event happens. Update on
 write, not compute on read: bench/cooccurrence_design.py measured both at Online Retail scale.
 
-An event costs two steps: the user's window script (the user's slot) returns the window as it
-was and remembers the event; then, for the pairs co_occurrence_rules.pair_increments finds in
-it, one faded-counts script on the event's product (all its partners at once) and one on each
-partner (the event's product), each on that product's own slot. So no script spans two slots,
-and one event writes at most partners_per_event + 1 sets, each trimmed to neighbours_kept.
+An event costs two steps: the user's script (the user's slot: the window is a field of the
+user's one hash) returns the window as it was and remembers the event; then, for the pairs
+co_occurrence_rules.pair_increments finds in it, one faded-counts script on the event's product
+(all its partners at once) and one on each partner (the event's product), each on that
+product's own slot. So no script spans two slots, and one event writes at most
+partners_per_event + 1 sets, each trimmed to neighbours_kept.
 
 Reading a product's neighbours is one ZREVRANGE and one GET on its slot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ranking import decayed_popularity
 from recengine.co_occurrence_rules import CoOccurrenceConfig, WindowEntry
-from recengine.layout import KeyLayout
+from recengine.layout import LIST_SEPARATOR, KeyLayout
 from recengine.replies import number, text
-from recengine.scripts import FadedCounts, ScriptCall, Scripts, WindowPush
+from recengine.scripts import FadedCounts, ScriptCall, Scripts
 
 
 @dataclass(frozen=True)
@@ -39,20 +40,15 @@ class CoOccurrence:
     keys: KeyLayout
     scripts: Scripts
     config: CoOccurrenceConfig
-    user_ttl_s: int
 
     # writing
 
-    def window_call(self, user_id: str, entry: WindowEntry) -> ScriptCall:
-        """Remember the event in the user's window; the reply is the window before it."""
-        push = WindowPush(entry.encode(), self.config.window_kept, self.user_ttl_s)
-        return ScriptCall(self.scripts.window, [self.keys.user(user_id).window], push.argv())
-
     @staticmethod
-    def window_from(reply: Iterable[Any]) -> list[WindowEntry]:
-        """The window script's reply (or an LRANGE of the window) as entries, newest first;
-        garbled entries are skipped."""
-        return [entry for raw in reply if (entry := WindowEntry.decode(raw)) is not None]
+    def window_from(raw: str | bytes | None) -> list[WindowEntry]:
+        """A stored window (the user's script's reply, or the hash field) as entries, newest
+        first; garbled entries are skipped."""
+        lines = (raw.encode() if isinstance(raw, str) else raw or b"").split(LIST_SEPARATOR)
+        return [entry for line in lines if line and (entry := WindowEntry.decode(line)) is not None]
 
     def counts_call(self, product_id: str, reference_s: float, values: Sequence[tuple[str, float]]) -> ScriptCall:
         """Add `values` (partner, count in purchases at reference_s) to one product's counts."""

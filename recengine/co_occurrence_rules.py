@@ -16,7 +16,7 @@ the write script moves forward (rescaling the set) before the exponent gets larg
 a score times 2^(−(now − epoch)/h) is the faded count. Each set keeps its `neighbours_kept` best
 members and expires `ttl_half_lives` half-lives after its last write.
 
-lua/co_occurrence_window.lua and lua/faded_counts.lua hold the Redis half of these rules;
+lua/user_event.lua (the window) and lua/faded_counts.lua hold the Redis half of these rules;
 recengine/co_occurrence.py runs them.
 """
 

@@ -7,7 +7,15 @@
         ├── WriteRefusedError ··············· (also a redis.ResponseError) MISCONF, OOM, READONLY,
         │                                     NOREPLICAS; `.reason` says which, in words
         ├── ReplicationTimeoutError ········· WAIT: too few replicas acknowledged a write in time
-        └── ProductNotFoundError ············ (also a KeyError) no product with that id
+        ├── DurabilityTimeoutError ·········· WAITAOF: the write was not confirmed on disk in time
+        ├── WriteOutcomeUnknownError ········ a write was sent and its reply lost: applied or not
+        ├── PartlyAppliedError ·············· a write's parts (user, popularity) went different ways
+        ├── NewUserRefusedError ············· a write would create a user, and the caller said no
+        ├── ProductNotFoundError ············ (also a KeyError) no product with that id
+        └── ReloadError ····················· a catalogue reload did not switch: the old one serves
+            ├── ReloadInProgressError ······· another reload holds the lock
+            └── ReloadFailedError ··········· building the new generation failed; `.serving`
+                                              says which generation still serves
 
 Redis' replies are text: every wording this library recognises is listed below, and only
 `classify_response_error` (and the two predicates beside it) read them.
@@ -15,10 +23,12 @@ Redis' replies are text: every wording this library recognises is listed below, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import redis
+
+from recengine.results import Serving
 
 # --- Redis' wordings, all of them ---------------------------------------------------------------
 
@@ -74,6 +84,68 @@ class ReplicationTimeoutError(RecommenderError):
         super().__init__(f"only {acked} of {required} replica(s) acknowledged the write within {timeout_ms} ms")
         self.acked = acked
         self.required = required
+
+
+class ReloadError(RecommenderError):
+    """A reload that did not switch. The catalogue that served before it still serves."""
+
+
+class ReloadInProgressError(ReloadError):
+    """Another reload held the lock for longer than this one was willing to wait."""
+
+
+class ReloadFailedError(ReloadError):
+    """The new generation could not be built (Redis refused a write, the connection dropped).
+    What was written of it has been removed (or will be, by the next reload, if even that
+    failed). `serving` is the results.Serving that still serves (None: there was no
+    catalogue); `written` of `total` products had been written."""
+
+    def __init__(self, message: str, serving: Serving | None, written: int, total: int) -> None:
+        super().__init__(message)
+        self.serving = serving
+        self.written = written
+        self.total = total
+
+
+class DurabilityTimeoutError(RecommenderError):
+    """The write was applied, but Redis did not confirm it fsynced to its append-only file (and
+    to `required_replicas` replicas' files) within the time allowed (WAITAOF): a crash or a full
+    disk could still lose it."""
+
+    def __init__(self, local: int, replicas: int, required_replicas: int, timeout_ms: int) -> None:
+        where = "on the primary's disk" if not local else f"on {replicas} of {required_replicas} replicas' disks"
+        super().__init__(f"the write was applied but not confirmed {where} within {timeout_ms} ms")
+        self.local = local
+        self.replicas = replicas
+
+
+class WriteOutcomeUnknownError(RecommenderError):
+    """A write was sent to Redis and no reply came back (the connection timed out or broke):
+    Redis may have applied it or not. Retrying with the same event id applies it at most once."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"the write was sent but its outcome is unknown ({cause})")
+
+
+class PartlyAppliedError(RecommenderError):
+    """A write of several parts (a click: the user's state, popularity) applied some parts and
+    not others. `applied` maps each part to whether it was applied; `cause` is the refusal."""
+
+    def __init__(self, applied: Mapping[str, bool], cause: Exception) -> None:
+        done = ", ".join(part for part, ok in applied.items() if ok) or "nothing"
+        undone = ", ".join(part for part, ok in applied.items() if not ok)
+        super().__init__(f"applied: {done}; not applied: {undone} ({cause})")
+        self.applied = dict(applied)
+        self.cause = cause
+
+
+class NewUserRefusedError(RecommenderError):
+    """The event's user has no state yet, and the caller's `may_create` said not to create one.
+    Nothing was written."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user {user_id!r} does not exist and may not be created now")
+        self.user_id = user_id
 
 
 def is_missing_index_error(exc: BaseException) -> bool:

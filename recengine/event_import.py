@@ -1,7 +1,7 @@
 """Importing past events in bulk, as if each had been recorded when it happened: their
 co-occurrence (the same pairing rules as record_event, co_occurrence_rules.py), their popularity,
 and each user's window, recent products and seen products (what the feed blends and leaves
-out). What fades within hours or days, the session vector and the category affinities, is not
+out; fields of the user's one hash, as the user's script keeps them). What fades within hours or days, the session vector and the category affinities, is not
 replayed: an imported purchase of last month would weigh nothing in them.
 
 Events go in batches, and Redis applies one batch while the next is worked out here (a thread
@@ -29,7 +29,7 @@ from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import WindowEntry, check_session_id, pair_increments, window_after
 from recengine.errors import ProductNotFoundError
 from recengine.event_types import EVENT_TYPES, EventType, EventWeights, check_event_time, check_event_type
-from recengine.layout import RECENT_CLICKS_KEPT, KeyLayout
+from recengine.layout import LIST_SEPARATOR, RECENT_CLICKS_KEPT, RECENT_FIELD, SEEN_FIELD, WINDOW_FIELD, KeyLayout
 from recengine.replies import text
 from recengine.scripts import FadedCounts, ScriptCall, Scripts
 from recengine.store import Store
@@ -118,7 +118,7 @@ class EventImporter:
         applied_before, done = self.progress(import_id)
         if done:
             return ImportReport(0, applied_before, already_done=True)
-        windows: dict[str, list[WindowEntry]] = {}
+        users: dict[str, _UserLists] = {}
         known: set[str] = set()
         batch: list[PastEvent] = []
         position = applied = 0
@@ -131,13 +131,13 @@ class EventImporter:
                         continue
                     batch.append(event.checked(now, known))
                     if len(batch) >= batch_size:
-                        pipe = self._batch(batch, windows, import_id, applied_before + applied + len(batch), False)
+                        pipe = self._batch(batch, users, import_id, applied_before + applied + len(batch), False)
                         in_flight = self._send(sender, in_flight, pipe)
                         applied += len(batch)
                         if on_batch:
                             on_batch(len(batch))
                         batch = []
-                pipe = self._batch(batch, windows, import_id, applied_before + applied + len(batch), True)
+                pipe = self._batch(batch, users, import_id, applied_before + applied + len(batch), True)
                 in_flight = self._send(sender, in_flight, pipe)
                 applied += len(batch)
                 if on_batch and batch:
@@ -156,32 +156,36 @@ class EventImporter:
         return sender.submit(self.store.execute, pipe)
 
     def _batch(
-        self, batch: Sequence[PastEvent], windows: dict[str, list[WindowEntry]], import_id: str, total: int, last: bool
+        self, batch: Sequence[PastEvent], users: dict[str, _UserLists], import_id: str, total: int, last: bool
     ) -> Any:
         """One batch's writes, whole (a transaction on a single Redis), with the import's
-        progress, as a pipeline ready to execute. The windows move on as the batch's events
+        progress, as a pipeline ready to execute. The users' lists move on as the batch's events
         do; the products are checked first (ProductNotFoundError)."""
         self._check_products({e.product_id for e in batch})
-        self._load_windows({e.user_id for e in batch} - windows.keys(), windows)
+        self._load_users({e.user_id for e in batch} - users.keys(), users)
         reference = max((e.at for e in batch), default=0.0)
         pairs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         popularity: dict[str, float] = defaultdict(float)
-        touched: dict[str, list[PastEvent]] = defaultdict(list)
+        counted: set[tuple[str, str, int]] = set()
+        touched: set[str] = set()
         config, half_life = self.co_occurrence.config, self.co_occurrence.config.half_life_s
         weights = {kind: self.weights.of(kind) for kind in EVENT_TYPES}
         for event in batch:
-            weight = weights[event.event]
-            entry = WindowEntry(event.product_id, weight, event.at, event.session_id)
-            previous = windows[event.user_id]
+            lists = users[event.user_id]
+            entry = WindowEntry(event.product_id, weights[event.event], event.at, event.session_id)
             fade = 2.0 ** ((event.at - reference) / half_life)
-            for partner, added in pair_increments(previous, entry, config, self.weights):
+            for partner, added in pair_increments(lists.window, entry, config, self.weights):
                 pairs[event.product_id][partner] += added * fade
                 pairs[partner][event.product_id] += added * fade
-            windows[event.user_id] = window_after(previous, entry, config)
-            popularity[event.product_id] += weight * 2.0 ** (
-                (event.at - reference) / self.config.popularity_half_life_s
-            )
-            touched[event.user_id].append(event)
+            lists.window = window_after(lists.window, entry, config)
+            lists.recent = [event.product_id, *lists.recent][:RECENT_CLICKS_KEPT]
+            lists.seen = [event.product_id, *(p for p in lists.seen if p != event.product_id)][: self.seen_kept]
+            # popularity counts a user's events on a product once per window, as record_event does
+            key = (event.user_id, event.product_id, int(event.at // self.config.popularity_window_s))
+            if key not in counted:
+                counted.add(key)
+                popularity[event.product_id] += 2.0 ** ((event.at - reference) / self.config.popularity_half_life_s)
+            touched.add(event.user_id)
         calls = self.co_occurrence.batch_calls(reference, pairs)
         if popularity:
             counts = FadedCounts(reference, self.config.popularity_half_life_s, sorted(popularity.items()))
@@ -190,23 +194,18 @@ class EventImporter:
         pipe.script_load(self.scripts.faded_counts.script)
         for call in calls:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        for user_id, events in touched.items():
-            self._queue_user(pipe, user_id, events, windows[user_id])
+        for user_id in sorted(touched):
+            self._queue_user(pipe, user_id, users[user_id])
         pipe.hset(self.keys.imports(), import_id, json.dumps({"applied": total, "done": last}))
         return pipe
 
-    def _queue_user(self, pipe: Any, user_id: str, events: Sequence[PastEvent], window: Sequence[WindowEntry]) -> None:
-        """A user's window as the rules leave it, and their recent and seen products."""
-        user = self.keys.user(user_id)
-        pipe.delete(user.window)
-        pipe.rpush(user.window, *(entry.encode() for entry in window))
-        pipe.lpush(user.recent, *(e.product_id for e in events))
-        pipe.ltrim(user.recent, 0, RECENT_CLICKS_KEPT - 1)
-        pipe.zadd(user.seen, {e.product_id: e.at for e in events})
-        pipe.zremrangebyrank(user.seen, 0, -(self.seen_kept + 1))
+    def _queue_user(self, pipe: Any, user_id: str, lists: _UserLists) -> None:
+        """A user's window as the rules leave it, and their recent and seen products: fields of
+        the user's one hash, as the user's script keeps them."""
+        key = self.keys.user(user_id).features
+        pipe.hset(key, mapping=lists.fields())
         if self.user_ttl_s:
-            for key in (user.window, user.recent, user.seen):
-                pipe.expire(key, self.user_ttl_s)
+            pipe.expire(key, self.user_ttl_s)
 
     def _check_products(self, product_ids: set[str]) -> None:
         ordered = sorted(product_ids)
@@ -217,11 +216,32 @@ class EventImporter:
             if not exists:
                 raise ProductNotFoundError(product_id)
 
-    def _load_windows(self, user_ids: set[str], windows: dict[str, list[WindowEntry]]) -> None:
-        """The windows of users this import meets for the first time, as Redis holds them."""
+    def _load_users(self, user_ids: set[str], users: dict[str, _UserLists]) -> None:
+        """The lists of users this import meets for the first time, as Redis holds them."""
         ordered = sorted(user_ids)
         pipe = self.store.pipeline()
         for user_id in ordered:
-            pipe.lrange(self.keys.user(user_id).window, 0, -1)
-        for user_id, reply in zip(ordered, self.store.execute(pipe), strict=True):
-            windows[user_id] = self.co_occurrence.window_from(reply)
+            pipe.hmget(self.keys.user(user_id).features, [WINDOW_FIELD, RECENT_FIELD, SEEN_FIELD])
+        for user_id, (window, recent, seen) in zip(ordered, self.store.execute(pipe), strict=True):
+            users[user_id] = _UserLists(self.co_occurrence.window_from(window), _ids(recent), _ids(seen))
+
+
+def _ids(raw: bytes | None) -> list[str]:
+    """A stored list of ids, one per line, newest first."""
+    return [text(line) for line in (raw or b"").split(LIST_SEPARATOR) if line]
+
+
+@dataclass
+class _UserLists:
+    """What an import keeps of a user while it runs: the co-occurrence window, recent and seen."""
+
+    window: list[WindowEntry]
+    recent: list[str]
+    seen: list[str]
+
+    def fields(self) -> dict[str, str]:
+        return {
+            WINDOW_FIELD: "\n".join(entry.encode() for entry in self.window),
+            RECENT_FIELD: "\n".join(self.recent),
+            SEEN_FIELD: "\n".join(self.seen),
+        }

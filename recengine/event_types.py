@@ -56,9 +56,10 @@ class EventWeights:
     """What one event of each type weighs, in clicks (click = 1 keeps record_click as it was).
 
     A type of weight w moves the session vector as w clicks in a row would (its EWMA share is
-    1 − (1 − α)^w), steps the category affinity by w × affinity_step, adds w to the product's
-    popularity and counts min(w_a, w_b) / purchase for a pair of products a and b of one session
-    (so co-occurrence is counted in purchases).
+    1 − (1 − α)^w), steps the category affinity by w × affinity_step, and counts
+    min(w_a, w_b) / purchase for a pair of products a and b of one session (so co-occurrence is
+    counted in purchases). Popularity counts every type as a click (once per user, product and
+    window).
     """
 
     view: float = 0.5

@@ -1,8 +1,13 @@
-"""Recording what users do: a typed event (view, click, cart, purchase) or a dismissal, applied
-atomically to the user's signals by the user's script, counted for popularity and, for typed
-events, for co-occurrence with the other products of the user's session; acknowledged by
-replicas when required, and optionally followed by a read of the user's state in the same round
-trip. A click is the event "click"."""
+"""Recording what users do: a typed event (view, click, cart, purchase; a click is the event
+"click") or a dismissal, applied atomically by the user's script (at most once per event id),
+counted for popularity (typed events; once per user, product and window) and, for typed events,
+for co-occurrence with the other products of the user's session; confirmed by replicas or the
+disk when required, and optionally followed by a read of the user's state in the same round trip.
+
+What a failure says is what happened: nothing written (an error before the scripts were sent, or
+every part refused), some parts written (PartlyAppliedError), or unknown (the scripts were sent
+and no reply came: WriteOutcomeUnknownError, and a retry with the same event id is safe).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from ranking import RankingConfig, check_unit_interval, finite_number
+from recengine.catalog_schema import stored_category
 from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import WindowEntry, check_session_id, pair_increments
-from recengine.errors import ProductNotFoundError, classified_errors
+from recengine.errors import (
+    NewUserRefusedError,
+    PartlyAppliedError,
+    ProductNotFoundError,
+    RecommenderError,
+    WriteOutcomeUnknownError,
+    classified_errors,
+    classify_response_error,
+)
 from recengine.event_types import EventType, EventWeights, check_event_time, check_event_type
-from recengine.layout import EMBEDDING_FIELD, RECENT_CLICKS_KEPT, KeyLayout
+from recengine.layout import EMBEDDING_FIELD, EVENT_IDS_KEPT, RECENT_CLICKS_KEPT, KeyLayout
+from recengine.reload import follow_serving, queue_serving
 from recengine.replies import text
 from recengine.results import ClickResult, DismissResult, EventResult
 from recengine.scripts import (
     EventMode,
-    FadedCounts,
+    PopularityClick,
     ScriptCall,
     Scripts,
     UserEvent,
@@ -30,9 +47,32 @@ from recengine.scripts import (
 )
 from recengine.store import Store
 from recengine.users import UserReads
-from recengine.validation import check_product_id
+from recengine.validation import check_event_id, check_product_id
 
 log = logging.getLogger("recommender")
+
+# Asked before a write that would create a user (one with no state yet): False refuses it
+# (NewUserRefusedError, nothing written). The server's per-client budget of new users.
+MayCreateUser = Callable[[], bool]
+# A lost connection or a timeout: a write sent and not answered may have been applied.
+NO_REPLY = (redis.ConnectionError, redis.TimeoutError)
+
+
+@dataclass(frozen=True)
+class EventOptions:
+    """What a caller may add to an event: its idempotency key, and the say on new users."""
+
+    event_id: str | None = None
+    may_create: MayCreateUser | None = None
+
+
+@dataclass(frozen=True)
+class _Typed:
+    """A typed event's own part: its type, when it happened (None: now) and its session."""
+
+    event: EventType
+    at: float | None
+    session_id: str | None
 
 
 @dataclass(frozen=True)
@@ -70,14 +110,16 @@ class UserEvents:
         at: float | None,
         session_id: str | None,
         read_state: bool,
+        options: EventOptions = EventOptions(),
     ) -> tuple[EventResult, list[Any]]:
         """One typed event with the config's alpha and step, scaled by its type's weight, and the
         state replies (empty without read_state)."""
         event = check_event_type(event)
         weight = self.weights.of(event)
         alpha = self.weights.session_alpha(event, self.config.ewma_alpha)
+        step = self.config.affinity_step * weight
         applied = self._apply(
-            user_id, product_id, "click", alpha, self.config.affinity_step * weight, read_state, event, at, session_id
+            user_id, "click", product_id, alpha, step, read_state, options, _Typed(event, at, session_id)
         )
         result = EventResult(
             event=event,
@@ -87,126 +129,209 @@ class UserEvents:
             clicks=applied.reply.clicks,
             session_updated=applied.reply.vector_updated,
             paired_with=applied.paired_with,
+            already_applied=applied.reply.already_applied,
         )
         return result, applied.state
 
     def click(
-        self, user_id: str, product_id: str, ewma_alpha: float | None, affinity_step: float | None, read_state: bool
+        self,
+        user_id: str,
+        product_id: str,
+        ewma_alpha: float | None,
+        affinity_step: float | None,
+        read_state: bool,
+        options: EventOptions = EventOptions(),
     ) -> tuple[ClickResult, list[Any]]:
-        """The event "click" (with its alpha and step as given, else the config's), and the
-        state replies for UserReads.state_from (empty without read_state)."""
+        """The click's result, and the state replies for UserReads.state_from (empty without
+        read_state)."""
         alpha = self.config.ewma_alpha if ewma_alpha is None else check_unit_interval("ewma_alpha", ewma_alpha)
         if alpha == 0:
             raise ValueError("ewma_alpha must be in (0, 1]")
         step = self.config.affinity_step if affinity_step is None else finite_number("affinity_step", affinity_step)
-        applied = self._apply(user_id, product_id, "click", alpha, float(step or 0.0), read_state, "click", None, None)
+        applied = self._apply(
+            user_id, "click", product_id, alpha, float(step or 0.0), read_state, options, _Typed("click", None, None)
+        )
         result = ClickResult(
             category=applied.category,
             affinity=applied.reply.affinity,
             clicks=applied.reply.clicks,
             last_clicked_id=product_id,
             session_updated=applied.reply.vector_updated,
+            already_applied=applied.reply.already_applied,
         )
         return result, applied.state
 
-    def dismiss(self, user_id: str, product_id: str, read_state: bool) -> tuple[DismissResult, list[Any]]:
+    def dismiss(
+        self, user_id: str, product_id: str, read_state: bool, options: EventOptions = EventOptions()
+    ) -> tuple[DismissResult, list[Any]]:
         """As click, for "not interested": no popularity, no co-occurrence."""
         applied = self._apply(
-            user_id, product_id, "dismiss", self.config.ewma_alpha, -self.config.dismiss_step, read_state,
-            None, None, None,
+            user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step, read_state, options,
+            None,
         )  # fmt: skip
         result = DismissResult(
             category=applied.category,
             affinity=applied.reply.affinity,
             product_id=product_id,
             negative_updated=applied.reply.vector_updated,
+            already_applied=applied.reply.already_applied,
         )
         return result, applied.state
 
-    def _product(self, product_id: str) -> tuple[bytes, str]:
+    def _product(self, product_id: str, user_key: str) -> tuple[bytes, str, bool]:
         """The product's vector and category, read before the user's script (which may only
-        touch the user's slot). ProductNotFoundError when there is no such product."""
-        key = self.keys.product(check_product_id(product_id))
-        pipe = self.store.pipeline()
-        pipe.hmget(key, [EMBEDDING_FIELD, "category"])
-        pipe.exists(key)
-        (blob, category), exists = self.store.execute(pipe)
+        touch the user's slot), and whether the user has any state yet, with which generation of
+        the catalogue serves (a reload may have moved it): one round trip. ProductNotFoundError
+        when there is no such product."""
+        check_product_id(product_id)
+        while True:
+            key = self.keys.product(product_id)
+            pipe = self.store.pipeline()
+            pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+            pipe.exists(key)
+            pipe.exists(user_key)
+            queue_serving(pipe, self.keys)
+            (blob, category), exists, user_exists, serving = self.store.execute(pipe)
+            if not follow_serving(self.keys, serving):
+                break
         if not exists:
             raise ProductNotFoundError(product_id)
-        return blob or b"", text(category) or "unknown"
+        return blob or b"", stored_category(text(category)) or "unknown", bool(user_exists)
 
     def _apply(
         self,
         user_id: str,
-        product_id: str,
         mode: EventMode,
+        product_id: str,
         alpha: float,
         step: float,
         read_state: bool,
-        event: EventType | None,
-        at: float | None,
-        session_id: str | None,
+        options: EventOptions,
+        typed: _Typed | None,
     ) -> _Applied:
-        """Apply one event: the user's script, and for a typed event its popularity (its weight)
-        and its place in the user's window; then the pairs the window gives, then WAIT for
-        replicas when required; with read_state, read the user's stored state after it.
+        """Apply one event: the user's script (which, for a typed event, also remembers it in the
+        user's co-occurrence window and answers the window as it was) and, for a typed event, its
+        popularity; then the pairs the window gives; then wait for what the store's writes wait
+        for (replicas, the disk); with read_state, read the user's stored state after it.
 
         Every argument is checked before anything is written. Round trips: the product's vector
-        and category (its own slot); then, pipelined on one connection, the user's script and
-        window script (the user's slot), popularity's (its slot), WAIT and the state reads; then,
-        when the window held products of the same session, one count script per product paired
-        (each on its product's slot). On a cluster the scripts go one after the other, to their
-        nodes."""
+        and category (its own slot) with whether the user exists; then, pipelined on one
+        connection, the user's script (the user's slot), popularity's script (its slot), the
+        confirmation and the state reads; then, when the window held products of the same
+        session, one count script per product paired (each on its product's slot) with the
+        confirmation. On a cluster the scripts go one after the other, to their nodes."""
+        event_id = check_event_id(options.event_id) if options.event_id is not None else ""
         keys = list(self.keys.user(user_id))
         now = float(self.clock())
-        at = now if at is None else check_event_time(at, now)
-        session = check_session_id(session_id) if session_id is not None else ""
-        blob, category = self._product(product_id)
-        user_event = self._event(mode, product_id, category, blob, alpha, step, at)
-        calls = [ScriptCall(self.scripts.user_event, keys, user_event.argv())]
         entry = None
-        if event is not None:
-            weight = self.weights.of(event)
-            popularity = FadedCounts(at, self.config.popularity_half_life_s, [(product_id, weight)])
-            calls.append(ScriptCall(self.scripts.faded_counts, list(self.keys.popularity()), popularity.argv()))
-            entry = WindowEntry(product_id, weight, at, session)
-            calls.append(self.co_occurrence.window_call(user_id, entry))
-        replies, state = self._run(user_id, calls, read_state)
-        paired_with = 0
-        if entry is not None:
-            previous = self.co_occurrence.window_from(replies[-1])
-            increments = pair_increments(previous, entry, self.co_occurrence.config, self.weights)
-            self._run(user_id, self.co_occurrence.pair_calls(product_id, at, increments), False)
-            paired_with = len(increments)
-        parsed = UserEventReply.parse(replies[0])
+        if typed is not None:
+            at = now if typed.at is None else check_event_time(typed.at, now)
+            session = check_session_id(typed.session_id) if typed.session_id is not None else ""
+            now = at
+        blob, category, user_exists = self._product(product_id, keys[0])
+        if not user_exists and options.may_create is not None and not options.may_create():
+            raise NewUserRefusedError(user_id)
+        if typed is not None:
+            entry = WindowEntry(product_id, self.weights.of(typed.event), now, session)
+        event = self._event(mode, product_id, category, blob, alpha, step, now, event_id, entry)
+        calls = [ScriptCall(self.scripts.user_event, keys, event.argv())]
+        if typed is not None:
+            popularity = PopularityClick(
+                product_id, now, self.config.popularity_half_life_s, self.config.popularity_window_s
+            )
+            popularity_keys = [*self.keys.popularity(), self.keys.popularity_counted(user_id)]
+            calls.append(ScriptCall(self.scripts.popularity, popularity_keys, popularity.argv()))
+        parts = ["user", "popularity"][: len(calls)]
+        outcomes, state = self._send(user_id, calls, read_state, parts)
+        parsed = UserEventReply.parse(outcomes[0])
         self._log_problems(user_id, product_id, parsed)
+        paired_with = 0
+        if entry is not None and not parsed.already_applied:
+            previous = self.co_occurrence.window_from(parsed.window)
+            increments = pair_increments(previous, entry, self.co_occurrence.config, self.weights)
+            pair_calls = self.co_occurrence.pair_calls(product_id, now, increments)
+            if pair_calls:
+                try:
+                    self._send(user_id, pair_calls, False, ["co_occurrence"] * len(pair_calls))
+                except RecommenderError as exc:  # the event itself is applied: say so
+                    raise PartlyAppliedError({**dict.fromkeys(parts, True), "co_occurrence": False}, exc) from exc
+            paired_with = len(increments)
         return _Applied(category, parsed, state, paired_with)
 
-    def _run(self, user_id: str, calls: list[ScriptCall], read_state: bool) -> tuple[list[Any], list[Any]]:
-        """The scripts, then WAIT and the state reads: the scripts' replies and the state
-        replies. One round trip on a single Redis; on a cluster each script goes to its node."""
-        if not calls and not read_state:
-            return [], []
-        if self.store.is_cluster:
-            with classified_errors():
-                replies = [call.script(keys=call.keys, args=call.args) for call in calls]
-            return replies, self.users.state_replies(user_id) if read_state else []
+    def _send(
+        self, user_id: str, calls: list[ScriptCall], read_state: bool, parts: list[str]
+    ) -> tuple[list[Any], list[Any]]:
+        """The scripts (one round trip on a single Redis; on a cluster each goes to its node),
+        the confirmation and the state reads: the scripts' replies and the state replies, once
+        every part applied and was confirmed (else the error that says what happened)."""
+        confirmation: Any = None
+        try:
+            if self.store.is_cluster:
+                outcomes = [self._one(call) for call in calls]
+                state = self.users.state_replies(user_id) if read_state else []
+            else:
+                outcomes, confirmation, state = self._pipelined(user_id, calls, read_state)
+        except NO_REPLY as exc:
+            raise WriteOutcomeUnknownError(exc) from exc
+        self._applied(parts, outcomes)
+        with classified_errors():
+            if self.store.confirms_writes and not self.store.is_cluster:
+                if isinstance(confirmation, Exception):
+                    raise confirmation
+                self.store.check_confirmation(confirmation)
+            for reply in state:
+                if isinstance(reply, Exception):
+                    raise reply
+        return outcomes, state
+
+    @staticmethod
+    def _one(call: ScriptCall) -> Any:
+        """One script on its own (a cluster's node): its reply, or its error reply in its place."""
+        try:
+            return call.script(keys=call.keys, args=call.args)
+        except redis.ResponseError as exc:
+            return exc
+
+    def _pipelined(self, user_id: str, calls: list[ScriptCall], read_state: bool) -> tuple[list[Any], Any, list[Any]]:
+        """The scripts, the confirmation and the state reads in one round trip: the scripts'
+        outcomes (replies, or error replies in their place), the confirmation's reply (None when
+        none is asked) and the state replies."""
 
         def then(pipe: Any) -> None:
-            self.store.queue_wait(pipe)
+            self.store.queue_confirmation(pipe)
             if read_state:
                 self.users.queue_state(pipe, user_id)
 
-        with classified_errors():
-            replies = run_scripts_then(self.store.primary, calls, then)
-        after_scripts = len(calls)
-        if self.store.min_replicas_ack:
-            self.store.check_acks(int(replies[after_scripts]))
-            after_scripts += 1
-        return replies[: len(calls)], replies[after_scripts:]
+        replies = run_scripts_then(self.store.primary, calls, then)
+        outcomes, rest = replies[: len(calls)], replies[len(calls) :]
+        if self.store.confirms_writes:
+            return outcomes, rest[0], rest[1:]
+        return outcomes, None, rest
+
+    @staticmethod
+    def _applied(parts: list[str], outcomes: list[Any]) -> None:
+        """Nothing when every part applied. Nothing applied: the first refusal, classified. Some
+        parts applied: PartlyAppliedError saying which."""
+        errors = [reply for reply in outcomes if isinstance(reply, Exception)]
+        if not errors:
+            return
+        cause = classify_response_error(errors[0]) if isinstance(errors[0], redis.ResponseError) else errors[0]
+        if len(errors) == len(outcomes):
+            raise cause from errors[0]
+        applied = {part: not isinstance(reply, Exception) for part, reply in zip(parts, outcomes, strict=True)}
+        raise PartlyAppliedError(applied, cause) from errors[0]
 
     def _event(
-        self, mode: EventMode, product_id: str, category: str, blob: bytes, alpha: float, step: float, now: float
+        self,
+        mode: EventMode,
+        product_id: str,
+        category: str,
+        blob: bytes,
+        alpha: float,
+        step: float,
+        now: float,
+        event_id: str,
+        entry: WindowEntry | None,
     ) -> UserEvent:
         return UserEvent(
             mode=mode,
@@ -222,12 +347,16 @@ class UserEvents:
             seen_kept=self.seen_kept,
             recent_kept=RECENT_CLICKS_KEPT,
             ttl_s=self.user_ttl_s,
+            event_id=event_id,
+            event_ids_kept=EVENT_IDS_KEPT,
+            window_entry=entry.encode() if entry is not None else "",
+            window_kept=self.co_occurrence.config.window_kept,
         )
 
     def _log_problems(self, user_id: str, product_id: str, reply: UserEventReply) -> None:
         if reply.repaired:
             log.warning("user %s: clicks or an affinity held a non-number and was restarted from 0", user_id)
-        if not reply.vector_updated:
+        if not reply.vector_updated and not reply.already_applied:
             log.warning(
                 "product %s has no valid %d-d embedding: the event counts, but moves no vector",
                 product_id,

@@ -43,11 +43,13 @@ from ranking import (
     session_weight,
 )
 from recengine.blend import Blended, Signal, blend, check_signal, ranked_counts, reason, summed_counts
+from recengine.catalog_schema import stored_category
 from recengine.co_occurrence import CoOccurrence, Neighbour
 from recengine.errors import ProductNotFoundError
 from recengine.intent import Ignored, Understood, Vocabulary, names_a_product, understand, words_of
-from recengine.layout import EMBEDDING_FIELD, KeyLayout, bytes_to_vector, checked_vector
+from recengine.layout import EMBEDDING_FIELD, WINDOW_FIELD, KeyLayout, bytes_to_vector, checked_vector
 from recengine.query import NO_FILTERS, SearchFilters
+from recengine.reload import follow_serving, queue_serving
 from recengine.replies import candidate_from_row, text
 from recengine.results import CandidatePool, UserContext
 from recengine.retrieval import Retrieval
@@ -249,7 +251,7 @@ class Feeds:
         pipe = self.store.pipeline()
         self.users.queue_context(pipe, user_id, exclude_clicked)
         if signal != "content":
-            pipe.lrange(self.keys.user(user_id).window, 0, -1)
+            pipe.hget(self.keys.user(user_id).features, WINDOW_FIELD)
         replies = self.store.execute(pipe)
         context = self.users.context_from(user_id, replies[: len(replies) - (signal != "content")], exclude_clicked)
         features = context.features
@@ -349,14 +351,19 @@ class Feeds:
         """The product's stored vector and category, the user's context and (when asked) the
         product's counted neighbours: independent reads, one round trip. ProductNotFoundError,
         or ValueError for a product without a vector."""
-        key = self.keys.product(check_product_id(product_id))
-        pipe = self.store.pipeline()
-        pipe.hmget(key, [EMBEDDING_FIELD, "category"])
-        if with_neighbours:
-            self.co_occurrence.queue_neighbours(pipe, product_id, NEIGHBOURS_READ)
-        if user_id is not None:
-            self.users.queue_context(pipe, user_id, exclude_clicked)
-        replies = self.store.execute(pipe)
+        check_product_id(product_id)
+        while True:
+            key = self.keys.product(product_id)
+            pipe = self.store.pipeline()
+            queue_serving(pipe, self.keys)  # a reload may have moved the catalogue: same round trip
+            pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+            if with_neighbours:
+                self.co_occurrence.queue_neighbours(pipe, product_id, NEIGHBOURS_READ)
+            if user_id is not None:
+                self.users.queue_context(pipe, user_id, exclude_clicked)
+            serving, *replies = self.store.execute(pipe)
+            if not follow_serving(self.keys, serving):
+                break
         blob, category = replies[0]
         vector = bytes_to_vector(blob if isinstance(blob, bytes) else None, self.vector_dim)
         if vector is None:
@@ -366,7 +373,7 @@ class Feeds:
         neighbours = self.co_occurrence.neighbours_from(replies[1:3], now) if with_neighbours else []
         user_replies = replies[3:] if with_neighbours else replies[1:]
         context = self.users.context_from(user_id, user_replies, exclude_clicked) if user_id is not None else None
-        return vector, text(category), context, neighbours
+        return vector, stored_category(text(category)), context, neighbours
 
     def popular(self, k: int, filters: SearchFilters | None, user_id: str | None) -> Recommendation:
         k = check_k(k)

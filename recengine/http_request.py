@@ -15,13 +15,25 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 
 class ApiError(Exception):
-    """An answer for the client: status, and a message that says what to fix."""
+    """An answer for the client: status, a message that says what to fix, and `details`, more
+    fields of the answer (e.g. which parts of a write were applied)."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.details = dict(details or {})
+
+    def payload(self) -> dict[str, Any]:
+        """The answer's JSON: the message as `error`, and the details."""
+        return {"error": self.message, **self.details}
 
 
 MAX_BODY_BYTES = 64 * 1024
@@ -37,7 +49,7 @@ HEADER_LINE_DEFECTS = (
 )
 
 
-def declared_body_length(headers: Message) -> int:
+def declared_body_length(headers: Message, limit: int = MAX_BODY_BYTES) -> int:
     """The body's length from the framing headers, which must be unambiguous: one
     Content-Length of plain digits, no Transfer-Encoding, no malformed header line (which the
     parser would silently drop, Content-Length included). Anything else is refused (ApiError),
@@ -54,9 +66,9 @@ def declared_body_length(headers: Message) -> int:
     text = lengths[0].strip(" \t")
     if not CONTENT_LENGTH_PATTERN.fullmatch(text):
         raise ApiError(400, f"invalid Content-Length {lengths[0][:40]!r}: it must be digits only")
-    if len(text) > 9 or int(text) > MAX_BODY_BYTES:
+    if len(text) > 9 or int(text) > limit:
         size = f"{int(text)} bytes" if len(text) <= 20 else f"{len(text)} digits long"
-        raise ApiError(413, f"the body is {size}; at most {MAX_BODY_BYTES} bytes are accepted")
+        raise ApiError(413, f"the body is {size}; at most {limit} bytes are accepted")
     return int(text)
 
 
@@ -82,18 +94,24 @@ def parse_form(data: bytes, what: str) -> dict[str, str]:
     return fields
 
 
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object, any values (the admin API's products and batches nest)."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the JSON body must be an object of fields")
+    return data
+
+
 def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
     """JSON objects and urlencoded forms carry the same field names."""
     if not body.strip():
         return {}
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "application/json":
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the JSON body must be an object of fields")
+        data = parse_json_object(body)
         for name, value in data.items():
             if value is not None and not isinstance(value, (str, int, float, bool)):
                 raise ApiError(400, f"field {name!r} must be a string, number or boolean")

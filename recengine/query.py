@@ -12,6 +12,7 @@ from typing import Literal, TypedDict, Unpack
 import numpy as np
 
 from ranking import finite_number
+from recengine.catalog_schema import FIELD_NAME
 from recengine.layout import EMBEDDING_FIELD, PRODUCT_FIELDS, PRODUCT_TEXT_FIELDS, SCORE_FIELD
 from recengine.validation import check_literal
 
@@ -70,6 +71,10 @@ class SearchFilters:
     min_rating: float | None = None
     text_match: str | None = None
     text_field: str = "description"
+    # A shop's extra fields (catalog_schema.ExtraField): (name, value) TAG matches and
+    # (name, low, high) NUMERIC ranges, either bound None for open.
+    tags: tuple[tuple[str, str], ...] = ()
+    ranges: tuple[tuple[str, float | None, float | None], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("category", "brand", "text_match"):
@@ -86,6 +91,12 @@ class SearchFilters:
             raise ValueError(f"min_price ({self.min_price:g}) is greater than max_price ({self.max_price:g})")
         if self.text_field not in PRODUCT_TEXT_FIELDS:
             raise ValueError(f"text_field must be one of {PRODUCT_TEXT_FIELDS}, got {self.text_field!r}")
+        object.__setattr__(self, "tags", tuple((_extra_name(n), check_literal(n, v)) for n, v in self.tags))
+        ranges = tuple((_extra_name(n), finite_number(n, low), finite_number(n, high)) for n, low, high in self.ranges)
+        for name, low, high in ranges:
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{name}: the low bound ({low:g}) is greater than the high one ({high:g})")
+        object.__setattr__(self, "ranges", ranges)
 
     def clause(self) -> str:
         """The pre-filter half of the hybrid query; `*` when nothing filters."""
@@ -98,10 +109,19 @@ class SearchFilters:
             parts.append(_range("rating", self.min_rating, None))
         if self.text_match is not None:
             parts.append(f"@{self.text_field}:{escape_text_phrase(self.text_match)}")
+        parts += [f"@{name}:{{{escape_tag_value(value)}}}" for name, value in self.tags if value.strip()]
+        parts += [_range(name, low, high) for name, low, high in self.ranges if (low, high) != (None, None)]
         return " ".join(parts) if parts else "*"
 
     def _tags(self) -> tuple[tuple[str, str | None], ...]:
         return (("category", self.category), ("brand", self.brand))
+
+
+def _extra_name(name: str) -> str:
+    """An extra field's name, as an ExtraField takes it: it becomes query syntax (`@name:`)."""
+    if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
+        raise ValueError(f"an extra filter field must be named with letters, digits and _ (got {name!r})")
+    return name
 
 
 NO_FILTERS = SearchFilters()

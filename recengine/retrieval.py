@@ -11,6 +11,7 @@ from typing import Any
 from ranking import Vector, decayed_popularity
 from recengine import query
 from recengine.layout import EMBEDDING_FIELD, SCORE_FIELD, KeyLayout, bytes_to_vector, vector_to_bytes
+from recengine.reload import follow_serving, queue_serving
 from recengine.replies import RawRow, candidate_from_row, number, raw_rows, scored_rows, text
 from recengine.results import CandidatePool
 from recengine.store import Store
@@ -178,7 +179,9 @@ class Retrieval:
         pipe.zrevrange(zset, 0, count - 1, withscores=True)
         pipe.get(epoch_key)
         pipe.zcard(zset)
-        top, epoch, total = self.store.execute(pipe)
+        queue_serving(pipe, self.keys)  # the INKEYS that follows names keys of the serving generation
+        top, epoch, total, serving = self.store.execute(pipe)
+        follow_serving(self.keys, serving)
         epoch_s = number(epoch, default=now)
         half_life = self.popularity_half_life_s
         return [(text(pid), decayed_popularity(score, now, epoch_s, half_life)) for pid, score in top], int(total)

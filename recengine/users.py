@@ -1,22 +1,29 @@
-"""Reading a user's state: the features hash, recent clicks, what they saw and dismissed.
-Always from the primary, never a replica: a user's last click must count in the very next
-answer. Reads are queued on a pipeline the caller may share, so a request that needs a user's
-state and something else pays one round trip."""
+"""Reading a user's state: the one hash that holds a user's features, recent clicks, what they
+saw and dismissed. Always from the primary, never a replica: a user's last click must count in
+the very next answer. Reads are queued on a pipeline the caller may share, so a request that
+needs a user's state and something else pays one round trip."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from recengine.errors import classified_errors
-from recengine.layout import RECENT_CLICKS_KEPT, KeyLayout
+from recengine.layout import DISMISSED_FIELD, LIST_SEPARATOR, RECENT_CLICKS_KEPT, RECENT_FIELD, SEEN_FIELD, KeyLayout
 from recengine.replies import features_from_hash, text
 from recengine.results import UserContext, UserState
 from recengine.store import Store
 
 # Product names by id (unknown ids left out), for a user's panel.
 NameLookup = Callable[[Sequence[str]], dict[str, str]]
+
+
+def id_list(stored: Mapping[bytes, Any], field: str) -> list[str]:
+    """A list field of the user's hash as HGETALL gives it (ids one per line, newest first); []
+    when absent."""
+    raw = stored.get(field.encode())
+    return [text(item) for item in raw.split(LIST_SEPARATOR) if item] if raw else []
 
 
 @dataclass(eq=False)
@@ -28,21 +35,21 @@ class UserReads:
     vector_dim: int
     product_names: NameLookup
 
+    def _hash(self, user_id: str) -> str:
+        return self.keys.user(user_id).features
+
     # what a request needs: features and exclusions
 
     def queue_context(self, pipe: Any, user_id: str, exclude_clicked: bool) -> None:
-        user = self.keys.user(user_id)
-        pipe.hgetall(user.features)
-        pipe.smembers(user.dismissed)
-        if exclude_clicked:
-            pipe.zrange(user.seen, 0, -1)
+        pipe.hgetall(self._hash(user_id))
 
     def context_from(self, user_id: str, replies: Sequence[Any], exclude_clicked: bool) -> UserContext:
         """The UserContext from the replies of queue_context."""
-        excluded = {text(pid) for pid in replies[1]}
+        stored = replies[0]
+        excluded = set(id_list(stored, DISMISSED_FIELD))
         if exclude_clicked:
-            excluded.update(text(pid) for pid in replies[2])
-        return UserContext(features_from_hash(user_id, replies[0], self.vector_dim), frozenset(excluded))
+            excluded.update(id_list(stored, SEEN_FIELD))
+        return UserContext(features_from_hash(user_id, stored, self.vector_dim), frozenset(excluded))
 
     def context(self, user_id: str, exclude_clicked: bool) -> UserContext:
         """The user's features and the products to leave out, in one round trip."""
@@ -53,10 +60,7 @@ class UserReads:
     # what a user's panel shows
 
     def queue_state(self, pipe: Any, user_id: str) -> None:
-        user = self.keys.user(user_id)
-        pipe.hgetall(user.features)
-        pipe.lrange(user.recent, 0, RECENT_CLICKS_KEPT - 1)
-        pipe.smembers(user.dismissed)
+        pipe.hgetall(self._hash(user_id))
 
     def state_replies(self, user_id: str) -> list[Any]:
         pipe = self.store.pipeline()
@@ -66,9 +70,9 @@ class UserReads:
     def state_from(self, user_id: str, replies: Sequence[Any]) -> UserState:
         """A UserState from the replies of queue_state, with the names looked up (a second
         round trip)."""
-        stored, recent, dismissed = replies
-        recent_ids = [text(pid) for pid in recent]
-        dismissed_ids = sorted(text(pid) for pid in dismissed)
+        stored = replies[0]
+        recent_ids = id_list(stored, RECENT_FIELD)[:RECENT_CLICKS_KEPT]
+        dismissed_ids = sorted(id_list(stored, DISMISSED_FIELD))
         return UserState(
             features=features_from_hash(user_id, stored, self.vector_dim),
             recent_clicks=recent_ids,
@@ -78,23 +82,24 @@ class UserReads:
 
     # one list each
 
-    def recent_clicks(self, user_id: str) -> list[str]:
-        recent = self.keys.user(user_id).recent
+    def _list(self, user_id: str, field: str) -> list[str]:
         with classified_errors():
-            return [text(pid) for pid in self.store.primary.lrange(recent, 0, RECENT_CLICKS_KEPT - 1)]
+            raw = self.store.primary.hget(self._hash(user_id), field)
+        return id_list({field.encode(): raw} if raw is not None else {}, field)
+
+    def recent_clicks(self, user_id: str) -> list[str]:
+        return self._list(user_id, RECENT_FIELD)[:RECENT_CLICKS_KEPT]
 
     def seen(self, user_id: str) -> list[str]:
-        seen = self.keys.user(user_id).seen
-        with classified_errors():
-            return [text(pid) for pid in self.store.primary.zrevrange(seen, 0, -1)]
+        return self._list(user_id, SEEN_FIELD)
 
     def dismissed(self, user_id: str) -> list[str]:
-        dismissed = self.keys.user(user_id).dismissed
-        with classified_errors():
-            return sorted(text(pid) for pid in self.store.primary.smembers(dismissed))
+        return sorted(self._list(user_id, DISMISSED_FIELD))
 
     def reset(self, user_id: str) -> None:
-        """Every key of the user (one slot, one DEL), and the key older versions kept."""
+        """The user's key, the older layout's keys beside it (one slot, one DEL), and the key
+        still older versions kept. What the user's clicks counted for popularity stays counted
+        (a reset does not let one user count a product twice in a window)."""
         keys = self.keys.user(user_id)
         with classified_errors():
             self.store.primary.delete(*keys)

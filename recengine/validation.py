@@ -3,6 +3,7 @@ caller's mistake is a ValueError naming it, not a Redis error or a silently empt
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,10 @@ import numpy as np
 MAX_K = 10_000
 # RediSearch splits TAG values on it.
 TAG_SEPARATOR = ","
+# An id is part of a key name and of the admin API's URLs: any printable text, not a paragraph.
+MAX_PRODUCT_ID_CHARS = 256
+# An idempotency key: what a UUID, a random hex string or a client's own counter looks like.
+EVENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def check_literal(name: str, value: str) -> str:
@@ -46,20 +51,31 @@ def check_user_id(user_id: Any) -> str:
     return user_id
 
 
+def check_event_id(event_id: Any) -> str:
+    """An event's idempotency key: 1-128 letters, digits, '_', '.', ':' or '-' (a line break
+    would split the user's list of recent event ids)."""
+    if not isinstance(event_id, str) or not EVENT_ID_PATTERN.fullmatch(event_id):
+        raise ValueError(f"event_id must be 1-128 letters, digits, '_', '.', ':' or '-', got {event_id!r:.60}")
+    return event_id
+
+
 def field_problem(name: str, value: str) -> str | None:
     """What would make a product field misbehave in the index, for every writer to check:
     RediSearch splits TAG values on commas (one category "a,b" would become two tags), and
     a key-unsafe id could not be addressed by the API."""
     if name in ("category", "brand") and TAG_SEPARATOR in value:
         return f"{name} must not contain {TAG_SEPARATOR!r} (the tag separator), got {value!r}"
-    if name == "id" and any(ch.isspace() or ord(ch) < 32 for ch in value):
-        return f"id must not contain spaces or control characters, got {value!r}"
+    if name == "id" and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return f"id must not contain control characters, got {value!r}"
+    if name == "id" and len(value) > MAX_PRODUCT_ID_CHARS:
+        return f"id is {len(value):,} characters long, over the limit of {MAX_PRODUCT_ID_CHARS}"
     return None
 
 
 def check_product_id(product_id: Any) -> str:
-    """A product id that can be a key name: a non-empty string without whitespace or control
-    characters."""
+    """A product id: any printable text up to MAX_PRODUCT_ID_CHARS ("BANK CHARGES", "a/b",
+    `x"} | @brand:{y`). It only ever becomes part of a key name or a script argument, never
+    query syntax, so no character needs refusing but control characters."""
     if not isinstance(product_id, str) or not product_id:
         raise ValueError(f"product_id must be a non-empty string, got {product_id!r}")
     problem = field_problem("id", product_id)

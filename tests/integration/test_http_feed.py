@@ -20,7 +20,7 @@ FEED_KEYS = {
     "timing_ms",
 }
 SIMILAR_KEYS = {"product_id", "signal", "candidates", "filter_clause", "excluded_count", "exhausted", "timing_ms"}
-DISMISS_KEYS = {"category", "affinity", "product_id", "name", "user"}
+DISMISS_KEYS = {"category", "affinity", "product_id", "already_applied", "name", "user"}
 
 
 def ids(result: dict[str, Any]) -> list[str]:
@@ -86,9 +86,14 @@ def test_search_can_leave_out_what_was_clicked_and_diversify(demo_url: str, user
     assert all("mmr_penalty" in c["why"] for c in diverse["candidates"])
 
 
-def test_state_lists_the_most_popular(demo_url: str, user_id: str, encoding: str) -> None:
-    for _ in range(3):
-        post(demo_url, "/click", {"user_id": user_id, "product_id": "p042"}, encoding)
+def test_state_lists_the_most_popular(demo_url: str, demo_app, user_id: str, encoding: str) -> None:
+    top = demo_app.recommender.popularity(5)
+    # Enough users to put p042 among the five (one user's clicks on it count once).
+    fans = [f"{user_id}-fan{n}" for n in range(int(top[-1][1]) + 1 if len(top) == 5 else 0)]
+    for fan in (user_id, *fans):
+        post(demo_url, "/click", {"user_id": fan, "product_id": "p042"}, encoding)
+    for fan in fans:
+        demo_app.recommender.reset_user(fan)
     popular = get_state(demo_url, user_id)["popular"]
     assert 1 <= len(popular) <= 5 and set(popular[0]) == {"id", "name", "popularity"}
     assert "p042" in [p["id"] for p in popular]
@@ -103,7 +108,8 @@ def test_state_lists_the_most_popular(demo_url: str, user_id: str, encoding: str
         ("/similar", {}, 400, "product_id"),
         ("/dismiss", {"product_id": "nope"}, 404, "no product"),
         ("/dismiss", {}, 400, "product_id"),
-        ("/dismiss", {"product_id": "has space"}, 400, "spaces"),
+        ("/dismiss", {"product_id": "x" * 257}, 400, "at most 256"),
+        ("/dismiss", {"product_id": "has space"}, 404, "no product"),  # any printable id is an id
         ("/recommend", {"k": 0}, 400, "k must"),
         ("/recommend", {"k": 101}, 400, "k must"),
         ("/recommend", {"min_price": 9, "max_price": 1}, 400, "greater than"),

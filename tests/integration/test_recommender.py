@@ -77,6 +77,7 @@ def test_index_products_writes_the_shared_hash_layout(recommender: RedisRecommen
         b"rating",
         b"in_stock",
         b"embedding",
+        b"text_sha256",  # the digest of the embedded text: a later write re-embeds only when it changes
     }
     assert stored[b"in_stock"] == b"false"  # t0000 is out of stock in make_products
     assert float(stored[b"price"]) == products[0]["price"]
@@ -97,7 +98,8 @@ def test_index_products_writes_the_shared_hash_layout(recommender: RedisRecommen
         ({"price": None}, "lacks price"),
         ({"rating": "high"}, "rating must be a number"),
         ({"category": "tops,bags"}, "tag separator"),
-        ({"id": "has space"}, "id must not contain spaces"),
+        ({"id": "has\ttab"}, "id must not contain control characters"),
+        ({"id": "x" * 257}, "over the limit of 256"),
     ],
 )
 def test_index_products_rejects_bad_products_before_writing(
@@ -371,6 +373,7 @@ def test_first_click_sets_session_to_item_then_ewma(recommender: RedisRecommende
         "clicks": 1,
         "last_clicked_id": a["id"],
         "session_updated": True,
+        "already_applied": False,
     }
     features = recommender.get_user_features("u1")
     assert np.allclose(features["session_vec"], a["embedding"], atol=1e-6)

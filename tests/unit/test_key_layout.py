@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.cluster import key_slot
 
+from recengine.catalog_schema import text_digest
 from recengine.layout import (
     KeyLayout,
     bytes_to_vector,
@@ -39,10 +40,10 @@ def test_the_shared_key_names() -> None:
         "{user:u1:features}:recent",
         "{user:u1:features}:seen",
         "{user:u1:features}:dismissed",
-        "{user:u1:features}:window",
     )
     assert KEYS.legacy_recent("u1") == "user:u1:recent_clicks"
     assert KEYS.popularity() == ("{recommend:idx:popularity}", "{recommend:idx:popularity}:epoch")
+    assert KEYS.popularity_counted("u1") == "{recommend:idx:popularity}:counted:user:u1"
 
 
 @given(user_ids)
@@ -55,7 +56,8 @@ def test_a_users_keys_share_one_cluster_slot(user_id: str) -> None:
 
 
 def test_popularitys_keys_share_one_cluster_slot() -> None:
-    assert len({key_slot(key.encode()) for key in KEYS.popularity()}) == 1
+    keys = [*KEYS.popularity(), KEYS.popularity_counted("u1"), KEYS.popularity_counted("u-other")]
+    assert len({key_slot(key.encode()) for key in keys}) == 1
 
 
 @given(st.text(min_size=1))
@@ -77,10 +79,16 @@ def test_user_ids_that_cannot_be_keys_are_value_errors(user_id: object) -> None:
         check_user_id(user_id)
 
 
-@pytest.mark.parametrize("product_id", ["", "a b", "a\tb", 3])
+@pytest.mark.parametrize("product_id", ["", "a\tb", "a\x00b", "x" * 257, 3])
 def test_product_ids_that_cannot_be_keys_are_value_errors(product_id: object) -> None:
     with pytest.raises(ValueError, match="product_id"):
         check_product_id(product_id)
+
+
+@pytest.mark.parametrize("product_id", ["BANK CHARGES", 'x"} | @brand:{y', "a/b", "{slot}", "*", "ünï"])
+def test_any_printable_product_id_is_a_key(product_id: str) -> None:
+    assert check_product_id(product_id) == product_id
+    assert KEYS.product_id(KEYS.product(product_id)) == product_id
 
 
 @pytest.mark.parametrize("k", [0, -1, 10_001, 2.0, True, "5"])
@@ -92,7 +100,8 @@ def test_k_is_a_whole_number_from_1_to_10000(k: object) -> None:
 def test_tag_values_may_not_hold_the_separator() -> None:
     assert field_problem("category", "a,b") is not None
     assert field_problem("name", "a,b") is None
-    assert field_problem("id", "a b") is not None
+    assert field_problem("id", "a b") is None
+    assert field_problem("id", "a\nb") is not None
 
 
 # --- the index ------------------------------------------------------------------------------------
@@ -135,8 +144,16 @@ def test_bad_vectors_are_value_errors_and_bad_blobs_absent() -> None:
 def test_a_product_hash_is_the_shared_layout() -> None:
     assert product_to_hash(PRODUCT, DIM) == {
         "name": "Parka", "description": "Warm", "category": "outerwear", "brand": "North", "price": "199.0",
-        "rating": "4.5", "in_stock": "true", "embedding": np.asarray([1, 0, 0, 0], dtype="<f4").tobytes(),
+        "rating": "4.5", "in_stock": "true", "text_sha256": text_digest("Parka. Warm"),
+        "embedding": np.asarray([1, 0, 0, 0], dtype="<f4").tobytes(),
     }  # fmt: skip
+
+
+def test_optional_fields_take_their_defaults_and_a_path_is_stored_as_its_levels() -> None:
+    bare = {"id": "b", "name": "Mug", "price": 2, "category": "Home > Kitchen", "embedding": [1, 0, 0, 0]}
+    stored = product_to_hash(bare, DIM)
+    assert (stored["description"], stored["brand"], stored["rating"], stored["in_stock"]) == ("", "", "0.0", "true")
+    assert stored["category"] == "Home,Home > Kitchen"
 
 
 def test_embedding_b64_is_the_same_vector() -> None:

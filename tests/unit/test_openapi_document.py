@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from demo_api import API_ROUTES, OPENAPI_PATH, SERVICE_ROUTES, openapi_document
+from recengine.admin_api import ADMIN_ROUTES
 
 DOCUMENT: dict[str, Any] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
 OPERATION_KEYS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -19,10 +20,13 @@ FILE_ROUTES = {"/": {"GET", "HEAD"}, "/static/{file}": {"GET", "HEAD"}, "/metric
 
 
 def served() -> dict[str, set[str]]:
-    """Every path the server answers, with the methods it takes there."""
+    """Every path the server answers, with the methods it takes there (the admin API's too)."""
     routes = {path: {route.method} for path, route in API_ROUTES.items()}
     routes |= {path: {"GET", "HEAD"} for path in SERVICE_ROUTES}
-    return routes | FILE_ROUTES
+    admin = {"/products/{id}" if by_id else "/products": set[str]() for _, by_id in ADMIN_ROUTES}
+    for method, by_id in ADMIN_ROUTES:
+        admin["/products/{id}" if by_id else "/products"].add(method)
+    return routes | FILE_ROUTES | admin
 
 
 def documented() -> dict[str, set[str]]:

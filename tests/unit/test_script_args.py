@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from recengine import scripts
-from recengine.scripts import FadedCounts, RefreshEmbedding, UserEvent, UserEventReply, WindowPush
+from recengine.scripts import FadedCounts, PopularityClick, RefreshEmbedding, UserEvent, UserEventReply
 
 LUA_DIR = Path(scripts.__file__).parent / "lua"
 EVENT = UserEvent(
@@ -29,6 +29,8 @@ EVENT = UserEvent(
     seen_kept=200,
     recent_kept=6,
     ttl_s=2592000,
+    event_id="e-1",
+    event_ids_kept=32,
 )
 
 
@@ -45,8 +47,8 @@ def argv_names(script: str) -> dict[str, int]:
 def test_the_scripts_are_read_from_the_lua_files_beside_the_module() -> None:
     for name, source in [
         ("user_event", scripts.USER_EVENT_LUA),
+        ("popularity", scripts.POPULARITY_LUA),
         ("faded_counts", scripts.FADED_COUNTS_LUA),
-        ("co_occurrence_window", scripts.WINDOW_LUA),
         ("refresh_embedding", scripts.REFRESH_EMBEDDING_LUA),
     ]:
         assert source == (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8") and "redis.call" in source
@@ -55,7 +57,7 @@ def test_the_scripts_are_read_from_the_lua_files_beside_the_module() -> None:
 def test_a_click_binds_every_argv_the_user_script_reads() -> None:
     positions = argv_names(scripts.USER_EVENT_LUA)
     argv = EVENT.argv()
-    assert len(argv) == max(positions.values()) == 20
+    assert len(argv) == max(positions.values()) == 29
     by_name = {name: argv[position - 1] for name, position in positions.items()}
     assert by_name == {
         "mode": "click", "product_id": "p1", "category": "bags", "blob": b"\x01\x02\x03\x04",
@@ -65,6 +67,9 @@ def test_a_click_binds_every_argv_the_user_script_reads() -> None:
         "vec_field": "session_vec", "vec_at_field": "session_at", "aff_at_field": "affinity_at",
         "aff_prefix": "aff:", "clicks_field": "clicks", "last_id_field": "last_clicked_id",
         "last_cat_field": "last_clicked_category",
+        "recent_field": "recent", "seen_field": "seen", "dismissed_field": "dismissed", "events_field": "event_ids",
+        "event_id": "e-1", "events_kept": 32,
+        "window_field": "window", "window_entry": "", "window_kept": 0,
     }  # fmt: skip
 
 
@@ -81,8 +86,22 @@ def test_numbers_travel_at_full_precision() -> None:
 
 
 def test_the_user_scripts_reply_is_parsed_by_name() -> None:
-    assert UserEventReply.parse([b"1.5", 3, 1, 0]) == UserEventReply(1.5, 3, True, False)
-    assert UserEventReply.parse([b"junk", 0, 0, 1]) == UserEventReply(0.0, 0, False, True)
+    assert UserEventReply.parse([b"1.5", 3, 1, 0, 0, b""]) == UserEventReply(1.5, 3, True, False, False, "")
+    assert UserEventReply.parse([b"junk", 0, 0, 1, 0, b""]) == UserEventReply(0.0, 0, False, True, False, "")
+    assert UserEventReply.parse([b"2", 4, 0, 0, 1, b""]).already_applied
+    assert UserEventReply.parse([b"2", 4, 0, 0, 0, b"1.0|4.0|s|p1"]).window == "1.0|4.0|s|p1"
+
+
+def test_popularity_arguments() -> None:
+    argv = PopularityClick("p1", 1700000000.5, 604800.0, 86400.0).argv()
+    assert argv == ["p1", "1700000000.5", "604800.0", 64.0, "86400.0"]
+    assert re.findall(r"ARGV\[(\d+)\]", scripts.POPULARITY_LUA) == ["2", "3", "4", "5", "1", "1"]
+
+
+def test_a_typed_event_remembers_its_window_entry() -> None:
+    argv = UserEvent(**{**vars(EVENT), "window_entry": "1.0|4.0|s|p1", "window_kept": 32}).argv()
+    positions = argv_names(scripts.USER_EVENT_LUA)
+    assert (argv[positions["window_entry"] - 1], argv[positions["window_kept"] - 1]) == ("1.0|4.0|s|p1", 32)
 
 
 def test_faded_counts_arguments() -> None:
@@ -95,21 +114,16 @@ def test_faded_counts_arguments() -> None:
     assert positions == {"reference": 1, "half_life": 2, "limit": 3, "keep": 4, "ttl": 5, "pairs_json": 6}
 
 
-def test_window_arguments() -> None:
-    assert WindowPush("1.0|4.0|s|p1", 32, 3600).argv() == ["1.0|4.0|s|p1", 32, 3600]
-    assert argv_names(scripts.WINDOW_LUA) == {"kept": 2, "ttl": 3}
-
-
 def test_refresh_arguments() -> None:
     assert RefreshEmbedding(b"\x00" * 4).argv() == ["embedding", b"\x00" * 4]
     assert "NOPRODUCT" in scripts.REFRESH_EMBEDDING_LUA
 
 
-@pytest.mark.parametrize("name", ["user_event", "faded_counts", "co_occurrence_window", "refresh_embedding"])
+@pytest.mark.parametrize("name", ["user_event", "popularity", "faded_counts", "refresh_embedding"])
 def test_every_script_touches_only_its_keys(name: str) -> None:
     """Cluster safety: no script names a key it was not given (no string keys in redis.call)."""
     source = (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
     calls = re.findall(r"redis\.call\('(\w+)', ([^,)]+)", source)
     assert calls
     for call in calls:
-        assert re.fullmatch(r"KEYS\[\d\]|features|recent|seen|dismissed|key", call[1]), call
+        assert re.fullmatch(r"KEYS\[\d\]|user|key", call[1]), call
