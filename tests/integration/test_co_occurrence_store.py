@@ -1,9 +1,10 @@
-"""The co-occurrence store on a real Redis: its two scripts, their bounds and their slots."""
+"""The co-occurrence counts on a real Redis: the faded-counts script, its bounds and its slots.
+The windows are kept here by the pure rules (the user's script keeps them in the library:
+tests/integration/test_crowd_signal.py)."""
 
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import redis
@@ -20,9 +21,13 @@ NOW = 1_790_000_000.0
 WEIGHTS = EventWeights()
 
 
+WINDOWS: dict[str, list[WindowEntry]] = {}
+
+
 def store(client: redis.Redis, **settings: object) -> CoOccurrence:
     config = CoOccurrenceConfig(**{"half_life_s": 30 * DAY, **settings})  # type: ignore[arg-type]
-    return CoOccurrence(KeyLayout("test:idx", "product:", "user:"), Scripts(client), config, user_ttl_s=3600)
+    WINDOWS.clear()
+    return CoOccurrence(KeyLayout("test:idx", "product:", "user:"), Scripts(client), config)
 
 
 def run(call: ScriptCall) -> object:
@@ -30,10 +35,11 @@ def run(call: ScriptCall) -> object:
 
 
 def record(co: CoOccurrence, user: str, product: str, at: float = NOW, session: str = "", weight: float = 4.0) -> int:
-    """One event as the library sends it: the window script, then the pair scripts. Returns
-    how many count scripts it ran."""
+    """One event's pairs as the library writes them (the window kept here by the same rules).
+    Returns how many count scripts it ran."""
     entry = WindowEntry(product, weight, at, session)
-    previous = co.window_from(run(co.window_call(user, entry)))  # type: ignore[arg-type]
+    previous = WINDOWS.get(user, [])
+    WINDOWS[user] = window_after(previous, entry, co.config)
     calls = co.pair_calls(product, at, pair_increments(previous, entry, co.config, WEIGHTS))
     for call in calls:
         run(call)
@@ -96,31 +102,21 @@ def test_one_event_writes_at_most_partners_plus_one_count_sets(redis_client: red
         assert record(co, "u1", f"p{i}", session="s") <= 4 + 1
 
 
-def test_every_script_call_touches_one_slot(redis_client: redis.Redis) -> None:
+def test_every_count_call_touches_one_slot(redis_client: redis.Redis) -> None:
     co = store(redis_client)
-    entry = WindowEntry("{odd}id", 4.0, NOW, "s")
     calls = [
-        co.window_call("shopper-7", entry),
         *co.pair_calls("{odd}id", NOW, [("x", 1.0), ("y}", 1.0)]),
         *co.batch_calls(NOW, {"a": {"b": 1.0}, "b": {"a": 1.0}}),
     ]
     for call in calls:
         assert len({key_slot(key.encode()) for key in call.keys}) == 1, call.keys
-    # the window lives in the user's slot, beside the keys the user's script touches
-    assert key_slot(co.keys.user("shopper-7").window.encode()) == key_slot(b"{user:shopper-7:features}:seen")
 
 
-def test_the_window_script_keeps_what_the_rules_say(redis_client: redis.Redis) -> None:
-    co = store(redis_client, window_kept=8)
-    rng = random.Random(3)
-    expected: list[WindowEntry] = []
-    for i in range(40):
-        entry = WindowEntry(f"p{rng.randrange(10)}", rng.choice([0.5, 1.0, 2.0, 4.0]), NOW + i, rng.choice(["", "s"]))
-        previous = co.window_from(run(co.window_call("u1", entry)))  # type: ignore[arg-type]
-        assert previous == expected
-        expected = window_after(expected, entry, co.config)
-    assert co.window_from(redis_client.lrange(co.keys.user("u1").window, 0, -1)) == expected
-    assert 0 < redis_client.ttl(co.keys.user("u1").window) <= 3600
+def test_a_stored_window_reads_back_as_its_entries() -> None:
+    entries = [WindowEntry("p|1", 4.0, NOW, "s"), WindowEntry("p2", 0.5, NOW - 1)]
+    stored = "\n".join(entry.encode() for entry in entries)
+    assert CoOccurrence.window_from(stored) == entries == CoOccurrence.window_from(stored.encode())
+    assert CoOccurrence.window_from(stored + "\ngarbled") == entries and CoOccurrence.window_from(None) == []
 
 
 @pytest.mark.parametrize("bad", ['[["b", null]]', '[["b", -1]]', '[["b", 0]]', '[["b", "1"]]', "[[7, 1]]", "{", '"x"'])

@@ -4,11 +4,16 @@ similar(signal=...) and for_you(signal=...)."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import redis
 
+from recengine.co_occurrence import CoOccurrence
+from recengine.co_occurrence_rules import WindowEntry, window_after
+from recengine.layout import WINDOW_FIELD
 from recommender import (
+    EVENT_TYPES,
     CoOccurrenceConfig,
     EventWeights,
     ProductNotFoundError,
@@ -82,11 +87,12 @@ def test_sessions_and_windows_decide_what_goes_together(rec: RedisRecommender) -
     assert rec.similar("t0010", signal="co_occurrence").candidates[0].why.co_count == pytest.approx(0.25)
 
 
-def test_a_purchase_weighs_more_than_a_view_everywhere(rec: RedisRecommender) -> None:
+def test_a_purchase_weighs_more_than_a_view_and_popularity_counts_shoppers(rec: RedisRecommender) -> None:
     view = rec.record_event("u1", "t0001", "view")
     purchase = rec.record_event("u2", "t0001", "purchase")
+    rec.record_event("u2", "t0001", "cart")
     assert view.affinity == pytest.approx(0.5) and purchase.affinity == pytest.approx(4.0)
-    assert dict(rec.popularity(1)) == {"t0001": pytest.approx(4.5)}
+    assert dict(rec.popularity(1)) == {"t0001": pytest.approx(2.0)}  # two shoppers, once each
     assert rec.recent_clicks("u1") == ["t0001"] and rec.seen("u2") == ["t0001"]
 
 
@@ -164,6 +170,29 @@ def test_an_unknown_signal_is_a_value_error(rec: RedisRecommender) -> None:
         rec.similar("t0001", signal="both")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="content, co_occurrence, blend"):
         rec.for_you("u1", signal="both")  # type: ignore[arg-type]
+
+
+def test_the_users_script_keeps_the_window_the_rules_say(rec: RedisRecommender, redis_client: redis.Redis) -> None:
+    config = rec.co_occurrence_config
+    expected: list[WindowEntry] = []
+    rng = random.Random(3)
+    for i in range(40):
+        product, event = f"t{rng.randrange(10):04d}", rng.choice(EVENT_TYPES)
+        session = rng.choice([None, "s"])
+        rec.record_event("u1", product, event, at=FIXED_NOW - 100 + i, session_id=session)
+        expected = window_after(
+            expected, WindowEntry(product, rec.event_weights.of(event), FIXED_NOW - 100 + i, session or ""), config
+        )
+    stored = redis_client.hget(rec.features_key("u1"), WINDOW_FIELD)
+    assert CoOccurrence.window_from(stored) == expected and len(expected) == config.window_kept
+
+
+def test_an_event_applied_before_is_not_counted_again(rec: RedisRecommender) -> None:
+    rec.record_event("u1", "t0001", "purchase", session_id="s", event_id="e1")
+    first = rec.record_event("u1", "t0002", "purchase", session_id="s", event_id="e2")
+    again = rec.record_event("u1", "t0002", "purchase", session_id="s", event_id="e2")
+    assert (first.paired_with, again.paired_with, again.already_applied) == (1, 0, True)
+    assert rec.similar("t0001", signal="co_occurrence").candidates[0].why.co_count == 1.0
 
 
 def test_forgetting_a_user_forgets_their_window(rec: RedisRecommender, redis_client: redis.Redis) -> None:

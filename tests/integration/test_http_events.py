@@ -39,7 +39,7 @@ def test_the_feed_takes_a_signal(demo_url: str, user_id: str, encoding: str, cat
         ({"product_id": "p001"}, 400, "event"),
         ({"product_id": "p001", "event": "buy"}, 400, "view, click, cart, purchase"),
         ({"product_id": "p001", "event": ""}, 400, "event"),
-        ({"product_id": "has space", "event": "view"}, 400, "product_id"),
+        ({"product_id": "x" * 257, "event": "view"}, 400, "product_id"),
         ({"product_id": "no-such-product", "event": "view"}, 404, "no-such-product"),
     ],
 )
