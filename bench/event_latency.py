@@ -29,7 +29,9 @@ from bench.harness import RESULTS_DIR, ROOT, DemoProcess, JsonClient, machine, p
 from local_redis import LocalRedis, free_port
 
 EVENTS = ("view", "click", "cart", "purchase")
-SHOPPERS = 40
+# Shoppers reused in turn: each server allows a client 60 new users a minute, and this one asks
+# for two per shopper (its /click and /event users).
+SHOPPERS = 25
 
 
 def export(ref: str, into: Path) -> str:

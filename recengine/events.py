@@ -26,13 +26,12 @@ from recengine.errors import (
     NewUserRefusedError,
     PartlyAppliedError,
     ProductNotFoundError,
-    RecommenderError,
     WriteOutcomeUnknownError,
     classified_errors,
     classify_response_error,
 )
 from recengine.event_types import EventType, EventWeights, check_event_time, check_event_type
-from recengine.layout import EMBEDDING_FIELD, EVENT_IDS_KEPT, RECENT_CLICKS_KEPT, KeyLayout
+from recengine.layout import EMBEDDING_FIELD, EVENT_IDS_KEPT, RECENT_CLICKS_KEPT, WINDOW_FIELD, KeyLayout
 from recengine.reload import follow_serving, queue_serving
 from recengine.replies import text
 from recengine.results import ClickResult, DismissResult, EventResult
@@ -178,11 +177,11 @@ class UserEvents:
         )
         return result, applied.state
 
-    def _product(self, product_id: str, user_key: str) -> tuple[bytes, str, bool]:
+    def _product(self, product_id: str, user_key: str) -> tuple[bytes, str, bool, Any]:
         """The product's vector and category, read before the user's script (which may only
-        touch the user's slot), and whether the user has any state yet, with which generation of
-        the catalogue serves (a reload may have moved it): one round trip. ProductNotFoundError
-        when there is no such product."""
+        touch the user's slot), whether the user has any state yet and their co-occurrence
+        window, with which generation of the catalogue serves (a reload may have moved it): one
+        round trip. ProductNotFoundError when there is no such product."""
         check_product_id(product_id)
         while True:
             key = self.keys.product(product_id)
@@ -190,13 +189,14 @@ class UserEvents:
             pipe.hmget(key, [EMBEDDING_FIELD, "category"])
             pipe.exists(key)
             pipe.exists(user_key)
+            pipe.hget(user_key, WINDOW_FIELD)
             queue_serving(pipe, self.keys)
-            (blob, category), exists, user_exists, serving = self.store.execute(pipe)
+            (blob, category), exists, user_exists, window, serving = self.store.execute(pipe)
             if not follow_serving(self.keys, serving):
                 break
         if not exists:
             raise ProductNotFoundError(product_id)
-        return blob or b"", stored_category(text(category)) or "unknown", bool(user_exists)
+        return blob or b"", stored_category(text(category)) or "unknown", bool(user_exists), window
 
     def _apply(
         self,
@@ -210,53 +210,51 @@ class UserEvents:
         typed: _Typed | None,
     ) -> _Applied:
         """Apply one event: the user's script (which, for a typed event, also remembers it in the
-        user's co-occurrence window and answers the window as it was) and, for a typed event, its
-        popularity; then the pairs the window gives; then wait for what the store's writes wait
-        for (replicas, the disk); with read_state, read the user's stored state after it.
+        user's co-occurrence window), and for a typed event its popularity and the pairs the
+        window gives; then wait for what the store's writes wait for (replicas, the disk); with
+        read_state, read the user's stored state after it.
 
-        Every argument is checked before anything is written. Round trips: the product's vector
-        and category (its own slot) with whether the user exists; then, pipelined on one
-        connection, the user's script (the user's slot), popularity's script (its slot), the
-        confirmation and the state reads; then, when the window held products of the same
-        session, one count script per product paired (each on its product's slot) with the
-        confirmation. On a cluster the scripts go one after the other, to their nodes."""
+        Every argument is checked before anything is written. Two round trips, as a click: the
+        product's vector and category (its own slot) with whether the user exists and their
+        window; then, pipelined on one connection, the user's script (the user's slot),
+        popularity's script (its slot), one count script per product paired (each on its
+        product's slot), the confirmation and the state reads. On a cluster the scripts go one
+        after the other, to their nodes.
+
+        The pairs come from the window as read, not as the user's script finds it: two events
+        of one user sent at the same instant may miss pairing with each other (never count a
+        pair twice: a pair counts once per session at its strongest, so an event retried with
+        its event id, whose product is in the window already, adds nothing)."""
         event_id = check_event_id(options.event_id) if options.event_id is not None else ""
         keys = list(self.keys.user(user_id))
         now = float(self.clock())
-        entry = None
+        session = ""
         if typed is not None:
-            at = now if typed.at is None else check_event_time(typed.at, now)
+            now = now if typed.at is None else check_event_time(typed.at, now)
             session = check_session_id(typed.session_id) if typed.session_id is not None else ""
-            now = at
-        blob, category, user_exists = self._product(product_id, keys[0])
+        blob, category, user_exists, window = self._product(product_id, keys[0])
         if not user_exists and options.may_create is not None and not options.may_create():
             raise NewUserRefusedError(user_id)
-        if typed is not None:
-            entry = WindowEntry(product_id, self.weights.of(typed.event), now, session)
+        entry = WindowEntry(product_id, self.weights.of(typed.event), now, session) if typed is not None else None
         event = self._event(mode, product_id, category, blob, alpha, step, now, event_id, entry)
         calls = [ScriptCall(self.scripts.user_event, keys, event.argv())]
-        if typed is not None:
+        parts = ["user"]
+        increments: list[tuple[str, float]] = []
+        if entry is not None:
             popularity = PopularityClick(
                 product_id, now, self.config.popularity_half_life_s, self.config.popularity_window_s
             )
             popularity_keys = [*self.keys.popularity(), self.keys.popularity_counted(user_id)]
             calls.append(ScriptCall(self.scripts.popularity, popularity_keys, popularity.argv()))
-        parts = ["user", "popularity"][: len(calls)]
+            previous = self.co_occurrence.window_from(window)
+            increments = pair_increments(previous, entry, self.co_occurrence.config, self.weights)
+            pairs = self.co_occurrence.pair_calls(product_id, now, increments)
+            calls += pairs
+            parts += ["popularity", *["co_occurrence"] * len(pairs)]
         outcomes, state = self._send(user_id, calls, read_state, parts)
         parsed = UserEventReply.parse(outcomes[0])
         self._log_problems(user_id, product_id, parsed)
-        paired_with = 0
-        if entry is not None and not parsed.already_applied:
-            previous = self.co_occurrence.window_from(parsed.window)
-            increments = pair_increments(previous, entry, self.co_occurrence.config, self.weights)
-            pair_calls = self.co_occurrence.pair_calls(product_id, now, increments)
-            if pair_calls:
-                try:
-                    self._send(user_id, pair_calls, False, ["co_occurrence"] * len(pair_calls))
-                except RecommenderError as exc:  # the event itself is applied: say so
-                    raise PartlyAppliedError({**dict.fromkeys(parts, True), "co_occurrence": False}, exc) from exc
-            paired_with = len(increments)
-        return _Applied(category, parsed, state, paired_with)
+        return _Applied(category, parsed, state, 0 if parsed.already_applied else len(increments))
 
     def _send(
         self, user_id: str, calls: list[ScriptCall], read_state: bool, parts: list[str]
@@ -318,7 +316,9 @@ class UserEvents:
         cause = classify_response_error(errors[0]) if isinstance(errors[0], redis.ResponseError) else errors[0]
         if len(errors) == len(outcomes):
             raise cause from errors[0]
-        applied = {part: not isinstance(reply, Exception) for part, reply in zip(parts, outcomes, strict=True)}
+        applied: dict[str, bool] = {}
+        for part, reply in zip(parts, outcomes, strict=True):  # a part of several scripts: all of them
+            applied[part] = applied.get(part, True) and not isinstance(reply, Exception)
         raise PartlyAppliedError(applied, cause) from errors[0]
 
     def _event(

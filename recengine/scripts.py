@@ -75,9 +75,8 @@ class UserEvent:
     events changes nothing and is answered with `already_applied`.
 
     A typed event also remembers `window_entry` (co_occurrence_rules.WindowEntry, encoded; empty
-    for a dismissal) in the user's co-occurrence window, the newest `window_kept`, and answers
-    the window as it was: pairing and remembering are one atomic step, and an event applied
-    before pairs with nothing again.
+    for a dismissal) in the user's co-occurrence window, the newest `window_kept` (an event id
+    applied before remembers nothing again).
 
     Everything is read and computed before the first write: Redis does not roll a script back,
     so a failure half-way would leave a half-applied event. Counters that hold junk restart at
@@ -126,21 +125,19 @@ class UserEvent:
 @dataclass(frozen=True)
 class UserEventReply:
     """What lua/user_event.lua returns: the category's affinity after the event, the user's
-    click count, whether the running vector moved, whether a junk counter was restarted,
-    whether the event id had been applied before (then nothing changed), and the user's
-    co-occurrence window before the event (encoded entries, one per line)."""
+    click count, whether the running vector moved, whether a junk counter was restarted, and
+    whether the event id had been applied before (then nothing changed)."""
 
     affinity: float
     clicks: int
     vector_updated: bool
     repaired: bool
     already_applied: bool
-    window: str = ""
 
     @classmethod
     def parse(cls, reply: Sequence[Any]) -> UserEventReply:
-        affinity, clicks, updated, repaired, already, window = reply
-        return cls(number(affinity), int(clicks), bool(updated), bool(repaired), bool(already), text(window))
+        affinity, clicks, updated, repaired, already = reply
+        return cls(number(affinity), int(clicks), bool(updated), bool(repaired), bool(already))
 
 
 # --- lua/popularity.lua -----------------------------------------------------------------------------

@@ -13,9 +13,8 @@
 -- ARGV: bound in order by UserEvent.argv().
 --
 -- Reply: {affinity of the category after the event, clicks, vector moved (0/1), a junk
--- counter restarted (0/1), already applied (0/1), the co-occurrence window before the event}.
--- An event id already in the window changes nothing and answers the user's current affinity
--- and clicks with "already applied" 1 and an empty window (nothing to pair again).
+-- counter restarted (0/1), already applied (0/1)}. An event id already in the window changes
+-- nothing and answers the user's current affinity and clicks with "already applied" 1.
 local user = KEYS[1]
 local mode, product_id, category, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local alpha, step, dim, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -64,7 +63,7 @@ local clicks = finite(stored[clicks_field])
 if event_id ~= '' then
   for _, seen_id in ipairs(lines(stored[events_field])) do
     if seen_id == event_id then
-      return {num((finite(stored[aff_field]) or 0) * aff_fade), math.floor(clicks or 0), 0, 0, 1, ''}
+      return {num((finite(stored[aff_field]) or 0) * aff_fade), math.floor(clicks or 0), 0, 0, 1}
     end
   end
 end
@@ -116,10 +115,9 @@ if event_id ~= '' then
   table.insert(writes, events_field)
   table.insert(writes, in_front(event_id, lines(stored[events_field]), events_kept, true))
 end
-local previous_window = stored[window_field] or ''
 if window_entry ~= '' then
   table.insert(writes, window_field)
-  table.insert(writes, in_front(window_entry, lines(previous_window), window_kept, false))
+  table.insert(writes, in_front(window_entry, lines(stored[window_field]), window_kept, false))
 end
 
 local updated = 0
@@ -145,4 +143,4 @@ end
 
 redis.call('HSET', user, unpack(writes))
 if ttl > 0 then redis.call('EXPIRE', user, ttl) end
-return {num(affinity), clicks, updated, repaired, 0, previous_window}
+return {num(affinity), clicks, updated, repaired, 0}

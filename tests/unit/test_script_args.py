@@ -86,10 +86,9 @@ def test_numbers_travel_at_full_precision() -> None:
 
 
 def test_the_user_scripts_reply_is_parsed_by_name() -> None:
-    assert UserEventReply.parse([b"1.5", 3, 1, 0, 0, b""]) == UserEventReply(1.5, 3, True, False, False, "")
-    assert UserEventReply.parse([b"junk", 0, 0, 1, 0, b""]) == UserEventReply(0.0, 0, False, True, False, "")
-    assert UserEventReply.parse([b"2", 4, 0, 0, 1, b""]).already_applied
-    assert UserEventReply.parse([b"2", 4, 0, 0, 0, b"1.0|4.0|s|p1"]).window == "1.0|4.0|s|p1"
+    assert UserEventReply.parse([b"1.5", 3, 1, 0, 0]) == UserEventReply(1.5, 3, True, False, False)
+    assert UserEventReply.parse([b"junk", 0, 0, 1, 0]) == UserEventReply(0.0, 0, False, True, False)
+    assert UserEventReply.parse([b"2", 4, 0, 0, 1]).already_applied
 
 
 def test_popularity_arguments() -> None:
