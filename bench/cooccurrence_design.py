@@ -3,9 +3,11 @@
 Two designs, fed the same train purchases (invoices before 2011-10-01, data/online-retail/):
 
 - update on write (what the library does, recengine/co_occurrence.py): each product's
-  neighbours are a sorted set of faded counts under its own hash tag. An event runs the user's
-  window script, then one count script on its product and one on each partner (at most
-  partners_per_event), each trimmed to neighbours_kept. A read is ZREVRANGE + GET on one slot.
+  neighbours are a sorted set of faded counts under its own hash tag. An event reads the user's
+  window (a field of the user's hash; the library reads it with the product), then in one
+  pipeline stores the window with the event in front (the library's user script does) and runs
+  one count script on its product and one on each partner (at most partners_per_event), each
+  trimmed to neighbours_kept. A read is ZREVRANGE + GET on one slot.
 - compute on read (session-kNN): an event adds its product to its session's set and the session
   to the product's sorted set of sessions (by time, capped at SESSIONS_KEPT). A read takes the
   product's recent sessions, then every one of their sets, and counts the products in them,
@@ -46,7 +48,7 @@ from local_redis import LocalRedis
 from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import CoOccurrenceConfig, WindowEntry, pair_increments, window_after
 from recengine.event_types import EventWeights
-from recengine.layout import KeyLayout
+from recengine.layout import WINDOW_FIELD, KeyLayout
 from recengine.scripts import Scripts
 
 DEFAULT_EVENTS = ROOT / "data" / "online-retail" / "events.csv.gz"
@@ -128,20 +130,19 @@ def memory_used(client: Any) -> int:
 
 class UpdateOnWrite:
     name = "update on write (per-product sorted sets)"
-    client_commands = ("evalsha",)
+    client_commands = ("evalsha", "hset", "hget")
 
     def __init__(self, client: Any, config: CoOccurrenceConfig) -> None:
         self.client = client
         self.config = config
         keys = KeyLayout("design:idx", "design:product:", "design:user:")
-        self.store = CoOccurrence(keys, Scripts(client), config, user_ttl_s=30 * 86400)
+        self.store = CoOccurrence(keys, Scripts(client), config)
         self.windows: dict[str, list[WindowEntry]] = {}
 
     def load(self, events: Sequence[Event]) -> None:
         """The train set as an import sends it: windows and pairs worked out here with the
         library's rules, each batch's counts summed per product, one script per product."""
-        for script in (self.store.scripts.window, self.store.scripts.faded_counts):
-            self.client.script_load(script.script)
+        self.client.script_load(self.store.scripts.faded_counts.script)
         for start in range(0, len(events), LOAD_BATCH):
             batch = events[start : start + LOAD_BATCH]
             reference = max(e.at for e in batch)
@@ -160,25 +161,29 @@ class UpdateOnWrite:
             for call in self.store.batch_calls(reference, counts):
                 pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
             for user_id in touched:
-                key = self.store.keys.user(user_id).window
-                pipe.delete(key)
-                pipe.rpush(key, *(entry.encode() for entry in self.windows[user_id]))
-                pipe.expire(key, self.store.user_ttl_s)
+                pipe.hset(self.user_key(user_id), WINDOW_FIELD, self.encoded(self.windows[user_id]))
             pipe.execute()
 
+    def user_key(self, user_id: str) -> str:
+        return self.store.keys.user(user_id).features
+
+    @staticmethod
+    def encoded(window: Sequence[WindowEntry]) -> str:
+        return "\n".join(entry.encode() for entry in window)
+
     def write(self, event: Event) -> None:
-        """One live event, as /event will send it: the window script, then the pair scripts."""
+        """One live event's co-occurrence, as /event sends it: the window read (with the
+        product, in the library), then the window stored and the count scripts, pipelined."""
         entry = WindowEntry(event.product_id, WEIGHTS.purchase, event.at, event.session_id)
-        call = self.store.window_call(event.user_id, entry)
-        previous = self.store.window_from(call.script(keys=call.keys, args=call.args))
+        previous = self.store.window_from(self.client.hget(self.user_key(event.user_id), WINDOW_FIELD))
         calls = self.store.pair_calls(
             event.product_id, event.at, pair_increments(previous, entry, self.config, WEIGHTS)
         )
-        if calls:
-            pipe = self.client.pipeline(transaction=False)
-            for call in calls:
-                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-            pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.user_key(event.user_id), WINDOW_FIELD, self.encoded(window_after(previous, entry, self.config)))
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        pipe.execute()
 
     def neighbours(self, product_id: str, now: float) -> list[str]:
         pipe = self.client.pipeline(transaction=False)
