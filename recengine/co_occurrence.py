@@ -2,12 +2,12 @@
 a hash tag of its own (layout.KeyLayout.co_occurrence), counted when the event happens. Update on
 write, not compute on read: bench/cooccurrence_design.py measured both at Online Retail scale.
 
-An event costs two steps: the user's script (the user's slot: the window is a field of the
-user's one hash) returns the window as it was and remembers the event; then, for the pairs
-co_occurrence_rules.pair_increments finds in it, one faded-counts script on the event's product
-(all its partners at once) and one on each partner (the event's product), each on that
-product's own slot. So no script spans two slots, and one event writes at most
-partners_per_event + 1 sets, each trimmed to neighbours_kept.
+An event's window (a field of the user's one hash) is read with the product; for the pairs
+co_occurrence_rules.pair_increments finds in it, one faded-counts script runs on the event's
+product (all its partners at once) and one on each partner (the event's product), each on that
+product's own slot, in the pipeline that sends the user's script (which stores the event in the
+window). So no script spans two slots, and one event writes at most partners_per_event + 1
+sets, each trimmed to neighbours_kept.
 
 Reading a product's neighbours is one ZREVRANGE and one GET on its slot.
 """

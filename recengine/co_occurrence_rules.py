@@ -159,7 +159,7 @@ def pair_increments(
 
 def window_after(previous: Sequence[WindowEntry], event: WindowEntry, config: CoOccurrenceConfig) -> list[WindowEntry]:
     """The window once the event is remembered: it first, then the newest before it, `window_kept`
-    in all (what the window script leaves in Redis)."""
+    in all (what the user's script leaves in the user's hash)."""
     return [event, *previous][: config.window_kept]
 
 

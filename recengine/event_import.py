@@ -7,7 +7,7 @@ replayed: an imported purchase of last month would weigh nothing in them.
 Events go in batches, and Redis applies one batch while the next is worked out here (a thread
 sends them, one at a time, in order). Each batch's pairs are summed per product at one reference time
 (faded_sum) and written with one faded-counts script per product; the users' windows are worked
-out here from what Redis holds, with the same rules the window script follows. On a single
+out here from what Redis holds, with the same rules record_event follows. On a single
 Redis a batch is one MULTI/EXEC transaction that also records how many events of the import are
 applied, under the import's id (a file's SHA-256): a batch is applied whole or not at all, an
 interrupted import resumes after its last batch, and an import that finished is not applied
