@@ -261,7 +261,7 @@ class RedisRecommender:
         self._keys = KeyLayout(self.index_name, self.key_prefix, self.user_key_prefix)
         scripts = Scripts(self.redis)
         self._catalog = Catalog(store, self._keys, scripts, self.vector_dim, self.hnsw_m, self.hnsw_ef_construction)
-        self._users = UserReads(store, self._keys, self.vector_dim, self._catalog.product_names)
+        self._users = UserReads(store, self._keys, self.vector_dim, self._catalog)
         self._events = UserEvents(
             store, self._keys, scripts, self._users, self.config, self.clock,
             vector_dim=self.vector_dim, seen_kept=self.seen_kept, user_ttl_s=self.user_ttl_s,

@@ -247,8 +247,10 @@ def exact_neighbours(catalog: ScaleCatalog, queries: Queries) -> dict[str, list[
         for case in FILTERS:
             mask = filter_mask(catalog, case, part, queries.category, queries.brand)
             masked = scores if mask is None else np.where(mask, scores, -np.inf).astype(np.float32)
-            top = np.argpartition(-masked, K - 1, axis=1)[:, :K] if masked.shape[1] > K else np.tile(
-                np.arange(masked.shape[1]), (count, 1)
+            top = (
+                np.argpartition(-masked, K - 1, axis=1)[:, :K]
+                if masked.shape[1] > K
+                else np.tile(np.arange(masked.shape[1]), (count, 1))
             )
             old_scores, old_ids = best[case]
             all_scores = np.concatenate([old_scores, np.take_along_axis(masked, top, 1)], axis=1)
@@ -256,7 +258,10 @@ def exact_neighbours(catalog: ScaleCatalog, queries: Queries) -> dict[str, list[
             keep = np.argsort(-all_scores, axis=1, kind="stable")[:, :K]
             best[case] = (np.take_along_axis(all_scores, keep, 1), np.take_along_axis(all_ids, keep, 1))
     return {
-        case: [[int(i) for i, s in zip(ids, scores, strict=True) if np.isfinite(s)] for ids, scores in zip(*best[case][::-1], strict=True)]
+        case: [
+            [int(i) for i, s in zip(ids, scores, strict=True) if np.isfinite(s)]
+            for ids, scores in zip(*best[case][::-1], strict=True)
+        ]
         for case in FILTERS
     }
 
@@ -461,7 +466,10 @@ def recall(
             hits += len(expected & set(search(vector, kwargs)))
             possible += len(expected)
             matching.append(len(expected))
-        out[case] = {"recall_at_10": round(hits / max(possible, 1), 4), "queries_with_10": sum(m == K for m in matching)}
+        out[case] = {
+            "recall_at_10": round(hits / max(possible, 1), 4),
+            "queries_with_10": sum(m == K for m in matching),
+        }
     return out
 
 
@@ -471,7 +479,14 @@ def _latency_worker(
     rec = setup.recommender()
     search = searcher(setup, rec)
     n = len(queries.vectors)
-    work = [(queries.vectors[(offset + j) % n], int(queries.category[(offset + j) % n]), int(queries.brand[(offset + j) % n])) for j in range(count)]
+    work = [
+        (
+            queries.vectors[(offset + j) % n],
+            int(queries.category[(offset + j) % n]),
+            int(queries.brand[(offset + j) % n]),
+        )
+        for j in range(count)
+    ]
     for vector, category, brand in work[:5]:  # warm the connection
         search(vector, filter_kwargs(catalog, case, category, brand))
     barrier.wait()
@@ -500,7 +515,9 @@ def latency(
             times = [t for part in in_processes(_latency_worker, args) for t in part]
             wall = time.perf_counter() - started
             row = {**percentiles(times), "samples": len(times), "load_average": round(os.getloadavg()[0], 2)}
-            log.info("%s, %d clients: p50 %.2f ms, p99 %.2f ms (%.0f s)", case, level, row["p50_ms"], row["p99_ms"], wall)
+            log.info(
+                "%s, %d clients: p50 %.2f ms, p99 %.2f ms (%.0f s)", case, level, row["p50_ms"], row["p99_ms"], wall
+            )
             out[case][str(level)] = row
     return out
 
@@ -531,7 +548,12 @@ def draw(result: dict[str, Any], path: Path) -> None:
         levels = [int(level) for level in rows]
         line = ax.plot(levels, [rows[str(level)]["p50_ms"] for level in levels], marker="o", label=f"{case} p50")
         ax.plot(
-            levels, [rows[str(level)]["p99_ms"] for level in levels], marker="x", ls="--", color=line[0].get_color(), label=f"{case} p99"
+            levels,
+            [rows[str(level)]["p99_ms"] for level in levels],
+            marker="x",
+            ls="--",
+            color=line[0].get_color(),
+            label=f"{case} p99",
         )
     ax.axhline(10, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
@@ -578,7 +600,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     ingest_ = result["ingest"]
-    print(f"\n{result['products']:,} products, {result['settings']['vector_type']}, load {result['machine']['load_average_1min_at_start']} -> {result['machine']['load_average_1min_at_end']}")
+    print(
+        f"\n{result['products']:,} products, {result['settings']['vector_type']}, load {result['machine']['load_average_1min_at_start']} -> {result['machine']['load_average_1min_at_end']}"
+    )
     print(
         f"ingest: 1 client {ingest_['one_client']['items_per_s']:,}/s, "
         f"{ingest_['several_clients']['clients']} clients {ingest_['several_clients']['items_per_s']}/s, "
@@ -592,7 +616,11 @@ def print_table(result: dict[str, Any]) -> None:
     print("| filter | median share | recall@10 | " + " | ".join(f"{lv} clients p50 / p99 ms" for lv in levels) + " |")
     for case in FILTERS:
         cells = [f"{result['latency'][case][lv]['p50_ms']} / {result['latency'][case][lv]['p99_ms']}" for lv in levels]
-        print(f"| {case} | {result['filter_share_median'][case]:.4%} | {result['recall'][case]['recall_at_10']} | " + " | ".join(cells) + " |")
+        print(
+            f"| {case} | {result['filter_share_median'][case]:.4%} | {result['recall'][case]['recall_at_10']} | "
+            + " | ".join(cells)
+            + " |"
+        )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -602,13 +630,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-queries", type=int, default=1000, help="searches per concurrency level")
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--ingest-clients", type=int, default=2)
-    parser.add_argument("--users", type=int, default=1000, help="users clicked 10 times each, for bytes per user (0: skip)")
+    parser.add_argument(
+        "--users", type=int, default=1000, help="users clicked 10 times each, for bytes per user (0: skip)"
+    )
     parser.add_argument("--vector-type", choices=("FLOAT32", "FLOAT16"), default="FLOAT32")
     parser.add_argument("--hnsw-m", type=int, default=None)
     parser.add_argument("--hnsw-ef-construction", type=int, default=None)
     parser.add_argument("--ef-runtime", type=int, default=100)
     parser.add_argument("--seed", type=int, default=25)
-    parser.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/million[-N][-FLOAT16].json)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="JSON path (default bench/results/million[-N][-FLOAT16].json)"
+    )
     return parser.parse_args(argv)
 
 
@@ -617,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = run(args)
     print_table(result)
-    suffix = ("" if args.products == 1_000_000 else f"-{args.products}") + ("" if args.vector_type == "FLOAT32" else "-float16")
+    suffix = ("" if args.products == 1_000_000 else f"-{args.products}") + (
+        "" if args.vector_type == "FLOAT32" else "-float16"
+    )
     if args.hnsw_m or args.hnsw_ef_construction:
         suffix += f"-m{args.hnsw_m}-ef{args.hnsw_ef_construction}"
     output = args.output or RESULTS_DIR / f"million{suffix}.json"

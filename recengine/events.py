@@ -24,7 +24,7 @@ from recengine.scripts import (
     run_scripts_then,
 )
 from recengine.store import Store
-from recengine.users import UserReads
+from recengine.users import StateReplies, UserReads
 from recengine.validation import check_product_id
 
 log = logging.getLogger("recommender")
@@ -46,7 +46,7 @@ class UserEvents:
 
     def click(
         self, user_id: str, product_id: str, ewma_alpha: float | None, affinity_step: float | None, read_state: bool
-    ) -> tuple[ClickResult, list[Any]]:
+    ) -> tuple[ClickResult, StateReplies]:
         """The click's result, and the state replies for UserReads.state_from (empty without
         read_state)."""
         alpha = self.config.ewma_alpha if ewma_alpha is None else check_unit_interval("ewma_alpha", ewma_alpha)
@@ -63,7 +63,7 @@ class UserEvents:
         )
         return result, state
 
-    def dismiss(self, user_id: str, product_id: str, read_state: bool) -> tuple[DismissResult, list[Any]]:
+    def dismiss(self, user_id: str, product_id: str, read_state: bool) -> tuple[DismissResult, StateReplies]:
         """As click, for "not interested"."""
         category, reply, state = self._apply(
             user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step, read_state
@@ -73,29 +73,36 @@ class UserEvents:
         )
         return result, state
 
-    def _product(self, product_id: str) -> tuple[bytes, str]:
+    def _product(self, product_id: str, user_id: str, read_state: bool) -> tuple[bytes, str, list[str]]:
         """The product's vector and category, read before the user's script (which may only
-        touch the user's slot). ProductNotFoundError when there is no such product."""
+        touch the user's slot), and with read_state the products the user's panel shows now:
+        with the event's product, those are the names the answer shows, read with the state.
+        ProductNotFoundError when there is no such product."""
         key = self.keys.product(check_product_id(product_id))
         pipe = self.store.pipeline()
         pipe.hmget(key, [EMBEDDING_FIELD, "category"])
         pipe.exists(key)
-        (blob, category), exists = self.store.execute(pipe)
+        if read_state:
+            self.users.queue_panel_ids(pipe, user_id)
+        (blob, category), exists, *panel = self.store.execute(pipe)
         if not exists:
             raise ProductNotFoundError(product_id)
-        return blob or b"", text(category) or "unknown"
+        named = [product_id, *self.users.panel_ids_from(panel)] if read_state else []
+        return blob or b"", text(category) or "unknown", named
 
     def _apply(
         self, user_id: str, mode: EventMode, product_id: str, alpha: float, step: float, read_state: bool
-    ) -> tuple[str, UserEventReply, list[Any]]:
+    ) -> tuple[str, UserEventReply, StateReplies]:
         """Apply one event (and, for a click, count its popularity), then WAIT for replicas when
         required; with read_state, read the user's stored state after it.
 
-        Two round trips: the product's vector and category (its own slot), then, pipelined on one
-        connection, the user's script (the user's slot), popularity's script (its slot), WAIT and
-        the state reads. On a cluster the scripts go one after the other, to their nodes."""
+        Two round trips: the product's vector and category (its own slot), with read_state the
+        ids the user's panel shows; then, pipelined on one connection, the user's script (the
+        user's slot), popularity's script (its slot), WAIT, the state reads and the names of
+        the product and of those ids (so the answer needs no third round trip for names). On a
+        cluster the scripts go one after the other, to their nodes."""
         keys = list(self.keys.user(user_id))
-        blob, category = self._product(product_id)
+        blob, category, named = self._product(product_id, user_id, read_state)
         now = float(self.clock())
         calls = [
             ScriptCall(
@@ -108,21 +115,23 @@ class UserEvents:
         if self.store.is_cluster:
             with classified_errors():
                 replies = [call.script(keys=call.keys, args=call.args) for call in calls]
-            reply, state = replies[0], self.users.state_replies(user_id) if read_state else []
+            reply, state = replies[0], self.users.state_replies(user_id, named) if read_state else StateReplies([])
         else:
-            reply, state = self._pipelined(user_id, calls, read_state)
+            reply, state = self._pipelined(user_id, calls, read_state, named)
         parsed = UserEventReply.parse(reply)
         self._log_problems(user_id, product_id, parsed)
         return category, parsed, state
 
-    def _pipelined(self, user_id: str, calls: list[ScriptCall], read_state: bool) -> tuple[Any, list[Any]]:
+    def _pipelined(
+        self, user_id: str, calls: list[ScriptCall], read_state: bool, named: list[str]
+    ) -> tuple[Any, StateReplies]:
         """The scripts, WAIT and the state reads in one round trip: the user's script's reply
         and the state replies."""
 
         def then(pipe: Any) -> None:
             self.store.queue_wait(pipe)
             if read_state:
-                self.users.queue_state(pipe, user_id)
+                self.users.queue_state(pipe, user_id, named)
 
         with classified_errors():
             replies = run_scripts_then(self.store.primary, calls, then)
@@ -130,7 +139,7 @@ class UserEvents:
         if self.store.min_replicas_ack:
             self.store.check_acks(int(replies[after_scripts]))
             after_scripts += 1
-        return replies[0], replies[after_scripts:]
+        return replies[0], StateReplies(replies[after_scripts:], tuple(named))
 
     def _event(
         self, mode: EventMode, product_id: str, category: str, blob: bytes, alpha: float, step: float, now: float
