@@ -19,7 +19,7 @@ from recengine.store import Store
 class ProductNames(Protocol):
     """Product names by id (unknown ids left out), for a user's panel: recengine.catalog.Catalog."""
 
-    def queue_names(self, pipe: Any, product_ids: Sequence[str]) -> None: ...
+    def queue_products(self, pipe: Any, product_ids: Sequence[str]) -> None: ...
 
     def names_from(self, product_ids: Sequence[str], replies: Sequence[Any]) -> dict[str, str]: ...
 
@@ -85,7 +85,7 @@ class UserReads:
         pipe.hgetall(user.features)
         pipe.lrange(user.recent, 0, RECENT_CLICKS_KEPT - 1)
         pipe.smembers(user.dismissed)
-        self.names.queue_names(pipe, named)
+        self.names.queue_products(pipe, named)
 
     def state_replies(self, user_id: str, named: Sequence[str] = ()) -> StateReplies:
         pipe = self.store.pipeline()
