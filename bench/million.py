@@ -61,7 +61,7 @@ from bench.synthetic_catalog import (
 from embeddings import normalize_rows
 from local_redis import LocalRedis, connect
 from recengine import query
-from recengine.layout import EMBEDDING_FIELD, index_schema, product_to_hash
+from recengine.layout import EMBEDDING_FIELD, SESSION_VEC_FIELD, index_schema, product_to_hash
 from recengine.replies import info_dict, raw_rows
 from recommender import RedisRecommender
 
@@ -422,14 +422,18 @@ def user_memory(rec: RedisRecommender, catalog: ScaleCatalog, users: int, clicks
         for pid in rng.integers(0, catalog.n, clicks):
             rec.record_click(f"u{u}", str(pid))
     click_s = time.perf_counter() - started
-    sizes = []
+    sizes, with_session = [], 0
     for u in range(min(users, 200)):
         keys = rec._user_keys(f"u{u}")
         sizes.append(sum(int(client.memory_usage(key, samples=0) or 0) for key in keys))
+        with_session += bool(client.hexists(keys.features, SESSION_VEC_FIELD))
     return {
         "users": users,
         "clicks_each": clicks,
         "bytes_per_user": round(float(np.mean(sizes)), 1),
+        # The click script folds only FLOAT32 vectors into the session: with FLOAT16 hashes this
+        # is 0, and bytes_per_user lacks the session vector.
+        "share_with_session_vector": round(with_session / len(sizes), 3),
         "click_ms_mean": round(click_s * 1000 / (users * clicks), 3),
     }
 

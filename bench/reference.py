@@ -7,7 +7,8 @@ servers with Search (one each, so neither sees the other's keys), our `demo_serv
 reference's `demo_server.py` (run unchanged; its embedder is pointed at the locally installed
 all-MiniLM-L6-v2, since this machine is offline), both seeded from our `catalog.json`, and sends
 both the same requests as form posts, over keep-alive connections (the reference's server speaks
-HTTP/1.0, so its client reconnects for every request, as a browser would):
+HTTP/1.0, so its client reconnects for every request, as a browser would). Both servers log
+to files (in a temporary folder the run prints), so neither waits on a pipe this script drains:
 
 - `/click` at one client, a product of the catalogue each time;
 - `/search` with a fresh query each time (the model runs) at one client and at 8 clients;
@@ -28,6 +29,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from bench.harness import RESULTS_DIR, ROOT, machine, percentiles, start_demo_server, write_result
+from bench.harness import RESULTS_DIR, ROOT, machine, percentiles, start_demo_server, wait_for_line, write_result
 from embeddings import resolve_model_dir
 from local_redis import LocalRedis, free_port
 
@@ -79,20 +81,20 @@ class FormClient:
         self._conn.close()
 
 
-def start_reference(reference_dir: Path, redis_port: int, catalog: Path) -> tuple[subprocess.Popen, int]:
+def start_reference(
+    reference_dir: Path, redis_port: int, catalog: Path, log_path: Path
+) -> tuple[subprocess.Popen, int]:
+    """The reference's server, logging to a file (as ours does here)."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", REFERENCE_LAUNCHER, str(reference_dir), str(resolve_model_dir(None)),
-         "--port", str(port), "--redis-host", "127.0.0.1", "--redis-port", str(redis_port), "--catalog", str(catalog)],
-        cwd=reference_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""},
-    )  # fmt: skip
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "listening on" in line:
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return process, port
-    raise RuntimeError(f"the reference server did not start (exit code {process.wait()})")
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-u", "-c", REFERENCE_LAUNCHER, str(reference_dir), str(resolve_model_dir(None)),
+             "--port", str(port), "--redis-host", "127.0.0.1", "--redis-port", str(redis_port), "--catalog", str(catalog)],
+            cwd=reference_dir, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""},
+        )  # fmt: skip
+    wait_for_line(process, log_path, "listening on")
+    return process, port
 
 
 def fresh_query(n: int) -> str:
@@ -178,13 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     catalog = ROOT / "catalog.json"
     products = [p["id"] for p in json.loads(catalog.read_text())["products"]]
+    logs = Path(tempfile.mkdtemp(prefix="bench-reference-"))
     with LocalRedis() as ours_redis, LocalRedis() as reference_redis:
-        ours = start_demo_server(ours_redis.url, ["--catalog", str(catalog), *args.server_arg])
-        reference, reference_port = start_reference(args.reference_dir.resolve(), reference_redis.port, catalog)
+        ours = start_demo_server(ours_redis.url, ["--catalog", str(catalog), *args.server_arg], logs / "ours.log")
+        reference, reference_port = start_reference(
+            args.reference_dir.resolve(), reference_redis.port, catalog, logs / "reference.log"
+        )
         try:
             result: dict[str, Any] = {
                 "machine": machine(ours_redis.client()),
                 "reference_dir": str(args.reference_dir),
+                "server_logs": str(logs),
                 "rounds": args.rounds,
                 "per_round": args.per_round,
                 "phases": measure(
