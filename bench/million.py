@@ -38,7 +38,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -460,20 +460,37 @@ def searcher(setup: Setup, rec: RedisRecommender) -> Callable[[np.ndarray, dict[
 def recall(
     setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]]
 ) -> dict[str, Any]:
+    """recall@10 per filter, and the p50 of those (sequential) searches."""
     search = searcher(setup, rec)
     out = {}
     for case in FILTERS:
-        hits, possible, matching = 0, 0, []
+        hits, possible, matching, times = 0, 0, [], []
         for i, vector in enumerate(queries.vectors):
             kwargs = filter_kwargs(catalog, case, int(queries.category[i]), int(queries.brand[i]))
             expected = {str(pid) for pid in truth[case][i]}
-            hits += len(expected & set(search(vector, kwargs)))
+            started = time.perf_counter()
+            found = search(vector, kwargs)
+            times.append((time.perf_counter() - started) * 1000)
+            hits += len(expected & set(found))
             possible += len(expected)
             matching.append(len(expected))
         out[case] = {
             "recall_at_10": round(hits / max(possible, 1), 4),
             "queries_with_10": sum(m == K for m in matching),
+            "p50_ms_one_client": round(float(np.median(times)), 3),
         }
+    return out
+
+
+def ef_sweep(
+    setup: Setup, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]], values: Sequence[int]
+) -> dict[str, Any]:
+    """recall@10 and one client's p50 at each EF_RUNTIME (same index: EF_RUNTIME is per query)."""
+    out = {}
+    for ef in values:
+        swept = replace(setup, ef_runtime=ef)
+        out[str(ef)] = recall(swept, swept.recommender(), catalog, queries, truth)
+        log.info("EF_RUNTIME %d: %s", ef, {case: row["recall_at_10"] for case, row in out[str(ef)].items()})
     return out
 
 
@@ -595,6 +612,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["ingest"] = ingest(setup, rec, catalog, args.ingest_clients)
         result["memory"] = memory(rec, catalog.n, baseline)
         result["recall"] = recall(setup, rec, catalog, queries, truth)
+        if args.ef_sweep:
+            result["ef_runtime_sweep"] = ef_sweep(setup, catalog, queries, truth, args.ef_sweep)
         result["latency"] = latency(setup, catalog, queries, args.clients, args.latency_queries)
         if args.users:
             result["users"] = user_memory(rec, catalog, args.users, 10)
@@ -641,6 +660,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hnsw-m", type=int, default=None)
     parser.add_argument("--hnsw-ef-construction", type=int, default=None)
     parser.add_argument("--ef-runtime", type=int, default=100)
+    parser.add_argument(
+        "--ef-sweep",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[],
+        help="EF_RUNTIME values, e.g. 50,100,200,400",
+    )
     parser.add_argument("--seed", type=int, default=25)
     parser.add_argument(
         "--output", type=Path, default=None, help="JSON path (default bench/results/million[-N][-FLOAT16].json)"

@@ -121,17 +121,9 @@ class Catalog:
     def get_products(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Display fields from the primary; unknown ids are left out."""
         pipe = self.store.pipeline()
-        self.queue_products(pipe, product_ids)
-        return self.products_from(product_ids, self.store.execute(pipe))
-
-    def queue_products(self, pipe: Any, product_ids: Sequence[str]) -> None:
-        """The products' display fields, queued on a pipeline the caller may share (a click's
-        answer reads the names it shows in the click's own round trip)."""
         for pid in product_ids:
             pipe.hmget(self.keys.product(pid), list(PRODUCT_FIELDS))
-
-    def products_from(self, product_ids: Sequence[str], replies: Sequence[Any]) -> dict[str, dict[str, Any]]:
-        """The products from the replies of queue_products (a broken one is logged, once)."""
+        replies = self.store.execute(pipe)
         found = {}
         for pid, values in zip(product_ids, replies, strict=True):
             if all(v is None for v in values):  # no such key; a hash that lacks a field still exists
@@ -140,19 +132,22 @@ class Catalog:
             found[pid] = product_summary(pid, stored)
         return found
 
+    def queue_names(self, pipe: Any, product_ids: Sequence[str]) -> None:
+        """The products' names, queued on a pipeline the caller may share (a click's answer
+        reads them in the click's own round trip)."""
+        for pid in product_ids:
+            pipe.hget(self.keys.product(pid), "name")
+
     def names_from(self, product_ids: Sequence[str], replies: Sequence[Any]) -> dict[str, str]:
-        """Names by id from the replies of queue_products; unknown products and empty names
-        left out."""
-        return {
-            pid: product["name"] for pid, product in self.products_from(product_ids, replies).items() if product["name"]
-        }
+        """Names by id from the replies of queue_names; unknown products and empty names left out."""
+        return {pid: text(name) for pid, name in zip(product_ids, replies, strict=True) if name}
 
     def product_names(self, product_ids: Sequence[str]) -> dict[str, str]:
         """Names by id, from the primary, in one round trip (none for no ids)."""
         if not product_ids:
             return {}
         pipe = self.store.pipeline()
-        self.queue_products(pipe, product_ids)
+        self.queue_names(pipe, product_ids)
         return self.names_from(product_ids, self.store.execute(pipe))
 
     def list_products(self, limit: int) -> list[dict[str, Any]]:

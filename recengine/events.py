@@ -11,8 +11,8 @@ from typing import Any
 
 from ranking import RankingConfig, check_unit_interval, finite_number
 from recengine.errors import ProductNotFoundError, classified_errors
-from recengine.layout import EMBEDDING_FIELD, RECENT_CLICKS_KEPT, KeyLayout
-from recengine.replies import text
+from recengine.layout import EMBEDDING_FIELD, PRODUCT_FIELDS, RECENT_CLICKS_KEPT, KeyLayout
+from recengine.replies import product_summary, text
 from recengine.results import ClickResult, DismissResult
 from recengine.scripts import (
     EventMode,
@@ -73,22 +73,27 @@ class UserEvents:
         )
         return result, state
 
-    def _product(self, product_id: str, user_id: str, read_state: bool) -> tuple[bytes, str, list[str]]:
-        """The product's vector and category, read before the user's script (which may only
-        touch the user's slot), and with read_state the products the user's panel shows now:
-        with the event's product, those are the names the answer shows, read with the state.
+    def _product(self, product_id: str, user_id: str, read_state: bool) -> tuple[bytes, str, StateReplies]:
+        """The product's vector, category and display fields, read before the user's script
+        (which may only touch the user's slot), and with read_state the ids the user's panel
+        shows now, whose names are then read with the new state (see _apply): the answer needs
+        no round trip of its own for names. A garbled product is logged (product_summary).
         ProductNotFoundError when there is no such product."""
         key = self.keys.product(check_product_id(product_id))
         pipe = self.store.pipeline()
-        pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+        pipe.hmget(key, [EMBEDDING_FIELD, *PRODUCT_FIELDS])
         pipe.exists(key)
         if read_state:
             self.users.queue_panel_ids(pipe, user_id)
-        (blob, category), exists, *panel = self.store.execute(pipe)
+        (blob, *values), exists, *panel = self.store.execute(pipe)
         if not exists:
             raise ProductNotFoundError(product_id)
-        named = [product_id, *self.users.panel_ids_from(panel)] if read_state else []
-        return blob or b"", text(category) or "unknown", named
+        fields = {name: text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True) if v is not None}
+        name = product_summary(product_id, fields)["name"]
+        names = StateReplies([])
+        if read_state:
+            names = StateReplies([], tuple(self.users.panel_ids_from(panel)), ((product_id, name),) if name else ())
+        return blob or b"", fields.get("category") or "unknown", names
 
     def _apply(
         self, user_id: str, mode: EventMode, product_id: str, alpha: float, step: float, read_state: bool
@@ -102,7 +107,7 @@ class UserEvents:
         the product and of those ids (so the answer needs no third round trip for names). On a
         cluster the scripts go one after the other, to their nodes."""
         keys = list(self.keys.user(user_id))
-        blob, category, named = self._product(product_id, user_id, read_state)
+        blob, category, names = self._product(product_id, user_id, read_state)
         now = float(self.clock())
         calls = [
             ScriptCall(
@@ -115,15 +120,16 @@ class UserEvents:
         if self.store.is_cluster:
             with classified_errors():
                 replies = [call.script(keys=call.keys, args=call.args) for call in calls]
-            reply, state = replies[0], self.users.state_replies(user_id, named) if read_state else StateReplies([])
+            reply = replies[0]
+            state = self.users.state_replies(user_id, names.named)._replace(known=names.known) if read_state else names
         else:
-            reply, state = self._pipelined(user_id, calls, read_state, named)
+            reply, state = self._pipelined(user_id, calls, read_state, names)
         parsed = UserEventReply.parse(reply)
         self._log_problems(user_id, product_id, parsed)
         return category, parsed, state
 
     def _pipelined(
-        self, user_id: str, calls: list[ScriptCall], read_state: bool, named: list[str]
+        self, user_id: str, calls: list[ScriptCall], read_state: bool, names: StateReplies
     ) -> tuple[Any, StateReplies]:
         """The scripts, WAIT and the state reads in one round trip: the user's script's reply
         and the state replies."""
@@ -131,7 +137,7 @@ class UserEvents:
         def then(pipe: Any) -> None:
             self.store.queue_wait(pipe)
             if read_state:
-                self.users.queue_state(pipe, user_id, named)
+                self.users.queue_state(pipe, user_id, names.named)
 
         with classified_errors():
             replies = run_scripts_then(self.store.primary, calls, then)
@@ -139,7 +145,7 @@ class UserEvents:
         if self.store.min_replicas_ack:
             self.store.check_acks(int(replies[after_scripts]))
             after_scripts += 1
-        return replies[0], StateReplies(replies[after_scripts:], tuple(named))
+        return replies[0], names._replace(replies=replies[after_scripts:])
 
     def _event(
         self, mode: EventMode, product_id: str, category: str, blob: bytes, alpha: float, step: float, now: float

@@ -19,7 +19,7 @@ from recengine.store import Store
 class ProductNames(Protocol):
     """Product names by id (unknown ids left out), for a user's panel: recengine.catalog.Catalog."""
 
-    def queue_products(self, pipe: Any, product_ids: Sequence[str]) -> None: ...
+    def queue_names(self, pipe: Any, product_ids: Sequence[str]) -> None: ...
 
     def names_from(self, product_ids: Sequence[str], replies: Sequence[Any]) -> dict[str, str]: ...
 
@@ -27,10 +27,12 @@ class ProductNames(Protocol):
 
 
 class StateReplies(NamedTuple):
-    """The replies of queue_state, and the products whose names were read with them."""
+    """The replies of queue_state, the products whose names were read with them, and names
+    the caller had read already ((id, name) pairs: a click reads its product's)."""
 
     replies: list[Any]
     named: tuple[str, ...] = ()
+    known: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(eq=False)
@@ -85,7 +87,7 @@ class UserReads:
         pipe.hgetall(user.features)
         pipe.lrange(user.recent, 0, RECENT_CLICKS_KEPT - 1)
         pipe.smembers(user.dismissed)
-        self.names.queue_products(pipe, named)
+        self.names.queue_names(pipe, named)
 
     def state_replies(self, user_id: str, named: Sequence[str] = ()) -> StateReplies:
         pipe = self.store.pipeline()
@@ -98,8 +100,8 @@ class UserReads:
         stored, recent, dismissed = state.replies[:3]
         recent_ids = [text(pid) for pid in recent]
         dismissed_ids = sorted(text(pid) for pid in dismissed)
-        names = self.names.names_from(state.named, state.replies[3:])
-        named = set(state.named)
+        names = {**dict(state.known), **self.names.names_from(state.named, state.replies[3:])}
+        named = set(state.named) | {pid for pid, _ in state.known}
         unnamed = [pid for pid in dict.fromkeys([*recent_ids, *dismissed_ids]) if pid not in named]
         names.update(self.names.product_names(unnamed))
         shown = set(recent_ids) | set(dismissed_ids)
