@@ -18,7 +18,11 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
+from recengine.ab_report import build_report
+from recengine.experiments import NO_ARM, Experiment
 from recengine.http_request import ApiError
+from recengine.impressions import Impression, ImpressionError, ImpressionLog, ListSource, check_rec_id
+from recengine.metrics import Metrics
 from recommender import (
     IndexMissingError,
     ProductNotFoundError,
@@ -39,6 +43,9 @@ MAX_QUERY_CHARS = 1000
 # The most results one HTTP request may ask for: a page shows tens, not thousands. (The
 # library's own bound, recommender.MAX_K, is what one FT.SEARCH may return.)
 HTTP_MAX_K = 100
+# GET /report's window when none is given, and the longest it takes (the log's cap bounds it too).
+DEFAULT_REPORT_WINDOW_S = 86400.0
+MAX_REPORT_WINDOW_S = 90 * 86400.0
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
 
@@ -167,6 +174,7 @@ class SearchRequest:
     use_rerank: bool
     exclude_clicked: bool
     diversity: float
+    understand: bool
 
     @classmethod
     def parse(cls, fields: Fields, default_k: int) -> SearchRequest:
@@ -178,6 +186,7 @@ class SearchRequest:
             use_rerank=parse_bool(fields, "rerank"),
             exclude_clicked=parse_bool(fields, "exclude_clicked"),
             diversity=parse_diversity(fields),
+            understand=parse_bool(fields, "understand", default=True),
         )
 
 
@@ -222,6 +231,18 @@ class SimilarRequest:
             exclude_clicked=parse_bool(fields, "exclude_clicked"),
             diversity=parse_diversity(fields),
         )
+
+
+def parse_rec_id(fields: Fields) -> str | None:
+    """The optional rec_id of the list a click or an event came from (any endpoint that takes
+    one reads it here); its form is checked, whether it was shown to the user is the log's."""
+    rec_id = parse_string(fields, "rec_id", max_chars=64)
+    if rec_id is None:
+        return None
+    try:
+        return check_rec_id(rec_id)
+    except ImpressionError as exc:
+        raise ApiError(exc.status, str(exc)) from None
 
 
 def parse_product_id(fields: Fields) -> str:
@@ -283,15 +304,24 @@ class DemoApp:
         *,
         default_k: int = 10,
         redis_description: str = "Redis",
+        metrics: Metrics | None = None,
+        impressions: ImpressionLog | None = None,
+        experiment: Experiment | None = None,
     ) -> None:
         self.recommender = recommender
         self.embedder = embedder
         self.catalog = catalog
         self.default_k = default_k
         self.redis_description = redis_description
+        self.metrics = metrics or Metrics()
+        # Every list shown is logged here and answers with its rec_id (None: --no-impressions).
+        self.impressions = impressions
+        self.experiment = experiment
+        # One recommender per arm, over the same Redis, index and keys: only the ranking differs.
+        self.arms = {arm.name: recommender.with_config(arm.config) for arm in experiment.arms} if experiment else {}
         # Recent queries from its cache; fresh ones that arrive while the model is busy are
         # embedded together, one model call at a time.
-        self.encoder = QueryEncoder(embedder)
+        self.encoder = QueryEncoder(embedder, observer=self.metrics)
         self._readiness = SingleFlight(self._check_ready)
         # Read now, so that a missing or broken contract stops the start, not a later request.
         openapi_document()
@@ -314,10 +344,29 @@ class DemoApp:
         count = self.recommender.count_indexed()
         return count if count else self.seed()
 
+    def ranker_for(self, user_id: str) -> tuple[str, RedisRecommender]:
+        """The user's experiment arm and the recommender that ranks (and records clicks) for it."""
+        if self.experiment is None:
+            return NO_ARM, self.recommender
+        arm = self.experiment.arm_for(user_id).name
+        return arm, self.arms[arm]
+
+    def shown(self, user_id: str, source: ListSource, arm: str, result: Recommendation) -> dict[str, Any]:
+        """A list answer's candidates (each `why` with the arm when an experiment runs) and, when
+        impressions are logged, its rec_id."""
+        payload = recommendation_payload(result)
+        if self.experiment is not None:
+            for candidate in payload["candidates"]:
+                candidate["why"]["arm"] = arm
+        if self.impressions is not None:
+            payload["rec_id"] = self.impressions.record(user_id, source, arm, [c.id for c in result.candidates])
+            self.metrics.impression(source, arm)
+        return payload
+
     def user_state(self, user_id: str, state: UserState | None = None) -> dict[str, Any]:
         """The user's panel; from `state` when the caller has read it already (a click reads
         it in the click's own round trip)."""
-        rec = self.recommender
+        rec = self.ranker_for(user_id)[1]
         if state is None:
             state = rec.user_state(user_id)
         features, names = state.features, state.product_names
@@ -343,6 +392,13 @@ class DemoApp:
         info = self.recommender.index_info()
         top = self.recommender.popularity(5)
         names = self.recommender.get_products([pid for pid, _ in top])
+        trending = (
+            {"popular_rec_id": self.impressions.record(user_id, "trending", NO_ARM, [pid for pid, _ in top])}
+            if self.impressions is not None
+            else {}
+        )
+        if trending:
+            self.metrics.impression("trending", NO_ARM)
         return {
             "user": self.user_state(user_id),
             "index": {
@@ -360,14 +416,16 @@ class DemoApp:
                 {"id": pid, "name": names.get(pid, {}).get("name") or pid, "popularity": round(score, 4)}
                 for pid, score in top
             ],
+            **trending,
         }
 
     def search(self, user_id: str, fields: Fields) -> dict[str, Any]:
         request = SearchRequest.parse(fields, self.default_k)
+        arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
         query_vec, cached = self.encoder.encode(request.query)
         embedded = time.perf_counter()
-        result = self.recommender.recommend(
+        result = ranker.recommend(
             query_vec,
             user_id=user_id,
             k=request.k,
@@ -376,9 +434,12 @@ class DemoApp:
             use_rerank=request.use_rerank,
             exclude_clicked=request.exclude_clicked,
             diversity=request.diversity,
+            query_text=request.query,
+            understand=request.understand,
         )
         return {
-            **recommendation_payload(result),
+            **self.shown(user_id, "search", arm, result),
+            "understood": result.understood,
             "used_session": result.used_session,
             "used_rerank": result.used_rerank,
             "session_weight": result.session_weight,
@@ -391,8 +452,9 @@ class DemoApp:
 
     def recommend(self, user_id: str, fields: Fields) -> dict[str, Any]:
         request = FeedRequest.parse(fields, self.default_k)
+        arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
-        result = self.recommender.for_you(
+        result = ranker.for_you(
             user_id,
             k=request.k,
             filters=request.filters,
@@ -401,15 +463,16 @@ class DemoApp:
         )
         return {
             "source": result.source,
-            **recommendation_payload(result),
+            **self.shown(user_id, "feed", arm, result),
             "session_weight": result.session_weight,
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
     def similar(self, user_id: str, fields: Fields) -> dict[str, Any]:
         request = SimilarRequest.parse(fields, self.default_k)
+        arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
-        result = self.recommender.similar(
+        result = ranker.similar(
             request.product_id,
             k=request.k,
             filters=request.filters,
@@ -420,13 +483,15 @@ class DemoApp:
         )
         return {
             "product_id": request.product_id,
-            **recommendation_payload(result),
+            **self.shown(user_id, "similar", arm, result),
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
     def click(self, user_id: str, fields: Fields) -> dict[str, Any]:
         product_id = parse_product_id(fields)
-        result, state = self.recommender.record_click_with_state(user_id, product_id)
+        impression = self.impression_of(user_id, fields, product_id)
+        result, state = self.ranker_for(user_id)[1].record_click_with_state(user_id, product_id)
+        self.attribute(impression, "click", product_id)
         user = self.user_state(user_id, state)
         # The click is the newest recent click, whose name user_state has just looked up.
         name = next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id)
@@ -441,7 +506,9 @@ class DemoApp:
 
     def dismiss(self, user_id: str, fields: Fields) -> dict[str, Any]:
         product_id = parse_product_id(fields)
-        result, state = self.recommender.dismiss_with_state(user_id, product_id)
+        impression = self.impression_of(user_id, fields, product_id)
+        result, state = self.ranker_for(user_id)[1].dismiss_with_state(user_id, product_id)
+        self.attribute(impression, "dismiss", product_id)
         user = self.user_state(user_id, state)
         name = next((c["name"] for c in user["dismissed"] if c["id"] == product_id), product_id)
         return {
@@ -451,6 +518,33 @@ class DemoApp:
             "name": name,
             "user": user,
         }
+
+    def impression_of(self, user_id: str, fields: Fields, product_id: str) -> Impression | None:
+        """The impression a click or event names by its rec_id, checked before anything is
+        written (an unknown rec_id, another user's, or one without the product is refused with
+        nothing applied); None without a rec_id."""
+        rec_id = parse_rec_id(fields)
+        if rec_id is None:
+            return None
+        if self.impressions is None:
+            raise ApiError(400, "this server logs no impressions (--no-impressions): send no rec_id")
+        return self.impressions.find(user_id, rec_id, product_id)
+
+    def attribute(self, impression: Impression | None, kind: str, product_id: str) -> None:
+        """Count a recorded event, and join it to its impression when it came from one."""
+        self.metrics.event(kind)
+        if kind == "click":
+            self.metrics.click(impression.source if impression else "none", impression.arm if impression else "none")
+        if impression is not None and self.impressions is not None:
+            self.impressions.record_outcome(impression, kind, product_id)
+
+    def report(self, user_id: str, fields: Fields) -> dict[str, Any]:
+        """GET /report: click-through and conversion by list source and arm over `window` seconds."""
+        if self.impressions is None:
+            raise ApiError(404, "this server logs no impressions (--no-impressions), so it has no report")
+        window = parse_optional_float(fields, "window", low=1, high=MAX_REPORT_WINDOW_S) or DEFAULT_REPORT_WINDOW_S
+        impressions, outcomes = self.impressions.window(window)
+        return build_report(impressions, outcomes, window, self.experiment)
 
     def reset_user(self, user_id: str, fields: Fields) -> dict[str, Any]:
         self.recommender.reset_user(user_id)
@@ -522,8 +616,8 @@ ServiceEndpoint = Callable[[DemoApp], dict[str, Any]]
 def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
     """The library's errors as the API's answers, in one place: bad arguments are the client's
     400, an unknown product a 404, and conditions of Redis (no index, writes refused, replicas
-    that did not acknowledge) a 503 that says what is wrong. Redis being unreachable is the
-    transport's 503 (demo_server.py)."""
+    that did not acknowledge) a 503 that says what is wrong, its cause kept (`from exc`) for the
+    Redis-error metric. Redis being unreachable is the transport's 503 (demo_server.py)."""
 
     @functools.wraps(endpoint)
     def answer(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
@@ -531,16 +625,18 @@ def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[
             return endpoint(*args, **kwargs)
         except ProductNotFoundError as exc:
             raise ApiError(404, f"no product with id {exc.product_id!r}") from None
+        except ImpressionError as exc:
+            raise ApiError(exc.status, str(exc)) from None
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        except IndexMissingError:
-            raise ApiError(503, "the search index is missing: POST /reset-index to rebuild it") from None
+        except IndexMissingError as exc:
+            raise ApiError(503, "the search index is missing: POST /reset-index to rebuild it") from exc
         except WriteRefusedError as exc:
             log.error("write refused by Redis: %s", exc)
-            raise ApiError(503, f"Redis refused the write: {exc.reason}; nothing was saved", RETRY_LATER) from None
+            raise ApiError(503, f"Redis refused the write: {exc.reason}; nothing was saved", RETRY_LATER) from exc
         except ReplicationTimeoutError as exc:
             log.error("write not acknowledged by replicas: %s", exc)
-            raise ApiError(503, f"the write was not confirmed by enough replicas ({exc}); retry", RETRY_LATER) from None
+            raise ApiError(503, f"the write was not confirmed by enough replicas ({exc}); retry", RETRY_LATER) from exc
 
     return answer
 
@@ -566,6 +662,7 @@ API_ROUTES: dict[str, Route] = {
         ("/reset-user", "POST", DemoApp.reset_user),
         ("/reset-index", "POST", DemoApp.reset_index),
         ("/refresh-embedding", "POST", DemoApp.refresh_embedding),
+        ("/report", "GET", DemoApp.report),
     )
 }
 

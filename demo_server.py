@@ -41,6 +41,8 @@ from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
 from recengine.http_request import ApiError, declared_body_length, parse_body, parse_form, split_target
+from recengine.impressions import ImpressionLog
+from recengine.metrics import EXPOSITION_CONTENT_TYPE, PrometheusMetrics, metrics_directory
 from recengine.server_cli import build_parser
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
@@ -76,6 +78,7 @@ BUSY_WAIT_S = 1.0
 BUSY_RETRY_AFTER_S = 1
 # A client that closes or resets its connection mid-request is normal, never a server error.
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+METRICS_PATH = "/metrics"
 
 
 def static_file(url_path: str) -> Path:
@@ -153,7 +156,9 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             log.debug("%s %s: the client went away (%s)", method, self.path[:200], type(exc).__name__)
             return
-        log.info("%s %s %d %.1fms", method, path, status, (time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        self.app.metrics.request(endpoint_label(path), status, elapsed)
+        log.info("%s %s %d %.1fms", method, path, status, elapsed * 1000)
 
     def respond(self, method: str) -> tuple[int, str]:
         """Answer the request; (status, path for the log). Only a failure to talk to the client
@@ -168,15 +173,19 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         except CLIENT_GONE:
             raise
         except ApiError as exc:
+            if exc.__cause__ is not None:  # a condition of Redis (answering_library_errors)
+                self.app.metrics.redis_error(type(exc.__cause__).__name__)
             self.send_json(exc.status, {"error": exc.message}, exc.headers)
             return exc.status, path
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.app.metrics.redis_error(type(exc).__name__)
             log.warning("Redis unreachable during %s %s: %s", method, path, exc)
             self.send_json(503, {"error": f"Redis is unreachable ({self.app.redis_description}); retry shortly"})
             return 503, path
         except redis.ResponseError as exc:
             # The library's classifier reads Redis' wording (FT.SEARCH's and FT.INFO's differ).
             missing = is_missing_index_error(exc)
+            self.app.metrics.redis_error(type(exc).__name__)
             log.exception("Redis error on %s %s", method, path)
             message = (
                 "the search index is missing: POST /reset-index to rebuild it"
@@ -225,6 +234,8 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             return self.send_file(
                 STATIC_DIR / "index.html" if path == "/" else static_file(path), head=method == "HEAD"
             )
+        if path == METRICS_PATH:
+            return self.send_metrics(method)
         service = SERVICE_ROUTES.get(path)
         if service is not None:
             # Probes and the contract: no user, cookie, body, same-origin rule or API slot.
@@ -249,6 +260,23 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         with self.server.api_slot():
             payload = route.endpoint(self.app, user_id, fields)
         self.send_json(200, payload)
+        return 200
+
+    def send_metrics(self, method: str) -> int:
+        """GET /metrics: every worker's values in Prometheus' text format. Like the probes: no
+        user, cookie, body, same-origin rule or API slot (it reads local files, not Redis)."""
+        if method not in ("GET", "HEAD"):
+            raise ApiError(405, f"{METRICS_PATH} accepts GET only", {"Allow": "GET, HEAD"})
+        body = self.app.metrics.exposition()
+        if body is None:
+            raise ApiError(404, "metrics are off on this server (--no-metrics)")
+        self.send_response(200)
+        self.send_header("Content-Type", EXPOSITION_CONTENT_TYPE)
+        self.send_header("Cache-Control", "no-store")
+        self.finish_headers(body, None)
+        if method != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
         return 200
 
     def check_same_origin(self) -> None:
@@ -350,6 +378,14 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         """handle_request logs one line per request with its duration instead."""
 
 
+def endpoint_label(path: str) -> str:
+    """The metrics' endpoint label: a path the server routes, "/static" for the page's files, and
+    "other" for anything else (a path a client made up must not become a label)."""
+    if path in API_ROUTES or path in SERVICE_ROUTES or path in ("/", METRICS_PATH):
+        return path
+    return "/static" if path.startswith("/static/") else "other"
+
+
 class DemoServer(ThreadingHTTPServer):
     """The demo's HTTP server for one DemoApp.
 
@@ -438,7 +474,7 @@ def build_server(
     replacement worker, which must not wipe what users did meanwhile."""
     timings = {"redis": shared.redis_seconds}
     t0 = time.perf_counter()
-    embedder = LocalEmbedder(args.model, backend=args.embedding_backend)
+    embedder = LocalEmbedder(args.model, backend=args.embedding_backend, query_encoder=args.query_encoder)
     embedder.encode_one("warm up the model before the first request")
     timings["model"] = time.perf_counter() - t0
     catalog = shared.catalog
@@ -459,7 +495,12 @@ def build_server(
         min_replicas_ack=args.min_replicas_ack,
         replica_ack_timeout_ms=args.replica_ack_timeout_ms,
     )
-    app = DemoApp(recommender, embedder, catalog, default_k=args.topk, redis_description=shared.redis.description)
+    app = DemoApp(
+        recommender, embedder, catalog, default_k=args.topk, redis_description=shared.redis.description,
+        metrics=None if args.no_metrics else PrometheusMetrics(),
+        impressions=None if args.no_impressions else ImpressionLog(shared.redis.client, args.impressions_cap),
+        experiment=args.experiment,
+    )  # fmt: skip
     count = None
     if seed:
         t0 = time.perf_counter()
@@ -601,13 +642,21 @@ def serve_workers(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.query_encoder == "int8" and args.embedding_backend != "onnx":
+        parser.error("--query-encoder int8 runs on the onnx backend: drop --embedding-backend torch")
     pid = "[%(process)d]" if args.workers > 1 else ""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
     warn_if_exposed(args.host)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop_serving)
-    return serve_workers(args) if args.workers > 1 else serve_one(args)
+    if args.experiment is not None:
+        log.info("experiment %s: %s", args.experiment.name,
+                 ", ".join(f"{arm.name} {arm.share:.0%}" for arm in args.experiment.arms))  # fmt: skip
+    # Every process of this run (the workers are forked inside) writes its metrics here.
+    with contextlib.nullcontext() if args.no_metrics else metrics_directory():
+        return serve_workers(args) if args.workers > 1 else serve_one(args)
 
 
 if __name__ == "__main__":

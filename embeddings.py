@@ -26,9 +26,9 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 from tqdm import tqdm
@@ -48,6 +48,10 @@ ONNX_TWIN_ORG = "Xenova"
 # A model folder in the Hugging Face cache: .../models--<org>--<name>/snapshots/<revision>.
 HF_CACHE_FOLDER = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)")
 BACKENDS = ("torch", "onnx")
+# How queries are embedded on the onnx backend (products always use the float graph, see
+# OnnxEncoder). bench/encoder.py measured both; README's Performance section has the table.
+QUERY_ENCODERS = ("float", "int8")
+QueryEncoderName = Literal["float", "int8"]
 ONNX_CACHE_ENV = "RECOMMENDER_ONNX_CACHE"
 ONNX_OPSET = 17
 # The export traces a padded batch, so that the attention mask is part of the graph, then checks
@@ -373,6 +377,113 @@ def export_onnx(directory: Path, tokenizer: Any, path: Path) -> None:
         raise EmbeddingBackendError(f"the ONNX export of {directory} does not reproduce torch's output")
 
 
+# --- graphs derived from the export: fused float, and int8 for queries ---------------------
+
+# A derived graph is cosine-checked against the export's vectors on EXPORT_CHECK. The fused graph
+# computes the same function (min cosine 0.9999999 over 200 texts, measured); int8 weights move
+# vectors a little (min 0.983 over the same texts, measured), so its bar only catches a broken
+# quantisation, not a worse one: bench/encoder.py measures what it costs in rankings.
+FUSED_MIN_COSINE = 0.99999
+INT8_MIN_COSINE = 0.95
+
+
+def derived_model_path(export: Path, kind: str) -> Path:
+    """Where a graph derived from `export` is cached: beside it, named by what it is and by the
+    onnxruntime version that made it (fused graphs use that version's contrib operators)."""
+    import onnxruntime
+
+    return export.with_name(f"model-{kind}-ort{onnxruntime.__version__}.onnx")
+
+
+def ensure_derived(export: Path, kind: str, make: Callable[[Path], None], check: Callable[[Path], None]) -> Path:
+    """The cached derived graph, made from `export` now if missing (atomically, like the export
+    itself) and checked before it is kept; offline, without torch."""
+    target = derived_model_path(export, kind)
+    if target.exists():
+        return target
+    log.info("deriving the %s graph of %s (once; a few seconds)", kind, export.parent.name)
+    try:
+        with atomic_path(target) as temp:
+            make(temp)
+            check(temp)
+    except OSError as exc:
+        raise EmbeddingBackendError(f"cannot write the {kind} graph to {target.parent}: {exc}") from exc
+    return target
+
+
+def fuse_transformer(directory: Path, export: Path, path: Path) -> None:
+    """onnxruntime's transformer optimizer: attention, embedding+LayerNorm, skip+LayerNorm and
+    bias+GELU become single fused operators (about 100 nodes become 44 for MiniLM), which is what
+    makes a single short query fast. onnxruntime's own ORT_ENABLE_ALL session optimisations do
+    less of this (bench/encoder.py measures both)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = read_json(directory / "config.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimized = optimize_model(
+            str(export),
+            model_type="bert",
+            num_heads=int(config.get("num_attention_heads", 0)),
+            hidden_size=int(config.get("hidden_size", 0)),
+            opt_level=0,
+        )
+    optimized.save_model_to_file(str(path))
+
+
+def quantize_int8(
+    source: Path, path: Path, *, per_channel: bool = True, signed: bool = True, exclude: Sequence[str] = ()
+) -> None:
+    """Dynamic int8 quantisation (weights int8, activations quantised at run time) of `source`,
+    as shipped: the fused graph, one scale per output channel (per-tensor scales move vectors
+    several times as far), signed weights. The keywords are for bench/encoder.py's comparisons."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs advice for static quantisation to the root logger
+    try:
+        quantize_dynamic(
+            source,
+            path,
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+            nodes_to_exclude=list(exclude),
+            # The fused operators are outside ONNX's shape inference; their outputs are float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
+
+
+def check_vectors(tokenizer: Any, reference: Path, min_cosine: float) -> Callable[[Path], None]:
+    """A check that a derived graph's sentence vectors for EXPORT_CHECK are within `min_cosine`
+    of the reference graph's (each text alone: that is how queries are embedded)."""
+
+    def check(path: Path) -> None:
+        expected, actual = open_session(reference), open_session(path)
+        for text in EXPORT_CHECK:
+            features = tokenize(tokenizer, [text])
+            pair = normalize_rows(np.concatenate([pooled_output(expected, features), pooled_output(actual, features)]))
+            cosine = float(pair[0] @ pair[1])
+            if cosine < min_cosine:
+                raise EmbeddingBackendError(
+                    f"the derived graph {path.name} gives vectors at cosine {cosine:.4f} from the export's "
+                    f"(at least {min_cosine} expected): delete {path.parent} to export again"
+                )
+
+    return check
+
+
+def pooled_output(session: Any, features: Features) -> np.ndarray:
+    """One session run, mean-pooled over each text's real tokens (not normalised: that is the
+    model's Normalize module's job, which sentence-transformers applies only if it has one)."""
+    names = [node.name for node in session.get_inputs()]
+    (tokens,) = session.run(["token_embeddings"], {name: features[name] for name in names})
+    return mean_pool(tokens, features["attention_mask"])
+
+
 def require_onnxruntime() -> None:
     """Fail before anything is exported if the backend could not run the result anyway."""
     try:
@@ -429,13 +540,29 @@ class OnnxEncoder:
     SentenceTransformer there): `encode` with sentence-transformers' own keywords, and
     `get_sentence_embedding_dimension` (and its newer name, `get_embedding_dimension`)."""
 
-    def __init__(self, model_name: str, model_dir: Path) -> None:
+    def __init__(self, model_name: str, model_dir: Path, query_encoder: QueryEncoderName = "float") -> None:
         require_onnxruntime()
         directory = transformer_dir(model_dir)
         self._tokenizer = load_tokenizer(directory)
         self.path = ensure_onnx_export(model_name, directory, self._tokenizer)
-        self._session = open_session(self.path)
-        self._inputs = [node.name for node in self._session.get_inputs()]
+        self.fused_path = ensure_derived(
+            self.path,
+            "fused",
+            lambda path: fuse_transformer(directory, self.path, path),
+            check_vectors(self._tokenizer, self.path, FUSED_MIN_COSINE),
+        )
+        self._session = open_session(self.fused_path)
+        self.query_encoder: QueryEncoderName = query_encoder
+        self.query_path = self.fused_path
+        self._query_session = self._session
+        if query_encoder == "int8":
+            self.query_path = ensure_derived(
+                self.path,
+                "int8",
+                lambda path: quantize_int8(self.fused_path, path),
+                check_vectors(self._tokenizer, self.fused_path, INT8_MIN_COSINE),
+            )
+            self._query_session = open_session(self.query_path)
         self.dim: int = int(self._session.get_outputs()[0].shape[-1])
 
     def get_embedding_dimension(self) -> int:
@@ -470,9 +597,20 @@ class OnnxEncoder:
         return vectors if convert_to_numpy else list(vectors)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        features = tokenize(self._tokenizer, texts)
-        (tokens,) = self._session.run(["token_embeddings"], {name: features[name] for name in self._inputs})
-        return mean_pool(tokens, features["attention_mask"])
+        return pooled_output(self._session, tokenize(self._tokenizer, texts))
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) L2-normalised vectors of query texts, from the query graph. The int8 graph
+        embeds each text alone: it quantises activations with one scale per call, so a query
+        batched with others would get a slightly different vector (up to 0.04 per component,
+        measured) and the same query would rank differently under load. Alone, an int8 query
+        still costs less than a float one in a batch of 16 (bench/encoder.py)."""
+        if self.query_encoder == "float":
+            return normalize_rows(self._embed(list(texts)))
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            vectors[row] = pooled_output(self._query_session, tokenize(self._tokenizer, [text]))[0]
+        return normalize_rows(vectors)
 
 
 class LocalEmbedder:
@@ -482,11 +620,26 @@ class LocalEmbedder:
     Code written for the reference's LocalEmbedder runs unchanged: LocalEmbedder(model_name=...)
     (any name of the bundled weights, "sentence-transformers/all-MiniLM-L6-v2" included, loads
     the bundled package), the attributes model_name, model and dim, encode_one, encode_many on
-    any iterable of texts, and the static to_bytes."""
+    any iterable of texts, and the static to_bytes.
 
-    def __init__(self, model_name: str | os.PathLike | None = None, backend: str = "torch") -> None:
+    `query_encoder` says how encode_queries embeds search queries: "float" (the same vectors as
+    encode_many) or, on the onnx backend, "int8" (a quantised copy of the model, faster per query
+    with slightly different vectors). Products always go through encode_many, the float model,
+    so that catalogs stay comparable with every other port's."""
+
+    def __init__(
+        self,
+        model_name: str | os.PathLike | None = None,
+        backend: str = "torch",
+        query_encoder: str = "float",
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if query_encoder not in QUERY_ENCODERS:
+            raise ValueError(f"unknown query encoder {query_encoder!r}: use one of {', '.join(QUERY_ENCODERS)}")
+        if query_encoder != "float" and backend != "onnx":
+            raise ValueError(f"the {query_encoder} query encoder runs on the onnx backend: use backend='onnx'")
+        self.query_encoder = cast(QueryEncoderName, query_encoder)
         # Set before huggingface_hub is imported (by either backend), which reads it once.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.backend = backend
@@ -496,7 +649,7 @@ class LocalEmbedder:
         self.model: Any = (
             load_sentence_transformer(location)
             if backend == "torch"
-            else OnnxEncoder(onnx_cache_name(location), resolve_model_dir(location))
+            else OnnxEncoder(onnx_cache_name(location), resolve_model_dir(location), self.query_encoder)
         )
         self.dim: int = int(self.model.get_embedding_dimension())
 
@@ -513,6 +666,14 @@ class LocalEmbedder:
     def encode_one(self, text: str) -> np.ndarray:
         """(dim,) float32, L2-normalised."""
         return self.encode_many([text])[0]
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32, L2-normalised vectors of search queries, from the query encoder."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.backend == "torch":
+            return self.encode_many(texts, batch_size=len(texts))
+        return cast(np.ndarray, self.model.encode_queries(texts))
 
     @staticmethod
     def to_bytes(vector: Any) -> bytes:

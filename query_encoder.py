@@ -11,7 +11,7 @@ idle and nothing else is queued, the caller takes the model and runs the batch o
 (leader); otherwise it waits for its vector while the model is busy, and a worker thread embeds
 what queued meanwhile as soon as the model is free. Whoever runs a batch first waits until
 `window_s` after the oldest queued text arrived, or until `max_batch` distinct texts wait, then
-embeds them together (one `encode_many` call, or one per length group, below) and hands every
+embeds them together (one embedder call, or one per kind and length group, below) and hands every
 caller its row. Identical texts waiting at the same time (queued or being embedded) share one
 row. When a model call fails, its texts are embedded again one by one, so the error reaches the
 callers of the text that fails alone (every caller of the batch if everything fails), and the
@@ -39,7 +39,13 @@ remains configurable.
 Batched vectors are the single-call vectors: the ONNX export masks padding in attention and
 mean-pools over real tokens only, and on the project's machine 200 varied texts (empty to
 over 256 tokens) embedded in shuffled batches of 8 and 16 matched their single calls bit for
-bit (bench/batching.py; tests/integration/test_query_encoder.py checks them to 1e-6).
+bit (bench/batching.py; tests/integration/test_query_encoder.py checks them to 1e-6). With the
+int8 query encoder (LocalEmbedder(query_encoder="int8")) the embedder runs each query of a batch
+alone, for the same reason: its activation scales are per call (embeddings.OnnxEncoder).
+
+Queries go to the embedder's encode_queries (its query encoder: float or int8), product texts
+(encode_uncached) to encode_many, the float model, so that a refreshed product vector is the one
+a catalog build would write. A batch is cut by kind before length.
 
 Padding costs time, though: every text of a call is padded to its longest, so fifteen short
 queries batched with one 1000-character text cost about six times as much as the two groups
@@ -59,6 +65,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -91,23 +98,39 @@ class EncoderStats:
     largest_batch: int
 
 
+class EncoderObserver(Protocol):
+    """Told of every cache lookup and model call as they happen (the server's metrics)."""
+
+    def query_cache(self, hit: bool) -> None: ...
+
+    def encoder_batch(self, size: int) -> None: ...
+
+
+TextKind = Literal["query", "product"]
+
+
 @dataclass
 class PendingText:
     """One distinct text queued or being embedded; every caller that asked for it waits on
-    `vector`. `remember` says whether any of them wants the result cached."""
+    `vector`. A query is embedded by the query encoder and cached; a product text by the float
+    model (catalog vectors stay the float model's) and not cached."""
 
     text: str
+    kind: TextKind
     arrived: float
-    remember: bool
     vector: Future[np.ndarray] = field(default_factory=Future)
 
 
 def length_groups(batch: Sequence[PendingText]) -> list[list[PendingText]]:
-    """The batch cut into runs of similar length, shortest first, so that padding to the longest
-    text of a call wastes at most about half of it."""
+    """The batch cut into runs of one kind and similar length, shortest first, so that padding
+    to the longest text of a call wastes at most about half of it."""
     groups: list[list[PendingText]] = []
-    for pending in sorted(batch, key=lambda pending: len(pending.text)):
-        if groups and len(pending.text) + LENGTH_SLACK <= MAX_PADDING_RATIO * (len(groups[-1][0].text) + LENGTH_SLACK):
+    for pending in sorted(batch, key=lambda pending: (pending.kind, len(pending.text))):
+        if (
+            groups
+            and groups[-1][0].kind == pending.kind
+            and len(pending.text) + LENGTH_SLACK <= MAX_PADDING_RATIO * (len(groups[-1][0].text) + LENGTH_SLACK)
+        ):
             groups[-1].append(pending)
         else:
             groups.append([pending])
@@ -149,6 +172,7 @@ class QueryEncoder:
         window_s: float = DEFAULT_WINDOW_S,
         max_batch: int = DEFAULT_MAX_BATCH,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        observer: EncoderObserver | None = None,
     ) -> None:
         if not (math.isfinite(window_s) and 0 <= window_s <= 1):
             raise ValueError(f"window_s must be from 0 to 1 second, got {window_s!r}")
@@ -159,9 +183,10 @@ class QueryEncoder:
         self.embedder = embedder
         self.window_s = window_s
         self.max_batch = max_batch
+        self._observer = observer
         self._cache = RecentVectors(cache_size)
         self._queue: deque[PendingText] = deque()
-        self._pending: dict[str, PendingText] = {}
+        self._pending: dict[tuple[TextKind, str], PendingText] = {}
         self._lock = threading.Condition()
         self._closed = False
         self._model_busy = False  # a batch is being collected or embedded, by a caller or the worker
@@ -178,23 +203,27 @@ class QueryEncoder:
             vector = self._cache.get(text)
             if vector is not None:
                 self._cache_hits += 1
-                return vector, True
-            pending, leads = self._enqueue(text, remember=True)
+            else:
+                pending, leads = self._enqueue(text, "query")
+        if self._observer is not None:
+            self._observer.query_cache(vector is not None)
+        if vector is not None:
+            return vector, True
         if leads:
             self._lead()
         return pending.vector.result(), False
 
     def encode_uncached(self, text: str) -> np.ndarray:
-        """The text's vector from the model, neither read from nor written to the cache: for
-        product texts (a refreshed embedding), which would only push queries out of it."""
+        """A product text's vector from the float model, neither read from nor written to the
+        cache (a refreshed embedding would only push queries out of it)."""
         with self._lock:
             self._requests += 1
-            pending, leads = self._enqueue(text, remember=False)
+            pending, leads = self._enqueue(text, "product")
         if leads:
             self._lead()
         return pending.vector.result()
 
-    def _enqueue(self, text: str, remember: bool) -> tuple[PendingText, bool]:
+    def _enqueue(self, text: str, kind: TextKind) -> tuple[PendingText, bool]:
         """Join the text's pending request or queue a new one; and whether this caller runs the
         model itself (it was idle with nothing queued), in which case the model is now taken.
         Called with the lock held."""
@@ -202,12 +231,11 @@ class QueryEncoder:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if self._closed:
             raise EncoderClosedError("the query encoder is closed")
-        pending = self._pending.get(text)
+        pending = self._pending.get((kind, text))
         if pending is not None:  # queued or being embedded: share its row
-            pending.remember = pending.remember or remember
             return pending, False
-        pending = PendingText(text, time.monotonic(), remember)
-        self._pending[text] = pending
+        pending = PendingText(text, kind, time.monotonic())
+        self._pending[kind, text] = pending
         self._queue.append(pending)
         if not self._model_busy and len(self._queue) == 1:
             self._model_busy = True
@@ -298,7 +326,7 @@ class QueryEncoder:
         the model cannot take (or a passing failure) costs only its own callers their vector,
         and they get the model's exception."""
         try:
-            rows = self._model_call([pending.text for pending in group])
+            rows = self._model_call(group[0].kind, [pending.text for pending in group])
         except Exception as exc:  # the callers decide what a failed embedding means
             if len(group) == 1:
                 self._deliver(group, [exc])
@@ -306,20 +334,26 @@ class QueryEncoder:
             outcomes: list[np.ndarray | Exception] = []
             for pending in group:
                 try:
-                    outcomes.extend(self._model_call([pending.text]))
+                    outcomes.extend(self._model_call(pending.kind, [pending.text]))
                 except Exception as single_exc:
                     outcomes.append(single_exc)
             self._deliver(group, outcomes)
             return
         self._deliver(group, rows)
 
-    def _model_call(self, texts: list[str]) -> list[np.ndarray]:
-        """Read-only vectors, one per text, from a single encode_many call."""
+    def _model_call(self, kind: TextKind, texts: list[str]) -> list[np.ndarray]:
+        """Read-only vectors, one per text, from a single call of the embedder: encode_queries
+        for queries, encode_many (the float model) for product texts."""
         with self._lock:
             self._model_calls += 1
             self._texts_embedded += len(texts)
             self._largest_batch = max(self._largest_batch, len(texts))
-        vectors = self.embedder.encode_many(texts, batch_size=len(texts))
+        if self._observer is not None:
+            self._observer.encoder_batch(len(texts))
+        if kind == "query":
+            vectors = self.embedder.encode_queries(texts)
+        else:
+            vectors = self.embedder.encode_many(texts, batch_size=len(texts))
         if len(vectors) != len(texts):
             raise RuntimeError(f"the embedder returned {len(vectors)} vectors for {len(texts)} texts")
         rows = []
@@ -335,9 +369,9 @@ class QueryEncoder:
         step as it enters the cache, so a caller arriving meanwhile finds it in one or the other."""
         with self._lock:
             for pending, outcome in zip(batch, outcomes, strict=True):
-                if pending.remember and isinstance(outcome, np.ndarray):
+                if pending.kind == "query" and isinstance(outcome, np.ndarray):
                     self._cache.put(pending.text, outcome)
-                del self._pending[pending.text]
+                del self._pending[pending.kind, pending.text]
         for pending, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, np.ndarray):
                 pending.vector.set_result(outcome)

@@ -53,7 +53,9 @@ class Why:
     affinity_bonus lowers the score (a liked category), affinity_penalty raises it (a dismissed
     one); category_boost is similar()'s same-category preference; mmr_penalty is the redundancy
     term maximal marginal relevance charged when it picked the item; popularity is the decayed
-    click count of popular results; excluded_count belongs to the request and is repeated here so
+    click count of popular results; text_bonus is what the words' BM25 match took off the
+    score of a typed query, relevance_rank its place by the query alone (before personalisation),
+    which bounds how far personalisation may move it; excluded_count belongs to the request and is repeated here so
     that one card can say everything about itself.
     """
 
@@ -66,6 +68,8 @@ class Why:
     mmr_penalty: float | None = None
     popularity: float | None = None
     excluded_count: int | None = None
+    text_bonus: float | None = None
+    relevance_rank: int | None = None
 
     def to_dict(self) -> dict[str, float | int]:
         """The terms that played a part (None fields are left out), as JSON-ready numbers."""
@@ -154,6 +158,10 @@ class RankingConfig:
     updated; affinity_half_life_s, the same for affinities (longer: tastes outlast sessions).
     popularity_half_life_s: a click this long ago counts half in popular().
     same_category_boost: similar()'s default preference for the product's own category.
+    text_weight: a typed query's score is vector_distance − text_weight·(BM25 / the best BM25).
+    understood_category_boost: taken off the score of products in a category the query names.
+    typed_query_tier: for a query that names a kind of product, personalisation re-orders only
+    within runs of this many results by the query's own relevance (1: not at all).
     """
 
     session_weight: float = 0.3
@@ -167,13 +175,19 @@ class RankingConfig:
     affinity_half_life_s: float = 7 * 86400.0
     popularity_half_life_s: float = 7 * 86400.0
     same_category_boost: float = 0.1
+    text_weight: float = 0.1
+    understood_category_boost: float = 0.2
+    typed_query_tier: int = 3
 
     def __post_init__(self) -> None:
         for name in ("session_weight", "ewma_alpha"):
             check_unit_interval(name, getattr(self, name))
         if self.ewma_alpha == 0:
             raise ValueError("ewma_alpha must be greater than 0: a click must count")
-        for name in ("negative_weight", "affinity_weight", "affinity_step", "dismiss_step", "same_category_boost"):
+        for name in (
+            "negative_weight", "affinity_weight", "affinity_step", "dismiss_step", "same_category_boost",
+            "text_weight", "understood_category_boost",
+        ):  # fmt: skip
             value = finite_number(name, getattr(self, name))
             if value is None or value < 0:
                 raise ValueError(f"{name} must be a number of at least 0, got {getattr(self, name)!r}")
@@ -183,6 +197,9 @@ class RankingConfig:
                 raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
         if not isinstance(self.overfetch, int) or isinstance(self.overfetch, bool) or not 1 <= self.overfetch <= 100:
             raise ValueError(f"overfetch must be a whole number from 1 to 100, got {self.overfetch!r}")
+        tier = self.typed_query_tier
+        if not isinstance(tier, int) or isinstance(tier, bool) or not 1 <= tier <= 1000:
+            raise ValueError(f"typed_query_tier must be a whole number from 1 to 1000, got {tier!r}")
 
 
 class DictResult(dict[str, Any]):
@@ -226,7 +243,8 @@ class Recommendation:
     used_rerank: an affinity changed at least one score. session_weight: the session's share of
     the query after fading (0 when unused). excluded_count: products left out because the user
     dismissed or (with exclude_clicked) clicked them. exhausted: fewer than k came back because
-    fewer than k products pass the filters and exclusions.
+    fewer than k products pass the filters and exclusions. understood: what query understanding
+    read in a typed query's text.
     """
 
     candidates: list[Candidate]
@@ -239,6 +257,8 @@ class Recommendation:
     exhausted: bool = False
     search_ms: float = 0.0
     rerank_ms: float = 0.0
+    # A typed query's understood facets, words and what was ignored (None: no text was given).
+    understood: Mapping[str, Any] | None = None
 
 
 # --- fading: what a user's signals weigh now ---------------------------------------------------
@@ -459,6 +479,70 @@ def intra_list_similarity(vectors: Sequence[Vector]) -> float:
     similarity = matrix @ matrix.T
     n = len(vectors)
     return float((similarity.sum() - np.trace(similarity)) / (n * (n - 1)))
+
+
+# --- a typed query: text and vector fused, personalisation bounded by relevance ------------------
+
+
+def cosine_distance(query: Vector, vector: Vector | None) -> float:
+    """The index's COSINE distance (1 − cosine) for a product the KNN did not bring; 2 without a
+    vector (the farthest)."""
+    if vector is None:
+        return 2.0
+    norm = float(np.linalg.norm(query) * np.linalg.norm(vector))
+    return 1.0 - float(np.dot(query, vector)) / norm if norm else 2.0
+
+
+def fuse_text_scores(candidates: Iterable[Candidate], text_scores: Mapping[str, float], text_weight: float) -> None:
+    """Weighted-sum fusion, in place: score = vector_distance − text_weight·(BM25 / best BM25),
+    the bonus recorded in why.text_bonus. Normalising by the best match keeps the bonus within
+    [0, text_weight], on the distance's own scale, whatever BM25's range for this query."""
+    best = max(text_scores.values(), default=0.0)
+    for candidate in candidates:
+        candidate.score = candidate.vector_distance
+        matched = text_scores.get(candidate.id, 0.0)
+        if best > 0 and matched > 0 and text_weight > 0:
+            bonus = text_weight * matched / best
+            candidate.score -= bonus
+            candidate.why.text_bonus = round(bonus, 6)
+
+
+def boost_understood_category(candidates: Iterable[Candidate], category: str | None, boost: float) -> None:
+    """A category the query names lowers its products' scores by `boost`, in place (why.category_boost)."""
+    if category is None or boost <= 0:
+        return
+    for candidate in candidates:
+        if candidate.category == category:
+            candidate.score -= boost
+            candidate.why.category_boost = boost
+
+
+def personalise_within_tiers(
+    candidates: list[Candidate], affinities: Mapping[str, float], affinity_weight: float, tier: int | None
+) -> bool:
+    """Personalise a typed query's list, in place, without letting it override the query.
+
+    The candidates arrive sorted by the query's relevance; each keeps that place in
+    why.relevance_rank. The affinity term (a bonus for liked categories, a penalty for dismissed
+    ones) is added to every score and shown in why, as for the feed, but with `tier` the list is
+    then sorted by (relevance_rank // tier, score): a result moves only within its run of `tier`,
+    so a dismissal marks a category down without hiding it from a query that names it. None:
+    sorted by score alone. Whether any score changed."""
+    changed = False
+    for rank, candidate in enumerate(candidates):
+        candidate.why.relevance_rank = rank
+        term = affinity_term(affinities.get(candidate.category, 0.0), affinity_weight)
+        if term < 0:
+            candidate.why.affinity_bonus = -term
+        elif term > 0:
+            candidate.why.affinity_penalty = term
+        candidate.score += term
+        changed = changed or term != 0
+    if tier is None:
+        candidates.sort(key=score_order)
+    else:
+        candidates.sort(key=lambda c: (c.why.relevance_rank // tier, *score_order(c)))  # type: ignore[operator]
+    return changed
 
 
 # --- popularity ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ in ranking.py, without Redis.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -47,7 +48,7 @@ from recengine.errors import (
     is_missing_index_error,
 )
 from recengine.events import UserEvents
-from recengine.feeds import Feeds
+from recengine.feeds import Feeds, VocabularyCache
 from recengine.layout import (
     AFFINITY_AT_FIELD,
     AFFINITY_PREFIX,
@@ -255,6 +256,14 @@ class RedisRecommender:
         self.clock = clock
         self._wire(store)
 
+    def with_config(self, config: RankingConfig) -> RedisRecommender:
+        """This recommender (the same Redis, index, keys and settings) ranking with another
+        RankingConfig: an experiment's arm ranks and records clicks this way."""
+        other = copy.copy(self)
+        other.config = config
+        other._wire(self._store)
+        return other
+
     def _wire(self, store: Store) -> None:
         """The parts, each given what it needs of the settings."""
         self._store = store
@@ -270,7 +279,10 @@ class RedisRecommender:
             store, self._keys, self.vector_dim, self.ef_runtime, self.hybrid_policy,
             self.config.popularity_half_life_s,
         )  # fmt: skip
-        self._feeds = Feeds(store, self._keys, self._retrieval, self._users, self.config, self.clock, self.vector_dim)
+        self._feeds = Feeds(
+            store, self._keys, self._retrieval, self._users, self.config, self.clock, self.vector_dim,
+            VocabularyCache(self._catalog.vocabulary),
+        )  # fmt: skip
 
     # keys
 
@@ -445,16 +457,25 @@ class RedisRecommender:
         use_rerank: bool = True,
         exclude_clicked: bool = False,
         diversity: float = 0.0,
+        query_text: str | None = None,
+        understand: bool = True,
     ) -> Recommendation:
         """A typed query, personalised: the query vector blended with the user's (faded) session
         and pushed away from what they dismissed, KNN with the filters over `k × overfetch`
         candidates, dismissed (and with exclude_clicked, clicked) products left out with k kept
         full, rerank by (faded) category affinity, then MMR when diversity > 0.
 
+        With `query_text` (the words query_vec embeds) the query is also read: with `understand`
+        the brand, price, stock and rating it names become filters where `filters` leave them open
+        and a category it names a boost (Recommendation.understood says what was read and what
+        was ignored); its words are matched by BM25 and fused with the KNN; and when the words
+        name a kind of product, personalisation only re-orders within the query's relevance
+        (RankingConfig.typed_query_tier).
+
         Raises ValueError for bad arguments, IndexMissingError without an index.
         """
         return self._feeds.recommend(
-            query_vec, user_id, k, filters, use_session, use_rerank, exclude_clicked, diversity
+            query_vec, user_id, k, filters, use_session, use_rerank, exclude_clicked, diversity, query_text, understand
         )
 
     def for_you(

@@ -20,6 +20,8 @@ protocol the server should speak.
     .venv/bin/python -m bench.http
     .venv/bin/python -m bench.http --quick
     .venv/bin/python -m bench.http --server-arg=--embedding-backend=torch
+    .venv/bin/python -m bench.http --ab-metrics   (only: /search with metrics and impressions
+        against a second server started --no-metrics --no-impressions, requests interleaved)
 
 It starts its own Redis with Search and demo server on loopback. Results: tables on stdout and
 bench/results/http.json.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import json
 import logging
 import os
 import subprocess
@@ -399,6 +402,47 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"  the server should speak {choice['chosen']}")
 
 
+NO_MEASURING = ["--no-metrics", "--no-impressions"]
+
+
+def ab_metrics_cost(requests: int) -> dict[str, Any]:
+    """/search (cached queries, one client) on two servers over one Redis, one with metrics and
+    impression logging and one --no-metrics --no-impressions, request by request in alternating
+    order, so that the machine's other load falls on both alike. Every request of the first
+    writes an impression (XADD) and counts its latency, cache lookup and impression."""
+    with LocalRedis() as redis_server:
+        measured = start_demo_server(redis_server.url)
+        bare = start_demo_server(redis_server.url, [*NO_MEASURING, "--no-reset"])
+        try:
+            clients = {"measured": JsonClient(measured.url), "bare": JsonClient(bare.url)}
+            for client in clients.values():
+                for n in range(50):
+                    client.call("POST", "/search", search_body("repeated", n))
+            times: dict[str, list[float]] = {name: [] for name in clients}
+            for n in range(requests):
+                order = list(clients) if n % 2 else list(reversed(clients))
+                for name in order:
+                    status, _, ms = clients[name].call("POST", "/search", search_body("repeated", n))
+                    if status != 200:
+                        raise RuntimeError(f"{name} server answered {status}")
+                    times[name].append(ms)
+            impressions = redis.Redis.from_url(redis_server.url).xlen("{recimp}:shown")
+        finally:
+            measured.stop()
+            bare.stop()
+    p50 = {name: float(np.percentile(values, 50)) for name, values in times.items()}
+    p90 = {name: float(np.percentile(values, 90)) for name, values in times.items()}
+    return {
+        "requests_each": requests,
+        "p50_ms": {k: round(v, 3) for k, v in p50.items()},
+        "p90_ms": {k: round(v, 3) for k, v in p90.items()},
+        "p50_ratio": round(p50["measured"] / p50["bare"], 3),
+        "p50_cost_ms": round(p50["measured"] - p50["bare"], 3),
+        "impressions_logged": impressions,
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 requests per phase, 300 samples per floor part")
@@ -407,7 +451,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="samples per floor part and parser (default 2000)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra demo_server.py argument (repeatable)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "http.json")
+    parser.add_argument(
+        "--ab-metrics", action="store_true", help="only the cost of metrics and impressions (see above)"
+    )
     args = parser.parse_args(argv)
+    if args.ab_metrics:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        cost = {"command": "python -m bench.http " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "machine": machine(), **ab_metrics_cost(args.requests or 2000)}  # fmt: skip
+        print(json.dumps(cost, indent=2))
+        write_result(RESULTS_DIR / "http_metrics_cost.json", cost)
+        return 0
     requests_per_phase = args.requests or (100 if args.quick else 400)
     samples = args.samples or (300 if args.quick else 2000)
     try:

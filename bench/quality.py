@@ -215,7 +215,21 @@ def filters_with_diversity(diversity: float) -> Retriever:
     return retrieve
 
 
+def text_only(understand: bool) -> Retriever:
+    """The query text alone through recommend(), no filters set by hand: BM25 fused with the KNN,
+    and with `understand` the facets the words name (no user, so nothing personal)."""
+
+    def retrieve(rec: RedisRecommender, vector: np.ndarray, query: JudgedQuery) -> list[Candidate]:
+        return rec.recommend(
+            vector, k=K, use_session=False, use_rerank=False, query_text=query.text, understand=understand
+        ).candidates
+
+    return retrieve
+
+
 QUERY_CONFIGS: dict[str, Retriever] = {
+    "text only": text_only(True),
+    "text only, no understanding": text_only(False),
     "knn": plain_knn,
     "knn+text": knn_text,
     "knn+filters": knn_filters,
@@ -568,6 +582,7 @@ def run_shopper(
             result = rec.recommend(
                 query_vectors[intent.query], user_id=user_id, k=K, use_session=config.use_session,
                 use_rerank=config.use_rerank, exclude_clicked=True, diversity=config.diversity,
+                query_text=intent.query,
             )  # fmt: skip
         shown = [c.id for c in result.candidates]
         views.append(RoundView(shown, intent.fits - clicked))
@@ -587,6 +602,7 @@ def run_shopper(
         result = rec.recommend(
             query_vectors[shopper.switch.text], user_id=user_id, k=K, use_session=config.use_session,
             use_rerank=config.use_rerank, exclude_clicked=True, diversity=config.diversity,
+            query_text=shopper.switch.text,
         )  # fmt: skip
         switch_shown = [c.id for c in result.candidates]
     rec.reset_user(user_id)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,11 +20,15 @@ from recengine.errors import (
     is_index_exists_error,
     is_no_product_error,
 )
+from recengine.intent import Vocabulary
 from recengine.layout import PRODUCT_FIELDS, KeyLayout, index_schema, product_to_hash, vector_to_bytes
-from recengine.replies import aggregate_rows, index_info_from, product_summary, raw_rows, text
+from recengine.replies import aggregate_rows, index_info_from, number, product_summary, raw_rows, text
 from recengine.results import IndexInfo
 from recengine.scripts import RefreshEmbedding, ScriptCall, Scripts, run_scripts_then
 from recengine.store import Store
+
+# "Cheap" means the cheapest third of the catalogue.
+CHEAP_QUANTILE = 1 / 3
 
 
 @dataclass(eq=False)
@@ -165,3 +170,23 @@ class Catalog:
             return []
         values = {fields.get(field_name, "") for fields in aggregate_rows(response)}
         return sorted(v for v in values if v)
+
+    def vocabulary(self) -> Vocabulary:
+        """The facet values query understanding recognises, from the index itself (so a user's own
+        catalogue needs no configuration): its brands and categories as written, and the price
+        below which a third of its products lie ("cheap"). One pipelined round trip."""
+        index = self.keys.index_name
+        replies = self.store.search_many(
+            [
+                query.distinct_values_command(index, "brand"),
+                query.distinct_values_command(index, "category"),
+                query.price_quantile_command(index, CHEAP_QUANTILE),
+            ]
+        )
+        brands, categories = (
+            tuple(sorted({row.get(name, "") for row in aggregate_rows(reply)} - {""}))
+            for name, reply in (("brand", replies[0]), ("category", replies[1]))
+        )
+        prices = [number(row.get("price"), default=math.nan) for row in aggregate_rows(replies[2])]
+        cheap = prices[0] if prices and math.isfinite(prices[0]) else None
+        return Vocabulary(brands, categories, cheap)

@@ -6,9 +6,10 @@ what produced it, along one path: _answer.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy.typing as npt
 
@@ -22,20 +23,25 @@ from ranking import (
     Why,
     blend_query,
     boost_category,
+    boost_understood_category,
     check_unit_interval,
+    cosine_distance,
     faded_affinities,
     finite_number,
+    fuse_text_scores,
     maximal_marginal_relevance,
     negative_weight,
+    personalise_within_tiers,
     rescore_by_affinity,
     score_order,
     session_is_live,
     session_weight,
 )
 from recengine.errors import ProductNotFoundError
+from recengine.intent import Ignored, Understood, Vocabulary, names_a_product, understand, words_of
 from recengine.layout import EMBEDDING_FIELD, KeyLayout, bytes_to_vector, checked_vector
 from recengine.query import NO_FILTERS, SearchFilters
-from recengine.replies import text
+from recengine.replies import candidate_from_row, text
 from recengine.results import CandidatePool, UserContext
 from recengine.retrieval import Retrieval
 from recengine.store import Store
@@ -45,6 +51,29 @@ from recengine.validation import MAX_K, check_k, check_product_id
 # Re-orders a pool's candidates (which the request owns: they may be changed in place); the new
 # order, and whether an affinity changed a score (Recommendation.used_rerank).
 Rescore = Callable[[list[Candidate]], tuple[list[Candidate], bool]]
+
+
+# How long the catalogue's brands and categories are trusted before they are read again: a
+# product added with a new brand is understood within this many seconds.
+VOCABULARY_TTL_S = 30.0
+
+
+@dataclass(eq=False)
+class VocabularyCache:
+    """The catalogue's vocabulary, read at most once per VOCABULARY_TTL_S (one pipelined
+    round trip), shared by every request of a recommender."""
+
+    read: Callable[[], Vocabulary]
+    _value: Vocabulary | None = None
+    _read_at: float = -VOCABULARY_TTL_S
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self) -> Vocabulary:
+        now = time.monotonic()
+        with self._lock:
+            if self._value is None or now - self._read_at >= VOCABULARY_TTL_S:
+                self._value, self._read_at = self.read(), now
+            return self._value
 
 
 def _as_found(candidates: list[Candidate]) -> tuple[list[Candidate], bool]:
@@ -80,6 +109,7 @@ class Feeds:
     config: RankingConfig
     clock: Callable[[], float]
     vector_dim: int
+    vocabulary: VocabularyCache
 
     def recommend(
         self,
@@ -91,6 +121,8 @@ class Feeds:
         use_rerank: bool,
         exclude_clicked: bool,
         diversity: float,
+        query_text: str | None = None,
+        understand_query: bool = True,
     ) -> Recommendation:
         k, filters, diversity = check_k(k), filters or NO_FILTERS, check_unit_interval("diversity", diversity)
         now = float(self.clock())
@@ -99,6 +131,11 @@ class Feeds:
         features = context.features if context else UserFeatures()
         session = session_weight(features, self.config, now) if use_session else 0.0
         negative = negative_weight(features, self.config, now) if use_session else 0.0
+        if query_text is not None:
+            return self._typed(
+                query, query_text, understand_query, filters, k, diversity, context, session, negative,
+                use_rerank, now,
+            )  # fmt: skip
         return self._rank(
             _Search(
                 source="query",
@@ -115,6 +152,71 @@ class Feeds:
                 rescore=self._by_affinity(context, now) if use_rerank and context is not None else _as_found,
             )
         )
+
+    def _typed(
+        self,
+        query: Vector,
+        query_text: str,
+        understand_query: bool,
+        filters: SearchFilters,
+        k: int,
+        diversity: float,
+        context: UserContext | None,
+        session: float,
+        negative: float,
+        use_rerank: bool,
+        now: float,
+    ) -> Recommendation:
+        """A typed query: its words understood (facets as filters, a category as a boost), BM25
+        over its remaining words fused with the KNN, and personalisation bounded by the query's
+        own relevance when the query names a kind of product (see ranking.personalise_within_tiers).
+
+        Both KNNs (the query's own, and the query blended with the session) and the BM25 search
+        go in one round trip; which KNN frames the list is decided by what the words matched. A
+        query that names no product (a vague one) is personalised as before: the session blends
+        in and the affinities re-rank freely."""
+        if understand_query:
+            understood = understand(query_text, self.vocabulary.get())
+        else:
+            understood = Understood(terms=words_of(query_text))
+        filters = _with_understood(filters, understood)
+        blended = blend_query(query, context.features.session_vec if context else None,
+                              context.features.negative_vec if context else None, session, negative)  # fmt: skip
+        personal = bool(session or negative)
+        vectors = [query, blended] if personal else [query]
+        want = self._pool_size(k, True, diversity)
+        excluded = context.excluded if context else frozenset()
+        filter_clause = filters.clause()
+        started = time.perf_counter()
+        pools, hits = self.retrieval.typed(vectors, filter_clause, understood.terms, want, excluded)
+        searched = time.perf_counter()
+        hit_names = [text(raw.get("name")) for raw in hits.rows.values()]
+        specific = bool(understood.brand or understood.category) or names_a_product(understood.terms, hit_names)
+        framed = specific or not personal
+        pool, vector = (pools[0], query) if framed else (pools[-1], blended)
+        known = {c.id for c in pool.candidates}
+        for pid, raw in hits.rows.items():
+            if pid not in known:
+                candidate = candidate_from_row(pid, raw)
+                stored = bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim)
+                candidate.vector_distance = candidate.score = cosine_distance(vector, stored)
+                candidate.why.vector_distance = round(candidate.vector_distance, 6)
+                pool.candidates.append(candidate)
+                pool.vectors[pid] = stored
+        fuse_text_scores(pool.candidates, hits.scores, self.config.text_weight)
+        boost_understood_category(pool.candidates, understood.category, self.config.understood_category_boost)
+        pool.candidates.sort(key=score_order)
+        changed = False
+        if use_rerank and context is not None:
+            affinities = faded_affinities(context.features, self.config, now)
+            tier = self.config.typed_query_tier if specific else None
+            changed = personalise_within_tiers(pool.candidates, affinities, self.config.affinity_weight, tier)
+        why = Why(
+            session_weight=None if framed or not session else round(session, 6),
+            negative_weight=None if framed or not negative else round(negative, 6),
+        )
+        answer = self._answer("query", filter_clause, pool, k, diversity, why, changed, started, searched)
+        return replace(answer, understood=understood.to_dict())
 
     def for_you(
         self, user_id: str, k: int, filters: SearchFilters | None, exclude_clicked: bool, diversity: float
@@ -288,3 +390,29 @@ class Feeds:
         if diversity:
             return maximal_marginal_relevance(candidates, [vectors.get(c.id) for c in candidates], k, diversity)
         return candidates[:k]
+
+
+def _with_understood(filters: SearchFilters, understood: Understood) -> SearchFilters:
+    """The request's filters with the understood facets filled in where the request left them
+    open: an explicit filter always wins, and the understood value it overrides is moved to
+    `ignored`. The category is a boost, never a filter (see intent.py)."""
+    chosen: dict[str, object] = {}
+    for name in ("brand", "min_price", "max_price", "min_rating"):
+        value = getattr(understood, name)
+        if value is None:
+            continue
+        if getattr(filters, name) is None:
+            chosen[name] = value
+        else:
+            understood.ignored.append(Ignored(understood.matched.get(name, str(value)), f"the request's {name} wins"))
+            setattr(understood, name, None)
+    if understood.in_stock_only:
+        chosen["in_stock_only"] = True
+    if not chosen:
+        return filters
+    merged = replace(filters, **chosen)  # type: ignore[arg-type]
+    if merged.min_price is not None and merged.max_price is not None and merged.min_price > merged.max_price:
+        understood.ignored.append(Ignored("price", "the understood price contradicts the request's"))
+        understood.min_price = understood.max_price = None
+        return replace(merged, min_price=filters.min_price, max_price=filters.max_price)
+    return merged

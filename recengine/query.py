@@ -245,3 +245,69 @@ def distinct_values_command(index_name: str, field_name: str) -> Command:
 def info_command(index_name: str) -> Command:
     """FT.INFO: the index's size and health."""
     return ["FT.INFO", index_name]
+
+
+# --- text relevance: BM25 beside the KNN, or both in one FT.HYBRID --------------------------------
+
+# The fields a typed query's words are matched in (brand is a TAG: query understanding names it).
+TEXT_MATCH_FIELDS = PRODUCT_TEXT_FIELDS
+TEXT_SCORER = "BM25"
+
+
+def text_terms_query(filter_clause: str, terms: Sequence[str]) -> str:
+    """Any of the words in name or description, within the filter. The words are letters and
+    digits only (intent.understand splits on everything else), so none is query syntax."""
+    if not terms or not all(term.isalnum() for term in terms):
+        raise ValueError(f"text terms must be non-empty words of letters and digits, got {list(terms)!r}")
+    match = f"@{'|'.join(TEXT_MATCH_FIELDS)}:({'|'.join(terms)})"
+    return match if filter_clause == "*" else f"({filter_clause}) {match}"
+
+
+def bm25_search_command(
+    index_name: str, filter_clause: str, terms: Sequence[str], n: int, fields: Sequence[str]
+) -> Command:
+    """The n products whose name or description best matches any of the words (BM25), passing
+    the filter, with their scores and the given fields."""
+    return [
+        "FT.SEARCH", index_name, text_terms_query(filter_clause, terms),
+        "SCORER", TEXT_SCORER, "WITHSCORES",
+        *_return(fields),
+        *_limit(n),
+        *_DIALECT,
+    ]  # fmt: skip
+
+
+def hybrid_command_info() -> Command:
+    """Whether the server knows FT.HYBRID (Redis 8.4+): COMMAND INFO answers nil for an unknown one."""
+    return ["COMMAND", "INFO", "FT.HYBRID"]
+
+
+def ft_hybrid_command(
+    index_name: str,
+    filter_clause: str,
+    terms: Sequence[str],
+    vector: bytes,
+    n: int,
+    fields: Sequence[str],
+    text_weight: float,
+) -> Command:
+    """FT.HYBRID (Redis 8.4+): the text and vector searches fused on the server by a linear
+    combination, text_weight for the text score and the rest for the vector's."""
+    return [
+        "FT.HYBRID", index_name,
+        "SEARCH", text_terms_query(filter_clause, terms), "SCORER", TEXT_SCORER,
+        "VSIM", f"@{EMBEDDING_FIELD}", "$vec", "KNN", "2", "K", str(n),
+        *(["FILTER", filter_clause] if filter_clause != "*" else []),
+        "COMBINE", "LINEAR", "4", "ALPHA", repr(1.0 - text_weight), "BETA", repr(text_weight),
+        "LOAD", str(len(fields)), *[f"@{name}" for name in fields],
+        *_limit(n),
+        "PARAMS", "2", "vec", vector,
+    ]  # fmt: skip
+
+
+def price_quantile_command(index_name: str, quantile: float) -> Command:
+    """FT.AGGREGATE: the price below which `quantile` of the indexed products lie."""
+    return [
+        "FT.AGGREGATE", index_name, "*",
+        "GROUPBY", "0", "REDUCE", "QUANTILE", "2", "@price", repr(quantile), "AS", "price",
+    ]  # fmt: skip

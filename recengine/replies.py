@@ -241,3 +241,25 @@ def features_from_hash(user_id: str, stored: Mapping[Any, Any], vector_dim: int)
         negative_vec=vectors[layout.NEGATIVE_VEC_FIELD],
         **{name: None if math.isnan(value) else value for name, value in timestamps.items()},
     )
+
+
+def scored_rows(response: Any) -> Iterator[tuple[str, float, dict[str, Any]]]:
+    """(key, score, {field: raw value}) from FT.SEARCH ... WITHSCORES, either protocol.
+
+    RESP2: [total, key, score, [field, value, ...], ...]; RESP3: results carry a `score`."""
+    if isinstance(response, dict):
+        for result in _results(response):
+            key = result.get(b"id", result.get("id"))
+            if key is None:
+                continue
+            attributes = _attributes(result)
+            fields = dict(zip(_field_names(tuple(attributes)), attributes.values(), strict=True))
+            yield text(key), number(result.get(b"score", result.get("score"))), fields
+        return
+    for i in range(1, len(response) - 2, 3):
+        flat = response[i + 2] or []
+        yield (
+            text(response[i]),
+            number(response[i + 1]),
+            dict(zip(_field_names(tuple(flat[0:-1:2])), flat[1::2], strict=True)),
+        )

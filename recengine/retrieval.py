@@ -5,13 +5,13 @@ CandidatePool; ordering them for the user is the ranking's job (feeds.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ranking import Vector, decayed_popularity
 from recengine import query
 from recengine.layout import EMBEDDING_FIELD, SCORE_FIELD, KeyLayout, bytes_to_vector, vector_to_bytes
-from recengine.replies import RawRow, candidate_from_row, number, raw_rows, text
+from recengine.replies import RawRow, candidate_from_row, number, raw_rows, scored_rows, text
 from recengine.results import CandidatePool
 from recengine.store import Store
 from recengine.validation import MAX_K
@@ -147,3 +147,52 @@ class Retrieval:
         rows.sort(key=lambda row: (-number(row[1].get("rating")), row[0]))
         kept = [(pid, raw) for pid, raw in rows if pid not in excluded and pid not in chosen][:want]
         return self._pool(kept, {pid for pid, _ in rows if pid in excluded}, len(rows) < n)
+
+    # a typed query: KNN and BM25 in one round trip
+
+    def typed(
+        self,
+        vectors: Sequence[Vector],
+        filter_clause: str,
+        terms: Sequence[str],
+        want: int,
+        excluded: frozenset[str],
+    ) -> tuple[list[CandidatePool], TextHits]:
+        """The KNN pool of each vector (the query's own, and the query blended with the session
+        when there is one) and the products whose name or description match the words (BM25),
+        all pipelined: one round trip. Excluded products are dropped from each (at most `want`
+        more rows are asked for, as nearest() does in its first round trip)."""
+        n = min(want + min(len(excluded), want), MAX_K)
+        fields = query.returned_fields(True)
+        index = self.keys.index_name
+        commands = [
+            query.knn_search_command(
+                index, filter_clause, vector_to_bytes(vector, self.vector_dim), n, fields, self.ef_runtime,
+                self.hybrid_policy,
+            )
+            for vector in vectors
+        ]  # fmt: skip
+        if terms:
+            commands.append(query.bm25_search_command(index, filter_clause, terms, n, fields))
+        replies = self.store.search_many(commands)
+        pools = []
+        for reply in replies[: len(vectors)]:
+            rows = [(self.keys.product_id(key), raw) for key, raw in raw_rows(reply)]
+            kept = [(pid, raw) for pid, raw in rows if pid not in excluded][:want]
+            pools.append(self._pool(kept, {pid for pid, _ in rows if pid in excluded}, len(rows) < n))
+        hits = TextHits()
+        if terms:
+            for key, score, raw in scored_rows(replies[-1]):
+                pid = self.keys.product_id(key)
+                if pid not in excluded:
+                    hits.scores[pid] = score
+                    hits.rows[pid] = raw
+        return pools, hits
+
+
+@dataclass
+class TextHits:
+    """A BM25 search's matches: score and raw fields by product id."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)

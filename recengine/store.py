@@ -71,6 +71,17 @@ class Store:
         """FT.SEARCH / FT.AGGREGATE, on a replica when there are any."""
         return self._on_reader(lambda client: client.execute_command(*command))
 
+    def search_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Several FT.SEARCH in one pipelined round trip, on a replica when there are any."""
+
+        def send(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(pipe.execute())
+
+        return self._on_reader(send)
+
     def read_hashes(self, keys: Sequence[str], names: Sequence[str]) -> list[Any]:
         """HMGET of the same fields from many hashes, in one pipelined round trip to the same kind
         of node searches use, so the fields match what the search saw."""

@@ -334,6 +334,41 @@
     }
   }
 
+  /** GET /report as bars: click-through per list source and arm, over the last day. */
+  async function loadReport() {
+    // A server that logs no impressions (--no-impressions) answers lists without a rec_id.
+    const logged = Boolean($("foryou").dataset.recId || $("results").dataset.recId);
+    $("report-panel").hidden = !logged;
+    if (!logged) return;
+    const list = $("report");
+    let report;
+    try {
+      report = await api("GET", "/report?window=86400");
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    clear(list);
+    const groups = Array.isArray(report.groups) ? report.groups : [];
+    if (!groups.length) list.append(el("li", { className: "empty", text: "Nothing shown yet." }));
+    for (const g of groups) {
+      const ctr = g && g.ctr ? toNumber(g.ctr.rate) : NaN;
+      if (Number.isNaN(ctr)) continue;
+      const fill = el("span", { className: "bar-fill" });
+      fill.style.width = Math.max(2, Math.round(ctr * 100)) + "%";
+      const arm = str(g.arm) === "none" ? "" : ` · ${str(g.arm)}`;
+      list.append(el("li", { className: "bar-item" }, [
+        el("span", { className: "bar-label", text: `${str(g.source)}${arm}` }),
+        el("span", { className: "bar-track", attrs: { "aria-hidden": "true" } }, [fill]),
+        el("span", { className: "bar-value", text: `${(ctr * 100).toFixed(1)}% of ${str(g.impressions)}` }),
+      ]));
+    }
+    const exp = report.experiment;
+    $("report-status").textContent = exp && typeof exp === "object"
+      ? `Experiment ${str(exp.name)}: ${str(exp.status)}`
+      : "Click-through: share of lists shown that got a click.";
+  }
+
   /** A list of {id, name} products (recent clicks, dismissals). */
   function renderRecent(list, items, emptyText) {
     clear(list);
@@ -540,6 +575,7 @@
   }
 
   function renderFeed(result, tuning) {
+    $("foryou").dataset.recId = str(result.rec_id, "");
     const source = str(result.source);
     const known = Object.prototype.hasOwnProperty.call(SOURCE_LABELS, source);
     const badge = $("foryou-source");
@@ -637,6 +673,49 @@
     for (const part of parts) meta.append(part);
   }
 
+  const FACET_LABELS = {
+    brand: "Brand", category: "Category", min_price: "Min price", max_price: "Max price",
+    in_stock_only: "In stock", min_rating: "Min rating",
+  };
+
+  /**
+   * What the engine understood in the query, as chips. Removing one takes its words out of the
+   * query and searches again; when its words cannot be found as typed, the search runs again
+   * with understanding off, so one click always undoes the chip.
+   */
+  function renderUnderstood(result, body) {
+    const box = $("understood");
+    clear(box);
+    const understood = result.understood || {};
+    const phrases = understood.phrases || {};
+    const shown = new Set();
+    for (const [facet, label] of Object.entries(FACET_LABELS)) {
+      if (!(facet in understood)) continue;
+      const phrase = phrases[facet] || "";
+      if (phrase && shown.has(phrase)) continue; // "100-200" is one chip for both prices
+      shown.add(phrase);
+      const value = facet === "in_stock_only" ? "yes" : String(understood[facet]);
+      const chip = el("button", {
+        className: "chip", text: `${label}: ${value} ×`,
+        attrs: { type: "button", "data-facet": facet, "aria-label": `Remove ${label} ${value} and search again` },
+      });
+      chip.addEventListener("click", () => {
+        const query = body.query;
+        const at = phrase ? query.toLowerCase().indexOf(phrase.toLowerCase()) : -1;
+        const rest = at >= 0 ? (query.slice(0, at) + query.slice(at + phrase.length)).replace(/\s+/g, " ").trim() : "";
+        const next = rest ? { ...body, query: rest } : { ...body, understand: false };
+        if (rest) $("query").value = rest;
+        runSearch(next, false);
+      });
+      box.append(chip);
+    }
+    const ignored = Array.isArray(understood.ignored) ? understood.ignored : [];
+    for (const item of ignored) {
+      box.append(el("span", { className: "chip chip-ignored", text: `ignored “${item.text}”: ${item.reason}` }));
+    }
+    box.hidden = !box.childElementCount;
+  }
+
   function renderSimilarMeta(result, anchor) {
     const meta = $("search-meta");
     clear(meta);
@@ -653,6 +732,7 @@
   }
 
   function renderResults(result) {
+    $("results").dataset.recId = str(result.rec_id, "");
     const tbody = $("results").tBodies[0];
     clear(tbody);
     const candidates = Array.isArray(result.candidates) ? result.candidates : [];
@@ -845,6 +925,7 @@
     similarOf = null;
     setResultsHeading();
     renderMeta(result, body);
+    renderUnderstood(result, body);
     renderResults(result);
     if (!quiet) ok(`Found ${countText(result, "candidate")} in ${fmtMs(result.timing_ms)}.`);
   }
@@ -861,6 +942,7 @@
     const result = await fetchResults("/similar", body, quiet, `Finding products like ${anchor.name}…`);
     if (!result) return false;
     similarOf = anchor;
+    $("understood").hidden = true;
     setResultsHeading();
     renderSimilarMeta(result, anchor);
     renderResults(result);
@@ -943,7 +1025,7 @@
 
   /** After a click, a dismissal or a reset: every list and the side panels catch up. */
   function refreshAfterFeedback() {
-    return Promise.all([refreshFeed(), rerunResults(), loadLive().catch(fail)]);
+    return Promise.all([refreshFeed(), rerunResults(), loadLive().catch(fail), loadReport()]);
   }
 
   async function recordClick(productId, trigger) {
@@ -956,7 +1038,11 @@
     const hadFocus = trigger && document.activeElement === trigger ? trigger : null;
     try {
       await busy(related, async () => {
-        const res = await api("POST", "/click", { product_id: productId });
+        const body = { product_id: productId };
+        const list = trigger ? trigger.closest("#results, #foryou") : null;
+        // The list's rec_id attributes the click to what was shown (GET /report counts it).
+        if (list && list.dataset.recId) body.rec_id = list.dataset.recId;
+        const res = await api("POST", "/click", body);
         const name = str(res.name, productId);
         const category = str(res.category, "unknown category");
         ok(`Clicked ${name} — ${category} affinity ${fmtAffinity(res.affinity)}`);
@@ -1123,7 +1209,7 @@
     loadState()
       .then(() => {
         ok("Ready. Run a search, then click products to build a session.");
-        return refreshFeed();
+        return refreshFeed().then(loadReport);
       })
       .catch(fail);
   }

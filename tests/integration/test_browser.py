@@ -203,6 +203,23 @@ def test_search_click_refresh_and_reset(
     watched.assert_clean()
 
 
+def test_an_understood_brand_is_a_chip_removed_with_one_click(open_page: Callable[[dict[str, int]], Watched]) -> None:
+    watched = open_page(DESKTOP)
+    page = watched.page
+    page.fill("#query", "northpeak jacket under 300")
+    page.click("#search-btn")
+    chips = page.locator("#understood .chip[data-facet]")
+    expect(chips).to_have_count(2)
+    expect(page.locator("#understood .chip[data-facet=brand]")).to_have_text("Brand: Northpeak ×")
+    details = page.locator("#results tr.result-row .cell-details").all_inner_texts()
+    assert details and all(text.split(" · ")[0] == "Northpeak" for text in details)
+    page.locator("#understood .chip[data-facet=brand]").click()
+    expect(page.locator("#query")).to_have_value("jacket under 300")
+    expect(page.locator("#understood .chip[data-facet]")).to_have_count(1)
+    expect(page.locator("#understood .chip[data-facet=max_price]")).to_be_visible()
+    watched.assert_clean()
+
+
 def result_categories(page: Page) -> list[str]:
     """The category of every row in the results list ("brand · category · price · rating")."""
     details = page.locator("#results tr.result-row .cell-details").all_inner_texts()

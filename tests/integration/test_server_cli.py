@@ -36,6 +36,7 @@ FLAGS = (
     "--catalog",
     "--topk",
     "--no-reset",
+    "--query-encoder",
     "--model",
     "--embedding-backend",
     "--data-dir",
@@ -75,6 +76,12 @@ def test_help_lists_every_option() -> None:
 def test_a_bad_user_ttl_is_a_clear_error(value: str) -> None:
     result = run_cli("--user-ttl", value)
     assert result.returncode == 2 and "--user-ttl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_int8_query_encoder_on_torch_is_refused_with_the_fix() -> None:
+    result = run_cli("--query-encoder", "int8", "--embedding-backend", "torch")
+    assert result.returncode == 2 and "drop --embedding-backend torch" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_missing_catalog_says_how_to_build_it() -> None:

@@ -14,8 +14,8 @@ from demo_api import API_ROUTES, OPENAPI_PATH, SERVICE_ROUTES, openapi_document
 DOCUMENT: dict[str, Any] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
 OPERATION_KEYS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # demo_server.DemoRequestHandler.dispatch serves these before any route table: the page and its
-# files, on GET and HEAD.
-FILE_ROUTES = {"/": {"GET", "HEAD"}, "/static/{file}": {"GET", "HEAD"}}
+# files, and the metrics, on GET and HEAD.
+FILE_ROUTES = {"/": {"GET", "HEAD"}, "/static/{file}": {"GET", "HEAD"}, "/metrics": {"GET", "HEAD"}}
 
 
 def served() -> dict[str, set[str]]:
