@@ -4,6 +4,7 @@ headers, origins, cookies) and the command line; this module changes when an end
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -19,19 +21,25 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
 from recengine.ab_report import build_report
+from recengine.client_budgets import BudgetExceeded
 from recengine.experiments import NO_ARM, Experiment
 from recengine.http_request import ApiError
 from recengine.impressions import Impression, ImpressionError, ImpressionLog, ListSource, check_rec_id
 from recengine.metrics import Metrics
 from recommender import (
+    DurabilityTimeoutError,
     IndexMissingError,
+    MayCreateUser,
+    PartlyAppliedError,
     ProductNotFoundError,
     Recommendation,
     RedisRecommender,
     ReplicationTimeoutError,
     SearchFilters,
     UserState,
+    WriteOutcomeUnknownError,
     WriteRefusedError,
+    check_event_id,
     check_product_id,
 )
 
@@ -48,6 +56,28 @@ DEFAULT_REPORT_WINDOW_S = 86400.0
 MAX_REPORT_WINDOW_S = 90 * 86400.0
 TRUE_WORDS = {"1", "true", "on", "yes"}
 FALSE_WORDS = {"", "0", "false", "off", "no"}
+
+
+def no_turn() -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, as the server knows them: the user, and what the server lets their client hold.
+
+    may_create_user: asked before a write would create the user (the server's per-client budget
+    of new users; it raises BudgetExceeded to refuse).
+    model_turn: held while the request waits for the model (the per-client bound on the model's
+    queue; it raises BudgetExceeded when the client already waits enough).
+    redis_turn: held around the request's Redis work only (one of the server's API slots), so
+    that a request waiting for the model holds none.
+    """
+
+    user_id: str
+    may_create_user: MayCreateUser | None = None
+    model_turn: Callable[[], AbstractContextManager[None]] = no_turn
+    redis_turn: Callable[[], AbstractContextManager[None]] = no_turn
 
 
 # --- request fields: data in, data out ------------------------------------------------------
@@ -233,6 +263,17 @@ class SimilarRequest:
         )
 
 
+def parse_event_id(fields: Fields) -> str | None:
+    """event_id is optional: an idempotency key that makes a retried write count once."""
+    value = fields.get("event_id")
+    if value is None:
+        return None
+    try:
+        return check_event_id(value)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 def parse_rec_id(fields: Fields) -> str | None:
     """The optional rec_id of the list a click or an event came from (any endpoint that takes
     one reads it here); its form is checked, whether it was shown to the user is the log's."""
@@ -388,9 +429,10 @@ class DemoApp:
             "dismissed": [{"id": pid, "name": names.get(pid) or pid} for pid in state.dismissed],
         }
 
-    def state(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def state(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         info = self.recommender.index_info()
-        top = self.recommender.popularity(5)
+        top = self.recommender.popularity(5, user_id=user_id)
         names = self.recommender.get_products([pid for pid, _ in top])
         trending = (
             {"popular_rec_id": self.impressions.record(user_id, "trending", NO_ARM, [pid for pid, _ in top])}
@@ -419,24 +461,29 @@ class DemoApp:
             **trending,
         }
 
-    def search(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def search(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        """The query's vector first, holding no API slot (the model's queue is bounded per
+        client instead), then the Redis work in one slot."""
+        user_id = caller.user_id
         request = SearchRequest.parse(fields, self.default_k)
         arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
-        query_vec, cached = self.encoder.encode(request.query)
+        with caller.model_turn():
+            query_vec, cached = self.encoder.encode(request.query)
         embedded = time.perf_counter()
-        result = ranker.recommend(
-            query_vec,
-            user_id=user_id,
-            k=request.k,
-            filters=request.filters,
-            use_session=request.use_session,
-            use_rerank=request.use_rerank,
-            exclude_clicked=request.exclude_clicked,
-            diversity=request.diversity,
-            query_text=request.query,
-            understand=request.understand,
-        )
+        with caller.redis_turn():
+            result = ranker.recommend(
+                query_vec,
+                user_id=user_id,
+                k=request.k,
+                filters=request.filters,
+                use_session=request.use_session,
+                use_rerank=request.use_rerank,
+                exclude_clicked=request.exclude_clicked,
+                diversity=request.diversity,
+                query_text=request.query,
+                understand=request.understand,
+            )
         return {
             **self.shown(user_id, "search", arm, result),
             "understood": result.understood,
@@ -450,7 +497,8 @@ class DemoApp:
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def recommend(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def recommend(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         request = FeedRequest.parse(fields, self.default_k)
         arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
@@ -468,7 +516,8 @@ class DemoApp:
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def similar(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def similar(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
         request = SimilarRequest.parse(fields, self.default_k)
         arm, ranker = self.ranker_for(user_id)
         started = time.perf_counter()
@@ -487,11 +536,15 @@ class DemoApp:
             "timing_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def click(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        product_id = parse_product_id(fields)
+    def click(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
+        product_id, event_id = parse_product_id(fields), parse_event_id(fields)
         impression = self.impression_of(user_id, fields, product_id)
-        result, state = self.ranker_for(user_id)[1].record_click_with_state(user_id, product_id)
-        self.attribute(impression, "click", product_id)
+        result, state = self.ranker_for(user_id)[1].record_click_with_state(
+            user_id, product_id, event_id=event_id, may_create=caller.may_create_user
+        )
+        if not result.already_applied:
+            self.attribute(impression, "click", product_id)
         user = self.user_state(user_id, state)
         # The click is the newest recent click, whose name user_state has just looked up.
         name = next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id)
@@ -500,21 +553,27 @@ class DemoApp:
             "affinity": round(result.affinity, 6),
             "clicks": result.clicks,
             "last_clicked_id": result.last_clicked_id,
+            "already_applied": result.already_applied,
             "name": name,
             "user": user,
         }
 
-    def dismiss(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        product_id = parse_product_id(fields)
+    def dismiss(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        user_id = caller.user_id
+        product_id, event_id = parse_product_id(fields), parse_event_id(fields)
         impression = self.impression_of(user_id, fields, product_id)
-        result, state = self.ranker_for(user_id)[1].dismiss_with_state(user_id, product_id)
-        self.attribute(impression, "dismiss", product_id)
+        result, state = self.ranker_for(user_id)[1].dismiss_with_state(
+            user_id, product_id, event_id=event_id, may_create=caller.may_create_user
+        )
+        if not result.already_applied:
+            self.attribute(impression, "dismiss", product_id)
         user = self.user_state(user_id, state)
         name = next((c["name"] for c in user["dismissed"] if c["id"] == product_id), product_id)
         return {
             "category": result.category,
             "affinity": round(result.affinity, 6),
             "product_id": product_id,
+            "already_applied": result.already_applied,
             "name": name,
             "user": user,
         }
@@ -538,7 +597,7 @@ class DemoApp:
         if impression is not None and self.impressions is not None:
             self.impressions.record_outcome(impression, kind, product_id)
 
-    def report(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def report(self, caller: Caller, fields: Fields) -> dict[str, Any]:
         """GET /report: click-through and conversion by list source and arm over `window` seconds."""
         if self.impressions is None:
             raise ApiError(404, "this server logs no impressions (--no-impressions), so it has no report")
@@ -546,13 +605,13 @@ class DemoApp:
         impressions, outcomes = self.impressions.window(window)
         return build_report(impressions, outcomes, window, self.experiment)
 
-    def reset_user(self, user_id: str, fields: Fields) -> dict[str, Any]:
-        self.recommender.reset_user(user_id)
+    def reset_user(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        self.recommender.reset_user(caller.user_id)
         return {"ok": True}
 
-    def reset_index(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def reset_index(self, caller: Caller, fields: Fields) -> dict[str, Any]:
         seeded = self.seed()
-        self.recommender.reset_user(user_id)
+        self.recommender.reset_user(caller.user_id)
         return {"seeded": seeded}
 
     # --- for load balancers and client generators: no user, no fields ---------------------------
@@ -587,13 +646,16 @@ class DemoApp:
         """GET /openapi.json: the API's OpenAPI 3.1 description."""
         return openapi_document()
 
-    def refresh_embedding(self, user_id: str, fields: Fields) -> dict[str, Any]:
+    def refresh_embedding(self, caller: Caller, fields: Fields) -> dict[str, Any]:
+        """As search: the model first, with no API slot; then the write in one."""
         product_id = parse_product_id(fields)
         text = parse_free_text(fields, "text", multiline=True)
         started = time.perf_counter()
-        vector = self.encoder.encode_uncached(text)
+        with caller.model_turn():
+            vector = self.encoder.encode_uncached(text)
         embed_ms = (time.perf_counter() - started) * 1000
-        self.recommender.refresh_embedding(product_id, vector)
+        with caller.redis_turn():
+            self.recommender.refresh_embedding(product_id, vector)
         return {"product_id": product_id, "embed_ms": round(embed_ms, 3)}
 
 
@@ -608,7 +670,7 @@ def recommendation_payload(result: Recommendation) -> dict[str, Any]:
     }
 
 
-Endpoint = Callable[[DemoApp, str, Fields], dict[str, Any]]
+Endpoint = Callable[[DemoApp, Caller, Fields], dict[str, Any]]
 # An endpoint of SERVICE_ROUTES: answered for the server, not for a user.
 ServiceEndpoint = Callable[[DemoApp], dict[str, Any]]
 
@@ -634,9 +696,27 @@ def answering_library_errors(endpoint: Callable[P, dict[str, Any]]) -> Callable[
         except WriteRefusedError as exc:
             log.error("write refused by Redis: %s", exc)
             raise ApiError(503, f"Redis refused the write: {exc.reason}; nothing was saved", RETRY_LATER) from exc
-        except ReplicationTimeoutError as exc:
-            log.error("write not acknowledged by replicas: %s", exc)
-            raise ApiError(503, f"the write was not confirmed by enough replicas ({exc}); retry", RETRY_LATER) from exc
+        except PartlyAppliedError as exc:
+            log.error("write applied in part: %s", exc)
+            raise ApiError(
+                503,
+                f"the write was applied in part ({exc}): retry with the same event_id to complete it",
+                RETRY_LATER,
+                {"applied": exc.applied},
+            ) from exc
+        except WriteOutcomeUnknownError as exc:
+            log.warning("%s", exc)
+            raise ApiError(
+                503,
+                "outcome unknown (Redis did not answer in time): retry with the same event_id "
+                "(without one, a retry may count twice)",
+                RETRY_LATER,
+            ) from exc
+        except (ReplicationTimeoutError, DurabilityTimeoutError) as exc:
+            log.error("write not confirmed: %s", exc)
+            raise ApiError(503, f"outcome unknown ({exc}): retry with the same event_id", RETRY_LATER) from exc
+        except BudgetExceeded as exc:
+            raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after_s)}) from exc
 
     return answer
 
@@ -646,23 +726,27 @@ RETRY_LATER = {"Retry-After": "1"}
 
 @dataclass(frozen=True)
 class Route:
+    """An endpoint and its method. `uses_model`: it waits for the model, and takes its own
+    Caller.redis_turn around its Redis work; every other endpoint runs inside one."""
+
     method: str
     endpoint: Endpoint
+    uses_model: bool = False
 
 
 API_ROUTES: dict[str, Route] = {
-    path: Route(method, answering_library_errors(endpoint))
-    for path, method, endpoint in (
-        ("/state", "GET", DemoApp.state),
-        ("/search", "POST", DemoApp.search),
-        ("/recommend", "POST", DemoApp.recommend),
-        ("/similar", "POST", DemoApp.similar),
-        ("/click", "POST", DemoApp.click),
-        ("/dismiss", "POST", DemoApp.dismiss),
-        ("/reset-user", "POST", DemoApp.reset_user),
-        ("/reset-index", "POST", DemoApp.reset_index),
-        ("/refresh-embedding", "POST", DemoApp.refresh_embedding),
-        ("/report", "GET", DemoApp.report),
+    path: Route(method, answering_library_errors(endpoint), uses_model)
+    for path, method, endpoint, uses_model in (
+        ("/state", "GET", DemoApp.state, False),
+        ("/search", "POST", DemoApp.search, True),
+        ("/recommend", "POST", DemoApp.recommend, False),
+        ("/similar", "POST", DemoApp.similar, False),
+        ("/click", "POST", DemoApp.click, False),
+        ("/dismiss", "POST", DemoApp.dismiss, False),
+        ("/reset-user", "POST", DemoApp.reset_user, False),
+        ("/reset-index", "POST", DemoApp.reset_index, False),
+        ("/refresh-embedding", "POST", DemoApp.refresh_embedding, True),
+        ("/report", "GET", DemoApp.report, False),
     )
 }
 

@@ -37,9 +37,10 @@ from urllib.parse import SplitResult, unquote
 import redis
 
 from build_catalog import CatalogError, check_catalog_vectors, read_catalog
-from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, DemoApp, Fields
+from demo_api import API_ROUTES, HTTP_MAX_K, SERVICE_ROUTES, Caller, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
+from recengine.client_budgets import NewUserBudget, WaitingLimit
 from recengine.http_request import ApiError, declared_body_length, parse_body, parse_form, split_target
 from recengine.impressions import ImpressionLog
 from recengine.metrics import EXPOSITION_CONTENT_TYPE, PrometheusMetrics, metrics_directory
@@ -47,8 +48,10 @@ from recengine.server_cli import build_parser
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
     SECURITY_HEADERS,
+    USER_COOKIE,
     AllowedHosts,
     CookieSigner,
+    CookieUser,
     cross_site_refusal,
     load_cookie_secret,
     valid_user_id,
@@ -76,6 +79,8 @@ DEFAULT_MAX_IN_FLIGHT = 32
 REDIS_POOL_DEFAULT = 100
 BUSY_WAIT_S = 1.0
 BUSY_RETRY_AFTER_S = 1
+# How often a serving loop says it is alive (see DemoServer.service_actions, workers.py).
+HEARTBEAT_S = 0.5
 # A client that closes or resets its connection mid-request is normal, never a server error.
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 METRICS_PATH = "/metrics"
@@ -114,6 +119,8 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     # Bytes of the current request's body that the client declared and nobody has read yet.
     unread_body = 0
+    # A Set-Cookie the current request's answer carries: a fresh user of the client's own.
+    new_cookie: str | None = None
 
     @property
     def app(self) -> DemoApp:
@@ -143,9 +150,17 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             return lambda: self.handle_request(name[3:])
         raise AttributeError(name)
 
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue`: the interim answer leaves at once (the stdlib writes it into
+        the response buffer, which nothing flushed, so a client waited for it in vain)."""
+        super().handle_expect_100()
+        self.wfile.flush()
+        return True
+
     def handle_request(self, method: str) -> None:
         started = time.perf_counter()
         self.unread_body = 0
+        self.new_cookie = None
         try:
             status, path = self.respond(method)
             # Whatever the answer, the declared body leaves the stream before the next request
@@ -175,7 +190,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
         except ApiError as exc:
             if exc.__cause__ is not None:  # a condition of Redis (answering_library_errors)
                 self.app.metrics.redis_error(type(exc.__cause__).__name__)
-            self.send_json(exc.status, {"error": exc.message}, exc.headers)
+            self.send_json(exc.status, exc.payload(), exc.headers)
             return exc.status, path
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.app.metrics.redis_error(type(exc).__name__)
@@ -255,10 +270,11 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             # Browsers send a URL's non-ASCII as percent-encoded UTF-8; http.server decoded the
             # request line as Latin-1, so this gives back the bytes exactly.
             fields = parse_form(split_target(self.path).query.encode("latin-1"), "query string")
-        user_id = self.resolve_user(fields)
+        caller = self.server.caller(self.resolve_user(fields), self.client_address[0])
         # The body is read before a slot is taken: a client that trickles it in holds no slot.
-        with self.server.api_slot():
-            payload = route.endpoint(self.app, user_id, fields)
+        # An endpoint that waits for the model takes its slot itself, after the model.
+        with contextlib.nullcontext() if route.uses_model else self.server.api_slot():
+            payload = route.endpoint(self.app, caller, fields)
         self.send_json(200, payload)
         return 200
 
@@ -314,18 +330,32 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def resolve_user(self, fields: Fields) -> str:
-        """An explicit, valid user_id wins; then the browser's cookie; then the shared demo user."""
+        """An explicit, valid user_id wins; then the browser's genuine cookie; then, for a client
+        that sent cookies but no genuine user cookie, a fresh user of its own (with a new cookie
+        in the answer); only a client without any cookie is the shared demo user."""
         explicit = fields.get("user_id")
         if explicit not in (None, ""):
             user_id = valid_user_id(explicit)
             if user_id is None:
                 raise ApiError(400, "user_id must be 1-64 characters of letters, digits, '_', '.', ':' or '-'")
             return user_id
-        return self.cookie_user() or DEFAULT_USER
+        cookies = self.cookie_user()
+        if cookies.user_id is not None:
+            return cookies.user_id
+        return self.fresh_user(cookies) if cookies.sent_cookies else DEFAULT_USER
 
-    def cookie_user(self) -> str | None:
-        """The user of a genuine (signed) cookie; None for none, or for one planted or forged."""
-        return self.server.cookie_signer.user_of(self.headers.get("Cookie", ""))
+    def cookie_user(self) -> CookieUser:
+        """What the request's cookies say about its user (web_guard.CookieSigner.read)."""
+        return self.server.cookie_signer.read(self.headers.get("Cookie"))
+
+    def fresh_user(self, cookies: CookieUser) -> str:
+        """A new user, whose cookie this request's answer sets; logged when the client sent
+        cookies (its own user cookie was lost, forged, or hidden by a page's)."""
+        user_id, self.new_cookie = self.server.cookie_signer.mint()
+        if cookies.sent_cookies:
+            why = "a Cookie header over 8 KB, not read" if cookies.too_long else f"cookies but no genuine {USER_COOKIE}"
+            log.info("%s sent %s: a fresh user %s, with a new cookie", self.client_address[0], why, user_id)
+        return user_id
 
     def send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
         body = JSON_ENCODER.encode(payload).encode("utf-8")
@@ -348,10 +378,11 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             else content_type,
         )
         self.send_header("Cache-Control", "no-cache")
-        extra = {}
-        if path.name == "index.html" and self.cookie_user() is None:
-            extra["Set-Cookie"] = self.server.cookie_signer.new_user_cookie()
-        self.finish_headers(body, extra)
+        if path.name == "index.html":
+            cookies = self.cookie_user()
+            if cookies.user_id is None:
+                self.fresh_user(cookies)
+        self.finish_headers(body, {})
         if not head:
             self.wfile.write(body)
         self.wfile.flush()
@@ -360,6 +391,8 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
     def finish_headers(self, body: bytes, headers: Mapping[str, str] | None) -> None:
         for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
             self.send_header(name, value)
+        if self.new_cookie:
+            self.send_header("Set-Cookie", self.new_cookie)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -394,8 +427,16 @@ class DemoServer(ThreadingHTTPServer):
     cookie_secret: signs user cookies (load_cookie_secret); by default a random one, good for
     this server object's lifetime.
     max_in_flight: API requests served at once; by default DEFAULT_MAX_IN_FLIGHT, and always
-    below the Redis client's connection pool.
+    below the Redis client's connection pool. A request holds its slot only around its Redis
+    work: waiting for the model it holds none.
+    new_users_per_minute: how many new users (users with no state in Redis yet) one client (IP
+    address) may create per minute; past it a write that would create one is a 429. None: no
+    limit (the command line's default is server_cli.DEFAULT_NEW_USERS_PER_MINUTE).
+    model_queue_per_client: how many requests of one client may wait for the model at once;
+    past it a 429. None: no bound (the command line's: server_cli.DEFAULT_MODEL_QUEUE_PER_CLIENT).
     reuse_port: bind with SO_REUSEPORT, so that several processes serve one port.
+    heartbeat: called from the serving loop at least every HEARTBEAT_S while it runs (a
+    worker's liveness signal to its supervisor).
     """
 
     daemon_threads = True
@@ -410,7 +451,10 @@ class DemoServer(ThreadingHTTPServer):
         allowed_hosts: Iterable[str] = (),
         cookie_secret: bytes | None = None,
         max_in_flight: int | None = None,
+        new_users_per_minute: int | None = None,
+        model_queue_per_client: int | None = None,
         reuse_port: bool = False,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.allow_reuse_port = reuse_port
         super().__init__(address, DemoRequestHandler)
@@ -422,6 +466,35 @@ class DemoServer(ThreadingHTTPServer):
         pool_size = pool.max_connections if pool is not None else REDIS_POOL_DEFAULT
         self.max_in_flight = max(1, min(max_in_flight or DEFAULT_MAX_IN_FLIGHT, pool_size // 2))
         self.in_flight = threading.BoundedSemaphore(self.max_in_flight)
+        self.new_users = NewUserBudget(new_users_per_minute) if new_users_per_minute else None
+        self.model_queue = WaitingLimit(model_queue_per_client, "the model") if model_queue_per_client else None
+        self.heartbeat = heartbeat
+        self._beat_at = 0.0
+
+    def caller(self, user_id: str, client: str) -> Caller:
+        """The user of a request, with this server's budgets for its client."""
+        new_users, model_queue = self.new_users, self.model_queue
+
+        def may_create_user() -> bool:
+            """Spend one of the client's new users (BudgetExceeded, a 429, when none is left)."""
+            assert new_users is not None
+            new_users.spend(client)
+            return True
+
+        return Caller(
+            user_id,
+            may_create_user=may_create_user if new_users else None,
+            model_turn=(lambda: model_queue.waiting(client)) if model_queue else Caller.model_turn,
+            redis_turn=self.api_slot,
+        )
+
+    def service_actions(self) -> None:
+        """Called by serve_forever on every turn of its loop (at least every poll interval):
+        the heartbeat, when one is set, at most every HEARTBEAT_S."""
+        now = time.monotonic()
+        if self.heartbeat is not None and now - self._beat_at >= HEARTBEAT_S:
+            self._beat_at = now
+            self.heartbeat()
 
     @contextlib.contextmanager
     def api_slot(self) -> Iterator[None]:
@@ -467,11 +540,17 @@ def open_shared(args: argparse.Namespace) -> Shared:
 
 
 def build_server(
-    args: argparse.Namespace, shared: Shared, *, seed: bool = True, reuse_port: bool = False
+    args: argparse.Namespace,
+    shared: Shared,
+    *,
+    seed: bool = True,
+    reuse_port: bool = False,
+    heartbeat: Callable[[], None] | None = None,
 ) -> DemoServer:
     """One serving process's model, app and listening server. `seed` loads the catalogue (or,
     with --no-reset, makes sure the index exists): the first process does it, never a
-    replacement worker, which must not wipe what users did meanwhile."""
+    replacement worker, which must not wipe what users did meanwhile. `heartbeat`: a worker's
+    liveness signal (DemoServer)."""
     timings = {"redis": shared.redis_seconds}
     t0 = time.perf_counter()
     embedder = LocalEmbedder(args.model, backend=args.embedding_backend, query_encoder=args.query_encoder)
@@ -494,6 +573,7 @@ def build_server(
         read_clients=shared.redis.read_clients,
         min_replicas_ack=args.min_replicas_ack,
         replica_ack_timeout_ms=args.replica_ack_timeout_ms,
+        durable=args.durable,
     )
     app = DemoApp(
         recommender, embedder, catalog, default_k=args.topk, redis_description=shared.redis.description,
@@ -518,7 +598,10 @@ def build_server(
             app,
             allowed_hosts=args.allowed_host,
             cookie_secret=shared.cookie_secret,
+            new_users_per_minute=args.new_users_per_minute or None,
+            model_queue_per_client=args.model_queue_per_client or None,
             reuse_port=reuse_port,
+            heartbeat=heartbeat,
         )
     except OSError as exc:
         raise ValueError(
@@ -608,11 +691,14 @@ def serve_one(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_worker(args: argparse.Namespace, shared: Shared, seed: bool, ready: Callable[[], None]) -> int:
+def serve_worker(
+    args: argparse.Namespace, shared: Shared, seed: bool, ready: Callable[[], None], beat: Callable[[], None]
+) -> int:
     """A forked worker's Work (recengine.workers): its own model, app, Redis connections
-    (redis-py resets an inherited pool) and listening socket on the shared port."""
+    (redis-py resets an inherited pool) and listening socket on the shared port; its serving
+    loop beats for the supervisor's liveness check."""
     try:
-        server = build_server(args, shared, seed=seed, reuse_port=True)
+        server = build_server(args, shared, seed=seed, reuse_port=True, heartbeat=beat)
     except Exception as exc:
         report_start_error(exc, args)
         return 1

@@ -89,7 +89,7 @@ class Candidate:
     price: float
     rating: float
     in_stock: bool
-    vector_distance: float
+    vector_distance: float | None  # None where no vector was compared (popular, top rated)
     score: float
     why: Why = field(default_factory=Why)
 
@@ -157,6 +157,8 @@ class RankingConfig:
     session_half_life_s: the session and negative vectors fade with time since they were last
     updated; affinity_half_life_s, the same for affinities (longer: tastes outlast sessions).
     popularity_half_life_s: a click this long ago counts half in popular().
+    popularity_window_s: a user's clicks on one product count once for popularity per window
+    (so that one user cannot put a product at the top of everyone's feed by clicking it again).
     same_category_boost: similar()'s default preference for the product's own category.
     text_weight: a typed query's score is vector_distance − text_weight·(BM25 / the best BM25).
     understood_category_boost: taken off the score of products in a category the query names.
@@ -174,6 +176,7 @@ class RankingConfig:
     session_half_life_s: float = 1800.0
     affinity_half_life_s: float = 7 * 86400.0
     popularity_half_life_s: float = 7 * 86400.0
+    popularity_window_s: float = 86400.0
     same_category_boost: float = 0.1
     text_weight: float = 0.1
     understood_category_boost: float = 0.2
@@ -191,7 +194,7 @@ class RankingConfig:
             value = finite_number(name, getattr(self, name))
             if value is None or value < 0:
                 raise ValueError(f"{name} must be a number of at least 0, got {getattr(self, name)!r}")
-        for name in ("session_half_life_s", "affinity_half_life_s", "popularity_half_life_s"):
+        for name in ("session_half_life_s", "affinity_half_life_s", "popularity_half_life_s", "popularity_window_s"):
             value = finite_number(name, getattr(self, name))
             if value is None or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
@@ -377,7 +380,12 @@ def affinity_term(affinity: float, affinity_weight: float) -> float:
 
 def score_order(candidate: Candidate) -> tuple[float, float, str]:
     """The order of every ranked list: score, then distance, then id, so results are deterministic."""
-    return candidate.score, candidate.vector_distance, candidate.id
+    return candidate.score, _distance_or_score(candidate), candidate.id
+
+
+def _distance_or_score(candidate: Candidate) -> float:
+    """The candidate's distance; its score where it has none (a popular or top-rated one)."""
+    return candidate.score if candidate.vector_distance is None else candidate.vector_distance
 
 
 def rescore_by_affinity(
@@ -394,7 +402,7 @@ def rescore_by_affinity(
         elif term > 0:
             candidate.why.affinity_penalty = term
         changed = changed or term != 0
-        candidate.score = candidate.vector_distance + term
+        candidate.score = _distance_or_score(candidate) + term
     return changed
 
 
@@ -499,7 +507,7 @@ def fuse_text_scores(candidates: Iterable[Candidate], text_scores: Mapping[str, 
     [0, text_weight], on the distance's own scale, whatever BM25's range for this query."""
     best = max(text_scores.values(), default=0.0)
     for candidate in candidates:
-        candidate.score = candidate.vector_distance
+        candidate.score = _distance_or_score(candidate)
         matched = text_scores.get(candidate.id, 0.0)
         if best > 0 and matched > 0 and text_weight > 0:
             bonus = text_weight * matched / best

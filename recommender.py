@@ -39,15 +39,19 @@ from ranking import (
 from ranking import rerank as rerank_by_affinity
 from recengine.catalog import Catalog
 from recengine.errors import (
+    DurabilityTimeoutError,
     IndexMissingError,
+    NewUserRefusedError,
+    PartlyAppliedError,
     ProductNotFoundError,
     RecommenderError,
     ReplicationTimeoutError,
+    WriteOutcomeUnknownError,
     WriteRefusedError,
     classify_response_error,
     is_missing_index_error,
 )
-from recengine.events import UserEvents
+from recengine.events import EventOptions, MayCreateUser, UserEvents
 from recengine.feeds import Feeds, VocabularyCache
 from recengine.layout import (
     AFFINITY_AT_FIELD,
@@ -56,6 +60,7 @@ from recengine.layout import (
     DEFAULT_SEEN_KEPT,
     DEFAULT_USER_TTL_S,
     EMBEDDING_FIELD,
+    EVENT_IDS_KEPT,
     LAST_CLICKED_CATEGORY_FIELD,
     LAST_CLICKED_ID_FIELD,
     NEGATIVE_AT_FIELD,
@@ -103,6 +108,7 @@ from recengine.validation import (
     MAX_K,
     TAG_SEPARATOR,
     check_count,
+    check_event_id,
     check_k,
     check_optional_positive,
     check_product_id,
@@ -121,6 +127,7 @@ __all__ = [
     "DEFAULT_SEEN_KEPT",
     "DEFAULT_USER_TTL_S",
     "EMBEDDING_FIELD",
+    "EVENT_IDS_KEPT",
     "HYBRID_POLICIES",
     "LAST_CLICKED_CATEGORY_FIELD",
     "LAST_CLICKED_ID_FIELD",
@@ -144,8 +151,12 @@ __all__ = [
     "ClickResult",
     "DictResult",
     "DismissResult",
+    "DurabilityTimeoutError",
     "IndexInfo",
     "IndexMissingError",
+    "MayCreateUser",
+    "NewUserRefusedError",
+    "PartlyAppliedError",
     "ProductNotFoundError",
     "RankingConfig",
     "Recommendation",
@@ -156,11 +167,13 @@ __all__ = [
     "UserFeatures",
     "UserState",
     "Why",
+    "WriteOutcomeUnknownError",
     "WriteRefusedError",
     "aggregate_rows",
     "build_filter_clause",
     "bytes_to_vector",
     "candidate_from_row",
+    "check_event_id",
     "check_k",
     "check_product_id",
     "check_user_id",
@@ -201,6 +214,9 @@ class RedisRecommender:
     own state always go to `redis_client`, so a click shows in the very next search.
     min_replicas_ack: after each write, WAIT for this many replicas (up to
     replica_ack_timeout_ms) and raise ReplicationTimeoutError when fewer acknowledge.
+    durable: after each write, WAITAOF until Redis has fsynced it to its append-only file (and,
+    with min_replicas_ack, that many replicas theirs), and raise DurabilityTimeoutError when it
+    is not confirmed in time: a write that returns is on disk. Needs `appendonly yes`.
     clock: seconds since the epoch; inject one to test fading without sleeping.
 
     The constructor raises ValueError for a setting out of range, or a client that decodes
@@ -225,6 +241,7 @@ class RedisRecommender:
         read_clients: Sequence[redis.Redis] = (),
         min_replicas_ack: int = 0,
         replica_ack_timeout_ms: int = 1000,
+        durable: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         check_optional_positive("hnsw_m", hnsw_m)
@@ -236,7 +253,7 @@ class RedisRecommender:
         check_count("min_replicas_ack", min_replicas_ack)
         check_k(seen_kept, "seen_kept")
         store = Store(redis_client if redis_client is not None else redis.Redis(), read_clients, min_replicas_ack,
-                      replica_ack_timeout_ms)  # fmt: skip
+                      replica_ack_timeout_ms, durable)  # fmt: skip
         self.redis = store.primary
         self.is_cluster = store.is_cluster
         self.index_name = index_name
@@ -253,6 +270,7 @@ class RedisRecommender:
         self.read_clients = store.read_clients
         self.min_replicas_ack = min_replicas_ack
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
+        self.durable = durable
         self.clock = clock
         self._wire(store)
 
@@ -520,9 +538,13 @@ class RedisRecommender:
         list, and source says "rating" when they are all of it."""
         return self._feeds.popular(k, filters, user_id)
 
-    def popularity(self, limit: int = 5) -> list[tuple[str, float]]:
-        """The `limit` most popular product ids with their decayed click counts, most first."""
-        return self._retrieval.popularity_scores(check_k(limit, "limit"), float(self.clock()))[0]
+    def popularity(self, limit: int = 5, user_id: str | None = None) -> list[tuple[str, float]]:
+        """The `limit` most popular product ids with their decayed click counts, most first;
+        with user_id, without what that user dismissed (one more round trip)."""
+        limit = check_k(limit, "limit")
+        dismissed = set(self._users.dismissed(user_id)) if user_id is not None else set()
+        scores = self._retrieval.popularity_scores(limit + len(dismissed), float(self.clock()))[0]
+        return [(pid, score) for pid, score in scores if pid not in dismissed][:limit]
 
     # users: reading
 
@@ -576,34 +598,58 @@ class RedisRecommender:
     # users: writing
 
     def record_click(
-        self, user_id: str, product_id: str, ewma_alpha: float | None = None, affinity_step: float | None = None
+        self,
+        user_id: str,
+        product_id: str,
+        ewma_alpha: float | None = None,
+        affinity_step: float | None = None,
+        *,
+        event_id: str | None = None,
+        may_create: MayCreateUser | None = None,
     ) -> ClickResult:
-        """Fold one click into the user's signals atomically (one script on the user's keys) and
-        count it for popularity: the session vector moves towards the item (EWMA against the
-        faded session), the category affinity rises, the item joins recent clicks and seen.
+        """Fold one click into the user's signals atomically (one script on the user's key) and
+        count it for popularity (once per user, product and config.popularity_window_s): the
+        session vector moves towards the item (EWMA against the faded session), the category
+        affinity rises, the item joins recent clicks and seen.
 
-        ewma_alpha and affinity_step default to the RankingConfig's. Raises ProductNotFoundError (a KeyError) for an
-        unknown product, ValueError for a bad id or alpha, WriteRefusedError when Redis refuses
-        writes, ReplicationTimeoutError when min_replicas_ack replicas don't acknowledge.
+        ewma_alpha and affinity_step default to the RankingConfig's. event_id, an idempotency
+        key: a click whose id is among the user's last EVENT_IDS_KEPT events changes nothing
+        and comes back with already_applied. may_create is asked before a click would create a
+        user (one with no state yet); False refuses it with NewUserRefusedError.
+
+        Raises ProductNotFoundError (a KeyError) for an unknown product, ValueError for a bad
+        id or alpha, WriteRefusedError when Redis refuses the whole click, PartlyAppliedError
+        when it refused a part (`applied` says which), WriteOutcomeUnknownError when the click
+        was sent and no reply came (retry with the same event_id), ReplicationTimeoutError or
+        DurabilityTimeoutError when replicas or the disk did not confirm it in time.
         """
-        return self._events.click(user_id, product_id, ewma_alpha, affinity_step, read_state=False)[0]
+        options = EventOptions(event_id, may_create)
+        return self._events.click(user_id, product_id, ewma_alpha, affinity_step, False, options)[0]
 
-    def record_click_with_state(self, user_id: str, product_id: str) -> tuple[ClickResult, UserState]:
+    def record_click_with_state(
+        self, user_id: str, product_id: str, *, event_id: str | None = None, may_create: MayCreateUser | None = None
+    ) -> tuple[ClickResult, UserState]:
         """record_click with the config's alpha and step, and the user's state after the click
         (as user_state gives it), read in the same round trip on a single Redis: what an answer
         to a click shows. Raises as record_click."""
-        result, replies = self._events.click(user_id, product_id, None, None, read_state=True)
+        options = EventOptions(event_id, may_create)
+        result, replies = self._events.click(user_id, product_id, None, None, True, options)
         return result, self._users.state_from(user_id, replies)
 
-    def dismiss(self, user_id: str, product_id: str) -> DismissResult:
+    def dismiss(
+        self, user_id: str, product_id: str, *, event_id: str | None = None, may_create: MayCreateUser | None = None
+    ) -> DismissResult:
         """ "Not interested": the product never comes back for this user (until reset_user), its
         category affinity goes down by config.dismiss_step (below zero, rerank then pushes the
         category down), and the user's negative vector (EWMA of dismissed items) moves towards
-        it, so retrieval moves away. Atomic per user, like a click. Raises as record_click."""
-        return self._events.dismiss(user_id, product_id, read_state=False)[0]
+        it, so retrieval moves away. Atomic per user, like a click, and at most once per
+        event_id. Raises as record_click."""
+        return self._events.dismiss(user_id, product_id, False, EventOptions(event_id, may_create))[0]
 
-    def dismiss_with_state(self, user_id: str, product_id: str) -> tuple[DismissResult, UserState]:
+    def dismiss_with_state(
+        self, user_id: str, product_id: str, *, event_id: str | None = None, may_create: MayCreateUser | None = None
+    ) -> tuple[DismissResult, UserState]:
         """dismiss, and the user's state after it, read in the same round trip on a single Redis
         (as record_click_with_state). Raises as dismiss."""
-        result, replies = self._events.dismiss(user_id, product_id, read_state=True)
+        result, replies = self._events.dismiss(user_id, product_id, True, EventOptions(event_id, may_create))
         return result, self._users.state_from(user_id, replies)

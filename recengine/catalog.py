@@ -106,14 +106,17 @@ class Catalog:
         return written + self.store.write_hashes(batch)
 
     def refresh_embedding(self, product_id: str, new_vector: npt.ArrayLike) -> None:
-        """One script, so the product cannot be re-created; WAIT for replicas when asked."""
+        """One script, so the product cannot be re-created; then what the store's writes wait
+        for (replicas, the disk), when anything."""
         argv = RefreshEmbedding(vector_to_bytes(new_vector, self.vector_dim)).argv()
         call = ScriptCall(self.scripts.refresh_embedding, [self.keys.product(product_id)], argv)
         try:
             with classified_errors():
-                if self.store.min_replicas_ack:
-                    replies = run_scripts_then(self.store.primary, [call], self.store.queue_wait)
-                    self.store.check_acks(int(replies[1]))
+                if self.store.confirms_writes:
+                    written, confirmation = run_scripts_then(self.store.primary, [call], self.store.queue_confirmation)
+                    if isinstance(written, Exception):
+                        raise written
+                    self.store.check_confirmation(confirmation)
                 else:
                     call.script(keys=call.keys, args=call.args)
         except redis.ResponseError as exc:

@@ -5,8 +5,11 @@ flag's name."""
 from __future__ import annotations
 
 import argparse
+import re
 
 PORT_MAX = 65535
+# What redis-server takes for a memory size: bytes, or a number with a unit (its own spelling).
+MEMORY_SIZE = re.compile(r"[0-9]+(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
 
 
 def _whole_number(text: str, minimum: int, expected: str) -> int:
@@ -36,3 +39,16 @@ def sentinel_address(value: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) <= PORT_MAX:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:26379)")
     return host, int(port)
+
+
+def memory_size(value: str) -> str:
+    """argparse type of --maxmemory: a size as Redis writes it (e.g. 256mb, 2gb, 1048576), at
+    least one megabyte (below that Redis cannot hold even the catalogue)."""
+    text = value.strip().lower()
+    match = MEMORY_SIZE.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a memory size: write it as Redis does, e.g. 256mb or 2gb")
+    unit = {None: 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+    if int(text[: match.start(1)] if match.group(1) else text) * unit[match.group(1)] < 1024**2:
+        raise argparse.ArgumentTypeError(f"{value!r} is under one megabyte: too little to hold the catalogue")
+    return text

@@ -7,6 +7,10 @@
         ├── WriteRefusedError ··············· (also a redis.ResponseError) MISCONF, OOM, READONLY,
         │                                     NOREPLICAS; `.reason` says which, in words
         ├── ReplicationTimeoutError ········· WAIT: too few replicas acknowledged a write in time
+        ├── DurabilityTimeoutError ·········· WAITAOF: the write was not confirmed on disk in time
+        ├── WriteOutcomeUnknownError ········ a write was sent and its reply lost: applied or not
+        ├── PartlyAppliedError ·············· a write's parts (user, popularity) went different ways
+        ├── NewUserRefusedError ············· a write would create a user, and the caller said no
         └── ProductNotFoundError ············ (also a KeyError) no product with that id
 
 Redis' replies are text: every wording this library recognises is listed below, and only
@@ -15,7 +19,7 @@ Redis' replies are text: every wording this library recognises is listed below, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import redis
@@ -74,6 +78,47 @@ class ReplicationTimeoutError(RecommenderError):
         super().__init__(f"only {acked} of {required} replica(s) acknowledged the write within {timeout_ms} ms")
         self.acked = acked
         self.required = required
+
+
+class DurabilityTimeoutError(RecommenderError):
+    """The write was applied, but Redis did not confirm it fsynced to its append-only file (and
+    to `required_replicas` replicas' files) within the time allowed (WAITAOF): a crash or a full
+    disk could still lose it."""
+
+    def __init__(self, local: int, replicas: int, required_replicas: int, timeout_ms: int) -> None:
+        where = "on the primary's disk" if not local else f"on {replicas} of {required_replicas} replicas' disks"
+        super().__init__(f"the write was applied but not confirmed {where} within {timeout_ms} ms")
+        self.local = local
+        self.replicas = replicas
+
+
+class WriteOutcomeUnknownError(RecommenderError):
+    """A write was sent to Redis and no reply came back (the connection timed out or broke):
+    Redis may have applied it or not. Retrying with the same event id applies it at most once."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"the write was sent but its outcome is unknown ({cause})")
+
+
+class PartlyAppliedError(RecommenderError):
+    """A write of several parts (a click: the user's state, popularity) applied some parts and
+    not others. `applied` maps each part to whether it was applied; `cause` is the refusal."""
+
+    def __init__(self, applied: Mapping[str, bool], cause: Exception) -> None:
+        done = ", ".join(part for part, ok in applied.items() if ok) or "nothing"
+        undone = ", ".join(part for part, ok in applied.items() if not ok)
+        super().__init__(f"applied: {done}; not applied: {undone} ({cause})")
+        self.applied = dict(applied)
+        self.cause = cause
+
+
+class NewUserRefusedError(RecommenderError):
+    """The event's user has no state yet, and the caller's `may_create` said not to create one.
+    Nothing was written."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user {user_id!r} does not exist and may not be created now")
+        self.user_id = user_id
 
 
 def is_missing_index_error(exc: BaseException) -> bool:

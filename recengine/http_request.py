@@ -15,13 +15,25 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 
 class ApiError(Exception):
-    """An answer for the client: status, and a message that says what to fix."""
+    """An answer for the client: status, a message that says what to fix, and `details`, more
+    fields of the answer (e.g. which parts of a write were applied)."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.details = dict(details or {})
+
+    def payload(self) -> dict[str, Any]:
+        """The answer's JSON: the message as `error`, and the details."""
+        return {"error": self.message, **self.details}
 
 
 MAX_BODY_BYTES = 64 * 1024

@@ -38,9 +38,18 @@ NEGATIVE_VEC_FIELD = "negative_vec"
 SESSION_AT_FIELD = "session_at"
 NEGATIVE_AT_FIELD = "negative_at"
 AFFINITY_AT_FIELD = "affinity_at"
+# Lists of product ids (or event ids), one per line, newest first: the whole of a user's state is
+# this one hash, so that a memory cap evicts a user whole or not at all (README, "Memory").
+RECENT_FIELD = "recent"
+SEEN_FIELD = "seen"
+DISMISSED_FIELD = "dismissed"
+EVENT_IDS_FIELD = "event_ids"
+LIST_SEPARATOR = b"\n"
 
 RECENT_CLICKS_KEPT = 6
 DEFAULT_SEEN_KEPT = 200
+# The idempotency window: an event id is remembered for the user's next this-many events.
+EVENT_IDS_KEPT = 32
 DEFAULT_USER_TTL_S = 30 * 86400
 # all-MiniLM-L6-v2's dimension, under the reference's name for it.
 VECTOR_DIM_DEFAULT = 384
@@ -50,13 +59,14 @@ VECTOR_DIM_DEFAULT = 384
 
 
 class UserKeys(NamedTuple):
-    """A user's keys: the last three hash-tagged to the features key, so that the four share one
-    Redis Cluster slot and one script can touch them all."""
+    """A user's key, `features` (the whole state), and the three keys the layout before one key
+    per user kept beside it, hash-tagged to it (one Redis Cluster slot): the user's script folds
+    them into the hash on the user's next event and deletes them."""
 
     features: str
-    recent: str
-    seen: str
-    dismissed: str
+    older_recent: str
+    older_seen: str
+    older_dismissed: str
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ class KeyLayout:
         return f"{self.user_key_prefix}{user_id}:features"
 
     def user(self, user_id: str) -> UserKeys:
-        """The user's four keys, in one slot; ValueError for a malformed user id."""
+        """The user's key and the older layout's, in one slot; ValueError for a malformed user id."""
         features = self.features(check_user_id(user_id))
         tag = "{" + features + "}"
         return UserKeys(features, f"{tag}:recent", f"{tag}:seen", f"{tag}:dismissed")
@@ -91,8 +101,16 @@ class KeyLayout:
 
     def popularity(self) -> tuple[str, str]:
         """The popularity zset and its epoch, in one slot."""
-        tag = "{" + f"{self.index_name}:popularity" + "}"
+        tag = self._popularity_tag()
         return tag, f"{tag}:epoch"
+
+    def popularity_counted(self, user_id: str) -> str:
+        """The products a user's clicks counted for popularity in the current window, in
+        popularity's slot (the popularity script reads it with the zset)."""
+        return f"{self._popularity_tag()}:counted:{self.user_key_prefix}{check_user_id(user_id)}"
+
+    def _popularity_tag(self) -> str:
+        return "{" + f"{self.index_name}:popularity" + "}"
 
 
 # --- the index --------------------------------------------------------------------------------

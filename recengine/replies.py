@@ -173,13 +173,17 @@ def product_summary(product_id: str, fields: Mapping[str, str]) -> dict[str, Any
 _STOCK_WORDS = {b"true": True, b"false": False}
 
 
+# The largest cosine distance.
+_FARTHEST = 2.0
+
+
 def _distance(score: Any) -> float:
-    """A row's vector distance; 2 (the farthest) when absent or garbled."""
+    """A row's vector distance; the farthest when garbled."""
     try:
-        distance = 2.0 if score is None else float(score)  # float() takes the reply's bytes as they are
+        distance = float(score)  # float() takes the reply's bytes as they are
     except (TypeError, ValueError):
-        return 2.0
-    return distance if math.isfinite(distance) else 2.0
+        return _FARTHEST
+    return distance if math.isfinite(distance) else _FARTHEST
 
 
 def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
@@ -188,9 +192,10 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
     garbled, values already decoded to str) goes through product_display_fields, which names a
     problem once."""
     score = raw.get(layout.SCORE_FIELD)
-    distance = _distance(score)
-    # Rows of popular() and its rating fallback have no distance: their why says so by omission.
-    why = Why(vector_distance=None if score is None else distance)
+    # Rows of popular() and its rating fallback have no distance: None, and their why says so by
+    # omission. Their score, which orders nothing (popularity or rating does), is the farthest.
+    distance = None if score is None else _distance(score)
+    why = Why(vector_distance=distance)
     try:
         price, rating, in_stock = float(raw["price"]), float(raw["rating"]), _STOCK_WORDS[raw["in_stock"]]
         if math.isfinite(price) and math.isfinite(rating):
@@ -204,13 +209,15 @@ def candidate_from_row(product_id: str, raw: Mapping[str, Any]) -> Candidate:
                 rating,
                 in_stock,
                 distance,
-                distance,
+                _FARTHEST if distance is None else distance,
                 why,
             )
     except (KeyError, ValueError, TypeError, AttributeError):  # a field missing or garbled, or str values
         pass
     shown = product_display_fields(product_id, {n: text(v) for n, v in raw.items() if n != layout.EMBEDDING_FIELD})
-    return Candidate(id=product_id, **shown, vector_distance=distance, score=distance, why=why)
+    return Candidate(
+        id=product_id, **shown, vector_distance=distance, score=_FARTHEST if distance is None else distance, why=why
+    )
 
 
 def features_from_hash(user_id: str, stored: Mapping[Any, Any], vector_dim: int) -> UserFeatures:

@@ -13,25 +13,29 @@ from ranking import Candidate, DictResult, UserFeatures, Vector
 @dataclass(frozen=True, eq=False, repr=False)
 class ClickResult(DictResult):
     """What one click did: the item's category, that category's affinity after the click, the
-    user's click count, the item clicked, and whether the session vector moved (False when the
-    item has no valid vector: the click still counts)."""
+    user's click count, the item clicked, whether the session vector moved (False when the
+    item has no valid vector: the click still counts), and whether its event id had been applied
+    before (then this call changed nothing and the figures are the user's current ones)."""
 
     category: str
     affinity: float
     clicks: int
     last_clicked_id: str
     session_updated: bool
+    already_applied: bool = False
 
 
 @dataclass(frozen=True, eq=False, repr=False)
 class DismissResult(DictResult):
     """What one dismissal did: the item's category and its affinity after the step down, the
-    item, and whether the negative vector moved (False when the item has no valid vector)."""
+    item, whether the negative vector moved (False when the item has no valid vector), and
+    whether its event id had been applied before (then this call changed nothing)."""
 
     category: str
     affinity: float
     product_id: str
     negative_updated: bool
+    already_applied: bool = False
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -22,11 +22,15 @@ from recengine.layout import (
     AFFINITY_AT_FIELD,
     AFFINITY_PREFIX,
     CLICKS_FIELD,
+    DISMISSED_FIELD,
     EMBEDDING_FIELD,
+    EVENT_IDS_FIELD,
     LAST_CLICKED_CATEGORY_FIELD,
     LAST_CLICKED_ID_FIELD,
     NEGATIVE_AT_FIELD,
     NEGATIVE_VEC_FIELD,
+    RECENT_FIELD,
+    SEEN_FIELD,
     SESSION_AT_FIELD,
     SESSION_VEC_FIELD,
 )
@@ -50,19 +54,22 @@ REFRESH_EMBEDDING_LUA = _lua("refresh_embedding")
 
 @dataclass(frozen=True)
 class UserEvent:
-    """One click or dismissal, done entirely inside Redis so that concurrent events of one user
-    serialise: fold the item's vector into the session (click) or negative (dismiss) vector as
-    an EWMA against the *faded* previous one, fade every category affinity to now and step the
-    item's category up or down, remember what was seen, and refresh the expiry of every key of
-    the user. A client-side read-modify-write would let two clicks read the same session and
-    lose one.
+    """One click or dismissal, done entirely inside Redis on the user's one key, so that
+    concurrent events of one user serialise and a memory cap evicts the user whole: fold the
+    item's vector into the session (click) or negative (dismiss) vector as an EWMA against the
+    *faded* previous one, fade every category affinity to now and step the item's category up
+    or down, remember what was clicked, seen and dismissed, refresh the user's expiry. A
+    client-side read-modify-write would let two clicks read the same session and lose one.
+
+    `event_id` (empty: none) makes it idempotent: an id among the user's last `event_ids_kept`
+    events changes nothing and is answered with `already_applied`.
 
     Everything is read and computed before the first write: Redis does not roll a script back,
     so a failure half-way would leave a half-applied event. Counters that hold junk restart at
     0 (reported back as `repaired`) instead of failing after the vector was written.
 
-    KEYS: layout.UserKeys (features, recent, seen, dismissed). ARGV: argv(), the only place
-    that knows their order.
+    KEYS: layout.UserKeys (the user's hash; the older layout's keys, folded in and deleted).
+    ARGV: argv(), the only place that knows their order.
     """
 
     mode: EventMode
@@ -78,9 +85,11 @@ class UserEvent:
     seen_kept: int
     recent_kept: int
     ttl_s: int
+    event_id: str
+    event_ids_kept: int
 
     def argv(self) -> list[Any]:
-        """ARGV[1..20] of lua/user_event.lua, in its order."""
+        """ARGV[1..26] of lua/user_event.lua, in its order."""
         vec_field, vec_at_field = (
             (SESSION_VEC_FIELD, SESSION_AT_FIELD) if self.mode == "click" else (NEGATIVE_VEC_FIELD, NEGATIVE_AT_FIELD)
         )
@@ -91,23 +100,27 @@ class UserEvent:
             self.seen_kept, self.recent_kept, self.ttl_s,
             vec_field, vec_at_field, AFFINITY_AT_FIELD,
             AFFINITY_PREFIX, CLICKS_FIELD, LAST_CLICKED_ID_FIELD, LAST_CLICKED_CATEGORY_FIELD,
+            RECENT_FIELD, SEEN_FIELD, DISMISSED_FIELD, EVENT_IDS_FIELD,
+            self.event_id, self.event_ids_kept,
         ]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class UserEventReply:
     """What lua/user_event.lua returns: the category's affinity after the event, the user's
-    click count, whether the running vector moved, and whether a junk counter was restarted."""
+    click count, whether the running vector moved, whether a junk counter was restarted, and
+    whether the event id had been applied before (then nothing changed)."""
 
     affinity: float
     clicks: int
     vector_updated: bool
     repaired: bool
+    already_applied: bool
 
     @classmethod
     def parse(cls, reply: Sequence[Any]) -> UserEventReply:
-        affinity, clicks, updated, repaired = reply
-        return cls(number(affinity), int(clicks), bool(updated), bool(repaired))
+        affinity, clicks, updated, repaired, already = reply
+        return cls(number(affinity), int(clicks), bool(updated), bool(repaired), bool(already))
 
 
 # --- lua/popularity.lua -----------------------------------------------------------------------------
@@ -118,16 +131,20 @@ class PopularityClick:
     """One click's share of popularity (see ranking.py for the arithmetic): add
     2^((now − epoch)/h) to the product's sum; when that exponent passes `rebase_half_lives`,
     scale every sum down and move the epoch to now, so the numbers stay far from overflow
-    whatever the half-life. KEYS: layout.KeyLayout.popularity()."""
+    whatever the half-life. A user's clicks on one product count once per `window_s`: the
+    script keeps the products each user's clicks counted (a set that expires with the window)
+    and answers false for a click already counted.
+    KEYS: layout.KeyLayout.popularity() and popularity_counted(user)."""
 
     product_id: str
     now: float
     half_life_s: float
+    window_s: float
     rebase_half_lives: float = POPULARITY_REBASE_HALF_LIVES
 
     def argv(self) -> list[Any]:
-        """ARGV[1..4] of lua/popularity.lua, in its order."""
-        return [self.product_id, repr(self.now), repr(self.half_life_s), self.rebase_half_lives]
+        """ARGV[1..5] of lua/popularity.lua, in its order."""
+        return [self.product_id, repr(self.now), repr(self.half_life_s), self.rebase_half_lives, repr(self.window_s)]
 
 
 # --- lua/refresh_embedding.lua ------------------------------------------------------------------------
@@ -168,11 +185,12 @@ class ScriptCall(NamedTuple):
 
 def run_scripts_then(client: Any, calls: Sequence[ScriptCall], then: Callable[[Any], None]) -> list[Any]:
     """Scripts by EVALSHA, then what `then` queues, pipelined in one round trip; the replies in
-    order. (A redis-py Script run in a pipeline first asks SCRIPT EXISTS, a round trip of its
-    own, on every execute.) A Redis that lost its scripts (restarted, flushed, or a promoted
-    replica) answers NOSCRIPT and runs nothing of that script: the scripts are loaded and only
-    the ones that did not run are sent again, with what follows them, so none runs twice. The
-    first error reply met is raised."""
+    order, an error reply as its exception in its place (each script applied or not on its own:
+    the caller says which). (A redis-py Script run in a pipeline first asks SCRIPT EXISTS, a
+    round trip of its own, on every execute.) A Redis that lost its scripts (restarted, flushed,
+    or a promoted replica) answers NOSCRIPT and runs nothing of that script: the scripts are
+    loaded and only the ones that did not run are sent again, with what follows them, so none
+    runs twice."""
 
     def send(selected: Sequence[ScriptCall]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
@@ -190,7 +208,4 @@ def run_scripts_then(client: Any, calls: Sequence[ScriptCall], then: Callable[[A
         for i, reply in zip(missing, again, strict=False):
             replies[i] = reply
         replies[len(calls) :] = again[len(missing) :]
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
     return replies

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from embeddings import BACKENDS, QUERY_ENCODERS
-from recengine.cli_types import non_negative_int, positive_int, sentinel_address
+from recengine.cli_types import memory_size, non_negative_int, positive_int, sentinel_address
 from recengine.experiments import Experiment, ExperimentFileError, load_experiment
 from recengine.impressions import DEFAULT_CAP
 from recengine.web_guard import allowed_host_argument
@@ -16,6 +16,14 @@ from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES
 
 # The catalogue beside demo_server.py, which build_catalog.py writes by default.
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "catalog.json"
+# The bundled Redis' memory cap: the demo catalogue takes ~2 MB, a user ~2.7 KB (README,
+# "Memory"), so this holds ~90,000 users before the least recently active are evicted.
+DEFAULT_MAXMEMORY = "256mb"
+# Per client (IP address). A browser creates one user; 60 a minute is a page reloaded without
+# cookies every second.
+DEFAULT_NEW_USERS_PER_MINUTE = 60
+# Per client: requests of one client waiting for the model at once.
+DEFAULT_MODEL_QUEUE_PER_CLIENT = 4
 
 
 def experiment_argument(text: str) -> Experiment:
@@ -128,6 +136,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"every key of a user expires this long after their last click or dismissal, so abandoned users "
         f"do not fill Redis (default {DEFAULT_USER_TTL_S} = 30 days; 0 keeps users forever)",
+    )
+    limits = parser.add_argument_group("limits and guarantees (SECURITY.md, README: Memory, Durability)")
+    limits.add_argument(
+        "--maxmemory",
+        type=memory_size,
+        metavar="SIZE",
+        help=f"cap the bundled Redis' memory (default {DEFAULT_MAXMEMORY}); past it, the least recently active "
+        "users are evicted, each whole, and products never are. For your own Redis, set maxmemory in its "
+        "configuration (this flag then only warns)",
+    )
+    limits.add_argument(
+        "--new-users-per-minute",
+        type=non_negative_int,
+        default=DEFAULT_NEW_USERS_PER_MINUTE,
+        metavar="N",
+        help=f"how many new users one client (IP address) may create per minute, per worker; past it a write that "
+        f"would create one is a 429 (default {DEFAULT_NEW_USERS_PER_MINUTE}; 0: no limit, e.g. behind a reverse "
+        "proxy, where every browser is the proxy)",
+    )
+    limits.add_argument(
+        "--model-queue-per-client",
+        type=non_negative_int,
+        default=DEFAULT_MODEL_QUEUE_PER_CLIENT,
+        metavar="N",
+        help=f"how many requests of one client may wait for the model at once; more is a 429 (default "
+        f"{DEFAULT_MODEL_QUEUE_PER_CLIENT}; 0: no bound)",
+    )
+    limits.add_argument(
+        "--durable",
+        action="store_true",
+        help="answer a click, dismissal or refreshed embedding only once Redis has fsynced it to its append-only "
+        "file (WAITAOF; with --min-replicas-ack, the replicas' files too); not confirmed in time is a 503 that "
+        "says the outcome is unknown. Switches the bundled Redis to appendfsync always (a few ms per write); another "
+        "Redis with appendfsync everysec makes each write wait for its next fsync, up to a second (README: Durability)",
     )
     measure = parser.add_argument_group("measuring (README: Metrics, impressions and experiments)")
     measure.add_argument(

@@ -1,7 +1,8 @@
 """The connections to Redis and how they are used: writes and a user's own state on the primary,
 searches on the replicas in turn (a failing replica falls back to the primary for that call),
-pipelines, and WAIT for replicas to acknowledge a write. Every Redis error reply leaves here
-classified (errors.py).
+pipelines, and the confirmation asked of a write: WAIT for replicas to acknowledge it, or, when
+durable, WAITAOF for it to be fsynced (and on the replicas' disks too). Every Redis error reply
+leaves here classified (errors.py).
 """
 
 from __future__ import annotations
@@ -15,16 +16,20 @@ from typing import Any, TypeVar
 import redis
 import redis.cluster
 
-from recengine.errors import ReplicationTimeoutError, classified_errors
+from recengine.errors import DurabilityTimeoutError, ReplicationTimeoutError, classified_errors
 from recengine.query import Command
 
 log = logging.getLogger("recommender")
+# How long a durable write waits for its fsync. With `appendfsync everysec` the next fsync is at
+# most a second away; the bound stays below the client's 2 s socket timeout (local_redis), so a
+# slow disk is reported as "not confirmed", never as a lost connection.
+DURABLE_TIMEOUT_MS = 1500
 _Answer = TypeVar("_Answer")
 Client = redis.Redis | redis.cluster.RedisCluster
 
 
 class Store:
-    """The primary, the replicas, and the replication guarantee asked of writes."""
+    """The primary, the replicas, and the guarantee asked of writes."""
 
     def __init__(
         self,
@@ -32,11 +37,12 @@ class Store:
         read_clients: Sequence[redis.Redis],
         min_replicas_ack: int,
         replica_ack_timeout_ms: int,
+        durable: bool = False,
     ) -> None:
         self.primary = primary
         self.is_cluster = isinstance(primary, redis.cluster.RedisCluster)
-        if min_replicas_ack and self.is_cluster:
-            raise ValueError("min_replicas_ack is not supported on a Redis Cluster client")
+        if (min_replicas_ack or durable) and self.is_cluster:
+            raise ValueError("min_replicas_ack and durable are not supported on a Redis Cluster client")
         for client in (primary, *read_clients):
             if client.get_connection_kwargs().get("decode_responses"):
                 raise ValueError("RedisRecommender needs clients with decode_responses=False: vectors are binary")
@@ -45,6 +51,7 @@ class Store:
         self._reader_lock = threading.Lock()
         self.min_replicas_ack = min_replicas_ack
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
+        self.durable = durable
 
     # reading from replicas
 
@@ -121,17 +128,30 @@ class Store:
         self.execute(pipe)
         return len(batch)
 
-    # replication
+    # what a write's answer waits for
 
-    def queue_wait(self, pipe: Any) -> None:
-        """Queue WAIT for the required replicas, when any are required (its reply is an int)."""
-        if self.min_replicas_ack:
+    @property
+    def confirms_writes(self) -> bool:
+        """Whether queue_confirmation queues anything (then check_confirmation reads its reply)."""
+        return self.durable or bool(self.min_replicas_ack)
+
+    def queue_confirmation(self, pipe: Any) -> None:
+        """Queue what a write's answer waits for: WAITAOF 1 N when durable (fsynced here, and on
+        N replicas' disks), else WAIT N when replicas are required, else nothing."""
+        if self.durable:
+            pipe.execute_command("WAITAOF", 1, self.min_replicas_ack, DURABLE_TIMEOUT_MS)
+        elif self.min_replicas_ack:
             pipe.execute_command("WAIT", self.min_replicas_ack, self.replica_ack_timeout_ms)
 
-    def check_acks(self, acked: int) -> None:
-        """ReplicationTimeoutError when WAIT's count is short of the required one."""
-        if acked < self.min_replicas_ack:
-            raise ReplicationTimeoutError(acked, self.min_replicas_ack, self.replica_ack_timeout_ms)
+    def check_confirmation(self, reply: Any) -> None:
+        """DurabilityTimeoutError or ReplicationTimeoutError when queue_confirmation's reply is
+        short of what is required."""
+        if self.durable:
+            local, replicas = (int(count) for count in reply)
+            if local < 1 or replicas < self.min_replicas_ack:
+                raise DurabilityTimeoutError(local, replicas, self.min_replicas_ack, DURABLE_TIMEOUT_MS)
+        elif int(reply) < self.min_replicas_ack:
+            raise ReplicationTimeoutError(int(reply), self.min_replicas_ack, self.replica_ack_timeout_ms)
 
 
 def _describe(client: Any) -> str:

@@ -33,6 +33,7 @@ from local_redis import (
     open_redis,
     redact,
 )
+from recengine.server_cli import DEFAULT_MAXMEMORY
 
 log = logging.getLogger(__name__)
 
@@ -209,16 +210,50 @@ def open_topology(args: argparse.Namespace, data_dir: Path) -> Topology:
     elif args.cluster:
         client, description = open_cluster(args.redis_url or os.environ["REDIS_URL"])
     else:
+        cap = args.maxmemory or DEFAULT_MAXMEMORY
         if args.data_dir is not None:
-            client, local = open_bundled(args.data_dir)
+            client, local = open_bundled(args.data_dir, maxmemory=cap)
         else:
-            client, local = open_redis(args.redis_url, data_dir=data_dir)
+            client, local = open_redis(args.redis_url, data_dir=data_dir, maxmemory=cap)
         where = client.connection_pool.connection_kwargs
         description = f"{'bundled ' if local else ''}Redis at {where.get('host')}:{where.get('port')}"
         read_clients = [open_replica(url) for url in args.replica_url]
     if args.min_replicas_ack and isinstance(client, redis.Redis):
         check_replicas_connected(client, args.min_replicas_ack)
+    if args.maxmemory and local is None:
+        log.warning(
+            "--maxmemory %s caps only the bundled Redis; %s keeps its own maxmemory setting (set it in its "
+            "configuration, with maxmemory-policy volatile-lru so that only users are evicted)",
+            args.maxmemory, description,
+        )  # fmt: skip
+    if args.durable and isinstance(client, redis.Redis):
+        prepare_durable(client, bundled=local is not None)
     return Topology(client, read_clients, local, description)
+
+
+def prepare_durable(client: redis.Redis, bundled: bool) -> None:
+    """--durable waits for each write's fsync (WAITAOF). A Redis without an append-only file
+    would refuse every write: refused here. With `appendfsync everysec` the wait is for the next
+    once-a-second fsync, about a second per click (bench/durable_click.py); with `always` Redis
+    fsyncs before it replies and WAITAOF waits for nothing more. So the bundled Redis is switched
+    to `always`; another Redis keeps its setting, with a warning."""
+    settings = {name: str(value) for name, value in client.config_get("append*").items()}
+    if settings.get("appendonly") != "yes":
+        raise ValueError(
+            "--durable waits until Redis has written each click to its append-only file, but this Redis has "
+            "appendonly off: turn it on (CONFIG SET appendonly yes, and in its configuration), or drop --durable"
+        )
+    if settings.get("appendfsync") == "always":
+        return
+    if bundled:
+        client.config_set("appendfsync", "always")
+        log.info("--durable: the bundled Redis now fsyncs every write before it answers (appendfsync always)")
+    else:
+        log.warning(
+            "--durable with appendfsync %s: each write waits for Redis' next fsync, up to a second; set "
+            "appendfsync always in its configuration to answer as soon as the write is on disk",
+            settings.get("appendfsync"),
+        )
 
 
 def close_connections(topology: Topology) -> None:

@@ -1,16 +1,16 @@
-"""Reading a user's state: the features hash, recent clicks, what they saw and dismissed.
-Always from the primary, never a replica: a user's last click must count in the very next
-answer. Reads are queued on a pipeline the caller may share, so a request that needs a user's
-state and something else pays one round trip."""
+"""Reading a user's state: the one hash that holds a user's features, recent clicks, what they
+saw and dismissed. Always from the primary, never a replica: a user's last click must count in
+the very next answer. Reads are queued on a pipeline the caller may share, so a request that
+needs a user's state and something else pays one round trip."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from recengine.errors import classified_errors
-from recengine.layout import RECENT_CLICKS_KEPT, KeyLayout
+from recengine.layout import DISMISSED_FIELD, LIST_SEPARATOR, RECENT_CLICKS_KEPT, RECENT_FIELD, SEEN_FIELD, KeyLayout
 from recengine.replies import features_from_hash, text
 from recengine.results import UserContext, UserState
 from recengine.store import Store
@@ -35,6 +35,13 @@ class StateReplies(NamedTuple):
     known: tuple[tuple[str, str], ...] = ()
 
 
+def id_list(stored: Mapping[bytes, Any], field: str) -> list[str]:
+    """A list field of the user's hash as HGETALL gives it (ids one per line, newest first); []
+    when absent."""
+    raw = stored.get(field.encode())
+    return [text(item) for item in raw.split(LIST_SEPARATOR) if item] if raw else []
+
+
 @dataclass(eq=False)
 class UserReads:
     """What the engine reads of its users."""
@@ -44,21 +51,21 @@ class UserReads:
     vector_dim: int
     names: ProductNames
 
+    def _hash(self, user_id: str) -> str:
+        return self.keys.user(user_id).features
+
     # what a request needs: features and exclusions
 
     def queue_context(self, pipe: Any, user_id: str, exclude_clicked: bool) -> None:
-        user = self.keys.user(user_id)
-        pipe.hgetall(user.features)
-        pipe.smembers(user.dismissed)
-        if exclude_clicked:
-            pipe.zrange(user.seen, 0, -1)
+        pipe.hgetall(self._hash(user_id))
 
     def context_from(self, user_id: str, replies: Sequence[Any], exclude_clicked: bool) -> UserContext:
         """The UserContext from the replies of queue_context."""
-        excluded = {text(pid) for pid in replies[1]}
+        stored = replies[0]
+        excluded = set(id_list(stored, DISMISSED_FIELD))
         if exclude_clicked:
-            excluded.update(text(pid) for pid in replies[2])
-        return UserContext(features_from_hash(user_id, replies[0], self.vector_dim), frozenset(excluded))
+            excluded.update(id_list(stored, SEEN_FIELD))
+        return UserContext(features_from_hash(user_id, stored, self.vector_dim), frozenset(excluded))
 
     def context(self, user_id: str, exclude_clicked: bool) -> UserContext:
         """The user's features and the products to leave out, in one round trip."""
@@ -71,22 +78,18 @@ class UserReads:
     def queue_panel_ids(self, pipe: Any, user_id: str) -> None:
         """The products the user's panel shows now (recent clicks, dismissed): a caller about to
         change the user reads them first, so that their names can be read with the new state."""
-        user = self.keys.user(user_id)
-        pipe.lrange(user.recent, 0, RECENT_CLICKS_KEPT - 1)
-        pipe.smembers(user.dismissed)
+        pipe.hmget(self._hash(user_id), [RECENT_FIELD, DISMISSED_FIELD])
 
-    def panel_ids_from(self, replies: Sequence[Any]) -> list[str]:
-        """The ids from the replies of queue_panel_ids."""
-        recent, dismissed = replies
-        return [*(text(pid) for pid in recent), *(text(pid) for pid in dismissed)]
+    def panel_ids_from(self, reply: Sequence[Any]) -> list[str]:
+        """The ids from the reply of queue_panel_ids."""
+        recent, dismissed = reply
+        stored = {RECENT_FIELD.encode(): recent, DISMISSED_FIELD.encode(): dismissed}
+        return [*id_list(stored, RECENT_FIELD)[:RECENT_CLICKS_KEPT], *id_list(stored, DISMISSED_FIELD)]
 
     def queue_state(self, pipe: Any, user_id: str, named: Sequence[str] = ()) -> None:
-        """The state's reads, and the names of the `named` products (those the state is expected
+        """The state's read, and the names of the `named` products (those the state is expected
         to show), so that a state changed by a click needs no second round trip for names."""
-        user = self.keys.user(user_id)
-        pipe.hgetall(user.features)
-        pipe.lrange(user.recent, 0, RECENT_CLICKS_KEPT - 1)
-        pipe.smembers(user.dismissed)
+        pipe.hgetall(self._hash(user_id))
         self.names.queue_names(pipe, named)
 
     def state_replies(self, user_id: str, named: Sequence[str] = ()) -> StateReplies:
@@ -97,10 +100,10 @@ class UserReads:
     def state_from(self, user_id: str, state: StateReplies) -> UserState:
         """A UserState from the replies of queue_state; the names of shown products that were
         not among the named ones are looked up (a second round trip, only then)."""
-        stored, recent, dismissed = state.replies[:3]
-        recent_ids = [text(pid) for pid in recent]
-        dismissed_ids = sorted(text(pid) for pid in dismissed)
-        names = {**dict(state.known), **self.names.names_from(state.named, state.replies[3:])}
+        stored = state.replies[0]
+        recent_ids = id_list(stored, RECENT_FIELD)[:RECENT_CLICKS_KEPT]
+        dismissed_ids = sorted(id_list(stored, DISMISSED_FIELD))
+        names = {**dict(state.known), **self.names.names_from(state.named, state.replies[1:])}
         named = set(state.named) | {pid for pid, _ in state.known}
         unnamed = [pid for pid in dict.fromkeys([*recent_ids, *dismissed_ids]) if pid not in named]
         names.update(self.names.product_names(unnamed))
@@ -114,23 +117,24 @@ class UserReads:
 
     # one list each
 
-    def recent_clicks(self, user_id: str) -> list[str]:
-        recent = self.keys.user(user_id).recent
+    def _list(self, user_id: str, field: str) -> list[str]:
         with classified_errors():
-            return [text(pid) for pid in self.store.primary.lrange(recent, 0, RECENT_CLICKS_KEPT - 1)]
+            raw = self.store.primary.hget(self._hash(user_id), field)
+        return id_list({field.encode(): raw} if raw is not None else {}, field)
+
+    def recent_clicks(self, user_id: str) -> list[str]:
+        return self._list(user_id, RECENT_FIELD)[:RECENT_CLICKS_KEPT]
 
     def seen(self, user_id: str) -> list[str]:
-        seen = self.keys.user(user_id).seen
-        with classified_errors():
-            return [text(pid) for pid in self.store.primary.zrevrange(seen, 0, -1)]
+        return self._list(user_id, SEEN_FIELD)
 
     def dismissed(self, user_id: str) -> list[str]:
-        dismissed = self.keys.user(user_id).dismissed
-        with classified_errors():
-            return sorted(text(pid) for pid in self.store.primary.smembers(dismissed))
+        return sorted(self._list(user_id, DISMISSED_FIELD))
 
     def reset(self, user_id: str) -> None:
-        """Every key of the user (one slot, one DEL), and the key older versions kept."""
+        """The user's key, the older layout's keys beside it (one slot, one DEL), and the key
+        still older versions kept. What the user's clicks counted for popularity stays counted
+        (a reset does not let one user count a product twice in a window)."""
         keys = self.keys.user(user_id)
         with classified_errors():
             self.store.primary.delete(*keys)

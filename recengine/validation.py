@@ -3,6 +3,7 @@ caller's mistake is a ValueError naming it, not a Redis error or a silently empt
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ import numpy as np
 MAX_K = 10_000
 # RediSearch splits TAG values on it.
 TAG_SEPARATOR = ","
+# An idempotency key: what a UUID, a random hex string or a client's own counter looks like.
+EVENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def check_literal(name: str, value: str) -> str:
@@ -44,6 +47,14 @@ def check_user_id(user_id: Any) -> str:
         raise ValueError(f"user_id must not contain spaces, control characters or braces, got {user_id!r}")
     check_literal("user_id", user_id)
     return user_id
+
+
+def check_event_id(event_id: Any) -> str:
+    """An event's idempotency key: 1-128 letters, digits, '_', '.', ':' or '-' (a line break
+    would split the user's list of recent event ids)."""
+    if not isinstance(event_id, str) or not EVENT_ID_PATTERN.fullmatch(event_id):
+        raise ValueError(f"event_id must be 1-128 letters, digits, '_', '.', ':' or '-', got {event_id!r:.60}")
+    return event_id
 
 
 def field_problem(name: str, value: str) -> str | None:

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import hashlib
 import hmac
-import http.cookies
 import ipaddress
 import logging
 import os
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from recengine.cookie_header import read_cookie
 
 log = logging.getLogger(__name__)
 
@@ -169,21 +170,32 @@ class CookieSigner:
             return None
         return user_id if hmac.compare_digest(signature, self.signature(user_id)) else None
 
-    def user_of(self, cookie_header: str) -> str | None:
-        """The user of a genuine (signed) user cookie in a Cookie header; None for none, or for
-        one planted or forged, or a header that does not parse."""
-        cookies = http.cookies.SimpleCookie()
-        try:
-            cookies.load(cookie_header)
-        except http.cookies.CookieError:
-            return None
-        morsel = cookies.get(USER_COOKIE)
-        return self.verify(morsel.value) if morsel else None
+    def read(self, cookie_header: str | None) -> CookieUser:
+        """What a Cookie header says about the user: the first genuine (signed) user cookie in
+        it, whatever else it holds. Every `rr_user` value is tried, since a page can plant one
+        with a narrower path that the browser sends first (recengine/cookie_header.py reads the
+        header in linear time and ignores one over 8 KB)."""
+        read = read_cookie(cookie_header, USER_COOKIE)
+        user_id = next(filter(None, map(self.verify, read.values)), None)
+        return CookieUser(user_id, sent_cookies=read.sent_cookies, too_long=read.too_long)
 
-    def new_user_cookie(self) -> str:
-        """A Set-Cookie value that gives a browser a new user of its own."""
-        value = self.sign(f"u-{secrets.token_hex(8)}")
-        return f"{USER_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={USER_COOKIE_MAX_AGE_S}"
+    def mint(self) -> tuple[str, str]:
+        """A new user of its own: its id, and the Set-Cookie value that gives it to a browser."""
+        user_id = f"u-{secrets.token_hex(8)}"
+        cookie = f"{USER_COOKIE}={self.sign(user_id)}; Path=/; HttpOnly; SameSite=Lax; Max-Age={USER_COOKIE_MAX_AGE_S}"
+        return user_id, cookie
+
+
+@dataclass(frozen=True)
+class CookieUser:
+    """The user a request's cookies name (None: no genuine user cookie), whether it sent any
+    cookie at all, and whether its Cookie header was too long to read. A client that sent
+    cookies but no genuine user cookie is a browser whose cookie was lost, replaced or hidden:
+    it gets a user of its own, never the shared one that cookie-less scripts get."""
+
+    user_id: str | None
+    sent_cookies: bool
+    too_long: bool
 
 
 def load_cookie_secret(data_dir: Path) -> bytes:

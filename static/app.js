@@ -140,7 +140,37 @@
 
   // ----------------------------------------------------------------- API --
 
-  class ApiError extends Error {}
+  class ApiError extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status || 0;
+    }
+  }
+
+  /** A fresh idempotency key for one click or dismissal: its retries send the same one, so the
+   * server applies it once (crypto.getRandomValues works on plain http too, randomUUID not). */
+  function newEventId() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  const WRITE_RETRIES = 2;
+  const WRITE_RETRY_MS = 1000;
+
+  /** A click or dismissal: sent with its event_id, and sent again with the same id when the
+   * server could not say whether it was applied (a 503: Redis slow, restarting, or full). */
+  async function sendEvent(path, productId, extra = {}) {
+    const body = { ...extra, product_id: productId, event_id: newEventId() };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await api("POST", path, body);
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 503 || attempt >= WRITE_RETRIES) throw err;
+        await new Promise((resolve) => setTimeout(resolve, WRITE_RETRY_MS));
+      }
+    }
+  }
 
   async function api(method, path, body) {
     const controller = typeof AbortController === "function" ? new AbortController() : null;
@@ -180,9 +210,12 @@
 
     if (!response.ok) {
       if (data && typeof data === "object" && data.error !== undefined && data.error !== null) {
-        throw new ApiError(String(data.error));
+        throw new ApiError(String(data.error), response.status);
       }
-      throw new ApiError(`Request failed: HTTP ${response.status}${response.statusText ? " " + response.statusText : ""}.`);
+      throw new ApiError(
+        `Request failed: HTTP ${response.status}${response.statusText ? " " + response.statusText : ""}.`,
+        response.status,
+      );
     }
     if (parseFailed || data === null || typeof data !== "object") {
       throw new ApiError(`Unexpected response from ${path} (not JSON).`);
@@ -1038,11 +1071,11 @@
     const hadFocus = trigger && document.activeElement === trigger ? trigger : null;
     try {
       await busy(related, async () => {
-        const body = { product_id: productId };
+        const extra = {};
         const list = trigger ? trigger.closest("#results, #foryou") : null;
         // The list's rec_id attributes the click to what was shown (GET /report counts it).
-        if (list && list.dataset.recId) body.rec_id = list.dataset.recId;
-        const res = await api("POST", "/click", body);
+        if (list && list.dataset.recId) extra.rec_id = list.dataset.recId;
+        const res = await sendEvent("/click", productId, extra);
         const name = str(res.name, productId);
         const category = str(res.category, "unknown category");
         ok(`Clicked ${name} — ${category} affinity ${fmtAffinity(res.affinity)}`);
@@ -1068,7 +1101,7 @@
       .filter((node) => node.dataset.id === productId);
     try {
       await busy(related, async () => {
-        const res = await api("POST", "/dismiss", { product_id: productId });
+        const res = await sendEvent("/dismiss", productId);
         removeShown(productId);
         const name = str(res.name, productId);
         ok(`Not interested in ${name}: it stays out of your lists until you reset the session.`);

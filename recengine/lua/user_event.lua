@@ -1,13 +1,28 @@
--- One click or dismissal of one user, applied atomically (see recengine/scripts.py, UserEvent).
--- KEYS: features hash, recent clicks list, seen zset, dismissed set (one slot).
+-- One click or dismissal of one user, applied atomically and at most once per event id
+-- (see recengine/scripts.py, UserEvent).
+--
+-- Everything of a user lives in ONE hash, KEYS[1], so that a memory cap evicts a user whole or
+-- not at all: the running vectors, affinities and counters, and, as fields holding product ids
+-- one per line (a product id never holds a line break), the recent clicks (newest first, with
+-- repeats), what was seen (clicked or dismissed, newest first, no repeats), what was dismissed,
+-- and the ids of the user's last events (the idempotency window).
+--
+-- KEYS[2..4]: the recent list, seen zset and dismissed set of the layout before one key per
+-- user (same slot): folded into the hash on the user's first event since, then deleted.
 -- ARGV: bound in order by UserEvent.argv().
-local features, recent, seen, dismissed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+--
+-- Reply: {affinity of the category after the event, clicks, vector moved (0/1), a junk
+-- counter restarted (0/1), already applied (0/1)}. An event id already in the window changes
+-- nothing and answers the user's current affinity and clicks with "already applied" 1.
+local user = KEYS[1]
 local mode, product_id, category, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local alpha, step, dim, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local vector_half_life, affinity_half_life = tonumber(ARGV[9]), tonumber(ARGV[10])
 local seen_kept, recent_kept, ttl = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local vec_field, vec_at_field, aff_at_field = ARGV[14], ARGV[15], ARGV[16]
 local aff_prefix, clicks_field, last_id_field, last_cat_field = ARGV[17], ARGV[18], ARGV[19], ARGV[20]
+local recent_field, seen_field, dismissed_field, events_field = ARGV[21], ARGV[22], ARGV[23], ARGV[24]
+local event_id, events_kept = ARGV[25], tonumber(ARGV[26])
 
 local function finite(raw)
   local n = tonumber(raw)
@@ -20,15 +35,48 @@ local function faded(since, half_life)
   return 0.5 ^ ((now - t) / half_life)
 end
 local function num(n) return string.format('%.17g', n) end
+local function lines(raw)
+  local list = {}
+  if raw then for id in string.gmatch(raw, '[^\n]+') do list[#list + 1] = id end end
+  return list
+end
+-- `first` followed by the ids of `list` except `first` (when `unique`), at most `limit` of them.
+local function in_front(first, list, limit, unique)
+  local out = {first}
+  for _, id in ipairs(list) do
+    if #out >= limit then break end
+    if not (unique and id == first) then out[#out + 1] = id end
+  end
+  return table.concat(out, '\n')
+end
 
 local stored = {}
-local flat = redis.call('HGETALL', features)
+local flat = redis.call('HGETALL', user)
 for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
+
+local aff_fade = faded(stored[aff_at_field], affinity_half_life)
+local aff_field = aff_prefix .. category
+local clicks = finite(stored[clicks_field])
+
+if event_id ~= '' then
+  for _, seen_id in ipairs(lines(stored[events_field])) do
+    if seen_id == event_id then
+      return {num((finite(stored[aff_field]) or 0) * aff_fade), math.floor(clicks or 0), 0, 0, 1}
+    end
+  end
+end
+
+-- The layout before one key per user, folded in once.
+local recent, seen, dismissed = lines(stored[recent_field]), lines(stored[seen_field]), lines(stored[dismissed_field])
+if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) > 0 then
+  for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, recent_kept - 1)) do recent[#recent + 1] = id end
+  for _, id in ipairs(redis.call('ZREVRANGE', KEYS[3], 0, seen_kept - 1)) do seen[#seen + 1] = id end
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do dismissed[#dismissed + 1] = id end
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+end
 
 local repaired = 0
 local writes = {}
-local aff_fade = faded(stored[aff_at_field], affinity_half_life)
-local aff_field = aff_prefix .. category
 local affinity = 0
 for name, raw in pairs(stored) do
   if string.sub(name, 1, #aff_prefix) == aff_prefix then
@@ -44,7 +92,6 @@ affinity = affinity + step
 table.insert(writes, aff_field); table.insert(writes, num(affinity))
 table.insert(writes, aff_at_field); table.insert(writes, num(now))
 
-local clicks = finite(stored[clicks_field])
 if stored[clicks_field] and not clicks then repaired = 1 end
 clicks = math.floor(clicks or 0)
 if mode == 'click' then
@@ -52,6 +99,19 @@ if mode == 'click' then
   table.insert(writes, clicks_field); table.insert(writes, clicks)
   table.insert(writes, last_id_field); table.insert(writes, product_id)
   table.insert(writes, last_cat_field); table.insert(writes, category)
+  table.insert(writes, recent_field); table.insert(writes, in_front(product_id, recent, recent_kept, false))
+else
+  local known = false
+  for _, id in ipairs(dismissed) do if id == product_id then known = true end end
+  if not known then dismissed[#dismissed + 1] = product_id end
+end
+if #dismissed > 0 then
+  table.insert(writes, dismissed_field); table.insert(writes, table.concat(dismissed, '\n'))
+end
+table.insert(writes, seen_field); table.insert(writes, in_front(product_id, seen, seen_kept, true))
+if event_id ~= '' then
+  table.insert(writes, events_field)
+  table.insert(writes, in_front(event_id, lines(stored[events_field]), events_kept, true))
 end
 
 local updated = 0
@@ -81,16 +141,6 @@ if #blob == dim * 4 then
   end
 end
 
-redis.call('HSET', features, unpack(writes))
-if mode == 'click' then
-  redis.call('LPUSH', recent, product_id)
-  redis.call('LTRIM', recent, 0, recent_kept - 1)
-else
-  redis.call('SADD', dismissed, product_id)
-end
-redis.call('ZADD', seen, now, product_id)
-redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_kept + 1))
-if ttl > 0 then
-  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end
-end
-return {num(affinity), clicks, updated, repaired}
+redis.call('HSET', user, unpack(writes))
+if ttl > 0 then redis.call('EXPIRE', user, ttl) end
+return {num(affinity), clicks, updated, repaired, 0}

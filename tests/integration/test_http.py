@@ -67,7 +67,7 @@ SEARCH_KEYS = {
     "session_weight",
 }
 CANDIDATE_KEYS = PRODUCT_KEYS | {"description", "vector_distance", "score", "why"}
-CLICK_KEYS = {"category", "affinity", "clicks", "last_clicked_id", "name", "user"}
+CLICK_KEYS = {"category", "affinity", "clicks", "last_clicked_id", "already_applied", "name", "user"}
 
 
 # --- talking HTTP -------------------------------------------------------------------------------
@@ -225,9 +225,13 @@ def test_page_sets_a_private_user_cookie_on_first_visit(demo_url: str) -> None:
 
 
 def test_an_invalid_cookie_is_replaced_and_never_used(demo_url: str) -> None:
+    """A client that sent a cookie is a browser: it gets a fresh user of its own and the cookie
+    for it, never the shared demo user (issue 24, finding 2)."""
     bad = {"Cookie": "rr_user=" + "x" * 65}
     assert "rr_user=" in call(demo_url, "GET", "/", headers=bad).headers["Set-Cookie"]
-    assert call(demo_url, "GET", "/state", headers=bad).json()["user"]["user_id"] == "demo"
+    state = call(demo_url, "GET", "/state", headers=bad)
+    assert state.json()["user"]["user_id"] not in ("demo", "x" * 65)
+    assert state.headers["Set-Cookie"].startswith(f"rr_user={state.json()['user']['user_id']}.")
 
 
 def test_head_of_the_page_has_headers_and_no_body(demo_url: str) -> None:
@@ -532,6 +536,7 @@ def test_clicks_update_the_session(demo_url: str, user_id: str, encoding: str, c
         "affinity": 1.0,
         "clicks": 1,
         "last_clicked_id": coat["id"],
+        "already_applied": False,
         "name": coat["name"],
     }
     assert first["user"]["has_session_vec"] is True

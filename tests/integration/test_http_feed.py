@@ -11,7 +11,7 @@ from test_http import CANDIDATE_KEYS, call, get_state, post
 
 FEED_KEYS = {"source", "candidates", "filter_clause", "excluded_count", "exhausted", "session_weight", "timing_ms"}
 SIMILAR_KEYS = {"product_id", "candidates", "filter_clause", "excluded_count", "exhausted", "timing_ms"}
-DISMISS_KEYS = {"category", "affinity", "product_id", "name", "user"}
+DISMISS_KEYS = {"category", "affinity", "product_id", "already_applied", "name", "user"}
 
 
 def ids(result: dict[str, Any]) -> list[str]:
@@ -77,9 +77,14 @@ def test_search_can_leave_out_what_was_clicked_and_diversify(demo_url: str, user
     assert all("mmr_penalty" in c["why"] for c in diverse["candidates"])
 
 
-def test_state_lists_the_most_popular(demo_url: str, user_id: str, encoding: str) -> None:
-    for _ in range(3):
-        post(demo_url, "/click", {"user_id": user_id, "product_id": "p042"}, encoding)
+def test_state_lists_the_most_popular(demo_url: str, demo_app, user_id: str, encoding: str) -> None:
+    top = demo_app.recommender.popularity(5)
+    # Enough users to put p042 among the five (one user's clicks on it count once).
+    fans = [f"{user_id}-fan{n}" for n in range(int(top[-1][1]) + 1 if len(top) == 5 else 0)]
+    for fan in (user_id, *fans):
+        post(demo_url, "/click", {"user_id": fan, "product_id": "p042"}, encoding)
+    for fan in fans:
+        demo_app.recommender.reset_user(fan)
     popular = get_state(demo_url, user_id)["popular"]
     assert 1 <= len(popular) <= 5 and set(popular[0]) == {"id", "name", "popularity"}
     assert "p042" in [p["id"] for p in popular]

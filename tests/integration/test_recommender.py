@@ -371,6 +371,7 @@ def test_first_click_sets_session_to_item_then_ewma(recommender: RedisRecommende
         "clicks": 1,
         "last_clicked_id": a["id"],
         "session_updated": True,
+        "already_applied": False,
     }
     features = recommender.get_user_features("u1")
     assert np.allclose(features["session_vec"], a["embedding"], atol=1e-6)

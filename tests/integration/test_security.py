@@ -489,7 +489,9 @@ def test_a_planted_or_forged_cookie_is_ignored_and_replaced(demo_url: str, catal
     assert genuine is not None
     planted = forge(*genuine.rsplit(".", 1))
     headers = {"Cookie": f"rr_user={planted}"}
-    assert call(demo_url, "GET", "/state", headers=headers).json()["user"]["user_id"] == "demo"
+    # Neither the planted user nor the shared one: a fresh user of its own (issue 24, finding 2).
+    user_id = call(demo_url, "GET", "/state", headers=headers).json()["user"]["user_id"]
+    assert user_id not in ("demo", "victim1", genuine.rsplit(".", 1)[0])
     replaced = page_cookie(demo_url, headers["Cookie"])
     assert replaced and replaced != planted and replaced != genuine
 

@@ -53,6 +53,10 @@ FLAGS = (
     "--min-replicas-ack",
     "--replica-ack-timeout-ms",
     "--cluster",
+    "--maxmemory",
+    "--new-users-per-minute",
+    "--model-queue-per-client",
+    "--durable",
 )
 INDEX_NAME = "cli:idx"
 KEY_PREFIX = "cli:product:"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import build_catalog
-from recengine.cli_types import non_negative_int, positive_int, sentinel_address
+from recengine.cli_types import memory_size, non_negative_int, positive_int, sentinel_address
 from recengine.server_cli import build_parser
 
 
@@ -107,3 +107,26 @@ def test_the_catalog_builder_uses_the_same_positive_int(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         parser.parse_args([flag.option_strings[0], "0"])
     assert "expected a positive integer, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "kept"), [("256mb", "256mb"), ("2GB", "2gb"), (" 1048576 ", "1048576"), ("1g", "1g")])
+def test_a_memory_size_is_taken_as_redis_writes_it(text: str, kept: str) -> None:
+    assert memory_size(text) == kept
+
+
+@pytest.mark.parametrize("text", ["", "lots", "256 mb", "-5mb", "1.5gb", "256mib", "1000kb", "999999"])
+def test_a_memory_size_that_redis_would_refuse_or_that_holds_nothing_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        memory_size(text)
+
+
+def test_the_limits_have_their_defaults_and_zero_turns_a_budget_off() -> None:
+    args = build_parser().parse_args([])
+    assert (args.maxmemory, args.durable, args.new_users_per_minute, args.model_queue_per_client) == (
+        None,
+        False,
+        60,
+        4,
+    )
+    args = build_parser().parse_args(["--new-users-per-minute", "0", "--maxmemory", "1gb", "--durable"])
+    assert (args.new_users_per_minute, args.maxmemory, args.durable) == (0, "1gb", True)

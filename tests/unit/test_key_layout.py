@@ -42,6 +42,7 @@ def test_the_shared_key_names() -> None:
     )
     assert KEYS.legacy_recent("u1") == "user:u1:recent_clicks"
     assert KEYS.popularity() == ("{recommend:idx:popularity}", "{recommend:idx:popularity}:epoch")
+    assert KEYS.popularity_counted("u1") == "{recommend:idx:popularity}:counted:user:u1"
 
 
 @given(user_ids)
@@ -54,7 +55,8 @@ def test_a_users_keys_share_one_cluster_slot(user_id: str) -> None:
 
 
 def test_popularitys_keys_share_one_cluster_slot() -> None:
-    assert len({key_slot(key.encode()) for key in KEYS.popularity()}) == 1
+    keys = [*KEYS.popularity(), KEYS.popularity_counted("u1"), KEYS.popularity_counted("u-other")]
+    assert len({key_slot(key.encode()) for key in keys}) == 1
 
 
 @pytest.mark.parametrize("user_id", ["", "a b", "a{b}", "a\nb", 7, None])

@@ -116,9 +116,11 @@ def test_a_healthy_row_becomes_a_candidate_with_its_distance() -> None:
     assert found.why.vector_distance == 0.25
 
 
-def test_a_row_without_a_distance_says_so_by_omission() -> None:
+def test_a_row_without_a_distance_has_none() -> None:
+    """Popular and top-rated rows compared no vector (issue 24): no distance, and the farthest
+    score, which orders nothing there."""
     found = candidate_from_row("p1", {k.decode(): v for k, v in PRODUCT.items()})
-    assert found.vector_distance == 2.0 and found.why.vector_distance is None
+    assert found.vector_distance is None and found.why.vector_distance is None and found.score == 2.0
 
 
 def test_a_garbled_row_is_shown_as_empty_zero_or_false_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -27,6 +27,8 @@ EVENT = UserEvent(
     seen_kept=200,
     recent_kept=6,
     ttl_s=2592000,
+    event_id="e-1",
+    event_ids_kept=32,
 )
 
 
@@ -52,7 +54,7 @@ def test_the_scripts_are_read_from_the_lua_files_beside_the_module() -> None:
 def test_a_click_binds_every_argv_the_user_script_reads() -> None:
     positions = argv_names(scripts.USER_EVENT_LUA)
     argv = EVENT.argv()
-    assert len(argv) == max(positions.values()) == 20
+    assert len(argv) == max(positions.values()) == 26
     by_name = {name: argv[position - 1] for name, position in positions.items()}
     assert by_name == {
         "mode": "click", "product_id": "p1", "category": "bags", "blob": b"\x01\x02\x03\x04",
@@ -62,6 +64,8 @@ def test_a_click_binds_every_argv_the_user_script_reads() -> None:
         "vec_field": "session_vec", "vec_at_field": "session_at", "aff_at_field": "affinity_at",
         "aff_prefix": "aff:", "clicks_field": "clicks", "last_id_field": "last_clicked_id",
         "last_cat_field": "last_clicked_category",
+        "recent_field": "recent", "seen_field": "seen", "dismissed_field": "dismissed", "events_field": "event_ids",
+        "event_id": "e-1", "events_kept": 32,
     }  # fmt: skip
 
 
@@ -78,14 +82,15 @@ def test_numbers_travel_at_full_precision() -> None:
 
 
 def test_the_user_scripts_reply_is_parsed_by_name() -> None:
-    assert UserEventReply.parse([b"1.5", 3, 1, 0]) == UserEventReply(1.5, 3, True, False)
-    assert UserEventReply.parse([b"junk", 0, 0, 1]) == UserEventReply(0.0, 0, False, True)
+    assert UserEventReply.parse([b"1.5", 3, 1, 0, 0]) == UserEventReply(1.5, 3, True, False, False)
+    assert UserEventReply.parse([b"junk", 0, 0, 1, 0]) == UserEventReply(0.0, 0, False, True, False)
+    assert UserEventReply.parse([b"2", 4, 0, 0, 1]).already_applied
 
 
 def test_popularity_arguments() -> None:
-    argv = PopularityClick("p1", 1700000000.5, 604800.0).argv()
-    assert argv == ["p1", "1700000000.5", "604800.0", 64.0]
-    assert re.findall(r"ARGV\[(\d+)\]", scripts.POPULARITY_LUA) == ["2", "3", "4", "1"]
+    argv = PopularityClick("p1", 1700000000.5, 604800.0, 86400.0).argv()
+    assert argv == ["p1", "1700000000.5", "604800.0", 64.0, "86400.0"]
+    assert re.findall(r"ARGV\[(\d+)\]", scripts.POPULARITY_LUA) == ["2", "3", "4", "5", "1", "1"]
 
 
 def test_refresh_arguments() -> None:
@@ -100,4 +105,4 @@ def test_every_script_touches_only_its_keys(name: str) -> None:
     calls = re.findall(r"redis\.call\('(\w+)', ([^,)]+)", source)
     assert calls
     for call in calls:
-        assert re.fullmatch(r"KEYS\[\d\]|features|recent|seen|dismissed|key", call[1]), call
+        assert re.fullmatch(r"KEYS\[\d\]|user|key", call[1]), call

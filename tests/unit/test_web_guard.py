@@ -25,6 +25,7 @@ from recengine.web_guard import (
     USER_ID_PATTERN,
     AllowedHosts,
     CookieSigner,
+    CookieUser,
     allowed_host_argument,
     cross_site_refusal,
     host_name,
@@ -226,26 +227,39 @@ def test_a_value_without_a_user_and_signature_is_ignored(value: str) -> None:
 
 def test_the_user_cookie_is_found_among_others_and_garbage_is_ignored() -> None:
     signer = CookieSigner(b"k" * 32)
-    assert signer.user_of(f"theme=dark; {USER_COOKIE}={signer.sign('u-1')}; x=y") == "u-1"
-    assert signer.user_of("theme=dark") is None
-    assert signer.user_of("") is None
-    assert signer.user_of(f'{USER_COOKIE}="unterminated') is None
-    assert signer.user_of(f"{USER_COOKIE}=u-1.forged") is None
+    genuine = signer.sign("u-1")
+    for header in (f"theme=dark; {USER_COOKIE}={genuine}; x=y", f"junk; secure=1; a[b]=1; {USER_COOKIE}={genuine}"):
+        assert signer.read(header) == CookieUser("u-1", sent_cookies=True, too_long=False)
+    assert signer.read("theme=dark") == CookieUser(None, sent_cookies=True, too_long=False)
+    assert signer.read("") == signer.read(None) == CookieUser(None, sent_cookies=False, too_long=False)
+    assert signer.read(f'{USER_COOKIE}="unterminated').user_id is None
+    assert signer.read(f"{USER_COOKIE}=u-1.forged").user_id is None
 
 
-def test_a_new_user_cookie_is_signed_private_and_kept_a_year() -> None:
+def test_a_planted_user_cookie_sent_first_does_not_shadow_the_genuine_one() -> None:
     signer = CookieSigner(b"k" * 32)
-    header = signer.new_user_cookie()
+    assert signer.read(f"{USER_COOKIE}=victim.forged; {USER_COOKIE}={signer.sign('u-1')}").user_id == "u-1"
+
+
+def test_a_cookie_header_over_8_kb_is_not_read() -> None:
+    signer = CookieSigner(b"k" * 32)
+    header = f"{USER_COOKIE}={signer.sign('u-1')}; pad=" + "x" * 9000
+    assert signer.read(header) == CookieUser(None, sent_cookies=True, too_long=True)
+
+
+def test_a_minted_user_cookie_is_signed_private_and_kept_a_year() -> None:
+    signer = CookieSigner(b"k" * 32)
+    user_id, header = signer.mint()
     cookie = SimpleCookie()
     cookie.load(header)
     morsel = cookie[USER_COOKIE]
-    assert signer.verify(morsel.value) is not None
-    assert morsel.value.startswith("u-")
+    assert signer.verify(morsel.value) == user_id
+    assert user_id.startswith("u-")
     assert morsel["path"] == "/"
     assert morsel["httponly"] is True
     assert morsel["samesite"] == "Lax"
     assert morsel["max-age"] == str(365 * 24 * 3600)
-    assert signer.new_user_cookie() != header
+    assert signer.mint()[1] != header
 
 
 def test_valid_user_ids() -> None:
