@@ -309,7 +309,7 @@ class RedisRecommender:
         )
         self._writer = ProductWriter(store, self._keys, scripts, self.vector_dim, self.extra_fields)
         self._reloads = Reloads(store, self._keys, scripts, self.vector_dim, self._catalog.schema, self.extra_fields)
-        self._users = UserReads(store, self._keys, self.vector_dim, self._catalog.product_names)
+        self._users = UserReads(store, self._keys, self.vector_dim, self._catalog)
         self._events = UserEvents(
             store, self._keys, scripts, self._users, self.config, self.clock,
             vector_dim=self.vector_dim, seen_kept=self.seen_kept, user_ttl_s=self.user_ttl_s,

@@ -27,9 +27,9 @@ from recengine.errors import (
     classified_errors,
     classify_response_error,
 )
-from recengine.layout import EMBEDDING_FIELD, EVENT_IDS_KEPT, RECENT_CLICKS_KEPT, KeyLayout
+from recengine.layout import EMBEDDING_FIELD, EVENT_IDS_KEPT, PRODUCT_FIELDS, RECENT_CLICKS_KEPT, KeyLayout
 from recengine.reload import follow_serving, queue_serving
-from recengine.replies import text
+from recengine.replies import product_summary, text
 from recengine.results import ClickResult, DismissResult
 from recengine.scripts import (
     EventMode,
@@ -41,7 +41,7 @@ from recengine.scripts import (
     run_scripts_then,
 )
 from recengine.store import Store
-from recengine.users import UserReads
+from recengine.users import StateReplies, UserReads
 from recengine.validation import check_event_id, check_product_id
 
 log = logging.getLogger("recommender")
@@ -83,7 +83,7 @@ class UserEvents:
         affinity_step: float | None,
         read_state: bool,
         options: EventOptions = EventOptions(),
-    ) -> tuple[ClickResult, list[Any]]:
+    ) -> tuple[ClickResult, StateReplies]:
         """The click's result, and the state replies for UserReads.state_from (empty without
         read_state)."""
         alpha = self.config.ewma_alpha if ewma_alpha is None else check_unit_interval("ewma_alpha", ewma_alpha)
@@ -105,7 +105,7 @@ class UserEvents:
 
     def dismiss(
         self, user_id: str, product_id: str, read_state: bool, options: EventOptions = EventOptions()
-    ) -> tuple[DismissResult, list[Any]]:
+    ) -> tuple[DismissResult, StateReplies]:
         """As click, for "not interested"."""
         category, reply, state = self._apply(
             user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step, read_state, options
@@ -119,25 +119,36 @@ class UserEvents:
         )
         return result, state
 
-    def _product(self, product_id: str, user_key: str) -> tuple[bytes, str, bool]:
-        """The product's vector and category, read before the user's script (which may only
-        touch the user's slot), and whether the user has any state yet, with which generation of
-        the catalogue serves (a reload may have moved it): one round trip. ProductNotFoundError
-        when there is no such product."""
+    def _product(
+        self, product_id: str, user_id: str, user_key: str, read_state: bool
+    ) -> tuple[bytes, str, bool, StateReplies]:
+        """The product's vector, category and display fields, read before the user's script
+        (which may only touch the user's slot), whether the user has any state yet, which
+        generation of the catalogue serves (a reload may have moved it), and with read_state the
+        ids the user's panel shows now, whose names are then read with the new state (see
+        _apply): one round trip, and the answer needs none of its own for names. A garbled
+        product is logged (product_summary). ProductNotFoundError when there is no such product."""
         check_product_id(product_id)
         while True:
             key = self.keys.product(product_id)
             pipe = self.store.pipeline()
-            pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+            pipe.hmget(key, [EMBEDDING_FIELD, *PRODUCT_FIELDS])
             pipe.exists(key)
             pipe.exists(user_key)
             queue_serving(pipe, self.keys)
-            (blob, category), exists, user_exists, serving = self.store.execute(pipe)
+            if read_state:
+                self.users.queue_panel_ids(pipe, user_id)
+            (blob, *values), exists, user_exists, serving, *panel = self.store.execute(pipe)
             if not follow_serving(self.keys, serving):
                 break
         if not exists:
             raise ProductNotFoundError(product_id)
-        return blob or b"", stored_category(text(category)) or "unknown", bool(user_exists)
+        fields = {name: text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True) if v is not None}
+        name = product_summary(product_id, fields)["name"]
+        names = StateReplies([])
+        if read_state:
+            names = StateReplies([], tuple(self.users.panel_ids_from(panel[0])), ((product_id, name),) if name else ())
+        return blob or b"", stored_category(fields.get("category", "")) or "unknown", bool(user_exists), names
 
     def _apply(
         self,
@@ -148,18 +159,20 @@ class UserEvents:
         step: float,
         read_state: bool,
         options: EventOptions,
-    ) -> tuple[str, UserEventReply, list[Any]]:
+    ) -> tuple[str, UserEventReply, StateReplies]:
         """Apply one event (and, for a click, count its popularity), then wait for what the
         store's writes wait for (replicas, the disk); with read_state, read the user's stored
         state after it.
 
         Two round trips: the product's vector and category (its own slot) with whether the user
-        exists, then, pipelined on one connection, the user's script (the user's slot),
-        popularity's script (its slot), the confirmation and the state reads. On a cluster the
-        scripts go one after the other, to their nodes."""
+        exists (and with read_state the ids the user's panel shows), then, pipelined on one
+        connection, the user's script (the user's slot), popularity's script (its slot), the
+        confirmation, the state reads and the names of the product and of those ids (so the
+        answer needs no third round trip for names). On a cluster the scripts go one after the
+        other, to their nodes."""
         event_id = check_event_id(options.event_id) if options.event_id is not None else ""
         keys = list(self.keys.user(user_id))
-        blob, category, user_exists = self._product(product_id, keys[0])
+        blob, category, user_exists, names = self._product(product_id, user_id, keys[0], read_state)
         if not user_exists and options.may_create is not None and not options.may_create():
             raise NewUserRefusedError(user_id)
         now = float(self.clock())
@@ -175,9 +188,11 @@ class UserEvents:
         try:
             if self.store.is_cluster:
                 outcomes = [self._one(call) for call in calls]
-                state = self.users.state_replies(user_id) if read_state else []
+                state = (
+                    self.users.state_replies(user_id, names.named)._replace(known=names.known) if read_state else names
+                )
             else:
-                outcomes, confirmation, state = self._pipelined(user_id, calls, read_state)
+                outcomes, confirmation, state = self._pipelined(user_id, calls, read_state, names)
         except NO_REPLY as exc:
             raise WriteOutcomeUnknownError(exc) from exc
         parsed = UserEventReply.parse(self._applied(mode, outcomes))
@@ -186,7 +201,7 @@ class UserEvents:
                 if isinstance(confirmation, Exception):
                     raise confirmation
                 self.store.check_confirmation(confirmation)
-            for reply in state:
+            for reply in state.replies:
                 if isinstance(reply, Exception):
                     raise reply
         self._log_problems(user_id, product_id, parsed)
@@ -200,7 +215,9 @@ class UserEvents:
         except redis.ResponseError as exc:
             return exc
 
-    def _pipelined(self, user_id: str, calls: list[ScriptCall], read_state: bool) -> tuple[list[Any], Any, list[Any]]:
+    def _pipelined(
+        self, user_id: str, calls: list[ScriptCall], read_state: bool, names: StateReplies
+    ) -> tuple[list[Any], Any, StateReplies]:
         """The scripts, the confirmation and the state reads in one round trip: the scripts'
         outcomes (replies, or error replies in their place), the confirmation's reply (None when
         none is asked) and the state replies."""
@@ -208,13 +225,13 @@ class UserEvents:
         def then(pipe: Any) -> None:
             self.store.queue_confirmation(pipe)
             if read_state:
-                self.users.queue_state(pipe, user_id)
+                self.users.queue_state(pipe, user_id, names.named)
 
         replies = run_scripts_then(self.store.primary, calls, then)
         outcomes, rest = replies[: len(calls)], replies[len(calls) :]
         if self.store.confirms_writes:
-            return outcomes, rest[0], rest[1:]
-        return outcomes, None, rest
+            return outcomes, rest[0], names._replace(replies=rest[1:])
+        return outcomes, None, names._replace(replies=rest)
 
     @staticmethod
     def _applied(mode: EventMode, outcomes: list[Any]) -> Any:
