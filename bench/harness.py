@@ -131,15 +131,21 @@ class DemoProcess:
         self.process.wait(timeout=15)
 
 
-def start_demo_server(redis_url: str, extra_args: list[str] = ()) -> DemoProcess:
-    """Start the demo as a user would (a fresh Python process) and time it to 'listening on'."""
+def start_demo_server(redis_url: str, extra_args: list[str] = (), log_path: Path | None = None) -> DemoProcess:
+    """Start the demo as a user would (a fresh Python process) and time it to 'listening on'.
+
+    With log_path, the server logs to that file rather than to a pipe this process drains: a
+    benchmark whose own threads are busy could drain it late and stall the server's log writes."""
     port = free_port()
     started = time.perf_counter()
+    log_file = open(log_path, "w") if log_path is not None else None  # noqa: SIM115 (the server's for its lifetime)
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "demo_server.py"), "--port", str(port), "--redis-url", redis_url,
          "--index-name", "bench:idx", "--key-prefix", "bench:product:", *extra_args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=log_file or subprocess.PIPE, text=True,
     )  # fmt: skip
+    if log_path is not None:
+        return DemoProcess(process, f"http://127.0.0.1:{port}", wait_for_line(process, log_path, "listening on"))
     phases: dict[str, float] = {}
     for line in process.stderr:
         if "ready in" in line:
@@ -149,6 +155,18 @@ def start_demo_server(redis_url: str, extra_args: list[str] = ()) -> DemoProcess
             threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
             return DemoProcess(process, f"http://127.0.0.1:{port}", seconds, phases)
     raise RuntimeError(f"the demo server did not start (exit code {process.wait()})")
+
+
+def wait_for_line(process: subprocess.Popen, log_path: Path, marker: str, timeout_s: float = 300.0) -> float:
+    """Seconds until `marker` appears in the process' log file."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if marker in log_path.read_text(errors="replace"):
+            return time.perf_counter() - started
+        if process.poll() is not None:
+            raise RuntimeError(f"the server did not start (exit code {process.returncode}); see {log_path}")
+        time.sleep(0.05)
+    raise RuntimeError(f"the server did not start within {timeout_s} s; see {log_path}")
 
 
 class EchoHandler(http.server.BaseHTTPRequestHandler):

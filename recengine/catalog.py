@@ -175,9 +175,23 @@ class Catalog:
             found[pid] = product_summary(pid, stored)
         return found
 
+    def queue_names(self, pipe: Any, product_ids: Sequence[str]) -> None:
+        """The products' names, queued on a pipeline the caller may share (a click's answer
+        reads them in the click's own round trip)."""
+        for pid in product_ids:
+            pipe.hget(self.keys.product(pid), "name")
+
+    def names_from(self, product_ids: Sequence[str], replies: Sequence[Any]) -> dict[str, str]:
+        """Names by id from the replies of queue_names; unknown products and empty names left out."""
+        return {pid: text(name) for pid, name in zip(product_ids, replies, strict=True) if name}
+
     def product_names(self, product_ids: Sequence[str]) -> dict[str, str]:
-        found = self.get_products(product_ids) if product_ids else {}
-        return {pid: product["name"] for pid, product in found.items() if product["name"]}
+        """Names by id, from the primary, in one round trip (none for no ids)."""
+        if not product_ids:
+            return {}
+        pipe = self.store.pipeline()
+        self.queue_names(pipe, product_ids)
+        return self.names_from(product_ids, self.store.execute(pipe))
 
     def list_products(self, limit: int) -> list[dict[str, Any]]:
         response = self.store.search(query.by_price_search_command(self.keys.index_name, limit))

@@ -31,9 +31,16 @@ from recengine.errors import (
     classify_response_error,
 )
 from recengine.event_types import EventType, EventWeights, check_event_time, check_event_type
-from recengine.layout import EMBEDDING_FIELD, EVENT_IDS_KEPT, RECENT_CLICKS_KEPT, WINDOW_FIELD, KeyLayout
+from recengine.layout import (
+    EMBEDDING_FIELD,
+    EVENT_IDS_KEPT,
+    PRODUCT_FIELDS,
+    RECENT_CLICKS_KEPT,
+    WINDOW_FIELD,
+    KeyLayout,
+)
 from recengine.reload import follow_serving, queue_serving
-from recengine.replies import text
+from recengine.replies import product_summary, text
 from recengine.results import ClickResult, DismissResult, EventResult
 from recengine.scripts import (
     EventMode,
@@ -45,7 +52,7 @@ from recengine.scripts import (
     run_scripts_then,
 )
 from recengine.store import Store
-from recengine.users import UserReads
+from recengine.users import StateReplies, UserReads
 from recengine.validation import check_event_id, check_product_id
 
 log = logging.getLogger("recommender")
@@ -77,11 +84,11 @@ class _Typed:
 @dataclass(frozen=True)
 class _Applied:
     """What applying one event gave: the product's category, the user script's reply, the
-    state replies (empty unless asked for) and how many products it was paired with."""
+    state replies and how many products it was paired with."""
 
     category: str
     reply: UserEventReply
-    state: list[Any]
+    state: StateReplies
     paired_with: int
 
 
@@ -110,9 +117,9 @@ class UserEvents:
         session_id: str | None,
         read_state: bool,
         options: EventOptions = EventOptions(),
-    ) -> tuple[EventResult, list[Any]]:
+    ) -> tuple[EventResult, StateReplies]:
         """One typed event with the config's alpha and step, scaled by its type's weight, and the
-        state replies (empty without read_state)."""
+        state replies for UserReads.state_from."""
         event = check_event_type(event)
         weight = self.weights.of(event)
         alpha = self.weights.session_alpha(event, self.config.ewma_alpha)
@@ -140,7 +147,7 @@ class UserEvents:
         affinity_step: float | None,
         read_state: bool,
         options: EventOptions = EventOptions(),
-    ) -> tuple[ClickResult, list[Any]]:
+    ) -> tuple[ClickResult, StateReplies]:
         """The click's result, and the state replies for UserReads.state_from (empty without
         read_state)."""
         alpha = self.config.ewma_alpha if ewma_alpha is None else check_unit_interval("ewma_alpha", ewma_alpha)
@@ -162,7 +169,7 @@ class UserEvents:
 
     def dismiss(
         self, user_id: str, product_id: str, read_state: bool, options: EventOptions = EventOptions()
-    ) -> tuple[DismissResult, list[Any]]:
+    ) -> tuple[DismissResult, StateReplies]:
         """As click, for "not interested": no popularity, no co-occurrence."""
         applied = self._apply(
             user_id, "dismiss", product_id, self.config.ewma_alpha, -self.config.dismiss_step, read_state, options,
@@ -177,26 +184,39 @@ class UserEvents:
         )
         return result, applied.state
 
-    def _product(self, product_id: str, user_key: str) -> tuple[bytes, str, bool, Any]:
-        """The product's vector and category, read before the user's script (which may only
-        touch the user's slot), whether the user has any state yet and their co-occurrence
-        window, with which generation of the catalogue serves (a reload may have moved it): one
-        round trip. ProductNotFoundError when there is no such product."""
+    def _product(
+        self, product_id: str, user_id: str, user_key: str, read_state: bool
+    ) -> tuple[bytes, str, bool, StateReplies, Any]:
+        """The product's vector, category and display fields, read before the user's script
+        (which may only touch the user's slot), whether the user has any state yet and their
+        co-occurrence window, which generation of the catalogue serves (a reload may have moved
+        it), and with read_state the ids the user's panel shows now, whose names are then read
+        with the new state (see _apply): one round trip, and the answer needs none of its own for
+        names. A garbled product is logged (product_summary). ProductNotFoundError when there is
+        no such product."""
         check_product_id(product_id)
         while True:
             key = self.keys.product(product_id)
             pipe = self.store.pipeline()
-            pipe.hmget(key, [EMBEDDING_FIELD, "category"])
+            pipe.hmget(key, [EMBEDDING_FIELD, *PRODUCT_FIELDS])
             pipe.exists(key)
             pipe.exists(user_key)
             pipe.hget(user_key, WINDOW_FIELD)
             queue_serving(pipe, self.keys)
-            (blob, category), exists, user_exists, window, serving = self.store.execute(pipe)
+            if read_state:
+                self.users.queue_panel_ids(pipe, user_id)
+            (blob, *values), exists, user_exists, window, serving, *panel = self.store.execute(pipe)
             if not follow_serving(self.keys, serving):
                 break
         if not exists:
             raise ProductNotFoundError(product_id)
-        return blob or b"", stored_category(text(category)) or "unknown", bool(user_exists), window
+        fields = {name: text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True) if v is not None}
+        name = product_summary(product_id, fields)["name"]
+        names = StateReplies([])
+        if read_state:
+            names = StateReplies([], tuple(self.users.panel_ids_from(panel[0])), ((product_id, name),) if name else ())
+        category = stored_category(fields.get("category", "")) or "unknown"
+        return blob or b"", category, bool(user_exists), names, window
 
     def _apply(
         self,
@@ -216,10 +236,11 @@ class UserEvents:
 
         Every argument is checked before anything is written. Two round trips, as a click: the
         product's vector and category (its own slot) with whether the user exists and their
-        window; then, pipelined on one connection, the user's script (the user's slot),
-        popularity's script (its slot), one count script per product paired (each on its
-        product's slot), the confirmation and the state reads. On a cluster the scripts go one
-        after the other, to their nodes.
+        window (and with read_state the ids the user's panel shows), then, pipelined on one
+        connection, the user's script (the user's slot), popularity's script (its slot), one
+        count script per product paired (each on its product's slot), the confirmation, the
+        state reads and the names of the product and of those ids. On a cluster the scripts go
+        one after the other, to their nodes.
 
         The pairs come from the window as read, not as the user's script finds it: two events
         of one user sent at the same instant may miss pairing with each other (never count a
@@ -232,7 +253,7 @@ class UserEvents:
         if typed is not None:
             now = now if typed.at is None else check_event_time(typed.at, now)
             session = check_session_id(typed.session_id) if typed.session_id is not None else ""
-        blob, category, user_exists, window = self._product(product_id, keys[0])
+        blob, category, user_exists, names, window = self._product(product_id, user_id, keys[0], read_state)
         if not user_exists and options.may_create is not None and not options.may_create():
             raise NewUserRefusedError(user_id)
         entry = WindowEntry(product_id, self.weights.of(typed.event), now, session) if typed is not None else None
@@ -246,41 +267,34 @@ class UserEvents:
             )
             popularity_keys = [*self.keys.popularity(), self.keys.popularity_counted(user_id)]
             calls.append(ScriptCall(self.scripts.popularity, popularity_keys, popularity.argv()))
-            previous = self.co_occurrence.window_from(window)
-            increments = pair_increments(previous, entry, self.co_occurrence.config, self.weights)
+            increments = pair_increments(
+                self.co_occurrence.window_from(window), entry, self.co_occurrence.config, self.weights
+            )
             pairs = self.co_occurrence.pair_calls(product_id, now, increments)
             calls += pairs
             parts += ["popularity", *["co_occurrence"] * len(pairs)]
-        outcomes, state = self._send(user_id, calls, read_state, parts)
-        parsed = UserEventReply.parse(outcomes[0])
-        self._log_problems(user_id, product_id, parsed)
-        return _Applied(category, parsed, state, 0 if parsed.already_applied else len(increments))
-
-    def _send(
-        self, user_id: str, calls: list[ScriptCall], read_state: bool, parts: list[str]
-    ) -> tuple[list[Any], list[Any]]:
-        """The scripts (one round trip on a single Redis; on a cluster each goes to its node),
-        the confirmation and the state reads: the scripts' replies and the state replies, once
-        every part applied and was confirmed (else the error that says what happened)."""
         confirmation: Any = None
         try:
             if self.store.is_cluster:
                 outcomes = [self._one(call) for call in calls]
-                state = self.users.state_replies(user_id) if read_state else []
+                state = (
+                    self.users.state_replies(user_id, names.named)._replace(known=names.known) if read_state else names
+                )
             else:
-                outcomes, confirmation, state = self._pipelined(user_id, calls, read_state)
+                outcomes, confirmation, state = self._pipelined(user_id, calls, read_state, names)
         except NO_REPLY as exc:
             raise WriteOutcomeUnknownError(exc) from exc
-        self._applied(parts, outcomes)
+        parsed = UserEventReply.parse(self._applied(parts, outcomes))
         with classified_errors():
-            if self.store.confirms_writes and not self.store.is_cluster:
+            if self.store.confirms_writes:
                 if isinstance(confirmation, Exception):
                     raise confirmation
                 self.store.check_confirmation(confirmation)
-            for reply in state:
+            for reply in state.replies:
                 if isinstance(reply, Exception):
                     raise reply
-        return outcomes, state
+        self._log_problems(user_id, product_id, parsed)
+        return _Applied(category, parsed, state, 0 if parsed.already_applied else len(increments))
 
     @staticmethod
     def _one(call: ScriptCall) -> Any:
@@ -290,7 +304,9 @@ class UserEvents:
         except redis.ResponseError as exc:
             return exc
 
-    def _pipelined(self, user_id: str, calls: list[ScriptCall], read_state: bool) -> tuple[list[Any], Any, list[Any]]:
+    def _pipelined(
+        self, user_id: str, calls: list[ScriptCall], read_state: bool, names: StateReplies
+    ) -> tuple[list[Any], Any, StateReplies]:
         """The scripts, the confirmation and the state reads in one round trip: the scripts'
         outcomes (replies, or error replies in their place), the confirmation's reply (None when
         none is asked) and the state replies."""
@@ -298,26 +314,27 @@ class UserEvents:
         def then(pipe: Any) -> None:
             self.store.queue_confirmation(pipe)
             if read_state:
-                self.users.queue_state(pipe, user_id)
+                self.users.queue_state(pipe, user_id, names.named)
 
         replies = run_scripts_then(self.store.primary, calls, then)
         outcomes, rest = replies[: len(calls)], replies[len(calls) :]
         if self.store.confirms_writes:
-            return outcomes, rest[0], rest[1:]
-        return outcomes, None, rest
+            return outcomes, rest[0], names._replace(replies=rest[1:])
+        return outcomes, None, names._replace(replies=rest)
 
     @staticmethod
-    def _applied(parts: list[str], outcomes: list[Any]) -> None:
-        """Nothing when every part applied. Nothing applied: the first refusal, classified. Some
-        parts applied: PartlyAppliedError saying which."""
+    def _applied(parts: list[str], outcomes: list[Any]) -> Any:
+        """The user script's reply, once every part applied. Nothing applied: the first refusal,
+        classified. Some parts applied: PartlyAppliedError saying which (a part of several
+        scripts, co_occurrence, is applied when all of them are)."""
         errors = [reply for reply in outcomes if isinstance(reply, Exception)]
         if not errors:
-            return
+            return outcomes[0]
         cause = classify_response_error(errors[0]) if isinstance(errors[0], redis.ResponseError) else errors[0]
         if len(errors) == len(outcomes):
             raise cause from errors[0]
         applied: dict[str, bool] = {}
-        for part, reply in zip(parts, outcomes, strict=True):  # a part of several scripts: all of them
+        for part, reply in zip(parts, outcomes, strict=True):
             applied[part] = applied.get(part, True) and not isinstance(reply, Exception)
         raise PartlyAppliedError(applied, cause) from errors[0]
 

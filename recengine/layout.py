@@ -7,6 +7,7 @@ together with them.
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -83,15 +84,22 @@ class UserKeys(NamedTuple):
     older_dismissed: str
 
 
-class ServingGeneration:
-    """Which generation of the catalogue the index name serves, as this process last saw it.
+class ServingGeneration(threading.local):
+    """Which generation of the catalogue the index name serves, as this thread last saw it.
 
     Generation 0 is the layout every port shares: products under `key_prefix`, in the real index
     `index_name`. A reload (recengine/reload.py) builds generation n beside it, under
     `<key_prefix without its ':'>@<n>:`, and makes `index_name` an alias of `<index_name>@<n>`.
     Searches always answer from the serving generation (they go through the name); what this
     object caches is the key prefix for reading and writing one product directly, which follows
-    a switch on the first search row or missing product that shows it (see KeyLayout)."""
+    a switch on the first search row or missing product that shows it (see KeyLayout).
+
+    Each thread keeps its own view (threading.local; __init__ runs again in every thread):
+    whether a read must be redone is judged by whether *its* view moved. With one view shared by
+    the server's threads, a thread whose read missed a product under the old prefix found the
+    view already moved by another thread, took "not moved" for "no such product" and answered
+    404 during a reload. The cost: after a reload, a thread's first direct read of a product
+    may take one more round trip."""
 
     def __init__(self, key_prefix: str) -> None:
         self.generation = 0

@@ -5,9 +5,9 @@ needs a user's state and something else pays one round trip."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from recengine.errors import classified_errors
 from recengine.layout import DISMISSED_FIELD, LIST_SEPARATOR, RECENT_CLICKS_KEPT, RECENT_FIELD, SEEN_FIELD, KeyLayout
@@ -15,8 +15,24 @@ from recengine.replies import features_from_hash, text
 from recengine.results import UserContext, UserState
 from recengine.store import Store
 
-# Product names by id (unknown ids left out), for a user's panel.
-NameLookup = Callable[[Sequence[str]], dict[str, str]]
+
+class ProductNames(Protocol):
+    """Product names by id (unknown ids left out), for a user's panel: recengine.catalog.Catalog."""
+
+    def queue_names(self, pipe: Any, product_ids: Sequence[str]) -> None: ...
+
+    def names_from(self, product_ids: Sequence[str], replies: Sequence[Any]) -> dict[str, str]: ...
+
+    def product_names(self, product_ids: Sequence[str]) -> dict[str, str]: ...
+
+
+class StateReplies(NamedTuple):
+    """The replies of queue_state, the products whose names were read with them, and names
+    the caller had read already ((id, name) pairs: a click reads its product's)."""
+
+    replies: list[Any]
+    named: tuple[str, ...] = ()
+    known: tuple[tuple[str, str], ...] = ()
 
 
 def id_list(stored: Mapping[bytes, Any], field: str) -> list[str]:
@@ -33,7 +49,7 @@ class UserReads:
     store: Store
     keys: KeyLayout
     vector_dim: int
-    product_names: NameLookup
+    names: ProductNames
 
     def _hash(self, user_id: str) -> str:
         return self.keys.user(user_id).features
@@ -59,25 +75,44 @@ class UserReads:
 
     # what a user's panel shows
 
-    def queue_state(self, pipe: Any, user_id: str) -> None:
+    def queue_panel_ids(self, pipe: Any, user_id: str) -> None:
+        """The products the user's panel shows now (recent clicks, dismissed): a caller about to
+        change the user reads them first, so that their names can be read with the new state."""
+        pipe.hmget(self._hash(user_id), [RECENT_FIELD, DISMISSED_FIELD])
+
+    def panel_ids_from(self, reply: Sequence[Any]) -> list[str]:
+        """The ids from the reply of queue_panel_ids."""
+        recent, dismissed = reply
+        stored = {RECENT_FIELD.encode(): recent, DISMISSED_FIELD.encode(): dismissed}
+        return [*id_list(stored, RECENT_FIELD)[:RECENT_CLICKS_KEPT], *id_list(stored, DISMISSED_FIELD)]
+
+    def queue_state(self, pipe: Any, user_id: str, named: Sequence[str] = ()) -> None:
+        """The state's read, and the names of the `named` products (those the state is expected
+        to show), so that a state changed by a click needs no second round trip for names."""
         pipe.hgetall(self._hash(user_id))
+        self.names.queue_names(pipe, named)
 
-    def state_replies(self, user_id: str) -> list[Any]:
+    def state_replies(self, user_id: str, named: Sequence[str] = ()) -> StateReplies:
         pipe = self.store.pipeline()
-        self.queue_state(pipe, user_id)
-        return self.store.execute(pipe)
+        self.queue_state(pipe, user_id, named)
+        return StateReplies(self.store.execute(pipe), tuple(named))
 
-    def state_from(self, user_id: str, replies: Sequence[Any]) -> UserState:
-        """A UserState from the replies of queue_state, with the names looked up (a second
-        round trip)."""
-        stored = replies[0]
+    def state_from(self, user_id: str, state: StateReplies) -> UserState:
+        """A UserState from the replies of queue_state; the names of shown products that were
+        not among the named ones are looked up (a second round trip, only then)."""
+        stored = state.replies[0]
         recent_ids = id_list(stored, RECENT_FIELD)[:RECENT_CLICKS_KEPT]
         dismissed_ids = sorted(id_list(stored, DISMISSED_FIELD))
+        names = {**dict(state.known), **self.names.names_from(state.named, state.replies[1:])}
+        named = set(state.named) | {pid for pid, _ in state.known}
+        unnamed = [pid for pid in dict.fromkeys([*recent_ids, *dismissed_ids]) if pid not in named]
+        names.update(self.names.product_names(unnamed))
+        shown = set(recent_ids) | set(dismissed_ids)
         return UserState(
             features=features_from_hash(user_id, stored, self.vector_dim),
             recent_clicks=recent_ids,
             dismissed=dismissed_ids,
-            product_names=self.product_names([*recent_ids, *dismissed_ids]),
+            product_names={pid: name for pid, name in names.items() if pid in shown},
         )
 
     # one list each

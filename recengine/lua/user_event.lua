@@ -125,16 +125,22 @@ if #blob == dim * 4 then
   local fmt = '<' .. string.rep('f', dim)
   local v = {struct.unpack(fmt, blob)}
   local previous = stored[vec_field]
+  local norm = 0
   if previous and #previous == dim * 4 then
     local p = {struct.unpack(fmt, previous)}
     local keep = (1 - alpha) * faded(stored[vec_at_field], vector_half_life)
-    for i = 1, dim do v[i] = alpha * v[i] + keep * p[i] end
+    for i = 1, dim do
+      local x = alpha * v[i] + keep * p[i]
+      v[i] = x
+      norm = norm + x * x
+    end
+  else
+    for i = 1, dim do norm = norm + v[i] * v[i] end
   end
-  local norm = 0
-  for i = 1, dim do norm = norm + v[i] * v[i] end
   norm = math.sqrt(norm)
   if norm > 0 and norm == norm and norm ~= math.huge then
-    for i = 1, dim do v[i] = v[i] / norm end
+    local scale = 1 / norm
+    for i = 1, dim do v[i] = v[i] * scale end
     table.insert(writes, vec_field); table.insert(writes, struct.pack(fmt, unpack(v, 1, dim)))
     table.insert(writes, vec_at_field); table.insert(writes, num(now))
     updated = 1

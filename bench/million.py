@@ -1,0 +1,695 @@
+"""A million products: ingest, memory, recall and retrieval latency under concurrency (issue 25).
+
+It starts a fresh bundled Redis with Search and streams a seeded synthetic catalogue into it:
+50 categories of Zipf-like popularity, 500 brands of Zipf-like popularity, log-normal prices
+around a per-category median, ratings skewed high, 10 % out of stock, short descriptions from a
+small vocabulary, and 384-d unit vectors clustered by category and sub-cluster (the same mixture
+of shared, category, sub-cluster and noise directions as bench/synthetic_catalog.py, whose
+weights it reuses). Vectors are generated chunk by chunk from (seed, chunk), so the catalogue is
+never held in memory: the exact search regenerates the chunks instead.
+
+It measures:
+
+- ingest: the first half through one pipelined client (the library's own batch writer, batches
+  of 500), the second half through `--ingest-clients` processes at once, items/s of each, and
+  the time until FT.INFO reports every product indexed;
+- memory: `used_memory` (INFO memory) per product, FT.INFO's parts per product, MEMORY USAGE of
+  sampled product hashes, and of users after 10 clicks each (for the capacity estimate);
+- recall@10 of `candidate_retrieve(k=10)` against an exact search (numpy, chunked) on
+  `--queries` queries, for four filters: none; broad (in stock, about 90 %); medium (the query's
+  category, in stock, a price band: about 1 %); narrow (that + one of the 20 most common brands);
+- p50/p99 of `candidate_retrieve` at 1, 8 and 32 concurrent clients, each a process of its own
+  (one Python process would measure its GIL, not Redis), for the same four filters.
+
+`--vector-type FLOAT16` builds the index over half-precision vectors (the hashes then hold
+FLOAT16 bytes, and queries are sent as FLOAT16) to compare memory, recall and latency; the
+library itself writes and reads FLOAT32 only (see the report in bench/README.md for why).
+
+Run: .venv/bin/python -m bench.million                      (1M products: 20-40 minutes on 2 cores)
+     .venv/bin/python -m bench.million --products 100000    (about 4 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from bench.harness import RESULTS_DIR, machine, percentiles
+from bench.synthetic_catalog import (
+    ADJECTIVES,
+    DIM,
+    MATERIALS,
+    PHRASES,
+    PRICE_SIGMA,
+    W_CATEGORY,
+    W_GLOBAL,
+    W_NOISE,
+    W_SUBCLUSTER,
+    random_unit,
+)
+from embeddings import normalize_rows
+from local_redis import LocalRedis, connect
+from recengine import query
+from recengine.layout import EMBEDDING_FIELD, SESSION_VEC_FIELD, index_schema, product_to_hash
+from recengine.replies import info_dict, raw_rows
+from recommender import RedisRecommender
+
+log = logging.getLogger("bench.million")
+
+K = 10
+CATEGORIES = 50
+BRANDS = 500
+SUBCLUSTERS = 8
+CHUNK = 10_000
+BATCH = 500
+INDEX_NAME = "bench:million:idx"
+KEY_PREFIX = "bench:million:"
+USER_PREFIX = "bench:million:user:"
+NARROW_BRANDS = 20
+NOUNS = ("jacket", "boot", "shirt", "lamp", "kettle", "tent", "speaker", "mug", "bag", "scarf", "serum", "mat")
+VectorType = Literal["FLOAT32", "FLOAT16"]
+FILTERS = ("none", "broad", "medium", "narrow")
+
+
+# --- the catalogue, streamed ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The filter fields of every product (a few bytes each, so kept); vectors are not."""
+
+    category: np.ndarray  # int16
+    subcluster: np.ndarray  # int8
+    brand: np.ndarray  # int16
+    price: np.ndarray  # float64, 2 decimals
+    rating: np.ndarray  # float64, 1 decimal
+    in_stock: np.ndarray  # bool
+    medians: np.ndarray  # (CATEGORIES,) median price per category
+
+
+def zipf(count: int, exponent: float) -> np.ndarray:
+    weights = 1.0 / np.arange(1, count + 1) ** exponent
+    return weights / weights.sum()
+
+
+class ScaleCatalog:
+    """n products from one seed; chunk c's vectors and texts come from (seed, c) alone."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        rng = np.random.default_rng(seed)
+        shared = random_unit(rng, ())
+        categories = random_unit(rng, (CATEGORIES,))
+        subclusters = random_unit(rng, (CATEGORIES, SUBCLUSTERS))
+        self.centroids = (W_GLOBAL * shared + W_CATEGORY * categories[:, None, :] + W_SUBCLUSTER * subclusters).astype(
+            np.float32
+        )
+        medians = np.clip(rng.lognormal(np.log(45.0), 0.8, CATEGORIES), 5.0, 900.0)
+        category = rng.choice(CATEGORIES, n, p=zipf(CATEGORIES, 0.6)).astype(np.int16)
+        self.columns = Columns(
+            category=category,
+            subcluster=rng.integers(0, SUBCLUSTERS, n).astype(np.int8),
+            brand=rng.choice(BRANDS, n, p=zipf(BRANDS, 1.0)).astype(np.int16),
+            price=np.maximum(1.0, np.round(rng.lognormal(np.log(medians[category]), PRICE_SIGMA), 2)),
+            rating=np.round(np.clip(5.0 - rng.gamma(1.5, 0.5, n), 0.0, 5.0), 1),
+            in_stock=rng.random(n) >= 0.10,
+            medians=medians,
+        )
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.n // CHUNK)
+
+    def span(self, chunk: int) -> slice:
+        return slice(chunk * CHUNK, min((chunk + 1) * CHUNK, self.n))
+
+    def vectors(self, chunk: int) -> np.ndarray:
+        part = self.span(chunk)
+        rng = np.random.default_rng([self.seed, 1, chunk])
+        base = self.centroids[self.columns.category[part], self.columns.subcluster[part]]
+        return normalize_rows(base + W_NOISE * random_unit(rng, (len(base),)))
+
+    def products(self, chunk: int) -> Iterator[dict[str, Any]]:
+        """Chunk c's products in the shape RedisRecommender takes."""
+        part, cols = self.span(chunk), self.columns
+        rng = np.random.default_rng([self.seed, 2, chunk])
+        vectors = self.vectors(chunk)
+        words = rng.integers(0, 1 << 30, (part.stop - part.start, 4))
+        for row, i in enumerate(range(part.start, part.stop)):
+            w = words[row]
+            adjective, noun = ADJECTIVES[w[0] % len(ADJECTIVES)], NOUNS[int(cols.subcluster[i]) % len(NOUNS)]
+            yield {
+                "id": str(i),
+                "name": f"{brand_name(int(cols.brand[i]))} {adjective.title()} {noun.title()}",
+                "description": f"A {adjective} {MATERIALS[w[1] % len(MATERIALS)]} {noun} "
+                f"{PHRASES[w[2] % len(PHRASES)]}. {ADJECTIVES[w[3] % len(ADJECTIVES)].capitalize()} and easy to care for.",
+                "category": category_name(int(cols.category[i])),
+                "brand": brand_name(int(cols.brand[i])),
+                "price": float(cols.price[i]),
+                "rating": float(cols.rating[i]),
+                "in_stock": bool(cols.in_stock[i]),
+                "embedding": vectors[row],
+            }
+
+
+def category_name(index: int) -> str:
+    return f"category-{index:02d}"
+
+
+def brand_name(index: int) -> str:
+    return f"Brand {index:03d}"
+
+
+# --- queries and their filters -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queries:
+    vectors: np.ndarray  # (q, DIM) float32
+    category: np.ndarray  # (q,) the category each query is about
+    brand: np.ndarray  # (q,) one of the NARROW_BRANDS most common brands
+
+
+def make_queries(catalog: ScaleCatalog, count: int, seed: int) -> Queries:
+    """Half perturbed catalogue items, half points around a sub-cluster centre: both near the data."""
+    rng = np.random.default_rng([seed, 3])
+    half = count // 2
+    items = np.sort(rng.integers(0, catalog.n, half))
+    item_vectors = np.empty((half, DIM), dtype=np.float32)
+    for chunk in np.unique(items // CHUNK):
+        rows = np.flatnonzero(items // CHUNK == chunk)
+        item_vectors[rows] = catalog.vectors(int(chunk))[items[rows] - chunk * CHUNK]
+    from_items = normalize_rows(item_vectors + 0.5 * random_unit(rng, (half,)))
+    cats = rng.choice(CATEGORIES, count - half, p=zipf(CATEGORIES, 0.6))
+    subs = rng.integers(0, SUBCLUSTERS, count - half)
+    from_centres = normalize_rows(catalog.centroids[cats, subs] + W_NOISE * random_unit(rng, (count - half,)))
+    popular_brands = np.argsort(-np.bincount(catalog.columns.brand, minlength=BRANDS))[:NARROW_BRANDS]
+    return Queries(
+        vectors=np.concatenate([from_items, from_centres]).astype(np.float32),
+        category=np.concatenate([catalog.columns.category[items], cats]).astype(int),
+        brand=rng.choice(popular_brands, count),
+    )
+
+
+def price_band(catalog: ScaleCatalog, category: int) -> tuple[float, float]:
+    median = float(catalog.columns.medians[category])
+    return round(median * 0.5, 2), round(median * 2.0, 2)
+
+
+def filter_kwargs(catalog: ScaleCatalog, case: str, category: int, brand: int) -> dict[str, Any]:
+    """candidate_retrieve's filters for one query."""
+    if case == "none":
+        return {}
+    if case == "broad":
+        return {"in_stock_only": True}
+    low, high = price_band(catalog, category)
+    medium = {"category": category_name(category), "in_stock_only": True, "min_price": low, "max_price": high}
+    return medium if case == "medium" else {**medium, "brand": brand_name(brand)}
+
+
+def filter_mask(catalog: ScaleCatalog, case: str, part: slice, categories: np.ndarray, brands: np.ndarray) -> Any:
+    """(queries, chunk) bool: which of the chunk's products each query's filter lets through;
+    None when nothing filters."""
+    cols = catalog.columns
+    if case == "none":
+        return None
+    stock = cols.in_stock[part][None, :]
+    if case == "broad":
+        return np.broadcast_to(stock, (len(categories), part.stop - part.start))
+    low = np.round(cols.medians[categories] * 0.5, 2)[:, None]
+    high = np.round(cols.medians[categories] * 2.0, 2)[:, None]
+    price = cols.price[part][None, :]
+    mask = (cols.category[part][None, :] == categories[:, None]) & stock & (price >= low) & (price <= high)
+    if case == "narrow":
+        mask &= cols.brand[part][None, :] == brands[:, None]
+    return mask
+
+
+def exact_neighbours(catalog: ScaleCatalog, queries: Queries) -> dict[str, list[list[int]]]:
+    """The exact top 10 of every query under every filter, over regenerated chunks (so memory
+    stays at one chunk's scores)."""
+    count = len(queries.vectors)
+    best = {case: (np.full((count, K), -np.inf, np.float32), np.full((count, K), -1, np.int64)) for case in FILTERS}
+    for chunk in range(catalog.chunks):
+        part = catalog.span(chunk)
+        scores = queries.vectors @ catalog.vectors(chunk).T
+        for case in FILTERS:
+            mask = filter_mask(catalog, case, part, queries.category, queries.brand)
+            masked = scores if mask is None else np.where(mask, scores, -np.inf).astype(np.float32)
+            top = (
+                np.argpartition(-masked, K - 1, axis=1)[:, :K]
+                if masked.shape[1] > K
+                else np.tile(np.arange(masked.shape[1]), (count, 1))
+            )
+            old_scores, old_ids = best[case]
+            all_scores = np.concatenate([old_scores, np.take_along_axis(masked, top, 1)], axis=1)
+            all_ids = np.concatenate([old_ids, top + part.start], axis=1)
+            keep = np.argsort(-all_scores, axis=1, kind="stable")[:, :K]
+            best[case] = (np.take_along_axis(all_scores, keep, 1), np.take_along_axis(all_ids, keep, 1))
+    return {
+        case: [
+            [int(i) for i, s in zip(ids, scores, strict=True) if np.isfinite(s)]
+            for ids, scores in zip(*best[case][::-1], strict=True)
+        ]
+        for case in FILTERS
+    }
+
+
+# --- talking to Redis ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every process needs to reach the index: picklable, so workers rebuild the rest."""
+
+    url: str
+    vector_type: VectorType
+    hnsw_m: int | None
+    hnsw_ef_construction: int | None
+    ef_runtime: int
+
+    def recommender(self) -> RedisRecommender:
+        return RedisRecommender(
+            connect(self.url, timeout_s=300),
+            INDEX_NAME,
+            KEY_PREFIX,
+            USER_PREFIX,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construction=self.hnsw_ef_construction,
+            ef_runtime=self.ef_runtime,
+        )
+
+    def blob(self, vector: np.ndarray) -> bytes:
+        return vector.astype("<f2" if self.vector_type == "FLOAT16" else "<f4").tobytes()
+
+
+def create_index(setup: Setup, rec: RedisRecommender) -> None:
+    """The library's index, or (FLOAT16) the same schema with half-precision vectors."""
+    if setup.vector_type == "FLOAT32":
+        rec.create_index()
+        return
+    schema = index_schema(DIM, setup.hnsw_m, setup.hnsw_ef_construction)
+    schema[schema.index("FLOAT32")] = "FLOAT16"
+    rec.redis.execute_command(*query.create_index_command(INDEX_NAME, KEY_PREFIX, schema))
+
+
+def write_chunk(setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, chunk: int) -> int:
+    """One chunk through the library's batch writer (product_to_hash, pipelined HSETs)."""
+    written, batch = 0, []
+    for product in catalog.products(chunk):
+        mapping = product_to_hash(product, DIM)
+        if setup.vector_type == "FLOAT16":
+            mapping[EMBEDDING_FIELD] = setup.blob(product["embedding"])
+        batch.append((rec.product_key(product["id"]), mapping))
+        if len(batch) == BATCH:
+            written += rec._write_batch(batch)
+            batch = []
+    return written + rec._write_batch(batch)
+
+
+def in_processes(work: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """work(*a) for each a, each in a forked process of its own (so no GIL is shared, and the
+    arguments are inherited rather than pickled); their results, in order."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+
+    def run_one(index: int, one: tuple[Any, ...]) -> None:
+        results.put((index, work(*one)))
+
+    processes = [context.Process(target=run_one, args=(i, one)) for i, one in enumerate(args)]
+    for process in processes:
+        process.start()
+    out = dict(results.get() for _ in processes)
+    for process in processes:
+        process.join()
+        if process.exitcode:
+            raise RuntimeError(f"a worker failed with exit code {process.exitcode}")
+    return [out[i] for i in range(len(args))]
+
+
+def _ingest_worker(setup: Setup, catalog: ScaleCatalog, chunks: list[int]) -> int:
+    rec = setup.recommender()
+    return sum(write_chunk(setup, rec, catalog, chunk) for chunk in chunks)
+
+
+def ingest(setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, clients: int) -> dict[str, Any]:
+    """First half by one client, second half by `clients` processes; then wait for FT.INFO."""
+    half = catalog.chunks // 2 if catalog.chunks > 1 else catalog.chunks
+    started = time.perf_counter()
+    single = sum(write_chunk(setup, rec, catalog, chunk) for chunk in range(half))
+    single_s = time.perf_counter() - started
+    log.info("one client: %d items in %.1f s", single, single_s)
+    rest = list(range(half, catalog.chunks))
+    multi_started = time.perf_counter()
+    multi = sum(in_processes(_ingest_worker, [(setup, catalog, rest[w::clients]) for w in range(clients)]))
+    multi_s = time.perf_counter() - multi_started
+    info = wait_indexed(rec, catalog.n)
+    total_s = time.perf_counter() - started
+    log.info("%d clients: %d items in %.1f s; indexed after %.1f s", clients, multi, multi_s, total_s)
+    return {
+        "one_client": {"items": single, "seconds": round(single_s, 2), "items_per_s": round(single / single_s)},
+        "several_clients": {
+            "clients": clients,
+            "items": multi,
+            "seconds": round(multi_s, 2),
+            "items_per_s": round(multi / multi_s) if multi else None,
+            "note": "the second half, into a graph already holding the first",
+        },
+        "fully_indexed_after_s": round(total_s, 2),
+        "indexing_failures": int(info["hash_indexing_failures"]),
+    }
+
+
+def wait_indexed(rec: RedisRecommender, expected: int, timeout_s: float = 3600.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = info_dict(rec.redis.execute_command(*query.info_command(INDEX_NAME)))
+        if float(info["percent_indexed"]) >= 1.0 and int(info["num_docs"]) >= expected:
+            return info
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"index holds {info['num_docs']} of {expected} after {timeout_s}s")
+        time.sleep(0.05)
+
+
+FT_INFO_SIZES = (
+    "vector_index_sz_mb",
+    "inverted_sz_mb",
+    "offset_vectors_sz_mb",
+    "doc_table_size_mb",
+    "sortable_values_size_mb",
+    "key_table_size_mb",
+    "tag_overhead_sz_mb",
+    "text_overhead_sz_mb",
+    "total_index_memory_sz_mb",
+)
+
+
+def memory(rec: RedisRecommender, n: int, baseline: int) -> dict[str, Any]:
+    """Redis' memory per product: INFO's used_memory over the empty server's, FT.INFO's parts,
+    and MEMORY USAGE of 200 sampled hashes."""
+    client = rec.redis
+    info = info_dict(client.execute_command(*query.info_command(INDEX_NAME)))
+    used = int(client.info("memory")["used_memory"])
+    sample = np.random.default_rng(7).integers(0, n, 200)
+    hash_bytes = [int(client.memory_usage(rec.product_key(str(i)), samples=0) or 0) for i in sample]
+    parts = {name: round(float(info[name]) * 2**20 / n, 1) for name in FT_INFO_SIZES if name in info}
+    return {
+        "used_memory_bytes": used,
+        "used_memory_per_product": round((used - baseline) / n, 1),
+        "product_hash_bytes_mean": round(float(np.mean(hash_bytes)), 1),
+        "ft_info_bytes_per_product": parts,
+    }
+
+
+def user_memory(rec: RedisRecommender, catalog: ScaleCatalog, users: int, clicks: int) -> dict[str, Any]:
+    """Bytes per user after `clicks` clicks each (features hash with a session vector, recent
+    list, seen zset), by MEMORY USAGE of every key, and the click time."""
+    rng = np.random.default_rng(11)
+    client = rec.redis
+    started = time.perf_counter()
+    for u in range(users):
+        for pid in rng.integers(0, catalog.n, clicks):
+            rec.record_click(f"u{u}", str(pid))
+    click_s = time.perf_counter() - started
+    sizes, with_session = [], 0
+    for u in range(min(users, 200)):
+        keys = rec._user_keys(f"u{u}")
+        sizes.append(sum(int(client.memory_usage(key, samples=0) or 0) for key in keys))
+        with_session += bool(client.hexists(keys.features, SESSION_VEC_FIELD))
+    return {
+        "users": users,
+        "clicks_each": clicks,
+        "bytes_per_user": round(float(np.mean(sizes)), 1),
+        # The click script folds only FLOAT32 vectors into the session: with FLOAT16 hashes this
+        # is 0, and bytes_per_user lacks the session vector.
+        "share_with_session_vector": round(with_session / len(sizes), 3),
+        "click_ms_mean": round(click_s * 1000 / (users * clicks), 3),
+    }
+
+
+# --- retrieval: recall and latency ---------------------------------------------------------------
+
+
+def searcher(setup: Setup, rec: RedisRecommender) -> Callable[[np.ndarray, dict[str, Any]], list[str]]:
+    """candidate_retrieve for FLOAT32; for FLOAT16 the same FT.SEARCH (the library's command
+    builders) with a half-precision query vector, since the library sends FLOAT32."""
+    if setup.vector_type == "FLOAT32":
+        return lambda vector, kwargs: [c.id for c in rec.candidate_retrieve(vector, k=K, **kwargs)]
+
+    def search(vector: np.ndarray, kwargs: dict[str, Any]) -> list[str]:
+        clause = query.SearchFilters(**kwargs).clause()
+        command = query.knn_search_command(
+            INDEX_NAME, clause, setup.blob(vector), K, query.returned_fields(False), setup.ef_runtime, None
+        )
+        return [rec._keys.product_id(key) for key, _ in raw_rows(rec.redis.execute_command(*command))]
+
+    return search
+
+
+def recall(
+    setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]]
+) -> dict[str, Any]:
+    """recall@10 per filter, and the p50 of those (sequential) searches."""
+    search = searcher(setup, rec)
+    out = {}
+    for case in FILTERS:
+        hits, possible, matching, times = 0, 0, [], []
+        for i, vector in enumerate(queries.vectors):
+            kwargs = filter_kwargs(catalog, case, int(queries.category[i]), int(queries.brand[i]))
+            expected = {str(pid) for pid in truth[case][i]}
+            started = time.perf_counter()
+            found = search(vector, kwargs)
+            times.append((time.perf_counter() - started) * 1000)
+            hits += len(expected & set(found))
+            possible += len(expected)
+            matching.append(len(expected))
+        out[case] = {
+            "recall_at_10": round(hits / max(possible, 1), 4),
+            "queries_with_10": sum(m == K for m in matching),
+            "p50_ms_one_client": round(float(np.median(times)), 3),
+        }
+    return out
+
+
+def ef_sweep(
+    setup: Setup, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]], values: Sequence[int]
+) -> dict[str, Any]:
+    """recall@10 and one client's p50 at each EF_RUNTIME (same index: EF_RUNTIME is per query)."""
+    out = {}
+    for ef in values:
+        swept = replace(setup, ef_runtime=ef)
+        out[str(ef)] = recall(swept, swept.recommender(), catalog, queries, truth)
+        log.info("EF_RUNTIME %d: %s", ef, {case: row["recall_at_10"] for case, row in out[str(ef)].items()})
+    return out
+
+
+def _latency_worker(
+    setup: Setup, catalog: ScaleCatalog, queries: Queries, case: str, offset: int, count: int, barrier: Any
+) -> list[float]:
+    rec = setup.recommender()
+    search = searcher(setup, rec)
+    n = len(queries.vectors)
+    work = [
+        (
+            queries.vectors[(offset + j) % n],
+            int(queries.category[(offset + j) % n]),
+            int(queries.brand[(offset + j) % n]),
+        )
+        for j in range(count)
+    ]
+    for vector, category, brand in work[:5]:  # warm the connection
+        search(vector, filter_kwargs(catalog, case, category, brand))
+    barrier.wait()
+    times = []
+    for vector, category, brand in work:
+        kwargs = filter_kwargs(catalog, case, category, brand)
+        started = time.perf_counter()
+        search(vector, kwargs)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def latency(
+    setup: Setup, catalog: ScaleCatalog, queries: Queries, clients: Sequence[int], per_level: int
+) -> dict[str, Any]:
+    """p50/p99 of one search at each concurrency, every client a process, all started together."""
+    out: dict[str, Any] = {}
+    context = multiprocessing.get_context("fork")
+    for case in FILTERS:
+        out[case] = {}
+        for level in clients:
+            each = max(per_level // level, 20)
+            barrier = context.Barrier(level)
+            args = [(setup, catalog, queries, case, w * each, each, barrier) for w in range(level)]
+            started = time.perf_counter()
+            times = [t for part in in_processes(_latency_worker, args) for t in part]
+            wall = time.perf_counter() - started
+            row = {**percentiles(times), "samples": len(times), "load_average": round(os.getloadavg()[0], 2)}
+            log.info(
+                "%s, %d clients: p50 %.2f ms, p99 %.2f ms (%.0f s)", case, level, row["p50_ms"], row["p99_ms"], wall
+            )
+            out[case][str(level)] = row
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def filter_shares(catalog: ScaleCatalog, queries: Queries) -> dict[str, float]:
+    """Median share of the catalogue each filter lets through, over the queries."""
+    shares = {}
+    for case in FILTERS:
+        counts = np.zeros(len(queries.vectors))
+        for chunk in range(catalog.chunks):
+            mask = filter_mask(catalog, case, catalog.span(chunk), queries.category, queries.brand)
+            counts += catalog.span(chunk).stop - catalog.span(chunk).start if mask is None else mask.sum(axis=1)
+        shares[case] = round(float(np.median(counts)) / catalog.n, 5)
+    return shares
+
+
+def draw(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for case, rows in result["latency"].items():
+        levels = [int(level) for level in rows]
+        line = ax.plot(levels, [rows[str(level)]["p50_ms"] for level in levels], marker="o", label=f"{case} p50")
+        ax.plot(
+            levels,
+            [rows[str(level)]["p99_ms"] for level in levels],
+            marker="x",
+            ls="--",
+            color=line[0].get_color(),
+            label=f"{case} p99",
+        )
+    ax.axhline(10, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent clients (processes)")
+    ax.set_ylabel("candidate_retrieve, ms")
+    ax.set_title(f"{result['products']:,} products, {result['settings']['vector_type']}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    catalog = ScaleCatalog(args.products, args.seed)
+    queries = make_queries(catalog, args.queries, args.seed)
+    started = time.perf_counter()
+    truth = exact_neighbours(catalog, queries)
+    exact_s = time.perf_counter() - started
+    log.info("exact top 10 of %d queries under %d filters: %.1f s", len(queries.vectors), len(FILTERS), exact_s)
+    with LocalRedis() as server:
+        setup = Setup(server.url, args.vector_type, args.hnsw_m, args.hnsw_ef_construction, args.ef_runtime)
+        rec = setup.recommender()
+        result: dict[str, Any] = {
+            "products": args.products,
+            "settings": {k: v for k, v in asdict(setup).items() if k != "url"}
+            | {"queries": len(queries.vectors), "seed": args.seed, "batch": BATCH},
+            "machine": machine(rec.redis),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "filter_share_median": filter_shares(catalog, queries),
+            "exact_search_s": round(exact_s, 1),
+        }
+        baseline = int(rec.redis.info("memory")["used_memory"])
+        create_index(setup, rec)
+        result["ingest"] = ingest(setup, rec, catalog, args.ingest_clients)
+        result["memory"] = memory(rec, catalog.n, baseline)
+        result["recall"] = recall(setup, rec, catalog, queries, truth)
+        if args.ef_sweep:
+            result["ef_runtime_sweep"] = ef_sweep(setup, catalog, queries, truth, args.ef_sweep)
+        result["latency"] = latency(setup, catalog, queries, args.clients, args.latency_queries)
+        if args.users:
+            result["users"] = user_memory(rec, catalog, args.users, 10)
+        result["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    ingest_ = result["ingest"]
+    print(
+        f"\n{result['products']:,} products, {result['settings']['vector_type']}, load {result['machine']['load_average_1min_at_start']} -> {result['machine']['load_average_1min_at_end']}"
+    )
+    print(
+        f"ingest: 1 client {ingest_['one_client']['items_per_s']:,}/s, "
+        f"{ingest_['several_clients']['clients']} clients {ingest_['several_clients']['items_per_s']}/s, "
+        f"fully indexed after {ingest_['fully_indexed_after_s']} s"
+    )
+    mem = result["memory"]
+    print(f"memory: {mem['used_memory_per_product']} B/product used_memory; FT.INFO {mem['ft_info_bytes_per_product']}")
+    if "users" in result:
+        print(f"users: {result['users']['bytes_per_user']} B per user after 10 clicks")
+    levels = list(next(iter(result["latency"].values())))
+    print("| filter | median share | recall@10 | " + " | ".join(f"{lv} clients p50 / p99 ms" for lv in levels) + " |")
+    for case in FILTERS:
+        cells = [f"{result['latency'][case][lv]['p50_ms']} / {result['latency'][case][lv]['p99_ms']}" for lv in levels]
+        print(
+            f"| {case} | {result['filter_share_median'][case]:.4%} | {result['recall'][case]['recall_at_10']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=1000, help="recall queries (default 1000)")
+    parser.add_argument("--latency-queries", type=int, default=1000, help="searches per concurrency level")
+    parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
+    parser.add_argument("--ingest-clients", type=int, default=2)
+    parser.add_argument(
+        "--users", type=int, default=1000, help="users clicked 10 times each, for bytes per user (0: skip)"
+    )
+    parser.add_argument("--vector-type", choices=("FLOAT32", "FLOAT16"), default="FLOAT32")
+    parser.add_argument("--hnsw-m", type=int, default=None)
+    parser.add_argument("--hnsw-ef-construction", type=int, default=None)
+    parser.add_argument("--ef-runtime", type=int, default=100)
+    parser.add_argument(
+        "--ef-sweep",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[],
+        help="EF_RUNTIME values, e.g. 50,100,200,400",
+    )
+    parser.add_argument("--seed", type=int, default=25)
+    parser.add_argument(
+        "--output", type=Path, default=None, help="JSON path (default bench/results/million[-N][-FLOAT16].json)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse_args(argv)
+    result = run(args)
+    print_table(result)
+    suffix = ("" if args.products == 1_000_000 else f"-{args.products}") + (
+        "" if args.vector_type == "FLOAT32" else "-float16"
+    )
+    if args.hnsw_m or args.hnsw_ef_construction:
+        suffix += f"-m{args.hnsw_m}-ef{args.hnsw_ef_construction}"
+    output = args.output or RESULTS_DIR / f"million{suffix}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    draw(result, output.with_suffix(".png"))
+    print(f"wrote {output} and {output.with_suffix('.png')}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
