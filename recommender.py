@@ -362,7 +362,7 @@ class RedisRecommender:
 
     def product_key(self, product_id: str) -> str:
         """`product:<id>` (key_prefix + id), the product hash every port writes; after a reload,
-        the serving generation's `product@<n>:<id>` (the first call asks Redis which serves)."""
+        the serving generation's `product@<n>:<id>` (Redis is asked which serves, on every call)."""
         return self._catalog.key(product_id)
 
     def features_key(self, user_id: str) -> str:

@@ -104,12 +104,9 @@ class ServingGeneration(threading.local):
     def __init__(self, key_prefix: str) -> None:
         self.generation = 0
         self.prefix = key_prefix
-        # Whether Redis was asked yet (the first direct key of a product asks it).
-        self.checked = False
 
     def move_to(self, generation: int, prefix: str) -> bool:
         """Follow a newer generation; True when this moved."""
-        self.checked = True
         if generation <= self.generation and prefix == self.prefix:
             return False
         self.generation, self.prefix = generation, prefix
