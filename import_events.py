@@ -400,10 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         print(run(args))
-    except EventFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (LocalRedisError, SearchUnavailableError) as exc:
+    except (EventFileError, LocalRedisError, SearchUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except redis.RedisError as exc:
