@@ -41,10 +41,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
+import local_redis
 from bench.harness import RESULTS_DIR, machine, percentiles
 from bench.synthetic_catalog import (
     ADJECTIVES,
@@ -80,6 +81,17 @@ NARROW_BRANDS = 20
 NOUNS = ("jacket", "boot", "shirt", "lamp", "kettle", "tent", "speaker", "mug", "bag", "scarf", "serum", "mat")
 VectorType = Literal["FLOAT32", "FLOAT16"]
 FILTERS = ("none", "broad", "medium", "narrow")
+# What recall and latency are measured for: each filter under Redis' own choice of hybrid policy,
+# and the medium filter with BATCHES forced (the policy Redis does not pick for it; see the report).
+CASES = (*FILTERS, "medium+BATCHES")
+# The data dir's description of what it holds (--data-dir writes it, --reuse reads it).
+MANIFEST = "million.json"
+
+
+def case_parts(case: str) -> tuple[str, query.HybridPolicy | None]:
+    """A measured case's filter and forced hybrid policy (None: Redis chooses)."""
+    name, _, policy = case.partition("+")
+    return name, cast(query.HybridPolicy, policy) if policy else None
 
 
 # --- the catalogue, streamed ---------------------------------------------------------------------
@@ -278,6 +290,7 @@ class Setup:
     hnsw_m: int | None
     hnsw_ef_construction: int | None
     ef_runtime: int
+    hybrid_policy: query.HybridPolicy | None = None
 
     def recommender(self) -> RedisRecommender:
         return RedisRecommender(
@@ -288,6 +301,7 @@ class Setup:
             hnsw_m=self.hnsw_m,
             hnsw_ef_construction=self.hnsw_ef_construction,
             ef_runtime=self.ef_runtime,
+            hybrid_policy=self.hybrid_policy,
         )
 
     def blob(self, vector: np.ndarray) -> bytes:
@@ -450,8 +464,9 @@ def searcher(setup: Setup, rec: RedisRecommender) -> Callable[[np.ndarray, dict[
     def search(vector: np.ndarray, kwargs: dict[str, Any]) -> list[str]:
         clause = query.SearchFilters(**kwargs).clause()
         command = query.knn_search_command(
-            INDEX_NAME, clause, setup.blob(vector), K, query.returned_fields(False), setup.ef_runtime, None
-        )
+            INDEX_NAME, clause, setup.blob(vector), K, query.returned_fields(False), setup.ef_runtime,
+            setup.hybrid_policy,
+        )  # fmt: skip
         return [rec._keys.product_id(key) for key, _ in raw_rows(rec.redis.execute_command(*command))]
 
     return search
@@ -460,14 +475,15 @@ def searcher(setup: Setup, rec: RedisRecommender) -> Callable[[np.ndarray, dict[
 def recall(
     setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]]
 ) -> dict[str, Any]:
-    """recall@10 per filter, and the p50 of those (sequential) searches."""
-    search = searcher(setup, rec)
+    """recall@10 per case, and the p50 of those (sequential) searches."""
     out = {}
-    for case in FILTERS:
+    for case in CASES:
+        name, policy = case_parts(case)
+        search = searcher(replace(setup, hybrid_policy=policy), rec)
         hits, possible, matching, times = 0, 0, [], []
         for i, vector in enumerate(queries.vectors):
-            kwargs = filter_kwargs(catalog, case, int(queries.category[i]), int(queries.brand[i]))
-            expected = {str(pid) for pid in truth[case][i]}
+            kwargs = filter_kwargs(catalog, name, int(queries.category[i]), int(queries.brand[i]))
+            expected = {str(pid) for pid in truth[name][i]}
             started = time.perf_counter()
             found = search(vector, kwargs)
             times.append((time.perf_counter() - started) * 1000)
@@ -497,6 +513,8 @@ def ef_sweep(
 def _latency_worker(
     setup: Setup, catalog: ScaleCatalog, queries: Queries, case: str, offset: int, count: int, barrier: Any
 ) -> list[float]:
+    name, policy = case_parts(case)
+    setup = replace(setup, hybrid_policy=policy)
     rec = setup.recommender()
     search = searcher(setup, rec)
     n = len(queries.vectors)
@@ -509,11 +527,11 @@ def _latency_worker(
         for j in range(count)
     ]
     for vector, category, brand in work[:5]:  # warm the connection
-        search(vector, filter_kwargs(catalog, case, category, brand))
+        search(vector, filter_kwargs(catalog, name, category, brand))
     barrier.wait()
     times = []
     for vector, category, brand in work:
-        kwargs = filter_kwargs(catalog, case, category, brand)
+        kwargs = filter_kwargs(catalog, name, category, brand)
         started = time.perf_counter()
         search(vector, kwargs)
         times.append((time.perf_counter() - started) * 1000)
@@ -526,7 +544,7 @@ def latency(
     """p50/p99 of one search at each concurrency, every client a process, all started together."""
     out: dict[str, Any] = {}
     context = multiprocessing.get_context("fork")
-    for case in FILTERS:
+    for case in CASES:
         out[case] = {}
         for level in clients:
             each = max(per_level // level, 20)
@@ -589,36 +607,97 @@ def draw(result: dict[str, Any], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    kept = read_manifest(args.reuse) if args.reuse else None
+    if kept:
+        args.products, args.seed, args.vector_type = kept["products"], kept["seed"], kept["settings"]["vector_type"]
+        args.hnsw_m, args.hnsw_ef_construction = kept["settings"]["hnsw_m"], kept["settings"]["hnsw_ef_construction"]
     catalog = ScaleCatalog(args.products, args.seed)
     queries = make_queries(catalog, args.queries, args.seed)
     started = time.perf_counter()
     truth = exact_neighbours(catalog, queries)
     exact_s = time.perf_counter() - started
     log.info("exact top 10 of %d queries under %d filters: %.1f s", len(queries.vectors), len(FILTERS), exact_s)
-    with LocalRedis() as server:
+    data_dir = args.reuse or args.data_dir
+    # A kept catalogue's dump takes longer to load than the bundled Redis' start-up timeout.
+    local_redis.STARTUP_TIMEOUT_S = max(local_redis.STARTUP_TIMEOUT_S, 3600.0)
+    loading = time.perf_counter()
+    with LocalRedis(data_dir) as server:
         setup = Setup(server.url, args.vector_type, args.hnsw_m, args.hnsw_ef_construction, args.ef_runtime)
         rec = setup.recommender()
         result: dict[str, Any] = {
             "products": args.products,
-            "settings": {k: v for k, v in asdict(setup).items() if k != "url"}
+            "settings": {k: v for k, v in asdict(setup).items() if k not in ("url", "hybrid_policy")}
             | {"queries": len(queries.vectors), "seed": args.seed, "batch": BATCH},
             "machine": machine(rec.redis),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "filter_share_median": filter_shares(catalog, queries),
             "exact_search_s": round(exact_s, 1),
         }
-        baseline = int(rec.redis.info("memory")["used_memory"])
-        create_index(setup, rec)
-        result["ingest"] = ingest(setup, rec, catalog, args.ingest_clients)
+        if kept:
+            wait_indexed(rec, catalog.n)
+            baseline = kept["baseline_used_memory"]
+            result["ingest"] = kept["ingest"]
+            result["reused"] = {
+                "data_dir": str(args.reuse),
+                "loaded_and_indexed_after_s": round(time.perf_counter() - loading, 1),
+            }
+            log.info(
+                "reused %s: loaded and indexed in %.1f s", args.reuse, result["reused"]["loaded_and_indexed_after_s"]
+            )
+        else:
+            baseline = int(rec.redis.info("memory")["used_memory"])
+            create_index(setup, rec)
+            result["ingest"] = ingest(setup, rec, catalog, args.ingest_clients)
+            if args.data_dir:
+                keep(rec, args.data_dir, result, baseline)
         result["memory"] = memory(rec, catalog.n, baseline)
-        result["recall"] = recall(setup, rec, catalog, queries, truth)
         if args.ef_sweep:
             result["ef_runtime_sweep"] = ef_sweep(setup, catalog, queries, truth, args.ef_sweep)
+            setup = replace(setup, ef_runtime=chosen_ef_runtime(result["ef_runtime_sweep"], args.target_recall))
+            result["settings"]["ef_runtime"] = setup.ef_runtime
+            result["settings"]["ef_runtime_chosen_for_recall"] = args.target_recall
+            result["recall"] = result["ef_runtime_sweep"][str(setup.ef_runtime)]
+        else:
+            result["recall"] = recall(setup, rec, catalog, queries, truth)
         result["latency"] = latency(setup, catalog, queries, args.clients, args.latency_queries)
         if args.users:
             result["users"] = user_memory(rec, catalog, args.users, 10)
         result["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return result
+
+
+def chosen_ef_runtime(sweep: dict[str, Any], target: float) -> int:
+    """The smallest swept EF_RUNTIME whose unfiltered recall@10 reaches the target (filters only
+    raise recall: a filtered KNN searches a smaller set), else the largest swept."""
+    values = sorted(int(ef) for ef in sweep)
+    return next((ef for ef in values if sweep[str(ef)]["none"]["recall_at_10"] >= target), values[-1])
+
+
+def keep(rec: RedisRecommender, data_dir: Path, result: dict[str, Any], baseline: int) -> None:
+    """Save the ingested catalogue (an RDB in data_dir) and what it is, for --reuse. The index is
+    not in the RDB: Redis rebuilds it from the hashes when the dump is loaded."""
+    started = time.perf_counter()
+    rec.redis.execute_command("SAVE")
+    manifest = {
+        "products": result["products"],
+        "seed": result["settings"]["seed"],
+        "settings": result["settings"],
+        "ingest": result["ingest"],
+        "baseline_used_memory": baseline,
+        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (data_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("saved the catalogue in %s in %.1f s", data_dir, time.perf_counter() - started)
+
+
+def read_manifest(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / MANIFEST
+    if not path.exists():
+        raise SystemExit(
+            f"{data_dir} holds no kept catalogue ({MANIFEST} is missing): make one with --data-dir {data_dir}"
+        )
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -636,14 +715,12 @@ def print_table(result: dict[str, Any]) -> None:
     if "users" in result:
         print(f"users: {result['users']['bytes_per_user']} B per user after 10 clicks")
     levels = list(next(iter(result["latency"].values())))
+    print(f"EF_RUNTIME {result['settings']['ef_runtime']}")
     print("| filter | median share | recall@10 | " + " | ".join(f"{lv} clients p50 / p99 ms" for lv in levels) + " |")
-    for case in FILTERS:
+    for case in CASES:
         cells = [f"{result['latency'][case][lv]['p50_ms']} / {result['latency'][case][lv]['p99_ms']}" for lv in levels]
-        print(
-            f"| {case} | {result['filter_share_median'][case]:.4%} | {result['recall'][case]['recall_at_10']} | "
-            + " | ".join(cells)
-            + " |"
-        )
+        share = result["filter_share_median"][case_parts(case)[0]]
+        print(f"| {case} | {share:.4%} | {result['recall'][case]['recall_at_10']} | " + " | ".join(cells) + " |")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -664,7 +741,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ef-sweep",
         type=lambda s: [int(x) for x in s.split(",")],
         default=[],
-        help="EF_RUNTIME values, e.g. 50,100,200,400",
+        help="EF_RUNTIME values, e.g. 100,200,400: recall is measured at each, latency at the smallest reaching "
+        "--target-recall unfiltered",
+    )
+    parser.add_argument("--target-recall", type=float, default=0.95)
+    kept = parser.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--data-dir", type=Path, default=None, help="run Redis here and keep the ingested catalogue (for --reuse)"
+    )
+    kept.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="measure the catalogue kept in this data dir (by --data-dir) without ingesting it again; "
+        "--products, --seed, --vector-type and the HNSW options are taken from it",
     )
     parser.add_argument("--seed", type=int, default=25)
     parser.add_argument(
@@ -678,7 +768,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = run(args)
     print_table(result)
-    suffix = ("" if args.products == 1_000_000 else f"-{args.products}") + (
+    suffix = "-reused" if args.reuse else ""
+    suffix += ("" if args.products == 1_000_000 else f"-{args.products}") + (
         "" if args.vector_type == "FLOAT32" else "-float16"
     )
     if args.hnsw_m or args.hnsw_ef_construction:
