@@ -54,7 +54,15 @@ from recengine.catalog_sync import DEFAULT_MAX_REMOVAL_SHARE, SyncRefusedError, 
 from recengine.cli_types import column_mapping, positive_int
 from recengine.layout import product_fields
 from recengine.validation import MAX_PRODUCT_ID_CHARS, TAG_SEPARATOR
-from recommender import PRODUCT_FIELDS, RedisRecommender, field_problem, product_embedding_bytes, vector_to_bytes
+from recommender import (
+    DEFAULT_VECTOR_TYPE,
+    PRODUCT_FIELDS,
+    VECTOR_TYPES,
+    RedisRecommender,
+    field_problem,
+    product_embedding_bytes,
+    vector_to_bytes,
+)
 
 # Named, not __name__: run as a script this module is __main__, and its warnings should carry
 # the same logger name either way.
@@ -922,6 +930,15 @@ def build_parser() -> argparse.ArgumentParser:
         "removed), then write only the added and changed ones, embed only those whose text is new, and remove the "
         "products the file no longer has. Writes no catalog file",
     )
+    parser.add_argument(
+        "--vector-type",
+        choices=VECTOR_TYPES,
+        default=DEFAULT_VECTOR_TYPE,
+        help="with --load: the "
+        + "element type of the product vectors in a newly created index: FLOAT32 (default, what every port writes) "
+        "or FLOAT16 (half the vectors' memory, slightly less recall: bench/million.py). An existing index keeps "
+        "its own type, and products are written in it",
+    )
     parser.add_argument("--dry-run", action="store_true", help="with --load --sync: print the plan, write nothing")
     parser.add_argument(
         "--allow-mass-delete",
@@ -986,6 +1003,7 @@ def build(args: argparse.Namespace) -> None:
                 index_name=args.index_name,
                 key_prefix=args.key_prefix,
                 vector_dim=embedder.dim,
+                vector_type=args.vector_type,
                 extra_fields=schema.extra_fields,
             )
             started = time.perf_counter()
@@ -1028,6 +1046,7 @@ def sync(args: argparse.Namespace, schema: InputSchema, products: list[dict[str,
         index_name=args.index_name,
         key_prefix=args.key_prefix,
         vector_dim=embedder.dim if embedder is not None else planner.vector_dim,
+        vector_type=args.vector_type,
         extra_fields=schema.extra_fields,
     )
     recommender.create_index()

@@ -628,6 +628,7 @@ def build_server(
         hnsw_ef_construction=args.hnsw_ef_construction,
         ef_runtime=args.ef_runtime,
         hybrid_policy=args.hybrid_policy,
+        vector_type=args.vector_type,
         user_ttl_s=args.user_ttl,
         read_clients=shared.redis.read_clients,
         min_replicas_ack=args.min_replicas_ack,

@@ -14,6 +14,7 @@ in ranking.py, without Redis.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -38,7 +39,7 @@ from ranking import (
 )
 from ranking import rerank as rerank_by_affinity
 from recengine.blend import SIGNALS, Signal
-from recengine.catalog import Catalog
+from recengine.catalog import Catalog, read_vector_type
 from recengine.catalog_schema import ExtraField
 from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import CoOccurrenceConfig
@@ -68,6 +69,7 @@ from recengine.layout import (
     CLICKS_FIELD,
     DEFAULT_SEEN_KEPT,
     DEFAULT_USER_TTL_S,
+    DEFAULT_VECTOR_TYPE,
     EMBEDDING_FIELD,
     EVENT_IDS_KEPT,
     LAST_CLICKED_CATEGORY_FIELD,
@@ -82,9 +84,13 @@ from recengine.layout import (
     SESSION_AT_FIELD,
     SESSION_VEC_FIELD,
     VECTOR_DIM_DEFAULT,
+    VECTOR_TYPES,
     KeyLayout,
     UserKeys,
+    VectorFormat,
+    VectorType,
     bytes_to_vector,
+    check_vector_type,
     checked_vector,
     product_embedding_bytes,
     product_to_hash,
@@ -146,6 +152,7 @@ __all__ = [
     "DEFAULT_EF_RUNTIME",
     "DEFAULT_SEEN_KEPT",
     "DEFAULT_USER_TTL_S",
+    "DEFAULT_VECTOR_TYPE",
     "EMBEDDING_FIELD",
     "EVENT_IDS_KEPT",
     "EVENT_TYPES",
@@ -169,6 +176,7 @@ __all__ = [
     "SIGNALS",
     "TAG_SEPARATOR",
     "USER_EVENT_LUA",
+    "VECTOR_TYPES",
     "Candidate",
     "ClickResult",
     "CoOccurrenceConfig",
@@ -243,6 +251,11 @@ class RedisRecommender:
     RediSearch's defaults, M 16 and EF_CONSTRUCTION 200, and the exact shared schema).
     ef_runtime: search breadth per query, more recall for more time (None: Redis' 10).
     hybrid_policy: force BATCHES or ADHOC_BF for filtered queries (None: Redis chooses).
+    vector_type: the element type of the product vectors in an index create_index makes,
+    "FLOAT32" (what every port writes) or "FLOAT16" (half the vectors' memory, a little less
+    recall: bench/million.py). An existing index's own type always wins: it is read (FT.INFO)
+    when first needed, and product vectors are written and searched in it, so a catalogue
+    written as FLOAT32 keeps working. Users' vectors are FLOAT32 either way.
     user_ttl_s: every key of a user expires this long after their last click or dismissal
     (0: never), so abandoned users do not fill Redis.
     seen_kept: how many recent clicks and dismissals are remembered for exclude_clicked.
@@ -277,6 +290,7 @@ class RedisRecommender:
         hnsw_ef_construction: int | None = None,
         ef_runtime: int | None = DEFAULT_EF_RUNTIME,
         hybrid_policy: str | None = None,
+        vector_type: VectorType = DEFAULT_VECTOR_TYPE,
         user_ttl_s: int = DEFAULT_USER_TTL_S,
         seen_kept: int = DEFAULT_SEEN_KEPT,
         read_clients: Sequence[redis.Redis] = (),
@@ -293,6 +307,7 @@ class RedisRecommender:
         check_optional_positive("ef_runtime", ef_runtime)
         if hybrid_policy not in HYBRID_POLICIES:
             raise ValueError(f"hybrid_policy must be one of {HYBRID_POLICIES}, got {hybrid_policy!r}")
+        check_vector_type(vector_type)
         check_count("user_ttl_s", user_ttl_s)
         check_count("min_replicas_ack", min_replicas_ack)
         check_k(seen_kept, "seen_kept")
@@ -309,6 +324,7 @@ class RedisRecommender:
         self.hnsw_ef_construction = hnsw_ef_construction
         self.ef_runtime = ef_runtime
         self.hybrid_policy = hybrid_policy
+        self.requested_vector_type = vector_type
         self.user_ttl_s = user_ttl_s
         self.seen_kept = seen_kept
         self.read_clients = store.read_clients
@@ -334,19 +350,22 @@ class RedisRecommender:
         self._store = store
         self._keys = KeyLayout(self.index_name, self.key_prefix, self.user_key_prefix)
         scripts = Scripts(self.redis)
-        self._catalog = Catalog(
-            store, self._keys, scripts, self.vector_dim, self.hnsw_m, self.hnsw_ef_construction, self.extra_fields
+        self._vectors = VectorFormat(
+            self.vector_dim, self.requested_vector_type, functools.partial(read_vector_type, store, self._keys)
         )
-        self._writer = ProductWriter(store, self._keys, scripts, self.vector_dim, self.extra_fields)
-        self._reloads = Reloads(store, self._keys, scripts, self.vector_dim, self._catalog.schema, self.extra_fields)
+        self._catalog = Catalog(
+            store, self._keys, scripts, self._vectors, self.hnsw_m, self.hnsw_ef_construction, self.extra_fields
+        )
+        self._writer = ProductWriter(store, self._keys, scripts, self._vectors, self.extra_fields)
+        self._reloads = Reloads(store, self._keys, scripts, self._vectors, self._catalog.schema, self.extra_fields)
         self._users = UserReads(store, self._keys, self.vector_dim, self._catalog)
         self._co_occurrence = CoOccurrence(self._keys, scripts, self.co_occurrence_config)
         self._events = UserEvents(
             store, self._keys, scripts, self._users, self._co_occurrence, self.config, self.event_weights,
-            self.clock, vector_dim=self.vector_dim, seen_kept=self.seen_kept, user_ttl_s=self.user_ttl_s,
+            self.clock, vectors=self._vectors, seen_kept=self.seen_kept, user_ttl_s=self.user_ttl_s,
         )  # fmt: skip
         self._retrieval = Retrieval(
-            store, self._keys, self.vector_dim, self.ef_runtime, self.hybrid_policy,
+            store, self._keys, self._vectors, self.ef_runtime, self.hybrid_policy,
             self.config.popularity_half_life_s,
         )  # fmt: skip
         self._importer = EventImporter(
@@ -355,7 +374,7 @@ class RedisRecommender:
         )  # fmt: skip
         self._feeds = Feeds(
             store, self._keys, self._retrieval, self._users, self._co_occurrence, self.config, self.clock,
-            self.vector_dim, VocabularyCache(self._catalog.vocabulary),
+            self._vectors, VocabularyCache(self._catalog.vocabulary),
         )  # fmt: skip
 
     # keys
@@ -385,6 +404,12 @@ class RedisRecommender:
         """FT.CREATE's SCHEMA arguments: the fields every port indexes, and the HNSW cosine vector
         field (with M and EF_CONSTRUCTION only when hnsw_m / hnsw_ef_construction are set)."""
         return self._catalog.schema()
+
+    @property
+    def vector_type(self) -> VectorType:
+        """The element type product vectors are written and searched in: the index's own (read
+        once, with FT.INFO), or vector_type as given while there is no index."""
+        return self._vectors.vector_type
 
     def index_exists(self) -> bool:
         """Whether the index exists; other Redis errors are raised, not taken for "no"."""

@@ -21,9 +21,15 @@ It measures:
 - p50/p99 of `candidate_retrieve` at 1, 8 and 32 concurrent clients, each a process of its own
   (one Python process would measure its GIL, not Redis), for the same four filters.
 
-`--vector-type FLOAT16` builds the index over half-precision vectors (the hashes then hold
-FLOAT16 bytes, and queries are sent as FLOAT16) to compare memory, recall and latency; the
-library itself writes and reads FLOAT32 only (see the report in bench/README.md for why).
+`--vector-type FLOAT16` has the library create the index over half-precision vectors (the
+hashes then hold FLOAT16 bytes, and queries are sent as FLOAT16), to compare memory, recall and
+latency.
+
+`--ef-sweep 100,200,400` measures recall at each EF_RUNTIME and latency at the smallest reaching
+`--target-recall` unfiltered. `--data-dir DIR` keeps the ingested catalogue (an RDB and a
+manifest) and `--reuse DIR` measures it again without ingesting: Redis loads the dump and
+rebuilds the index from the hashes (RediSearch does not save it), which takes about as long as
+the ingest's indexing but needs no client (e.g. to re-measure latency on a quieter machine).
 
 Run: .venv/bin/python -m bench.million                      (1M products: 20-40 minutes on 2 cores)
      .venv/bin/python -m bench.million --products 100000    (about 4 minutes)
@@ -62,8 +68,8 @@ from bench.synthetic_catalog import (
 from embeddings import normalize_rows
 from local_redis import LocalRedis, connect
 from recengine import query
-from recengine.layout import EMBEDDING_FIELD, SESSION_VEC_FIELD, index_schema, product_to_hash
-from recengine.replies import info_dict, raw_rows
+from recengine.layout import SESSION_VEC_FIELD, product_to_hash
+from recengine.replies import info_dict
 from recommender import RedisRecommender
 
 log = logging.getLogger("bench.million")
@@ -302,29 +308,15 @@ class Setup:
             hnsw_ef_construction=self.hnsw_ef_construction,
             ef_runtime=self.ef_runtime,
             hybrid_policy=self.hybrid_policy,
+            vector_type=self.vector_type,
         )
-
-    def blob(self, vector: np.ndarray) -> bytes:
-        return vector.astype("<f2" if self.vector_type == "FLOAT16" else "<f4").tobytes()
-
-
-def create_index(setup: Setup, rec: RedisRecommender) -> None:
-    """The library's index, or (FLOAT16) the same schema with half-precision vectors."""
-    if setup.vector_type == "FLOAT32":
-        rec.create_index()
-        return
-    schema = index_schema(DIM, setup.hnsw_m, setup.hnsw_ef_construction)
-    schema[schema.index("FLOAT32")] = "FLOAT16"
-    rec.redis.execute_command(*query.create_index_command(INDEX_NAME, KEY_PREFIX, schema))
 
 
 def write_chunk(setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, chunk: int) -> int:
     """One chunk through the library's batch writer (product_to_hash, pipelined HSETs)."""
     written, batch = 0, []
     for product in catalog.products(chunk):
-        mapping = product_to_hash(product, DIM)
-        if setup.vector_type == "FLOAT16":
-            mapping[EMBEDDING_FIELD] = setup.blob(product["embedding"])
+        mapping = product_to_hash(product, DIM, (), setup.vector_type)
         batch.append((rec.product_key(product["id"]), mapping))
         if len(batch) == BATCH:
             written += rec._write_batch(batch)
@@ -445,8 +437,6 @@ def user_memory(rec: RedisRecommender, catalog: ScaleCatalog, users: int, clicks
         "users": users,
         "clicks_each": clicks,
         "bytes_per_user": round(float(np.mean(sizes)), 1),
-        # The click script folds only FLOAT32 vectors into the session: with FLOAT16 hashes this
-        # is 0, and bytes_per_user lacks the session vector.
         "share_with_session_vector": round(with_session / len(sizes), 3),
         "click_ms_mean": round(click_s * 1000 / (users * clicks), 3),
     }
@@ -455,31 +445,17 @@ def user_memory(rec: RedisRecommender, catalog: ScaleCatalog, users: int, clicks
 # --- retrieval: recall and latency ---------------------------------------------------------------
 
 
-def searcher(setup: Setup, rec: RedisRecommender) -> Callable[[np.ndarray, dict[str, Any]], list[str]]:
-    """candidate_retrieve for FLOAT32; for FLOAT16 the same FT.SEARCH (the library's command
-    builders) with a half-precision query vector, since the library sends FLOAT32."""
-    if setup.vector_type == "FLOAT32":
-        return lambda vector, kwargs: [c.id for c in rec.candidate_retrieve(vector, k=K, **kwargs)]
-
-    def search(vector: np.ndarray, kwargs: dict[str, Any]) -> list[str]:
-        clause = query.SearchFilters(**kwargs).clause()
-        command = query.knn_search_command(
-            INDEX_NAME, clause, setup.blob(vector), K, query.returned_fields(False), setup.ef_runtime,
-            setup.hybrid_policy,
-        )  # fmt: skip
-        return [rec._keys.product_id(key) for key, _ in raw_rows(rec.redis.execute_command(*command))]
-
-    return search
+def searcher(rec: RedisRecommender) -> Callable[[np.ndarray, dict[str, Any]], list[str]]:
+    """candidate_retrieve's ids (the library sends the query in the index's vector type)."""
+    return lambda vector, kwargs: [c.id for c in rec.candidate_retrieve(vector, k=K, **kwargs)]
 
 
-def recall(
-    setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]]
-) -> dict[str, Any]:
+def recall(setup: Setup, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]]) -> dict[str, Any]:
     """recall@10 per case, and the p50 of those (sequential) searches."""
     out = {}
     for case in CASES:
         name, policy = case_parts(case)
-        search = searcher(replace(setup, hybrid_policy=policy), rec)
+        search = searcher(replace(setup, hybrid_policy=policy).recommender())
         hits, possible, matching, times = 0, 0, [], []
         for i, vector in enumerate(queries.vectors):
             kwargs = filter_kwargs(catalog, name, int(queries.category[i]), int(queries.brand[i]))
@@ -505,7 +481,7 @@ def ef_sweep(
     out = {}
     for ef in values:
         swept = replace(setup, ef_runtime=ef)
-        out[str(ef)] = recall(swept, swept.recommender(), catalog, queries, truth)
+        out[str(ef)] = recall(swept, catalog, queries, truth)
         log.info("EF_RUNTIME %d: %s", ef, {case: row["recall_at_10"] for case, row in out[str(ef)].items()})
     return out
 
@@ -516,7 +492,7 @@ def _latency_worker(
     name, policy = case_parts(case)
     setup = replace(setup, hybrid_policy=policy)
     rec = setup.recommender()
-    search = searcher(setup, rec)
+    search = searcher(rec)
     n = len(queries.vectors)
     work = [
         (
@@ -646,7 +622,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         else:
             baseline = int(rec.redis.info("memory")["used_memory"])
-            create_index(setup, rec)
+            rec.create_index()
             result["ingest"] = ingest(setup, rec, catalog, args.ingest_clients)
             if args.data_dir:
                 keep(rec, args.data_dir, result, baseline)
@@ -658,7 +634,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["settings"]["ef_runtime_chosen_for_recall"] = args.target_recall
             result["recall"] = result["ef_runtime_sweep"][str(setup.ef_runtime)]
         else:
-            result["recall"] = recall(setup, rec, catalog, queries, truth)
+            result["recall"] = recall(setup, catalog, queries, truth)
         result["latency"] = latency(setup, catalog, queries, args.clients, args.latency_queries)
         if args.users:
             result["users"] = user_memory(rec, catalog, args.users, 10)

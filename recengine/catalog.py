@@ -22,15 +22,31 @@ from recengine.errors import (
     is_no_product_error,
 )
 from recengine.intent import Vocabulary
-from recengine.layout import PRODUCT_FIELDS, KeyLayout, index_schema, product_to_hash, vector_to_bytes
+from recengine.layout import PRODUCT_FIELDS, KeyLayout, VectorFormat, VectorType, index_schema, product_to_hash
 from recengine.reload import follow_serving, queue_serving
-from recengine.replies import aggregate_rows, index_info_from, number, product_summary, raw_rows, text
+from recengine.replies import (
+    aggregate_rows,
+    index_info_from,
+    index_vector_type,
+    number,
+    product_summary,
+    raw_rows,
+    text,
+)
 from recengine.results import IndexInfo
 from recengine.scripts import RefreshEmbedding, ScriptCall, Scripts, run_scripts_then
 from recengine.store import Store
 
 # "Cheap" means the cheapest third of the catalogue.
 CHEAP_QUANTILE = 1 / 3
+
+
+def read_vector_type(store: Store, keys: KeyLayout) -> VectorType | None:
+    """The element type of the index's vectors (FT.INFO); None when there is no index."""
+    try:
+        return index_vector_type(store.command(*query.info_command(keys.index_name)))
+    except IndexMissingError:
+        return None
 
 
 @dataclass(eq=False)
@@ -40,7 +56,7 @@ class Catalog:
     store: Store
     keys: KeyLayout
     scripts: Scripts
-    vector_dim: int
+    vectors: VectorFormat
     hnsw_m: int | None
     hnsw_ef_construction: int | None
     extra_fields: Sequence[ExtraField] = ()
@@ -48,7 +64,9 @@ class Catalog:
     # the index
 
     def schema(self) -> list[str]:
-        return index_schema(self.vector_dim, self.hnsw_m, self.hnsw_ef_construction, self.extra_fields)
+        return index_schema(
+            self.vectors.dim, self.hnsw_m, self.hnsw_ef_construction, self.extra_fields, self.vectors.vector_type
+        )
 
     def info(self) -> IndexInfo:
         """FT.INFO; IndexMissingError when there is no index."""
@@ -67,13 +85,16 @@ class Catalog:
         that served before goes with it, so that every process reads and writes generation 0."""
         if self.exists():
             return False
+        vector_type = self.vectors.vector_type
         command = query.create_index_command(self.keys.index_name, self.keys.key_prefix, self.schema())
         try:
             self.store.command(*command)
         except redis.ResponseError as exc:  # already classified: only "exists" is not an error here
             if is_index_exists_error(exc):
+                self.vectors.learn(None)  # another process made it: read its type when next needed
                 return False
             raise
+        self.vectors.learn(vector_type)
         self.store.primary.delete(self.keys.catalog_meta())
         self.keys.serving.move_to(0, self.keys.key_prefix)
         return True
@@ -83,6 +104,8 @@ class Catalog:
             self.store.command(*query.drop_index_command(self.keys.index_name, delete_documents))
         except IndexMissingError:
             return False
+        finally:
+            self.vectors.learn(None)
         return True
 
     def count(self) -> int:
@@ -117,12 +140,12 @@ class Catalog:
         follow_serving(self.keys, self.store.execute(pipe)[0])
         written = 0
         batch: list[tuple[str, dict[str, bytes | str]]] = []
+        dim, vector_type = self.vectors.dim, self.vectors.vector_type
         for product in products:
             if not str(product.get("id", "")).strip():
                 raise ValueError(f"product without an id: {dict(product).get('name')!r}")
-            batch.append(
-                (self.keys.product(str(product["id"])), product_to_hash(product, self.vector_dim, self.extra_fields))
-            )
+            stored = product_to_hash(product, dim, self.extra_fields, vector_type)
+            batch.append((self.keys.product(str(product["id"])), stored))
             if len(batch) >= batch_size:
                 written += self.store.write_hashes(batch)
                 batch = []
@@ -132,7 +155,7 @@ class Catalog:
         """One script, so the product cannot be re-created; then what the store's writes wait
         for (replicas, the disk), when anything. A product missing under the cached key prefix is
         looked for again in the generation the catalogue hash names (a reload may have moved it)."""
-        argv = RefreshEmbedding(vector_to_bytes(new_vector, self.vector_dim)).argv()
+        argv = RefreshEmbedding(self.vectors.encode(new_vector)).argv()
         while True:
             call = ScriptCall(self.scripts.refresh_embedding, [self.keys.product(product_id)], argv)
             try:

@@ -38,6 +38,7 @@ from recengine.layout import (
     RECENT_CLICKS_KEPT,
     WINDOW_FIELD,
     KeyLayout,
+    VectorFormat,
 )
 from recengine.reload import follow_serving, queue_serving
 from recengine.replies import product_summary, text
@@ -104,7 +105,7 @@ class UserEvents:
     config: RankingConfig
     weights: EventWeights
     clock: Callable[[], float]
-    vector_dim: int
+    vectors: VectorFormat
     seen_kept: int
     user_ttl_s: int
 
@@ -354,10 +355,10 @@ class UserEvents:
             mode=mode,
             product_id=product_id,
             category=category,
-            vector=blob,
+            vector=self.vectors.as_float32(blob),
             alpha=alpha,
             step=step,
-            vector_dim=self.vector_dim,
+            vector_dim=self.vectors.dim,
             now=now,
             vector_half_life_s=self.config.session_half_life_s,
             affinity_half_life_s=self.config.affinity_half_life_s,
@@ -377,5 +378,5 @@ class UserEvents:
             log.warning(
                 "product %s has no valid %d-d embedding: the event counts, but moves no vector",
                 product_id,
-                self.vector_dim,
+                self.vectors.dim,
             )

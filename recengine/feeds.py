@@ -47,7 +47,7 @@ from recengine.catalog_schema import stored_category
 from recengine.co_occurrence import CoOccurrence, Neighbour
 from recengine.errors import ProductNotFoundError
 from recengine.intent import Ignored, Understood, Vocabulary, names_a_product, understand, words_of
-from recengine.layout import EMBEDDING_FIELD, WINDOW_FIELD, KeyLayout, bytes_to_vector, checked_vector
+from recengine.layout import EMBEDDING_FIELD, WINDOW_FIELD, KeyLayout, VectorFormat, checked_vector
 from recengine.query import NO_FILTERS, SearchFilters
 from recengine.reload import follow_serving, queue_serving
 from recengine.replies import candidate_from_row, text
@@ -126,7 +126,7 @@ class Feeds:
     co_occurrence: CoOccurrence
     config: RankingConfig
     clock: Callable[[], float]
-    vector_dim: int
+    vectors: VectorFormat
     vocabulary: VocabularyCache
 
     def recommend(
@@ -144,7 +144,7 @@ class Feeds:
     ) -> Recommendation:
         k, filters, diversity = check_k(k), filters or NO_FILTERS, check_unit_interval("diversity", diversity)
         now = float(self.clock())
-        query = checked_vector(query_vec, self.vector_dim)
+        query = checked_vector(query_vec, self.vectors.dim)
         context = self.users.context(user_id, exclude_clicked) if user_id is not None else None
         features = context.features if context else UserFeatures()
         session = session_weight(features, self.config, now) if use_session else 0.0
@@ -216,7 +216,7 @@ class Feeds:
         for pid, raw in hits.rows.items():
             if pid not in known:
                 candidate = candidate_from_row(pid, raw)
-                stored = bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim)
+                stored = self.vectors.decode(raw.get(EMBEDDING_FIELD))
                 candidate.vector_distance = candidate.score = cosine_distance(vector, stored)
                 candidate.why.vector_distance = round(candidate.vector_distance, 6)
                 pool.candidates.append(candidate)
@@ -365,11 +365,11 @@ class Feeds:
             if not follow_serving(self.keys, serving):
                 break
         blob, category = replies[0]
-        vector = bytes_to_vector(blob if isinstance(blob, bytes) else None, self.vector_dim)
+        vector = self.vectors.decode(blob if isinstance(blob, bytes) else None)
         if vector is None:
             if not self.store.primary.exists(key):
                 raise ProductNotFoundError(product_id)
-            raise ValueError(f"product {product_id!r} has no valid {self.vector_dim}-d embedding to compare with")
+            raise ValueError(f"product {product_id!r} has no valid {self.vectors.dim}-d embedding to compare with")
         neighbours = self.co_occurrence.neighbours_from(replies[1:3], now) if with_neighbours else []
         user_replies = replies[3:] if with_neighbours else replies[1:]
         context = self.users.context_from(user_id, user_replies, exclude_clicked) if user_id is not None else None

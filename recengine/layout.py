@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +68,13 @@ EVENT_IDS_KEPT = 32
 DEFAULT_USER_TTL_S = 30 * 86400
 # all-MiniLM-L6-v2's dimension, under the reference's name for it.
 VECTOR_DIM_DEFAULT = 384
+# The element type of the indexed product vectors. FLOAT32 is what every port writes; FLOAT16
+# halves the vectors' memory (in the hash and in the index) for a small loss of recall
+# (bench/million.py). User vectors (session, negative) are never indexed and stay FLOAT32.
+VectorType = Literal["FLOAT32", "FLOAT16"]
+VECTOR_TYPES: tuple[VectorType, ...] = ("FLOAT32", "FLOAT16")
+DEFAULT_VECTOR_TYPE: VectorType = "FLOAT32"
+_DTYPES: dict[VectorType, str] = {"FLOAT32": "<f4", "FLOAT16": "<f2"}
 
 
 # --- keys: the only place that names them ---------------------------------------------------------
@@ -211,12 +218,16 @@ class KeyLayout:
 
 
 def index_schema(
-    vector_dim: int, hnsw_m: int | None, hnsw_ef_construction: int | None, extra_fields: Sequence[ExtraField] = ()
+    vector_dim: int,
+    hnsw_m: int | None,
+    hnsw_ef_construction: int | None,
+    extra_fields: Sequence[ExtraField] = (),
+    vector_type: VectorType = DEFAULT_VECTOR_TYPE,
 ) -> list[str]:
     """FT.CREATE's SCHEMA arguments: the fields every port indexes, the shop's extra TAG and
-    NUMERIC fields, and the HNSW cosine vector field (with M and EF_CONSTRUCTION only when
-    given)."""
-    hnsw = ["TYPE", "FLOAT32", "DIM", str(vector_dim), "DISTANCE_METRIC", "COSINE"]
+    NUMERIC fields, and the HNSW cosine vector field of vector_type (with M and EF_CONSTRUCTION
+    only when given)."""
+    hnsw = ["TYPE", check_vector_type(vector_type), "DIM", str(vector_dim), "DISTANCE_METRIC", "COSINE"]
     if hnsw_m is not None:
         hnsw += ["M", str(hnsw_m)]
     if hnsw_ef_construction is not None:
@@ -237,21 +248,77 @@ def index_schema(
 # --- vectors and product hashes, as written ----------------------------------------------------
 
 
-def vector_to_bytes(vector: npt.ArrayLike, dim: int) -> bytes:
-    """Validate and pack one vector as little-endian float32 bytes."""
+def check_vector_type(vector_type: str) -> VectorType:
+    """vector_type itself, or ValueError naming the choices."""
+    if vector_type not in VECTOR_TYPES:
+        raise ValueError(f"vector_type must be one of {VECTOR_TYPES}, got {vector_type!r}")
+    return vector_type
+
+
+def vector_to_bytes(vector: npt.ArrayLike, dim: int, vector_type: VectorType = DEFAULT_VECTOR_TYPE) -> bytes:
+    """Validate and pack one vector as little-endian floats of vector_type (float32 unless said)."""
     array = np.asarray(vector, dtype="<f4")
     if array.shape != (dim,):
         raise ValueError(f"expected a vector of shape ({dim},), got {array.shape}")
     if not np.all(np.isfinite(array)):
         raise ValueError("vector contains NaN or infinity")
-    return array.tobytes()
+    if vector_type == "FLOAT32":
+        return array.tobytes()
+    packed = array.astype(_DTYPES[check_vector_type(vector_type)])
+    if not np.all(np.isfinite(packed)):
+        raise ValueError(f"vector holds a value too large for {vector_type}")
+    return packed.tobytes()
 
 
-def bytes_to_vector(blob: bytes | None, dim: int) -> Vector | None:
-    """Unpack float32 bytes; anything of the wrong length is treated as absent."""
-    if blob is None or len(blob) != dim * 4:
+def bytes_to_vector(blob: bytes | None, dim: int, vector_type: VectorType = DEFAULT_VECTOR_TYPE) -> Vector | None:
+    """Unpack little-endian floats of vector_type into float32; anything of the wrong length is
+    treated as absent."""
+    dtype = np.dtype(_DTYPES[vector_type])
+    if blob is None or len(blob) != dim * dtype.itemsize:
         return None
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    return np.frombuffer(blob, dtype=dtype).astype(np.float32)
+
+
+class VectorFormat:
+    """How one recommender's product vectors are stored: `dim` little-endian floats of the
+    index's own type, so that a catalogue written as FLOAT32 keeps being read and written as
+    FLOAT32 whatever type was asked for. The type is read from the index (FT.INFO, through
+    read_index_type) when first needed and kept; until an index exists, the asked-for type is
+    used (and is what create_index makes). Shared by every part of one recommender."""
+
+    def __init__(self, dim: int, requested: VectorType, read_index_type: Callable[[], VectorType | None]) -> None:
+        self.dim = dim
+        self.requested = check_vector_type(requested)
+        self._read_index_type = read_index_type
+        self._known: VectorType | None = None
+
+    @property
+    def vector_type(self) -> VectorType:
+        if self._known is None:
+            self._known = self._read_index_type()
+        return self._known or self.requested
+
+    def learn(self, vector_type: VectorType | None) -> None:
+        """What the index holds now: its type after create_index, None after drop_index."""
+        self._known = vector_type
+
+    def encode(self, vector: npt.ArrayLike) -> bytes:
+        """A vector as the index stores it; ValueError for a wrong shape or a non-finite value."""
+        return vector_to_bytes(vector, self.dim, self.vector_type)
+
+    def decode(self, blob: bytes | None) -> Vector | None:
+        """A stored vector as float32; None when absent or of the wrong length."""
+        return bytes_to_vector(blob, self.dim, self.vector_type)
+
+    def as_float32(self, blob: bytes | None) -> bytes:
+        """A stored vector as float32 bytes (what a user's session vector is folded from); b""
+        when absent or of the wrong length."""
+        vector = self.decode(blob)
+        return b"" if vector is None else vector.astype("<f4").tobytes()
+
+    def product_bytes(self, product: Mapping[str, Any]) -> bytes:
+        """A product's vector (from `embedding` or `embedding_b64`) as the index stores it."""
+        return product_embedding_bytes(product, self.dim, self.vector_type)
 
 
 def checked_vector(vector: npt.ArrayLike, dim: int) -> Vector:
@@ -259,26 +326,36 @@ def checked_vector(vector: npt.ArrayLike, dim: int) -> Vector:
     return np.frombuffer(vector_to_bytes(vector, dim), dtype="<f4").astype(np.float32)
 
 
-def product_embedding_bytes(product: Mapping[str, Any], dim: int) -> bytes:
-    """A product's vector as stored in Redis, from either `embedding` or `embedding_b64`."""
+def product_embedding_bytes(
+    product: Mapping[str, Any], dim: int, vector_type: VectorType = DEFAULT_VECTOR_TYPE
+) -> bytes:
+    """A product's vector as stored in Redis (floats of vector_type), from either `embedding` or
+    `embedding_b64` (a catalogue's base64 of float32 bytes, whatever type the index holds)."""
     if "embedding_b64" in product:
         blob = base64.b64decode(product["embedding_b64"])
         if len(blob) != dim * 4:
             raise ValueError(
                 f"product {product.get('id')!r}: embedding_b64 holds {len(blob)} bytes, expected {dim * 4}"
             )
-        return vector_to_bytes(np.frombuffer(blob, dtype="<f4"), dim)
+        return vector_to_bytes(np.frombuffer(blob, dtype="<f4"), dim, vector_type)
     if "embedding" in product:
-        return vector_to_bytes(product["embedding"], dim)
+        return vector_to_bytes(product["embedding"], dim, vector_type)
     raise ValueError(f"product {product.get('id')!r} has neither 'embedding' nor 'embedding_b64'")
 
 
 def product_to_hash(
-    product: Mapping[str, Any], dim: int, extra_fields: Sequence[ExtraField] = ()
+    product: Mapping[str, Any],
+    dim: int,
+    extra_fields: Sequence[ExtraField] = (),
+    vector_type: VectorType = DEFAULT_VECTOR_TYPE,
 ) -> dict[str, bytes | str]:
     """The exact hash layout of `product:<id>`: every field of product_fields, and the vector
-    (from `embedding` or `embedding_b64`). ValueError for a product that would misbehave."""
-    return {**product_fields(product, extra_fields), EMBEDDING_FIELD: product_embedding_bytes(product, dim)}
+    (from `embedding` or `embedding_b64`, as floats of vector_type). ValueError for a product
+    that would misbehave."""
+    return {
+        **product_fields(product, extra_fields),
+        EMBEDDING_FIELD: product_embedding_bytes(product, dim, vector_type),
+    }
 
 
 def product_fields(product: Mapping[str, Any], extra_fields: Sequence[ExtraField] = ()) -> dict[str, str]:

@@ -40,10 +40,9 @@ from recengine.layout import (
     PRODUCT_FIELDS,
     PRODUCT_TEXT_FIELDS,
     KeyLayout,
+    VectorFormat,
     encode_updates,
-    product_embedding_bytes,
     product_fields,
-    vector_to_bytes,
 )
 from recengine.reload import follow_serving, glob_escape, queue_serving
 from recengine.replies import text
@@ -78,7 +77,7 @@ class ProductWriter:
     store: Store
     keys: KeyLayout
     scripts: Scripts
-    vector_dim: int
+    vectors: VectorFormat
     extra_fields: Sequence[ExtraField] = ()
 
     # upsert
@@ -102,7 +101,7 @@ class ProductWriter:
     def _check(self, product: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes | None]:
         fields = product_fields(product, self.extra_fields)
         has_vector = "embedding" in product or "embedding_b64" in product
-        vector = product_embedding_bytes(product, self.vector_dim) if has_vector else None
+        vector = self.vectors.product_bytes(product) if has_vector else None
         return str(product["id"]), fields, vector
 
     def _with_stored_texts(self, checked: Sequence[tuple[str, dict[str, str], bytes | None]]) -> list[_Planned]:
@@ -143,11 +142,9 @@ class ProductWriter:
             )
         if wanted and embed is not None:
             made = np.asarray(embed([p.text for p in wanted]), dtype="<f4")
-            if made.shape != (len(wanted), self.vector_dim):
-                raise ValueError(f"embed returned shape {made.shape}, expected ({len(wanted)}, {self.vector_dim})")
-            vectors.update(
-                {p.product_id: vector_to_bytes(row, self.vector_dim) for p, row in zip(wanted, made, strict=True)}
-            )
+            if made.shape != (len(wanted), self.vectors.dim):
+                raise ValueError(f"embed returned shape {made.shape}, expected ({len(wanted)}, {self.vectors.dim})")
+            vectors.update({p.product_id: self.vectors.encode(row) for p, row in zip(wanted, made, strict=True)})
         return vectors
 
     def _write_batch(self, batch: Sequence[_Planned], vectors: Mapping[str, bytes]) -> list[ProductWrite]:

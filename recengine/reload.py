@@ -53,7 +53,7 @@ from recengine.errors import (
     WriteRefusedError,
     classify_response_error,
 )
-from recengine.layout import KeyLayout, product_to_hash
+from recengine.layout import KeyLayout, VectorFormat, product_to_hash
 from recengine.replies import info_dict, number, text
 from recengine.results import ReloadResult, Serving
 from recengine.scripts import ReloadLock, Scripts
@@ -146,7 +146,7 @@ class Reloads:
     store: Store
     keys: KeyLayout
     scripts: Scripts
-    vector_dim: int
+    vectors: VectorFormat
     schema: Callable[[], list[str]]
     extra_fields: Sequence[ExtraField] = ()
 
@@ -187,7 +187,8 @@ class Reloads:
                 "reload_catalog needs one Redis (FT.ALIASUPDATE in a MULTI): on a cluster, load with "
                 "drop_index, create_index and index_products"
             )
-        hashes = [(str(p.get("id", "")), product_to_hash(p, self.vector_dim, self.extra_fields)) for p in products]
+        dim, vector_type = self.vectors.dim, self.vectors.vector_type
+        hashes = [(str(p.get("id", "")), product_to_hash(p, dim, self.extra_fields, vector_type)) for p in products]
         if not hashes:
             raise ValueError("a reload needs at least one product")
         duplicates = len(hashes) - len({product_id for product_id, _ in hashes})
@@ -329,7 +330,7 @@ class Reloads:
             "key_prefix": built.key_prefix,
             "products": built.products,
             "model": model,
-            "dim": self.vector_dim,
+            "dim": self.vectors.dim,
             "switched_at": repr(time.time()),
         }
         if before is not None:

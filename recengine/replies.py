@@ -105,6 +105,17 @@ def info_dict(response: Any) -> dict[str, Any]:
     return {text(response[i]): response[i + 1] for i in range(0, len(response) - 1, 2)}
 
 
+def index_vector_type(response: Any) -> layout.VectorType | None:
+    """The element type of the product vectors an FT.INFO reply's index holds (its `embedding`
+    attribute's data_type); None when it has no such field or a type this library cannot write."""
+    for attribute in info_dict(response).get("attributes") or []:
+        fields = info_dict(attribute)
+        if text(fields.get("attribute")) == layout.EMBEDDING_FIELD and text(fields.get("type")) == "VECTOR":
+            found = text(fields.get("data_type"))
+            return next((known for known in layout.VECTOR_TYPES if known == found), None)
+    return None
+
+
 # Data problems already logged: the page asks /state after every click, so logging a broken
 # product on every read would bury the log in repeats of one line.
 _reported_problems: set[str] = set()

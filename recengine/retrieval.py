@@ -10,7 +10,7 @@ from typing import Any
 
 from ranking import Vector, decayed_popularity
 from recengine import query
-from recengine.layout import EMBEDDING_FIELD, SCORE_FIELD, KeyLayout, bytes_to_vector, vector_to_bytes
+from recengine.layout import EMBEDDING_FIELD, SCORE_FIELD, KeyLayout, VectorFormat
 from recengine.reload import follow_serving, queue_serving
 from recengine.replies import RawRow, candidate_from_row, number, raw_rows, scored_rows, text
 from recengine.results import CandidatePool
@@ -24,7 +24,7 @@ class Retrieval:
 
     store: Store
     keys: KeyLayout
-    vector_dim: int
+    vectors: VectorFormat
     ef_runtime: int | None
     hybrid_policy: str | None
     popularity_half_life_s: float
@@ -36,7 +36,7 @@ class Retrieval:
     def _pool(self, rows: Sequence[RawRow], left_out: set[str], exhausted: bool) -> CandidatePool:
         return CandidatePool(
             candidates=[candidate_from_row(pid, raw) for pid, raw in rows],
-            vectors={pid: bytes_to_vector(raw.get(EMBEDDING_FIELD), self.vector_dim) for pid, raw in rows},
+            vectors={pid: self.vectors.decode(raw.get(EMBEDDING_FIELD)) for pid, raw in rows},
             left_out=left_out,
             exhausted=exhausted,
         )
@@ -44,7 +44,7 @@ class Retrieval:
     # nearest neighbours
 
     def _knn_command(self, vector: Vector, filter_clause: str, n: int, fields: Sequence[str]) -> query.Command:
-        blob = vector_to_bytes(vector, self.vector_dim)
+        blob = self.vectors.encode(vector)
         return query.knn_search_command(
             self.keys.index_name, filter_clause, blob, n, fields, self.ef_runtime, self.hybrid_policy
         )
@@ -129,7 +129,7 @@ class Retrieval:
         keys = [self.keys.product(pid) for pid in wanted]
         if vector is None:
             return query.in_keys_search_command(self.keys.index_name, filter_clause, keys, with_vectors)
-        blob = vector_to_bytes(vector, self.vector_dim)
+        blob = self.vectors.encode(vector)
         fields = query.returned_fields(with_vectors)
         return query.knn_in_keys_search_command(self.keys.index_name, filter_clause, blob, keys, fields)
 
@@ -244,7 +244,7 @@ class Retrieval:
         index = self.keys.index_name
         commands = [
             query.knn_search_command(
-                index, filter_clause, vector_to_bytes(vector, self.vector_dim), n, fields, self.ef_runtime,
+                index, filter_clause, self.vectors.encode(vector), n, fields, self.ef_runtime,
                 self.hybrid_policy,
             )
             for vector in vectors

@@ -12,7 +12,7 @@ from recengine.cli_types import memory_size, non_negative_int, positive_int, sen
 from recengine.experiments import Experiment, ExperimentFileError, load_experiment
 from recengine.impressions import DEFAULT_CAP
 from recengine.web_guard import allowed_host_argument
-from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, HYBRID_POLICIES
+from recommender import DEFAULT_EF_RUNTIME, DEFAULT_USER_TTL_S, DEFAULT_VECTOR_TYPE, HYBRID_POLICIES, VECTOR_TYPES
 
 # The catalogue beside demo_server.py, which build_catalog.py writes by default.
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "catalog.json"
@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         "on filtered queries; default: Redis chooses per query",
     )
     parser.add_argument("--hnsw-m", type=positive_int, help="HNSW M for a newly created index (default: Redis' 16)")
+    parser.add_argument(
+        "--vector-type",
+        choices=VECTOR_TYPES,
+        default=DEFAULT_VECTOR_TYPE,
+        help="the "
+        + "element type of the product vectors in a newly created index: FLOAT32 (default, what every port writes) "
+        "or FLOAT16 (half the vectors' memory, slightly less recall: bench/million.py). An existing index keeps "
+        "its own type, and products are written in it",
+    )
     parser.add_argument(
         "--hnsw-ef-construction",
         type=positive_int,
