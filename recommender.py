@@ -210,6 +210,7 @@ __all__ = [
     "Signal",
     "UserFeatures",
     "UserState",
+    "VectorType",
     "Why",
     "WriteOutcomeUnknownError",
     "WriteRefusedError",

@@ -264,10 +264,10 @@ def vector_to_bytes(vector: npt.ArrayLike, dim: int, vector_type: VectorType = D
         raise ValueError("vector contains NaN or infinity")
     if vector_type == "FLOAT32":
         return array.tobytes()
-    packed = array.astype(_DTYPES[check_vector_type(vector_type)])
-    if not np.all(np.isfinite(packed)):
+    dtype = np.dtype(_DTYPES[check_vector_type(vector_type)])
+    if np.any(np.abs(array) > np.finfo(dtype).max):
         raise ValueError(f"vector holds a value too large for {vector_type}")
-    return packed.tobytes()
+    return array.astype(dtype).tobytes()
 
 
 def bytes_to_vector(blob: bytes | None, dim: int, vector_type: VectorType = DEFAULT_VECTOR_TYPE) -> Vector | None:

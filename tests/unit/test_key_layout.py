@@ -14,12 +14,14 @@ from redis.cluster import key_slot
 from recengine.catalog_schema import text_digest
 from recengine.layout import (
     KeyLayout,
+    VectorFormat,
     bytes_to_vector,
     index_schema,
     product_embedding_bytes,
     product_to_hash,
     vector_to_bytes,
 )
+from recengine.replies import index_vector_type
 from recengine.validation import check_k, check_product_id, check_user_id, field_problem
 
 KEYS = KeyLayout("recommend:idx", "product:", "user:")
@@ -131,6 +133,71 @@ def test_vectors_round_trip_as_little_endian_float32(values: list[float]) -> Non
     assert blob == np.asarray(values, dtype="<f4").tobytes()
     restored = bytes_to_vector(blob, DIM)
     assert restored is not None and restored.tolist() == values
+
+
+def test_a_float16_index_gets_a_float16_field() -> None:
+    schema = index_schema(8, None, None, vector_type="FLOAT16")
+    assert schema[schema.index("TYPE") + 1] == "FLOAT16"
+    with pytest.raises(ValueError, match="vector_type must be one of"):
+        index_schema(8, None, None, vector_type="FLOAT64")  # type: ignore[arg-type]
+
+
+@given(st.lists(st.floats(-2.0, 2.0, width=16), min_size=DIM, max_size=DIM))
+def test_vectors_round_trip_as_little_endian_float16(values: list[float]) -> None:
+    blob = vector_to_bytes(values, DIM, "FLOAT16")
+    assert blob == np.asarray(values, dtype="<f2").tobytes() and len(blob) == 2 * DIM
+    restored = bytes_to_vector(blob, DIM, "FLOAT16")
+    assert restored is not None and restored.dtype == np.float32 and restored.tolist() == values
+
+
+def test_float16_keeps_a_unit_vector_to_three_decimals_and_refuses_what_overflows() -> None:
+    vector = np.random.default_rng(1).normal(size=384).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    restored = bytes_to_vector(vector_to_bytes(vector, 384, "FLOAT16"), 384, "FLOAT16")
+    assert restored is not None and np.max(np.abs(restored - vector)) < 1e-3
+    with pytest.raises(ValueError, match="too large for FLOAT16"):
+        vector_to_bytes([1e6, 0.0, 0.0, 0.0], DIM, "FLOAT16")
+
+
+def test_a_blob_of_the_other_type_is_absent_not_misread() -> None:
+    as_float32 = vector_to_bytes([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 8)
+    assert bytes_to_vector(as_float32, 8, "FLOAT16") is None  # 32 bytes: 16 FLOAT16s, not 8
+    assert bytes_to_vector(vector_to_bytes([1.0, 0.0, 0.0, 0.0], DIM, "FLOAT16"), DIM) is None
+
+
+def test_a_catalogue_embedding_b64_is_float32_whatever_the_index_holds() -> None:
+    blob = np.asarray([0.5, 0.5, 0.5, 0.5], dtype="<f4").tobytes()
+    product = {"embedding_b64": base64.b64encode(blob).decode()}
+    assert product_embedding_bytes(product, DIM, "FLOAT16") == np.asarray([0.5] * 4, dtype="<f2").tobytes()
+    assert product_to_hash(PRODUCT, DIM, (), "FLOAT16")["embedding"] == np.asarray([1, 0, 0, 0], "<f2").tobytes()
+
+
+def test_the_vector_format_is_the_index_s_once_read_and_the_asked_for_one_without_an_index() -> None:
+    reads: list[str | None] = [None, None, "FLOAT32"]
+    fmt = VectorFormat(DIM, "FLOAT16", lambda: reads.pop(0))  # type: ignore[arg-type, return-value]
+    assert fmt.vector_type == "FLOAT16" and fmt.vector_type == "FLOAT16"  # no index yet: read each time
+    assert fmt.vector_type == "FLOAT32" and fmt.vector_type == "FLOAT32" and not reads  # read once, kept
+    assert fmt.encode([1, 0, 0, 0]) == np.asarray([1, 0, 0, 0], "<f4").tobytes()
+    fmt.learn("FLOAT16")
+    assert fmt.decode(np.asarray([0.25] * 4, "<f2").tobytes()).tolist() == [0.25] * 4  # type: ignore[union-attr]
+    assert fmt.as_float32(np.asarray([0.25] * 4, "<f2").tobytes()) == np.asarray([0.25] * 4, "<f4").tobytes()
+    assert fmt.as_float32(b"\x00") == b""
+
+
+@pytest.mark.parametrize("protocol", ["resp2", "resp3"])
+def test_the_vector_type_is_read_from_ft_info(protocol: str) -> None:
+    attribute = {
+        b"identifier": b"embedding", b"attribute": b"embedding", b"type": b"VECTOR", b"algorithm": b"HNSW",
+        b"data_type": b"FLOAT16", b"dim": 384, b"distance_metric": b"COSINE",
+    }  # fmt: skip
+    name = {b"identifier": b"name", b"attribute": b"name", b"type": b"TEXT"}
+    if protocol == "resp3":
+        reply: object = {b"index_name": b"i", b"attributes": [name, attribute]}
+    else:
+        flat = [[item for pair in a.items() for item in pair] for a in (name, attribute)]
+        reply = [b"index_name", b"i", b"attributes", flat]
+    assert index_vector_type(reply) == "FLOAT16"
+    assert index_vector_type([b"index_name", b"i", b"attributes", []]) is None
 
 
 def test_bad_vectors_are_value_errors_and_bad_blobs_absent() -> None:
