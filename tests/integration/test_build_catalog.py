@@ -604,6 +604,24 @@ def test_main_load_pushes_the_products_into_redis(tmp_path: Path, local_redis: L
         recommender.drop_index(delete_documents=True)
 
 
+def test_main_load_creates_a_float16_index_when_asked(tmp_path: Path, local_redis: LocalRedis) -> None:
+    tag = uuid.uuid4().hex[:8]
+    index_name, key_prefix = f"build-{tag}:idx", f"build-{tag}:"
+    argv = ["--input", str(EXAMPLE_CSV), "--output", str(tmp_path / "c.json"), "--load", "--vector-type", "FLOAT16"]
+    argv += ["--redis-url", local_redis.url, "--index-name", index_name, "--key-prefix", key_prefix]
+    assert main(argv) == 0
+    recommender = RedisRecommender(local_redis.client(), index_name=index_name, key_prefix=key_prefix)
+    try:
+        assert recommender.vector_type == "FLOAT16" and recommender.count_indexed() == 10
+        stored = recommender.redis.hget(recommender.product_key("k06"), "embedding")
+        assert isinstance(stored, bytes) and len(stored) == 2 * DIM
+        written = read_catalog(tmp_path / "c.json")["products"]
+        vector = decoded(next(p for p in written if p["id"] == "k06"))  # the file keeps float32
+        assert recommender.candidate_retrieve(vector, k=1)[0].id == "k06"
+    finally:
+        recommender.drop_index(delete_documents=True)
+
+
 def test_main_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "c.json"
     argv = ["--input", str(EXAMPLE_JSONL), "--output", str(output), "--model", str(tmp_path / "no-such-model")]

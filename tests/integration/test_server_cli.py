@@ -44,6 +44,7 @@ FLAGS = (
     "--hybrid-policy",
     "--hnsw-m",
     "--hnsw-ef-construction",
+    "--vector-type",
     "--user-ttl",
     "--allowed-host",
     "--workers",
@@ -80,6 +81,11 @@ def test_help_lists_every_option() -> None:
 def test_a_bad_user_ttl_is_a_clear_error(value: str) -> None:
     result = run_cli("--user-ttl", value)
     assert result.returncode == 2 and "--user-ttl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unknown_vector_type_is_a_clear_error() -> None:
+    result = run_cli("--vector-type", "FLOAT64")
+    assert result.returncode == 2 and "invalid choice: 'FLOAT64'" in result.stderr and "FLOAT16" in result.stderr
 
 
 def test_the_int8_query_encoder_on_torch_is_refused_with_the_fix() -> None:
