@@ -517,22 +517,34 @@ def _latency_worker(
 def latency(
     setup: Setup, catalog: ScaleCatalog, queries: Queries, clients: Sequence[int], per_level: int
 ) -> dict[str, Any]:
-    """p50/p99 of one search at each concurrency, every client a process, all started together."""
+    """p50/p99 of one search at each concurrency, every client a process, all started together;
+    with Redis' own time per FT.SEARCH (INFO commandstats) and the searches per second, which
+    split a client's wait between the search itself and queueing for Redis' one thread."""
     out: dict[str, Any] = {}
     context = multiprocessing.get_context("fork")
+    client = setup.recommender().redis
     for case in CASES:
         out[case] = {}
         for level in clients:
             each = max(per_level // level, 20)
             barrier = context.Barrier(level)
             args = [(setup, catalog, queries, case, w * each, each, barrier) for w in range(level)]
+            client.config_resetstat()
             started = time.perf_counter()
             times = [t for part in in_processes(_latency_worker, args) for t in part]
             wall = time.perf_counter() - started
-            row = {**percentiles(times), "samples": len(times), "load_average": round(os.getloadavg()[0], 2)}
+            search_stats = client.info("commandstats").get("cmdstat_FT.SEARCH", {})
+            row = {
+                **percentiles(times),
+                "samples": len(times),
+                "searches_per_s": round(len(times) / wall),
+                "redis_ms_per_search": round(float(search_stats.get("usec_per_call", 0.0)) / 1000, 3),
+                "load_average": round(os.getloadavg()[0], 2),
+            }
             log.info(
-                "%s, %d clients: p50 %.2f ms, p99 %.2f ms (%.0f s)", case, level, row["p50_ms"], row["p99_ms"], wall
-            )
+                "%s, %d clients: p50 %.2f ms, p99 %.2f ms, Redis %.2f ms per search (%.0f s)",
+                case, level, row["p50_ms"], row["p99_ms"], row["redis_ms_per_search"], wall,
+            )  # fmt: skip
             out[case][str(level)] = row
     return out
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench import million
 
@@ -71,10 +72,11 @@ def test_the_run_reports_every_section(tmp_path: Path) -> None:
     assert ingest["indexing_failures"] == 0
     assert report["memory"]["used_memory_per_product"] > 1536  # at least the vector, in its hash
     assert report["users"]["bytes_per_user"] > 1536  # the session vector
-    for case in million.FILTERS:
+    for case in million.CASES:
         assert report["recall"][case]["recall_at_10"] >= 0.9
         assert set(report["latency"][case]) == {"1", "2"}
         assert report["latency"][case]["2"]["samples"] == 40
+        assert report["latency"][case]["2"]["redis_ms_per_search"] > 0
 
 
 def test_a_float16_index_holds_half_precision_vectors(tmp_path: Path) -> None:
@@ -82,3 +84,30 @@ def test_a_float16_index_holds_half_precision_vectors(tmp_path: Path) -> None:
     assert report["settings"]["vector_type"] == "FLOAT16"
     assert report["ingest"]["indexing_failures"] == 0
     assert all(report["recall"][case]["recall_at_10"] >= 0.9 for case in million.FILTERS)
+
+
+def test_the_ef_runtime_measured_is_the_smallest_reaching_the_target(tmp_path: Path) -> None:
+    report = run_small(tmp_path, "--ef-sweep", "1000,50", "--target-recall", "0.5", "--users", "0")
+    assert set(report["ef_runtime_sweep"]) == {"50", "1000"}
+    assert report["settings"]["ef_runtime"] == 50
+    assert report["recall"] == report["ef_runtime_sweep"]["50"]
+
+
+def test_a_kept_catalogue_is_measured_again_without_ingesting(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    first = run_small(tmp_path, "--vector-type", "FLOAT16", "--users", "0", "--data-dir", str(kept))
+    output = tmp_path / "again.json"
+    million.main(
+        ["--reuse", str(kept), "--queries", "40", "--latency-queries", "40", "--clients", "1",
+         "--users", "0", "--output", str(output)]
+    )  # fmt: skip
+    again = json.loads(output.read_text())
+    assert again["reused"]["data_dir"] == str(kept)
+    assert again["ingest"] == first["ingest"]  # what the kept catalogue's ingest measured
+    assert again["settings"]["vector_type"] == "FLOAT16" and again["products"] == 3000
+    assert again["recall"]["none"]["recall_at_10"] >= 0.9  # the index rebuilt from the kept hashes
+
+
+def test_reusing_a_dir_without_a_kept_catalogue_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--data-dir"):
+        million.main(["--reuse", str(tmp_path)])
