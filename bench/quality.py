@@ -559,8 +559,12 @@ class RoundView:
 @dataclass
 class ShopperRun:
     rounds: list[RoundView]
-    # The switch query's results after the session (None when the shopper typed none).
+    # The switch query's results after the session (None when the shopper typed none), and the
+    # same query for the same shopper with session and rerank off: what the shopper's clicks and
+    # dismissals alone (exclusions, marks) leave of it, which splits a session's cost in two.
     switch_shown: list[str] | None = None
+    switch_unpersonalised: list[str] | None = None
+    dismissed: frozenset[str] = frozenset()
 
 
 def run_shopper(
@@ -570,6 +574,7 @@ def run_shopper(
     """Rounds 0..ROUNDS: show a list, record it, click and maybe dismiss, wait; then the switch
     query (same configuration, typed, with the session as it stands); then forget the user."""
     clicked: set[str] = set()
+    dismissed: set[str] = set()
     intent = shopper.intent
     views = []
     for round_no in range(ROUNDS + 1):
@@ -596,17 +601,23 @@ def run_shopper(
         unwanted = choose_dismiss(shown, intent) if config.dismiss else None
         if unwanted is not None:
             rec.dismiss(user_id, unwanted)
+            dismissed.add(unwanted)
         clock.advance(shopper.think_s[round_no])
-    switch_shown = None
+    switch_shown = switch_unpersonalised = None
     if shopper.switch is not None:
+        vector, text = query_vectors[shopper.switch.text], shopper.switch.text
         result = rec.recommend(
-            query_vectors[shopper.switch.text], user_id=user_id, k=K, use_session=config.use_session,
-            use_rerank=config.use_rerank, exclude_clicked=True, diversity=config.diversity,
-            query_text=shopper.switch.text,
+            vector, user_id=user_id, k=K, use_session=config.use_session, use_rerank=config.use_rerank,
+            exclude_clicked=True, diversity=config.diversity, query_text=text,
         )  # fmt: skip
         switch_shown = [c.id for c in result.candidates]
+        unpersonalised = rec.recommend(
+            vector, user_id=user_id, k=K, use_session=False, use_rerank=False, exclude_clicked=True,
+            diversity=config.diversity, query_text=text,
+        )  # fmt: skip
+        switch_unpersonalised = [c.id for c in unpersonalised.candidates]
     rec.reset_user(user_id)
-    return ShopperRun(views, switch_shown)
+    return ShopperRun(views, switch_shown, switch_unpersonalised, frozenset(dismissed))
 
 
 @dataclass
@@ -616,11 +627,28 @@ class SessionOutcome:
 
     rounds: list[dict[str, float]]
     per_shopper_ndcg: dict[str, list[float | None]] = field(repr=False)
-    # NDCG@10 of each shopper's switch query, graded by its own judgements.
+    # NDCG@10 of each shopper's switch query, graded by its own judgements; the same with session
+    # and rerank off for the same shopper; and how many of the query's relevant products (grade 1
+    # or 2) the shopper had dismissed before typing it.
     switch_ndcg: dict[str, float] = field(repr=False, default_factory=dict)
+    switch_unpersonalised_ndcg: dict[str, float] = field(repr=False, default_factory=dict)
+    switch_relevant_dismissed: dict[str, int] = field(repr=False, default_factory=dict)
 
     def switch_mean(self) -> float | None:
-        return round(float(np.mean(list(self.switch_ndcg.values()))), 4) if self.switch_ndcg else None
+        return _mean_of(self.switch_ndcg)
+
+    def switch_breakdown(self) -> dict[str, float | None]:
+        """The switch query with session and rerank off for the same shopper (what exclusions
+        and dismissal marks alone leave), and the share of shoppers who had dismissed at least
+        one of its relevant products, with how many on average."""
+        dismissed = list(self.switch_relevant_dismissed.values())
+        return {
+            "unpersonalised_ndcg@10": _mean_of(self.switch_unpersonalised_ndcg),
+            "shoppers_who_dismissed_a_relevant_product": (
+                round(float(np.mean([n > 0 for n in dismissed])), 4) if dismissed else None
+            ),
+            "relevant_products_dismissed_per_shopper": round(float(np.mean(dismissed)), 4) if dismissed else None,
+        }
 
     def objective(self, shopper_id: str, first_round: int = 1) -> float | None:
         """A shopper's mean NDCG@10 over rounds first_round..ROUNDS: how well the session served them."""
@@ -648,15 +676,23 @@ def score_sessions(runs: Mapping[str, ShopperRun], shoppers: Sequence[Shopper]) 
             "round": round_no, "shoppers": len(qrels), **{m: round(v, 4) for m, v in means.items()}, "clicked": click_share,
         })  # fmt: skip
     switched = [s for s in shoppers if s.switch is not None and runs[s.id].switch_shown is not None]
-    switch_ndcg: dict[str, float] = {}
+    outcome = SessionOutcome(rounds, per_shopper)
     if switched:
-        _, per_query = evaluate_rankings(
-            {s.id: s.switch.relevance for s in switched if s.switch},
-            {s.id: runs[s.id].switch_shown or [] for s in switched},
-            ("ndcg@10",),
+        qrels = {s.id: s.switch.relevance for s in switched if s.switch}
+        for shown, scores in (("switch_shown", outcome.switch_ndcg),
+                              ("switch_unpersonalised", outcome.switch_unpersonalised_ndcg)):  # fmt: skip
+            _, per_query = evaluate_rankings(
+                qrels, {sid: getattr(runs[sid], shown) or [] for sid in qrels}, ("ndcg@10",)
+            )
+            scores.update(per_query["ndcg@10"])
+        outcome.switch_relevant_dismissed.update(
+            {sid: len(runs[sid].dismissed & set(judged)) for sid, judged in qrels.items()}
         )
-        switch_ndcg = per_query["ndcg@10"]
-    return SessionOutcome(rounds, per_shopper, switch_ndcg)
+    return outcome
+
+
+def _mean_of(values: Mapping[str, float]) -> float | None:
+    return round(float(np.mean(list(values.values()))), 4) if values else None
 
 
 @contextmanager
@@ -925,9 +961,20 @@ def print_sessions(catalogue: str, outcomes: Mapping[str, SessionOutcome]) -> No
                 f"{row['ndcg@10']:.3f} / {row['hit_rate@10']:.2f}".rjust(20) if row["shoppers"] else "-".rjust(20)
             )
         print(f"{round_no:5} " + "".join(cells))
-    switch = [f"{o.switch_mean():.3f}".rjust(20) if o.switch_ndcg else "-".rjust(20) for o in outcomes.values()]
-    print(f"{'then a typed query for something else, NDCG@10':>5}")
-    print(f"{'':5} " + "".join(switch))
+    baseline = next(iter(outcomes.values())).switch_mean()
+    rows = {
+        "then a typed query for something else, NDCG@10": [o.switch_mean() for o in outcomes.values()],
+        "  as a ratio to the first configuration's": [_ratio(o.switch_mean(), baseline) for o in outcomes.values()],
+        "  the same shopper, session and rerank off": [
+            o.switch_breakdown()["unpersonalised_ndcg@10"] for o in outcomes.values()
+        ],
+        "  relevant products dismissed per shopper": [
+            o.switch_breakdown()["relevant_products_dismissed_per_shopper"] for o in outcomes.values()
+        ],
+    }
+    for title, values in rows.items():
+        print(title)
+        print(f"{'':5} " + "".join(f"{v:.3f}".rjust(20) if v is not None else "-".rjust(20) for v in values))
 
 
 def print_sweep(title: str, sweep: Mapping[str, Mapping[str, Any]]) -> None:
@@ -1118,6 +1165,8 @@ def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: 
                     "vs_no_session": paired_difference(outcome, baseline, shoppers, 1),
                     "switch_query_ndcg@10": outcome.switch_mean(),
                     "switch_vs_no_session": paired_switch_difference(outcome, baseline),
+                    "switch_ratio_to_no_session": _ratio(outcome.switch_mean(), baseline.switch_mean()),
+                    "switch_breakdown": outcome.switch_breakdown(),
                 }
                 for name, outcome in outcomes.items()
             },
@@ -1142,6 +1191,10 @@ def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: 
         )
     print_advice(report)
     return report
+
+
+def _ratio(value: float | None, baseline: float | None) -> float | None:
+    return round(value / baseline, 4) if value is not None and baseline else None
 
 
 def print_advice(report: Mapping[str, Any]) -> None:
