@@ -227,8 +227,22 @@ def text_only(understand: bool) -> Retriever:
     return retrieve
 
 
+def text_only_category_filter(rec: RedisRecommender, vector: np.ndarray, query: JudgedQuery) -> list[Candidate]:
+    """The query text alone, with the category it names as a filter instead of a boost: what the
+    engine understood, asked again with that category set as the request's filter."""
+    first = rec.recommend(vector, k=K, use_session=False, use_rerank=False, query_text=query.text)
+    category = (first.understood or {}).get("category")
+    if category is None:
+        return first.candidates
+    return rec.recommend(
+        vector, k=K, filters=SearchFilters(category=category), use_session=False, use_rerank=False,
+        query_text=query.text,
+    ).candidates  # fmt: skip
+
+
 QUERY_CONFIGS: dict[str, Retriever] = {
     "text only": text_only(True),
+    "text only, category as a filter": text_only_category_filter,
     "text only, no understanding": text_only(False),
     "knn": plain_knn,
     "knn+text": knn_text,
@@ -283,10 +297,10 @@ def run_query_configs(
 
 def print_query_report(title: str, report: Mapping[str, Any]) -> None:
     print(f"\n{title} ({report['queries']} queries)")
-    print(f"{'configuration':22} {'NDCG@10':>8} {'recall@10':>9} {'MRR@10':>7}")
+    print(f"{'configuration':32} {'NDCG@10':>8} {'recall@10':>9} {'MRR@10':>7}")
     for name, result in report["configs"].items():
         mean = result["mean"]
-        print(f"{name:22} {mean['ndcg@10']:8.3f} {mean['recall@10']:9.3f} {mean['mrr@10']:7.3f}")
+        print(f"{name:32} {mean['ndcg@10']:8.3f} {mean['recall@10']:9.3f} {mean['mrr@10']:7.3f}")
     subsets = [s for s in report["subset_sizes"] if s != "all"]
     print(f"\nNDCG@10 by query group: {title}")
     print(f"{'group':26}" + "".join(f"{name:>20}" for name in report["configs"]))
@@ -754,7 +768,7 @@ class SweepPoint:
         return f"{self.parameter}={self.value:g}"
 
     def config(self, base: RankingConfig) -> RankingConfig:
-        value = int(self.value) if self.parameter == "overfetch" else self.value
+        value = int(self.value) if self.parameter in ("overfetch", "typed_query_tier") else self.value
         return replace(base, **{self.parameter: value})
 
 
@@ -767,6 +781,8 @@ SWEEP: dict[str, tuple[float, ...]] = {
     "negative_weight": (0.0, 0.3, 0.5),
     "overfetch": (1, 3, 5),
     "dismiss_step": (0.0, 0.5, 1.0),
+    "typed_query_tier": (1, 3, 5, 10),
+    "dismissed_penalty": (0.3, 1.0, 2.0),
 }
 HALF_LIFE_SWEEP: dict[str, tuple[float, ...]] = {
     "session_half_life_s": (600.0, 1800.0, 7200.0),
@@ -775,6 +791,7 @@ HALF_LIFE_SWEEP: dict[str, tuple[float, ...]] = {
 QUICK_SWEEP: dict[str, tuple[float, ...]] = {
     "session_weight": (0.1, 0.3, 0.6),
     "dismiss_step": (0.0, 1.0),
+    "typed_query_tier": (1, 3, 10),
 }
 QUICK_HALF_LIFE_SWEEP: dict[str, tuple[float, ...]] = {"session_half_life_s": (600.0, 1800.0, 28800.0)}
 

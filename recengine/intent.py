@@ -314,8 +314,11 @@ def words_of(text: str) -> tuple[str, ...]:
 
 
 def names_a_product(terms: tuple[str, ...], names: list[str]) -> bool:
-    """Whether one of the query's words names a kind of product: it (or its singular) is a word
-    of a matching product's name ("boots" in "Summit hiking boots"). Such a query is specific, and
-    personalisation may not override it; a vague one ("gift ideas") matches descriptions at most."""
+    """Whether one of the query's words names a kind of product: it (or its singular) is the last
+    word of a matching product's name, the word that says what the product is ("boots" in
+    "Summit hiking boots"). Such a query is specific, and personalisation may not override it. A
+    word elsewhere in a name only describes ("weekend" in "Weekend stretch chinos"): the query
+    "something nice for the weekend" stays vague, and is personalised freely (bench/quality.py's
+    sessions: taking any word of a name made it specific, and its shoppers stalled)."""
     wanted = {singular(term) for term in terms if len(term) > 2}
-    return any(wanted & {singular(word) for word in _WORD.findall(name.lower())} for name in names)
+    return any((words := _WORD.findall(name.lower())) and singular(words[-1]) in wanted for name in names)

@@ -234,12 +234,14 @@ class Retrieval:
         terms: Sequence[str],
         want: int,
         excluded: frozenset[str],
+        marked: frozenset[str] = frozenset(),
     ) -> tuple[list[CandidatePool], TextHits]:
         """The KNN pool of each vector (the query's own, and the query blended with the session
         when there is one) and the products whose name or description match the words (BM25),
-        all pipelined: one round trip. Excluded products are dropped from each (at most `want`
+        all pipelined: one round trip. Excluded products are dropped from each; `marked` ones
+        (dismissed: the ranking marks them down) are kept, beside `want` others (at most `want`
         more rows are asked for, as nearest() does in its first round trip)."""
-        n = min(want + min(len(excluded), want), MAX_K)
+        n = min(want + min(len(excluded) + len(marked), want), MAX_K)
         fields = query.returned_fields(True)
         index = self.keys.index_name
         commands = [
@@ -255,7 +257,7 @@ class Retrieval:
         pools = []
         for reply in replies[: len(vectors)]:
             rows = [(self.keys.product_id(key), raw) for key, raw in raw_rows(reply)]
-            kept = [(pid, raw) for pid, raw in rows if pid not in excluded][:want]
+            kept = _kept(rows, excluded, marked, want)
             pools.append(self._pool(kept, {pid for pid, _ in rows if pid in excluded}, len(rows) < n))
         hits = TextHits()
         if terms:
@@ -265,6 +267,22 @@ class Retrieval:
                     hits.scores[pid] = score
                     hits.rows[pid] = raw
         return pools, hits
+
+
+def _kept(rows: Sequence[RawRow], excluded: frozenset[str], marked: frozenset[str], want: int) -> list[RawRow]:
+    """The rows, best first, without the excluded ones, up to `want` that are not marked; the
+    marked ones met on the way are kept besides."""
+    kept: list[RawRow] = []
+    plain = 0
+    for pid, raw in rows:
+        if pid in excluded:
+            continue
+        if pid not in marked:
+            if plain == want:
+                break
+            plain += 1
+        kept.append((pid, raw))
+    return kept
 
 
 @dataclass

@@ -98,9 +98,12 @@ def test_edit_distance_is_symmetric_and_zero_only_for_equal_words(a: str, b: str
     assert (edit_distance(a, b, 20) == 0) == (a == b)
 
 
-def test_a_word_in_a_matching_name_makes_the_query_specific() -> None:
+def test_the_last_word_of_a_matching_name_makes_the_query_specific() -> None:
     assert names_a_product(("hiking", "boots"), ["Summit hiking boot"])
     assert not names_a_product(("gift",), ["Summit hiking boot"])
+    # a word that only describes the product does not: the query stays vague
+    assert not names_a_product(("nice", "weekend"), ["Weekend stretch chinos"])
+    assert not names_a_product(("hiking",), ["", "Summit hiking boot"])
 
 
 # --- ranking a typed query ---------------------------------------------------------------------
