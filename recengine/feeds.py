@@ -597,11 +597,11 @@ def _with_understood(filters: SearchFilters, understood: Understood) -> SearchFi
             setattr(understood, name, None)
     if understood.in_stock_only:
         chosen["in_stock_only"] = True
-    if not chosen:
-        return filters
-    merged = replace(filters, **chosen)  # type: ignore[arg-type]
-    if merged.min_price is not None and merged.max_price is not None and merged.min_price > merged.max_price:
+    low, high = chosen.get("min_price", filters.min_price), chosen.get("max_price", filters.max_price)
+    if isinstance(low, float | int) and isinstance(high, float | int) and low > high:
+        # checked before the filters are built, which refuse min > max: the request's price wins
         understood.ignored.append(Ignored("price", "the understood price contradicts the request's"))
         understood.min_price = understood.max_price = None
-        return replace(merged, min_price=filters.min_price, max_price=filters.max_price)
-    return merged
+        chosen.pop("min_price", None)
+        chosen.pop("max_price", None)
+    return replace(filters, **chosen) if chosen else filters  # type: ignore[arg-type]
