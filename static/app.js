@@ -489,6 +489,12 @@
     if (!Number.isNaN(n) && n !== 0) {
       add("penalty", `affinity ${signed(n, 2)}`, `a category you dismissed raised the score by ${n.toFixed(3)}`);
     }
+    n = value("dismissed_penalty");
+    if (!Number.isNaN(n) && n > 0) {
+      add("dismissed", "you dismissed this",
+        `you said "not interested" to this earlier; your search still asks for it, so it is shown, ` +
+        `its score raised by ${n.toFixed(3)} (below the results ranked near it)`);
+    }
     n = value("session_weight");
     if (!Number.isNaN(n) && n > 0) add("session", `session ${percent(n)}`, `your clicks made up ${percent(n)} of the query`);
     n = value("negative_weight");
@@ -597,12 +603,15 @@
     markCards();
   }
 
-  /** Highlight the last clicked product everywhere; grey out dismissed ones in the catalogue. */
+  /**
+   * Highlight the last clicked product everywhere; grey out dismissed ones in the catalogue and
+   * in search results (a search still finds a dismissed product it asks for, marked down).
+   */
   function markCards() {
     for (const node of document.querySelectorAll(".product-card, .result-row, .feed-card")) {
       node.classList.toggle("is-last", lastClickedId !== null && node.dataset.id === lastClickedId);
     }
-    for (const node of document.querySelectorAll(".product-card")) {
+    for (const node of document.querySelectorAll(".product-card, .result-row")) {
       node.classList.toggle("is-dismissed", dismissedIds.has(node.dataset.id));
     }
   }
@@ -833,7 +842,10 @@
     markCards();
   }
 
-  /** Take a dismissed product off the page at once; the lists that refresh next leave it out too. */
+  /**
+   * Take a dismissed product off the page at once. The feed leaves it out from now on; a search
+   * that asks for it shows it again, greyed, below its neighbours, saying it was dismissed.
+   */
   function removeShown(productId) {
     for (const node of document.querySelectorAll("#results .result-row, #foryou .feed-card")) {
       if (node.dataset.id === productId) node.remove();

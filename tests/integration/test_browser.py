@@ -273,12 +273,16 @@ def test_feed_follows_clicks_more_like_this_and_not_interested(
     expect(page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')).to_have_count(0)
     expect(page.locator("#dismissed")).to_contain_text(dismissed_name)
     expect(page.locator(f'.product-card[data-id="{dismissed_id}"]')).to_have_class(re.compile(r"\bis-dismissed\b"))
-    # A new search for the product by its own name: it stays gone, here and in the feed.
+    # A new search for the product by its own name finds it again, greyed and marked down among
+    # the first results, saying it was dismissed; the feed still leaves it out.
     page.fill("#query", dismissed_name)
     page.click("#search-btn")
     expect(page.locator("#status")).to_contain_text("Found")
     expect(rows.first).to_be_visible()
-    expect(page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')).to_have_count(0)
+    again = page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')
+    expect(again).to_have_count(1)
+    expect(again).to_have_class(re.compile(r"\bis-dismissed\b"))
+    expect(again.locator(".why-dismissed")).to_have_text("you dismissed this")
     expect(page.locator(f'#foryou .feed-card[data-id="{dismissed_id}"]')).to_have_count(0)
 
     # From the keyboard: the dismissed card goes, and focus lands on the card that took its place.
