@@ -266,7 +266,8 @@ class Recommendation:
     the query after fading (0 when unused). excluded_count: products left out because the user
     dismissed or (with exclude_clicked) clicked them. exhausted: fewer than k came back because
     fewer than k products pass the filters and exclusions. understood: what query understanding
-    read in a typed query's text.
+    read in a typed query's text, and whether it named a kind of product (`specific`: then
+    personalisation re-ordered only within relevance tiers).
     """
 
     candidates: list[Candidate]

@@ -579,6 +579,9 @@ class ShopperRun:
     switch_shown: list[str] | None = None
     switch_unpersonalised: list[str] | None = None
     dismissed: frozenset[str] = frozenset()
+    # Whether the engine took the switch query as specific (it names a kind of product: then
+    # personalisation is bounded by relevance tiers) or vague (personalised freely).
+    switch_specific: bool | None = None
 
 
 def run_shopper(
@@ -618,6 +621,7 @@ def run_shopper(
             dismissed.add(unwanted)
         clock.advance(shopper.think_s[round_no])
     switch_shown = switch_unpersonalised = None
+    switch_specific = None
     if shopper.switch is not None:
         vector, text = query_vectors[shopper.switch.text], shopper.switch.text
         result = rec.recommend(
@@ -625,13 +629,14 @@ def run_shopper(
             exclude_clicked=True, diversity=config.diversity, query_text=text,
         )  # fmt: skip
         switch_shown = [c.id for c in result.candidates]
+        switch_specific = bool((result.understood or {}).get("specific"))
         unpersonalised = rec.recommend(
             vector, user_id=user_id, k=K, use_session=False, use_rerank=False, exclude_clicked=True,
             diversity=config.diversity, query_text=text,
         )  # fmt: skip
         switch_unpersonalised = [c.id for c in unpersonalised.candidates]
     rec.reset_user(user_id)
-    return ShopperRun(views, switch_shown, switch_unpersonalised, frozenset(dismissed))
+    return ShopperRun(views, switch_shown, switch_unpersonalised, frozenset(dismissed), switch_specific)
 
 
 @dataclass
@@ -647,6 +652,7 @@ class SessionOutcome:
     switch_ndcg: dict[str, float] = field(repr=False, default_factory=dict)
     switch_unpersonalised_ndcg: dict[str, float] = field(repr=False, default_factory=dict)
     switch_relevant_dismissed: dict[str, int] = field(repr=False, default_factory=dict)
+    switch_specific: dict[str, bool] = field(repr=False, default_factory=dict)
 
     def switch_mean(self) -> float | None:
         return _mean_of(self.switch_ndcg)
@@ -702,7 +708,21 @@ def score_sessions(runs: Mapping[str, ShopperRun], shoppers: Sequence[Shopper]) 
         outcome.switch_relevant_dismissed.update(
             {sid: len(runs[sid].dismissed & set(judged)) for sid, judged in qrels.items()}
         )
+        outcome.switch_specific.update({sid: bool(runs[sid].switch_specific) for sid in qrels})
     return outcome
+
+
+def switch_by_kind(outcome: SessionOutcome, baseline: SessionOutcome) -> dict[str, dict[str, float | int | None]]:
+    """The switch query's NDCG@10 and its ratio to the baseline's on the same shoppers, apart
+    for the queries the engine took as specific (personalisation bounded by relevance tiers)
+    and as vague (personalised freely)."""
+    split: dict[str, dict[str, float | int | None]] = {}
+    for kind, flag in (("specific", True), ("vague", False)):
+        ids = [sid for sid, specific in outcome.switch_specific.items() if specific == flag]
+        ours = _mean_of({sid: outcome.switch_ndcg[sid] for sid in ids})
+        theirs = _mean_of({sid: baseline.switch_ndcg[sid] for sid in ids if sid in baseline.switch_ndcg})
+        split[kind] = {"shoppers": len(ids), "ndcg@10": ours, "ratio_to_baseline": _ratio(ours, theirs)}
+    return split
 
 
 def _mean_of(values: Mapping[str, float]) -> float | None:
@@ -858,6 +878,7 @@ def run_sweep(
                 if outcome.switch_ndcg:
                     rows[point.label]["switch_ndcg"] = outcome.switch_mean()
                     rows[point.label]["switch_vs_default"] = paired_switch_difference(outcome, baseline)
+                    rows[point.label]["switch_by_kind_vs_default"] = switch_by_kind(outcome, baseline)
                 if first_round == FIRST_VISIT_ROUNDS + 1:
                     rows[point.label] |= split_by_return(outcome, shoppers)
                 log.info("sweep %s %s: %s", catalogue, point.label, rows[point.label])
@@ -988,6 +1009,12 @@ def print_sessions(catalogue: str, outcomes: Mapping[str, SessionOutcome]) -> No
         "  relevant products dismissed per shopper": [
             o.switch_breakdown()["relevant_products_dismissed_per_shopper"] for o in outcomes.values()
         ],
+        **{
+            f"  ratio on the queries taken as {kind}": [
+                switch_by_kind(o, next(iter(outcomes.values())))[kind]["ratio_to_baseline"] for o in outcomes.values()
+            ]
+            for kind in ("specific", "vague")
+        },
     }
     for title, values in rows.items():
         print(title)
@@ -1184,6 +1211,7 @@ def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: 
                     "switch_vs_no_session": paired_switch_difference(outcome, baseline),
                     "switch_ratio_to_no_session": _ratio(outcome.switch_mean(), baseline.switch_mean()),
                     "switch_breakdown": outcome.switch_breakdown(),
+                    "switch_by_kind": switch_by_kind(outcome, baseline),
                 }
                 for name, outcome in outcomes.items()
             },

@@ -240,7 +240,7 @@ class Feeds:
             negative_weight=None if framed or not negative else round(negative, 6),
         )
         answer = self._answer("query", filter_clause, pool, k, diversity, why, changed, started, searched)
-        return replace(answer, understood=understood.to_dict())
+        return replace(answer, understood={**understood.to_dict(), "specific": specific})
 
     def for_you(
         self,
