@@ -82,9 +82,15 @@ class Store:
         """Whether the nodes that search know a command: `command_info` asks (COMMAND INFO) and
         `known` reads the reply. A failure to ask (no connection, an error reply) counts as no:
         the caller keeps to what every server has."""
+
+        def ask(client: Any) -> Any:
+            if self.is_cluster:  # any node answers for all
+                return client.execute_command(*command_info, target_nodes=redis.cluster.RedisCluster.RANDOM)
+            return client.execute_command(*command_info)
+
         try:
-            return known(self._on_reader(lambda client: client.execute_command(*command_info)))
-        except (redis.RedisError, RecommenderError) as exc:
+            return known(self._on_reader(ask))
+        except (redis.RedisError, redis.exceptions.RedisClusterException, RecommenderError) as exc:
             log.info("could not ask Redis %r (%s): taken as absent", command_info, exc)
             return False
 
