@@ -3,11 +3,13 @@ a client per protocol, and the real embedding model. Nothing here emulates Redis
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -15,6 +17,10 @@ import redis
 
 from local_redis import LocalRedis, connect
 from recommender import RedisRecommender
+
+if TYPE_CHECKING:
+    from demo_api import DemoApp
+    from demo_server import DemoServer
 
 DIM = 384
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,17 +136,30 @@ def demo_app(server_redis: LocalRedis, onnx_embedder, catalog: dict):
     return app
 
 
+@contextlib.contextmanager
+def running(server: DemoServer) -> Iterator[str]:
+    """`server` answering from a thread of this process; yields its URL, and stops it after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def serving(app: DemoApp, **options: Any) -> contextlib.AbstractContextManager[str]:
+    """The real HTTP server for `app` (with DemoServer's `options`) on a free port; yields its URL."""
+    from demo_server import DemoServer
+
+    return running(DemoServer(("127.0.0.1", 0), app, **options))
+
+
 @pytest.fixture(scope="session")
 def demo_url(demo_app) -> Iterator[str]:
     """The real HTTP server, in this process, on a free port."""
-    from demo_server import DemoServer
-
-    server = DemoServer(("127.0.0.1", 0), demo_app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(demo_app) as url:
+        yield url
 
 
 @pytest.fixture(params=["json", "form"])

@@ -27,10 +27,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
+from conftest import serving
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_http import Reply, get_state, post
-from test_reliability import serving
 
 from demo_api import DemoApp
 from local_redis import LocalRedis, connect

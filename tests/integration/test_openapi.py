@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +26,7 @@ import jsonschema
 import numpy as np
 import pytest
 import schemathesis
+from conftest import running
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from referencing import Registry, Resource
@@ -411,18 +410,6 @@ def test_probes_keep_the_host_rule(demo_url: str, path: str) -> None:
     assert "does not answer for host" in assert_error_conforms(reply, 421, "MisdirectedRequest")
 
 
-@contextlib.contextmanager
-def serving(app: DemoApp, **options: Any) -> Iterator[tuple[str, DemoServer]]:
-    server = DemoServer(("127.0.0.1", 0), app, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def own_demo(onnx_embedder, catalog: dict) -> Iterator[tuple[str, DemoServer, LocalRedis]]:
     """A demo on a Redis of its own, which the test may empty or stop; at most one API slot."""
@@ -430,7 +417,8 @@ def own_demo(onnx_embedder, catalog: dict) -> Iterator[tuple[str, DemoServer, Lo
     app = DemoApp(RedisRecommender(connect(redis_server.url)), onnx_embedder, catalog, redis_description="probe Redis")
     try:
         app.seed()
-        with serving(app, max_in_flight=1) as (url, server):
+        server = DemoServer(("127.0.0.1", 0), app, max_in_flight=1)
+        with running(server) as url:
             yield url, server, redis_server
     finally:
         app.close()

@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +27,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import serving
 from test_http import Reply, call, first_in, get_state, post, raw_exchange
 from test_server_cli import ROOT, SERVER, ServedDemo
 
 from demo_api import DemoApp
-from demo_server import DemoRequestHandler, DemoServer, build_parser, warn_if_exposed
+from demo_server import DemoRequestHandler, build_parser, warn_if_exposed
 from local_redis import LocalRedis, connect, free_port, running_bundled_url
 from recommender import EMBEDDING_FIELD, SESSION_VEC_FIELD, RedisRecommender
 
@@ -47,19 +47,6 @@ STALL_TIMEOUT_S = 1
 IDLE_CONNECTIONS = 50
 AOF_FSYNC_S = 1.0
 NEW_TEXT = "a brass telescope for watching distant galaxies"
-
-
-@contextlib.contextmanager
-def serving(app: DemoApp) -> Iterator[str]:
-    """The real HTTP server for `app`, in this process, on a free port; yields its URL."""
-    server = DemoServer(("127.0.0.1", 0), app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from conftest import serving
 from test_http import call, get_state, post
-from test_reliability import new_user, serving
+from test_reliability import new_user
 
 from demo_api import DemoApp
 from local_redis import LocalRedis, connect

@@ -35,11 +35,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import redis
-from conftest import make_products, unit_vectors
+from conftest import make_products, serving, unit_vectors
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
-from test_reliability import serving
 
 from demo_api import DemoApp
 from local_ha import HASetup, LocalCluster

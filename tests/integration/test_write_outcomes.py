@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import make_products
+from conftest import make_products, serving
 from test_http import Reply, call, get_state, post
 from test_local_redis_faults import tiny_disk  # noqa: F401  (the 2 MB tmpfs fixture)
-from test_reliability import new_user, serving
+from test_reliability import new_user
 
 from demo_api import DemoApp
 from local_redis import LocalRedis, connect

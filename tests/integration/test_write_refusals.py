@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from test_reliability import serving
+from conftest import serving
 
 from demo_api import DemoApp
 from local_redis import LocalRedis, connect
