@@ -55,9 +55,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.harness import ROOT, machine, write_result
-from build_catalog import check_records, parse_jsonl, product_text
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis, connect
+from recengine.catalog_file import product_text
+from recengine.catalog_input import check_records, parse_jsonl
 from recommender import PastEvent, Recommendation, RedisRecommender
 
 log = logging.getLogger("bench.crowd")

@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 
 from bench.harness import ROOT, machine, percentiles, rss_mb
-from build_catalog import DEFAULT_INPUT, catalog_vectors, load_products, product_text, read_catalog
+from build_catalog import DEFAULT_INPUT
 from embeddings import ONNX_CACHE_ENV
+from recengine.catalog_file import catalog_vectors, product_text, read_catalog
+from recengine.catalog_input import load_products
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "embed.json"
 BACKENDS = ("torch", "onnx", "onnx-int8")

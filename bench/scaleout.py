@@ -36,10 +36,10 @@ from redis.sentinel import Sentinel
 
 from bench.harness import RESULTS_DIR, ROOT, machine, percentiles, write_result
 from bench.synthetic_catalog import make_catalog, make_queries, product_dict
-from build_catalog import read_catalog
 from embeddings import normalize_rows
 from local_ha import HASetup
 from local_redis import LocalRedis, connect
+from recengine.catalog_file import read_catalog
 from recommender import RedisRecommender, ReplicationTimeoutError
 
 log = logging.getLogger("bench.scaleout")

@@ -21,8 +21,8 @@ import numpy as np
 
 from bench.harness import RESULTS_DIR, machine, percentiles, write_result
 from bench.synthetic_catalog import make_catalog, product_dict
-from build_catalog import read_catalog
 from local_redis import LocalRedis
+from recengine.catalog_file import read_catalog
 from recommender import RedisRecommender, info_dict
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -115,7 +115,7 @@ def make_products(
 
 @pytest.fixture(scope="session")
 def catalog() -> dict:
-    from build_catalog import read_catalog
+    from recengine.catalog_file import read_catalog
 
     return read_catalog(ROOT / "catalog.json")
 

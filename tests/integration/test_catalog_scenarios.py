@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import redis
 
-from build_catalog import catalog_vectors, read_catalog
 from local_redis import LocalRedis
+from recengine.catalog_file import catalog_vectors, read_catalog
 from recommender import RedisRecommender
 
 CATALOG_PATH = Path(__file__).resolve().parents[2] / "catalog.json"

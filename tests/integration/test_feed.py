@@ -13,9 +13,9 @@ import pytest
 import redis
 from redis.cluster import key_slot
 
-from build_catalog import catalog_vectors
 from local_redis import LocalRedis
 from ranking import intra_list_similarity
+from recengine.catalog_file import catalog_vectors
 from recommender import RankingConfig, RedisRecommender, SearchFilters
 
 NOW = 1_790_000_000.0
