@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import redis
+from conftest import DIM, make_products, unit_vectors
 
 from recommender import (
     ExtraField,
@@ -18,7 +19,6 @@ from recommender import (
     SearchFilters,
     info_dict,
 )
-from tests.integration.conftest import DIM, make_products, unit_vectors
 
 
 class CountingEmbedder:

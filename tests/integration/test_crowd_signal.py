@@ -8,6 +8,7 @@ import random
 
 import pytest
 import redis
+from conftest import FIXED_NOW, make_products
 
 from recengine.co_occurrence import CoOccurrence
 from recengine.co_occurrence_rules import WindowEntry, window_after
@@ -20,7 +21,6 @@ from recommender import (
     RedisRecommender,
     SearchFilters,
 )
-from tests.integration.conftest import FIXED_NOW, make_products
 
 PRODUCTS = make_products(40)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import FIXED_NOW, make_products
 
 import import_events
 from local_redis import LocalRedis
 from recommender import PastEvent, ProductNotFoundError, RedisRecommender
-from tests.integration.conftest import FIXED_NOW, make_products
 
 PRODUCTS = make_products(30)
 DAY = 86400.0

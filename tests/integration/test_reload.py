@@ -15,10 +15,10 @@ import time
 
 import pytest
 import redis
+from conftest import ROOT, make_products, unit_vectors
 
 from local_redis import LocalRedis
 from recommender import RedisRecommender, ReloadFailedError
-from tests.integration.conftest import ROOT, make_products, unit_vectors
 
 
 def ids_found(rec: RedisRecommender, k: int = 50) -> set[str]:
@@ -95,7 +95,7 @@ RELOADER = textwrap.dedent(
     import sys
     from local_redis import connect
     from recommender import RedisRecommender
-    from tests.integration.conftest import make_products
+    from conftest import make_products
 
     rec = RedisRecommender(connect(sys.argv[1]))
     print("started", flush=True)
