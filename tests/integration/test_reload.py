@@ -114,7 +114,7 @@ def test_a_reloader_killed_half_way_leaves_the_old_catalogue_and_the_next_reload
         [sys.executable, "-c", RELOADER, local_redis.url],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "integration")])},
     )
     assert child.stdout is not None and child.stdout.readline().strip() == b"started"
     deadline = time.monotonic() + 30
