@@ -7,7 +7,7 @@ import contextlib
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from local_redis import LocalRedis, connect
-from recommender import RedisRecommender
+from recommender import Candidate, RedisRecommender
 
 if TYPE_CHECKING:
     from demo_api import DemoApp
@@ -89,6 +89,20 @@ def onnx_embedder():
 def unit_vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def raw(value: object) -> bytes:
+    """A value read with redis-py, which types replies loosely: bytes, as a client without
+    decode_responses gives it (asserted, so a str or a missing field fails the test here)."""
+    assert isinstance(value, bytes), value
+    return value
+
+
+def distances_of(candidates: Iterable[Candidate]) -> list[float]:
+    """The candidates' vector distances, which every KNN result has (co-occurrence ones may not)."""
+    distances = [candidate.vector_distance for candidate in candidates]
+    assert all(distance is not None for distance in distances), distances
+    return [distance for distance in distances if distance is not None]
 
 
 def make_products(

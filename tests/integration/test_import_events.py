@@ -50,7 +50,7 @@ def recommender(client: redis.Redis, index: str = "recommend:idx") -> RedisRecom
 
 
 def counts(rec: RedisRecommender, product: str) -> dict[str, float]:
-    return {c.id: round(c.why.co_count, 6) for c in rec.similar(product, signal="co_occurrence").candidates}
+    return {c.id: round(c.why.co_count or 0.0, 6) for c in rec.similar(product, signal="co_occurrence").candidates}
 
 
 def run_cli(local_redis: LocalRedis, *args: str, monkeypatch: pytest.MonkeyPatch) -> int:

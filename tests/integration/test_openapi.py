@@ -135,7 +135,7 @@ def test_document_is_valid_openapi_3_1() -> None:
     assert DOCUMENT["openapi"].startswith("3.1.")
     schema = schemathesis.openapi.from_dict(json.loads(json.dumps(DOCUMENT)))
     schema.validate()  # the OpenAPI 3.1 specification's schema; raises on any violation
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) == sum(
         method in ("get", "head", "post", "put", "patch", "delete")
         for item in DOCUMENT["paths"].values()
@@ -174,7 +174,7 @@ def test_list_endpoints_conform(demo_url: str, user_id: str, catalog: dict, enco
     and affinities), in both encodings, and /click, /dismiss on the way."""
     jacket = first_in(catalog, "outerwear")
     shoe = first_in(catalog, "footwear")
-    searches = [
+    searches: list[tuple[str, dict[str, Any]]] = [
         ("/search", {"query": "waterproof jacket", "k": 3, "rerank": True, "use_session": True, "diversity": 0.3}),
         (
             "/search",
@@ -335,7 +335,7 @@ def fuzzed_operations() -> list[APIOperation]:
     """The operations the fuzz run calls: all but /reset-index, which reseeds the catalogue the
     other tests search (test_readyz_reports_a_missing_index calls it on a demo of its own)."""
     schema = schemathesis.openapi.from_dict(json.loads(json.dumps(DOCUMENT)))
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     return [operation for operation in operations if operation.path != "/reset-index"]
 
 

@@ -58,6 +58,7 @@ class FaultDemo:
     @property
     def address(self) -> tuple[str, int]:
         url = urlsplit(self.url)
+        assert url.hostname is not None and url.port is not None
         return url.hostname, url.port
 
 
@@ -136,6 +137,7 @@ def test_a_hung_redis_is_a_503_within_the_socket_timeout_and_heals(fault: FaultD
     """SIGSTOP: the port still accepts connections, but nothing ever answers."""
     user_id, product_id = new_user("hung"), catalog["products"][1]["id"]
     requests = redis_requests(fault.url, user_id, product_id)
+    assert fault.redis.process is not None
     pid = fault.redis.process.pid
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -166,7 +166,8 @@ def test_a_catalogue_dropped_after_a_reload_can_be_created_and_loaded_the_old_wa
     assert recommender.create_index()
     recommender.index_products(make_products(4, seed=2))
     assert recommender.count_indexed() == 4
-    assert recommender.serving() is not None and recommender.serving().generation == 0
+    serving = recommender.serving()
+    assert serving is not None and serving.generation == 0
     assert recommender.get_products(["t0003"])["t0003"]["name"] == "Test item 3"
 
 

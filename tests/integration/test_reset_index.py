@@ -43,13 +43,13 @@ HEALS_WITHIN_S = 5.0
 
 @dataclass(frozen=True)
 class TwoWorkers:
-    redis: LocalRedis
+    redis_server: LocalRedis
     apps: list[DemoApp]
     urls: list[str]
 
     @property
     def client(self) -> redis.Redis:
-        return self.redis.client()
+        return self.redis_server.client()
 
 
 @pytest.fixture

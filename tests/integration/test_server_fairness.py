@@ -185,6 +185,7 @@ def call_with_timeout(url: str, timeout_s: float) -> Reply:
     import http.client
 
     parts = urlsplit(url)
+    assert parts.hostname is not None
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
         connection.request("GET", "/state?user_id=liveness")

@@ -107,6 +107,7 @@ class OwnDemo:
 def own_demo(onnx_embedder, catalog: dict) -> Iterator[OwnDemo]:
     """A demo server on its own Redis, reached through a ReplyDropper."""
     with LocalRedis() as redis_server:
+        assert redis_server.port is not None
         dropper = ReplyDropper(redis_server.port)
         app = DemoApp(
             RedisRecommender(connect(f"redis://127.0.0.1:{dropper.port}")),
