@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         rec.drop_index(delete_documents=True)
         rec.create_index()
         rec.index_products(catalog["products"])
-        result = {
+        result: dict[str, Any] = {
             "machine": machine(client),
             "catalog_products": len(ids),
             "exclusion_catalog_products": synthetic.size,

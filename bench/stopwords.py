@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     timings[name][phrase].append((time.perf_counter() - started) * 1000)
         for name in indexes:
             rows[name]["search_ms"] = {phrase: percentiles(values) for phrase, values in timings[name].items()}
-        result = {
+        result: dict[str, Any] = {
             "machine": machine(client),
             "variants": rows,
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
