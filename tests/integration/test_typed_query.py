@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis
 from conftest import make_products
+from test_http import call, post
 
 from recommender import RedisRecommender
-from tests.integration.test_http import call, post
 
 
 def search(demo_url: str, user_id: str, query: str, **fields: Any) -> dict[str, Any]:

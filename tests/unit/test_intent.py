@@ -233,6 +233,6 @@ def test_a_vague_query_lets_a_dismissed_product_sink_below_the_rest() -> None:
 
 
 def test_dismissed_rows_are_kept_beside_the_wanted_number_of_others() -> None:
-    rows = [(pid, {}) for pid in ("a", "b", "c", "d", "e")]
+    rows: list[tuple[str, dict[str, object]]] = [(pid, {}) for pid in ("a", "b", "c", "d", "e")]
     assert [pid for pid, _ in kept_rows(rows, frozenset({"b"}), frozenset({"c"}), 2)] == ["a", "c", "d"]
     assert [pid for pid, _ in kept_rows(rows, frozenset(), frozenset(), 2)] == ["a", "b"]
