@@ -788,7 +788,7 @@ class SweepPoint:
         return f"{self.parameter}={self.value:g}"
 
     def config(self, base: RankingConfig) -> RankingConfig:
-        value = int(self.value) if self.parameter in ("overfetch", "typed_query_tier") else self.value
+        value: Any = int(self.value) if self.parameter in ("overfetch", "typed_query_tier") else self.value
         return replace(base, **{self.parameter: value})
 
 
@@ -858,7 +858,7 @@ def run_sweep(
     results: dict[str, Any] = {}
     for catalogue, (shoppers, vectors) in catalogues.items():
         baseline = simulate(client, catalogue, FULL_STACK, default, shoppers, vectors, "sweep-default")
-        rows = {"default": {"objective": mean_objective(baseline, shoppers, first_round)}}
+        rows: dict[str, dict[str, Any]] = {"default": {"objective": mean_objective(baseline, shoppers, first_round)}}
         if baseline.switch_ndcg:
             rows["default"]["switch_ndcg"] = baseline.switch_mean()
         if first_round == FIRST_VISIT_ROUNDS + 1:
@@ -912,7 +912,7 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
     default = RankingConfig()
     advice = []
     for parameter, values in grid.items():
-        candidates = []
+        candidates: list[dict[str, Any]] = []
         for value in values:
             point = SweepPoint(parameter, value)
             if point.config(default) == default:
@@ -932,7 +932,9 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
             })  # fmt: skip
         if not candidates:
             continue
-        keep = {"value": getattr(default, parameter), "gain": 0.0, "se": 0.0, "switch_gain": 0.0, "switch_se": 0.0}
+        keep: dict[str, Any] = {
+            "value": getattr(default, parameter), "gain": 0.0, "se": 0.0, "switch_gain": 0.0, "switch_se": 0.0,
+        }  # fmt: skip
         best_any = max([keep, *candidates], key=lambda c: c["gain"])
         better = [c for c in candidates if c["switch_ok"] and c["gain"] > 0]
         best = max(better, key=lambda c: c["gain"]) if better else None
