@@ -16,8 +16,9 @@ for batches of 16; variants take turns round by round, so load from other proces
 of them alike. The cost of each step of a query (tokenizer, session run, pooling) is timed apart.
 Quality, per graph: cosine with the plain export's vectors over the judged queries, overlap@10 of
 plain KNN results with the export's, and NDCG@10 on the judged set (bench/quality.py's
-run_query_configs against catalog.json in a bundled Redis) for plain KNN and KNN with the
-filters each query states. Product vectors are catalog.json's (the float model) throughout.
+run_query_configs against catalog.json in a bundled Redis) for plain KNN, KNN with the
+filters each query states, and the query text alone as /search takes it (facets understood,
+BM25 fused with the KNN). Product vectors are catalog.json's (the float model) throughout.
 
 The export and the shipped fused and int8 graphs come from the ONNX cache (made there if missing,
 as the server would); the other variants are made in a temporary directory.
@@ -53,6 +54,7 @@ from bench.quality import (
     make_recommender,
     plain_knn,
     run_query_configs,
+    text_only,
 )
 from build_catalog import catalog_vectors, read_catalog
 from embeddings import (
@@ -69,7 +71,9 @@ QUERIES = tuple((ROOT / "data" / "sample_queries.txt").read_text().splitlines())
 BATCH = 16
 WARM_UP_CALLS = 10
 K = 10
-NDCG_CONFIGS = {"knn": plain_knn, "knn+filters": knn_filters}
+# "text only" is what /search does with what a shopper types (no filters set by hand): the words'
+# facets understood, BM25 fused with the KNN.
+NDCG_CONFIGS = {"knn": plain_knn, "knn+filters": knn_filters, "text only": text_only(True)}
 REFERENCE = "export"  # the graph every other one is compared with
 
 
@@ -102,6 +106,8 @@ VARIANTS = (
     Variant("int8 fused, FFN-out float", "int8-ffn-out-float"),
     Variant("int8, 1 thread", "int8", threads=1),
     Variant("int8, spin off", "int8", spin="off"),
+    Variant("int8, BASIC", "int8", level="ORT_ENABLE_BASIC"),
+    Variant("int8, 1 thread, spin off", "int8", threads=1, spin="off"),
 )
 
 
@@ -266,7 +272,7 @@ def measure_quality(runners: dict[str, Runner], judged: list[JudgedQuery]) -> di
 
 # --- report ----------------------------------------------------------------------------------
 
-COLUMNS = ("variant", "p50 ms", "p99 ms", "b16 ms/q", "min cos", "overlap@10", "NDCG knn", "NDCG filt")
+COLUMNS = ("variant", "p50 ms", "p99 ms", "b16 ms/q", "min cos", "overlap@10", "NDCG knn", "NDCG filt", "NDCG text")
 
 
 def table_rows(result: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -284,6 +290,7 @@ def table_rows(result: dict[str, Any]) -> list[tuple[Any, ...]]:
                 f"{quality['overlap@10']:.3f}",
                 f"{quality['ndcg@10 knn']:.4f}",
                 f"{quality['ndcg@10 knn+filters']:.4f}",
+                f"{quality['ndcg@10 text only']:.4f}",
             )
         )
     return rows
