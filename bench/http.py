@@ -464,10 +464,11 @@ def page_search_body(kind: str, n: int) -> dict[str, Any]:
     }
 
 
-def ab_baseline(ref: str, requests: int, server_args: list[str]) -> dict[str, Any]:
+def ab_baseline(ref: str, requests: int, server_args: list[str], ours_args: list[str]) -> dict[str, Any]:
     """/search with cached and with fresh queries, sent as the page sends them, on this
     checkout's demo server and on git ref `ref`'s, each over a Redis of its own, with the same
-    server arguments. Request by request, one client each: each round sends a cached query and
+    server arguments (and `ours_args` for this checkout's alone: what the baseline has no switch
+    for, such as turning off what it lacks). Request by request, one client each: each round sends a cached query and
     a fresh one to both servers, the order alternating, so that the machine's other load falls
     on both alike. Both caches are warmed and every user has clicked, so that the session blend
     and rerank run as on the page."""
@@ -479,7 +480,7 @@ def ab_baseline(ref: str, requests: int, server_args: list[str]) -> dict[str, An
     ):
         commit = export_tree(ref, Path(tmp))
         servers = {
-            "ours": start_checkout_server(ROOT, ours_redis.url, server_args),
+            "ours": start_checkout_server(ROOT, ours_redis.url, [*server_args, *ours_args]),
             "baseline": start_checkout_server(Path(tmp), base_redis.url, server_args),
         }
         try:
@@ -511,6 +512,7 @@ def ab_baseline(ref: str, requests: int, server_args: list[str]) -> dict[str, An
     return {
         "baseline": {"ref": ref, "commit": commit},
         "server_args": server_args,
+        "ours_args": ours_args,
         "requests_each": requests,
         "latency": latency,
         "p50_ratio_ours_over_baseline": {
@@ -558,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ab-metrics", action="store_true", help="only the cost of metrics and impressions (see above)"
     )
     parser.add_argument("--baseline", metavar="REF", help="only /search against git ref REF's server (see above)")
+    parser.add_argument(
+        "--ours-arg", action="append", default=[], help="with --baseline: an argument for this checkout's server only"
+    )
     args = parser.parse_args(argv)
     if args.baseline:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -565,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         ab = {
             "command": command,
             "machine": machine(),
-            **ab_baseline(args.baseline, args.requests or 400, args.server_arg),
+            **ab_baseline(args.baseline, args.requests or 400, args.server_arg, args.ours_arg),
         }
         print(
             json.dumps(
