@@ -36,7 +36,6 @@ from urllib.parse import SplitResult, unquote
 
 import redis
 
-from build_catalog import CatalogError, check_catalog_vectors, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, MISSING_INDEX_MESSAGE, SERVICE_ROUTES, Caller, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
@@ -49,6 +48,8 @@ from recengine.admin_api import (
     product_id_of,
 )
 from recengine.admin_token import ADMIN_TOKEN_ENV, AdminToken
+from recengine.catalog_file import check_catalog_vectors, read_catalog
+from recengine.catalog_input import CatalogError
 from recengine.client_budgets import NewUserBudget, WaitingLimit
 from recengine.http_request import (
     MAX_BODY_BYTES,

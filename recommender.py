@@ -169,6 +169,7 @@ __all__ = [
     "SIGNALS",
     "TAG_SEPARATOR",
     "USER_EVENT_LUA",
+    "VECTOR_DIM_DEFAULT",
     "Candidate",
     "ClickResult",
     "CoOccurrenceConfig",

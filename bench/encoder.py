@@ -56,7 +56,6 @@ from bench.quality import (
     run_query_configs,
     text_only,
 )
-from build_catalog import catalog_vectors, read_catalog
 from embeddings import (
     Features,
     LocalEmbedder,
@@ -65,6 +64,7 @@ from embeddings import (
     quantize_int8,
     tokenize,
 )
+from recengine.catalog_file import catalog_vectors, read_catalog
 
 RESULTS_DIR = ROOT / "bench" / "results"
 QUERIES = tuple((ROOT / "data" / "sample_queries.txt").read_text().splitlines())

@@ -44,9 +44,9 @@ import numpy as np
 
 from bench import catalog_gen
 from bench.harness import ROOT, machine, write_result
-from build_catalog import catalog_vectors, product_text, read_catalog
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis, connect
+from recengine.catalog_file import catalog_vectors, product_text, read_catalog
 from recommender import Candidate, RankingConfig, RedisRecommender, SearchFilters, build_filter_clause
 
 log = logging.getLogger("bench.quality")

@@ -7,8 +7,7 @@ import collections
 from typing import Any
 
 import pytest
-
-from tests.integration.test_http import call, post
+from test_http import call, post
 
 
 def search(demo_url: str, user_id: str, query: str, **fields: Any) -> dict[str, Any]:
