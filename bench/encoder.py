@@ -29,6 +29,7 @@ Run: .venv/bin/python -m bench.encoder   (about 2 minutes on 2 cores)
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -205,12 +206,16 @@ def measure_latency(runners: dict[str, Runner], rounds: int) -> dict[str, dict[s
             runner.embed([query])
     for _ in range(rounds):
         for name, runner in runners.items():
-            single[name].extend(timed(lambda q=query, r=runner: r.embed([q])) for query in QUERIES)
-            batched[name].extend(timed(lambda b=batch, r=runner: r.embed(b)) / BATCH for batch in batches)
+            single[name].extend(timed(functools.partial(runner.embed, [query])) for query in QUERIES)
+            batched[name].extend(timed(functools.partial(runner.embed, list(batch))) / BATCH for batch in batches)
     return {
         name: {"batch1": percentiles(single[name]), "batch16_ms_per_query": round(float(np.median(batched[name])), 3)}
         for name in runners
     }
+
+
+def pooled(tokens: np.ndarray, features: Features) -> np.ndarray:
+    return normalize_rows(mean_pool(tokens, features["attention_mask"]))
 
 
 def measure_steps(runner: Runner, rounds: int) -> dict[str, float]:
@@ -219,10 +224,10 @@ def measure_steps(runner: Runner, rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         for query in QUERIES:
             features = tokenize(runner.tokenizer, [query])
-            steps["tokenize_us"].append(timed(lambda q=query: tokenize(runner.tokenizer, [q])) * 1000)
+            steps["tokenize_us"].append(timed(functools.partial(tokenize, runner.tokenizer, [query])) * 1000)
             tokens = runner.run(features)
-            steps["session_run_us"].append(timed(lambda f=features: runner.run(f)) * 1000)
-            pool = lambda t=tokens, f=features: normalize_rows(mean_pool(t, f["attention_mask"]))  # noqa: E731
+            steps["session_run_us"].append(timed(functools.partial(runner.run, features)) * 1000)
+            pool = functools.partial(pooled, tokens, features)
             steps["pool_normalise_us"].append(timed(pool) * 1000)
     return {step: round(float(np.median(values)), 1) for step, values in steps.items()}
 

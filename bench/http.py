@@ -32,6 +32,7 @@ bench/results/http.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import itertools
 import json
@@ -42,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,11 @@ def phase_requests(products: list[str]) -> dict[str, Callable[[int], Request]]:
     }
 
 
+def numbered(make: Callable[[int], Request], counter: Iterator[int]) -> Request:
+    """The request `make` makes for the counter's next number."""
+    return make(next(counter))
+
+
 def run_phase(url: str, clients: int, total: int, make_request: Callable[[], Request]) -> dict[str, Any]:
     """`total` requests spread over `clients` threads, each with its own keep-alive connection."""
     latencies: list[float] = []
@@ -201,7 +207,12 @@ def server_search_args(vector: bytes, filtered: bool) -> list[Any]:
 
 def query_vectors(client: redis.Redis, products: list[str]) -> list[bytes]:
     rec = RedisRecommender(client, index_name=INDEX_NAME, key_prefix=KEY_PREFIX)
-    return [client.hget(rec.product_key(pid), "embedding") for pid in products[:16]]
+    stored = [client.hget(rec.product_key(pid), "embedding") for pid in products[:16]]
+    return [vector for vector in stored if isinstance(vector, bytes)]
+
+
+def echo_call(echo: JsonClient, make: Callable[[int], Request], n: int) -> tuple[int, dict, float]:
+    return echo.call(*make(n))
 
 
 def measure_floors(
@@ -216,7 +227,7 @@ def measure_floors(
     echo = JsonClient(echo_url)
     blocks: dict[str, list[float]] = {}
     for phase, make in requests.items():
-        blocks[f"echo {phase}"] = time_calls(lambda n, make=make: echo.call(*make(n)), samples)
+        blocks[f"echo {phase}"] = time_calls(functools.partial(echo_call, echo, make), samples)
     echo.close()
     blocks["HGETALL features"] = time_calls(lambda n: client.hgetall(rec.features_key(f"bench-{n % USERS}")), samples)
     blocks["FT.SEARCH KNN 30"] = time_calls(
@@ -302,7 +313,7 @@ def compare_parsers(redis_url: str, products: list[str], samples: int) -> dict[s
                     raise RuntimeError(f"{name}: FT.SEARCH gave {len(rows)} rows, expected {SERVER_KNN}")
     finally:
         gc.enable()
-    table = {
+    table: dict[str, dict[str, Any]] = {
         name: {
             "parser_class": clients[name][1],
             "reply": percentiles(raw[name]),
@@ -630,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             for phase, make in requests.items():
                 for clients in levels:
                     log.info("%s at %d client(s)", phase, clients)
-                    row = run_phase(server.url, clients, requests_per_phase, lambda make=make: make(next(counter)))
+                    row = run_phase(server.url, clients, requests_per_phase, functools.partial(numbered, make, counter))
                     rows.append({"endpoint": phase, **row})
             log.info("floors")
             floors = measure_floors(redis_server.url, echo.url, requests, products, samples)
