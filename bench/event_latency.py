@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="event-latency-") as tmp, LocalRedis() as base_redis, LocalRedis() as redis:
         baseline_commit = export_tree(args.baseline, Path(tmp))
         baseline = start_checkout_server(Path(tmp), base_redis.url)
-        current = start_checkout_server(ROOT, redis.url)
+        try:
+            current = start_checkout_server(ROOT, redis.url)
+        except Exception:
+            baseline.stop()
+            raise
         try:
             report: dict[str, Any] = {
                 "command": "python -m bench.event_latency" + (f" --baseline {args.baseline}"),

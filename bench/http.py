@@ -490,11 +490,9 @@ def ab_baseline(ref: str, requests: int, server_args: list[str], ours_args: list
         LocalRedis() as base_redis,
     ):
         commit = export_tree(ref, Path(tmp))
-        servers = {
-            "ours": start_checkout_server(ROOT, ours_redis.url, [*server_args, *ours_args]),
-            "baseline": start_checkout_server(Path(tmp), base_redis.url, server_args),
-        }
+        servers = {"ours": start_checkout_server(ROOT, ours_redis.url, [*server_args, *ours_args])}
         try:
+            servers["baseline"] = start_checkout_server(Path(tmp), base_redis.url, server_args)
             clients = {name: JsonClient(server.url) for name, server in servers.items()}
             for client in clients.values():
                 for n in range(USERS):
