@@ -162,6 +162,31 @@ def start_demo_server(redis_url: str, extra_args: Sequence[str] = (), log_path: 
     raise RuntimeError(f"the demo server did not start (exit code {process.wait()})")
 
 
+def export_tree(ref: str, into: Path) -> str:
+    """The tree of git ref `ref` of this repository in `into` (a baseline's checkout); its commit."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", ref], check=True, capture_output=True, text=True)
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", ref], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
+    archive.wait()
+    return commit.stdout.strip()
+
+
+def start_checkout_server(root: Path, redis_url: str, extra_args: Sequence[str] = ()) -> DemoProcess:
+    """demo_server.py of the checkout in `root` (this one, or an export_tree of a baseline) on a
+    free port, as a user starts it there, with its own catalog.json."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(root / "demo_server.py"), "--port", str(port), "--redis-url", redis_url, *extra_args],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "listening on" in line:
+            threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
+            return DemoProcess(process, f"http://127.0.0.1:{port}", 0.0)
+    raise RuntimeError(f"the demo server in {root} did not start (exit code {process.wait()})")
+
+
 def wait_for_line(process: subprocess.Popen, log_path: Path, marker: str, timeout_s: float = 300.0) -> float:
     """Seconds until `marker` appears in the process' log file."""
     started = time.perf_counter()

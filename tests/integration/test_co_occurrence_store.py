@@ -123,7 +123,7 @@ def test_a_stored_window_reads_back_as_its_entries() -> None:
 @pytest.mark.parametrize("bad", ['[["b", null]]', '[["b", -1]]', '[["b", 0]]', '[["b", "1"]]', "[[7, 1]]", "{", '"x"'])
 def test_a_count_that_is_not_a_positive_number_writes_nothing(redis_client: redis.Redis, bad: str) -> None:
     co = store(redis_client)
-    call = co.counts_call("a", NOW, [("c", 1.0)])
+    (call,) = co.counts_calls(NOW, [("a", [("c", 1.0)])])
     with pytest.raises(redis.ResponseError, match="BADCOUNT"):
         call.script(
             keys=call.keys, args=[*call.args[:-1], '[["c", 1.0]' + ", " + bad[1:] if bad.startswith("[[") else bad]
