@@ -25,6 +25,10 @@
   let liveSeq = 0;              // and for GET /state
   let lastClickedId = null;
   let dismissedIds = new Set();
+  // Dismissed from the results of the query on show: that query's list leaves them out until
+  // another query is searched (the server still finds a dismissed product a new search asks for,
+  // marked down, and the page shows it greyed).
+  const dismissedHere = new Set();
   const pendingClicks = new Set();
   const pendingDismissals = new Set();
   let products = [];
@@ -786,7 +790,8 @@
     $("results").dataset.recId = str(result.rec_id, "");
     const tbody = $("results").tBodies[0];
     clear(tbody);
-    const candidates = Array.isArray(result.candidates) ? result.candidates : [];
+    const candidates = (Array.isArray(result.candidates) ? result.candidates : [])
+      .filter((c) => !dismissedHere.has(str(c.id)));
     if (!candidates.length) {
       tbody.append(el("tr", { className: "empty-row" }, [
         el("td", { text: "No matches. Try loosening the filters.", attrs: { colspan: "6" } }),
@@ -843,8 +848,9 @@
   }
 
   /**
-   * Take a dismissed product off the page at once. The feed leaves it out from now on; a search
-   * that asks for it shows it again, greyed, below its neighbours, saying it was dismissed.
+   * Take a dismissed product off the page at once. The feed leaves it out from now on, and so do
+   * the results of the query on show (dismissedHere); a new search that asks for it shows it
+   * again, greyed, below its neighbours, saying it was dismissed.
    */
   function removeShown(productId) {
     for (const node of document.querySelectorAll("#results .result-row, #foryou .feed-card")) {
@@ -975,6 +981,7 @@
   async function runSearch(body, quiet) {
     const result = await fetchResults("/search", body, quiet, "Searching…");
     if (!result) return;
+    if (!lastSearch || lastSearch.query !== body.query) dismissedHere.clear();
     lastSearch = body;
     similarOf = null;
     setResultsHeading();
@@ -1124,8 +1131,10 @@
       await busy(related, async () => {
         const res = await sendEvent("/dismiss", productId);
         removeShown(productId);
+        if (lastSearch) dismissedHere.add(productId);
         const name = str(res.name, productId);
-        ok(`Not interested in ${name}: it stays out of your lists until you reset the session.`);
+        ok(`Not interested in ${name}: it stays out of your feed until you reset the session; ` +
+          "a new search that asks for it shows it marked down.");
         if (res.user && typeof res.user === "object") renderSession(res.user);
       });
     } catch (err) {
@@ -1151,6 +1160,7 @@
     try {
       await busy(button, async () => {
         await api("POST", "/reset-user", {});
+        dismissedHere.clear();
         ok("Session reset: clicks, dismissals, affinities and session vector cleared.");
       });
     } catch (err) {
