@@ -9,7 +9,17 @@ from hypothesis import strategies as st
 
 from ranking import Candidate, RankingConfig, fuse_text_scores, personalise_within_tiers
 from recengine import query
-from recengine.intent import Vocabulary, edit_distance, names_a_product, understand, words_of
+from recengine.intent import (
+    Vocabulary,
+    _find_value,
+    _name_variants,
+    _typo_limit,
+    edit_distance,
+    names_a_product,
+    normalize,
+    understand,
+    words_of,
+)
 from recengine.query import SearchFilters
 from recengine.replies import hybrid_rows
 from recengine.retrieval import kept_rows
@@ -236,3 +246,37 @@ def test_dismissed_rows_are_kept_beside_the_wanted_number_of_others() -> None:
     rows: list[tuple[str, dict[str, object]]] = [(pid, {}) for pid in ("a", "b", "c", "d", "e")]
     assert [pid for pid, _ in kept_rows(rows, frozenset({"b"}), frozenset({"c"}), 2)] == ["a", "c", "d"]
     assert [pid for pid, _ in kept_rows(rows, frozenset(), frozenset(), 2)] == ["a", "b"]
+
+
+def names_the_value_naively(window: list[str], values: tuple[str, ...], fuzzy: bool) -> str | None:
+    """The rule _find_value's index must keep, written the slow way: the first value in the
+    vocabulary's order that the window names exactly, or (fuzzy) within its typo limit."""
+    typed = " ".join(window)
+    for value in values:
+        if typed in _name_variants(value) or "".join(window) in _name_variants(value):
+            return value
+        target = normalize(value)
+        limit = _typo_limit(len(target))
+        if fuzzy and limit and edit_distance(typed, target, limit) <= limit:
+            return value
+    return None
+
+
+word = st.text(alphabet="abcdeilnorst", min_size=1, max_size=9)
+
+
+@given(
+    values=st.lists(st.builds(" ".join, st.lists(word, min_size=1, max_size=2)), min_size=1, max_size=12, unique=True),
+    window=st.lists(word, min_size=1, max_size=3),
+    fuzzy=st.booleans(),
+)
+def test_the_value_index_finds_what_a_scan_of_every_value_finds(
+    values: list[str], window: list[str], fuzzy: bool
+) -> None:
+    found = _find_value(window, tuple(values), fuzzy)
+    expected = names_the_value_naively(window, tuple(values), fuzzy)
+    # _find_value also tries the window's shorter runs; the whole window is its first try.
+    if expected is not None:
+        assert found == (expected, 0, len(window))
+    else:
+        assert found is None or found[2] - found[1] < len(window)
