@@ -36,7 +36,6 @@ from urllib.parse import SplitResult, unquote
 
 import redis
 
-from build_catalog import CatalogError, check_catalog_vectors, read_catalog
 from demo_api import API_ROUTES, HTTP_MAX_K, MISSING_INDEX_MESSAGE, SERVICE_ROUTES, Caller, DemoApp, Fields
 from embeddings import LocalEmbedder, ModelNotFoundError
 from local_redis import LocalRedis, LocalRedisError, SearchUnavailableError
@@ -49,6 +48,8 @@ from recengine.admin_api import (
     product_id_of,
 )
 from recengine.admin_token import ADMIN_TOKEN_ENV, AdminToken
+from recengine.catalog_file import check_catalog_vectors, read_catalog
+from recengine.catalog_input import CatalogError
 from recengine.client_budgets import NewUserBudget, WaitingLimit
 from recengine.http_request import (
     MAX_BODY_BYTES,
@@ -61,7 +62,7 @@ from recengine.http_request import (
 )
 from recengine.impressions import ImpressionLog
 from recengine.metrics import EXPOSITION_CONTENT_TYPE, PrometheusMetrics, metrics_directory
-from recengine.server_cli import build_parser
+from recengine.server_cli import build_parser, chosen_query_encoder
 from recengine.topology import Topology, close_connections, open_topology
 from recengine.web_guard import (
     SECURITY_HEADERS,
@@ -794,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.query_encoder == "int8" and args.embedding_backend != "onnx":
         parser.error("--query-encoder int8 runs on the onnx backend: drop --embedding-backend torch")
+    args.query_encoder = chosen_query_encoder(args.embedding_backend, args.query_encoder)
     pid = "[%(process)d]" if args.workers > 1 else ""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
     warn_if_exposed(args.host)

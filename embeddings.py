@@ -136,7 +136,7 @@ def canonical_model_name(model: str | os.PathLike | None) -> str:
     - any other local directory is named by its folder.
 
     Names are what a catalog records, so this only says that two names claim the same weights;
-    check_catalog_vectors in build_catalog.py checks the vectors themselves."""
+    check_catalog_vectors in recengine/catalog_file.py checks the vectors themselves."""
     if model is None:
         return f"{SENTENCE_TRANSFORMERS_ORG}/{DEFAULT_MODEL_NAME}"
     text = str(model).strip().rstrip("/")

@@ -18,8 +18,10 @@ What the bundled server promises (persistent=True, the demo's data dir):
   Redis refuse to exit on a full disk.
 - A full disk. Redis keeps serving reads, refuses writes with `MISCONF Errors writing to the
   AOF file`, and keeps the writes it had acknowledged but could not write in memory, retrying
-  every second. `LocalRedis.stop()` asks Redis to shut down (`SHUTDOWN NOSAVE`), which tries
-  once more; if the disk is still full, it logs how many bytes of acknowledged writes were lost.
+  every second. `LocalRedis.stop()` deletes the data dir's 1 MiB disk reserve (`disk-reserve`,
+  made at start; see DiskReserve) and asks Redis to shut down (`SHUTDOWN NOSAVE`), which writes
+  them into the room it freed. Only when there was no reserve (no room for one at start) and
+  the disk is still full does it log how many bytes of acknowledged writes were lost.
 - A crash. A supervised LocalRedis (open_bundled, or `start(supervise=True)`) restarts Redis on
   the same data dir and port, with backoff from 0.2 s to 5 s and one log line per restart, so
   clients reconnect by themselves.
@@ -72,6 +74,12 @@ PORT_FILE = "redis.port"
 # Held (flock) by the one process that runs Redis on a data dir; holds that process's pid.
 LOCK_FILE = "redis.lock"
 LOG_FILE = "redis.log"
+# Space kept free for Redis on the data dir's disk (see DiskReserve): a full disk then still has
+# room for the acknowledged writes Redis could not append, when it is asked to stop.
+DISK_RESERVE_FILE = "disk-reserve"
+DISK_RESERVE_BYTES = 1 << 20
+# Below this a reserve is not made: a disk that tight is full already, and the warning says so.
+DISK_RESERVE_MIN_BYTES = 64 << 10
 # Redis' default multi-part AOF names (appenddirname, appendfilename + ".manifest").
 AOF_DIR = "appendonlydir"
 AOF_MANIFEST = "appendonly.aof.manifest"
@@ -313,6 +321,53 @@ class DataDirLock:
         self.held = False
 
 
+class DiskReserve:
+    """A file of zeros beside the AOF that is deleted when Redis cannot append to a full disk.
+
+    With `appendfsync everysec`, Redis answers a write in the same turn of its loop as it
+    appends it to the AOF; when the append fails for lack of space, the client has its answer
+    already, the write waits in Redis' memory, and later writes are refused (MISCONF). If Redis
+    then stops while the disk is still full, that acknowledged write is gone. Deleting the
+    reserve before asking Redis to stop gives its last flush the room it needs, so a full disk
+    costs refused writes, never acknowledged ones. The reserve is made again at the next start,
+    when there is room: a quarter of the free space at most, so a small disk still starts.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / DISK_RESERVE_FILE
+
+    def ensure(self) -> None:
+        """Make (or complete) the reserve; without room, warn and carry on without it."""
+        have = self.path.stat().st_size if self.path.exists() else 0
+        want = min(DISK_RESERVE_BYTES, have + shutil.disk_usage(self.path.parent).free // 4)
+        if have >= want:
+            return
+        problem = f"{want} bytes would be a quarter of the free space" if want < DISK_RESERVE_MIN_BYTES else None
+        if problem is None:
+            try:
+                with self.path.open("ab") as handle:
+                    handle.write(bytes(want - have))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                return
+            except OSError as exc:
+                problem = exc.strerror or str(exc)
+        self.path.unlink(missing_ok=True)
+        log.warning(
+            "no room for a disk reserve in %s (%s): if that disk fills, the last acknowledged write may be lost "
+            "when Redis stops. Free space there.",
+            self.path.parent, problem,
+        )  # fmt: skip
+
+    def release(self) -> bool:
+        """Delete the reserve; False when there was none to give."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
 def _aof_incr_file(data_dir: Path) -> Path | None:
     """The AOF file Redis appends to: the last `type i` entry of the manifest."""
     try:
@@ -391,6 +446,12 @@ def _shut_down_redis(pid: int, port: int | None, data_dir: Path, gone_within: Ca
         client = _probe_client(port, timeout_s=2.0)
         try:
             backlog = _AofBacklog.measure(client, data_dir)
+            if backlog is not None and DiskReserve(data_dir).release():
+                log.warning(
+                    "the disk of %s is full: deleted its disk reserve so Redis can write its acknowledged writes as it "
+                    "stops; free space there before the next start",
+                    data_dir,
+                )
             client.shutdown(nosave=True)
             asked = True
         except redis.RedisError as exc:
@@ -592,6 +653,8 @@ class LocalRedis:
             *memory,
             "--loadmodule", str(module),
         ]  # fmt: skip
+        if self.persistent:
+            DiskReserve(self.data_dir).ensure()
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent
         )

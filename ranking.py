@@ -13,7 +13,7 @@ FT.SEARCH returns (0 = identical, 2 = opposite).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
@@ -56,8 +56,10 @@ class Why:
     term maximal marginal relevance charged when it picked the item; popularity is the decayed
     click count of popular results; text_bonus is what the words' BM25 match took off the
     score of a typed query, relevance_rank its place by the query alone (before personalisation),
-    which bounds how far personalisation may move it; excluded_count belongs to the request and is repeated here so
-    that one card can say everything about itself.
+    which bounds how far personalisation may move it; dismissed_penalty is what a product the user
+    dismissed pays in a typed query, which still shows it (a feed, popular and similar() leave it
+    out); excluded_count belongs to the request and is repeated here so that one card can say
+    everything about itself.
 
     With the crowd's signal (similar() and for_you() with signal co_occurrence or blend):
     signal says what put the item in the list ("content", "co_occurrence", or "blend" for both),
@@ -76,6 +78,7 @@ class Why:
     excluded_count: int | None = None
     text_bonus: float | None = None
     relevance_rank: int | None = None
+    dismissed_penalty: float | None = None
     co_count: float | None = None
     together_with: str | None = None
     signal: str | None = None
@@ -174,6 +177,9 @@ class RankingConfig:
     understood_category_boost: taken off the score of products in a category the query names.
     typed_query_tier: for a query that names a kind of product, personalisation re-orders only
     within runs of this many results by the query's own relevance (1: not at all).
+    dismissed_penalty: added to the score of a product the user dismissed when a typed query
+    finds it: it goes to the bottom of its tier for a specific query, and below what was not
+    dismissed for a vague one (a feed, popular and similar() leave dismissed products out).
     """
 
     session_weight: float = 0.3
@@ -191,6 +197,7 @@ class RankingConfig:
     text_weight: float = 0.1
     understood_category_boost: float = 0.2
     typed_query_tier: int = 3
+    dismissed_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("session_weight", "ewma_alpha"):
@@ -199,7 +206,7 @@ class RankingConfig:
             raise ValueError("ewma_alpha must be greater than 0: a click must count")
         for name in (
             "negative_weight", "affinity_weight", "affinity_step", "dismiss_step", "same_category_boost",
-            "text_weight", "understood_category_boost",
+            "text_weight", "understood_category_boost", "dismissed_penalty",
         ):  # fmt: skip
             value = finite_number(name, getattr(self, name))
             if value is None or value < 0:
@@ -259,7 +266,8 @@ class Recommendation:
     the query after fading (0 when unused). excluded_count: products left out because the user
     dismissed or (with exclude_clicked) clicked them. exhausted: fewer than k came back because
     fewer than k products pass the filters and exclusions. understood: what query understanding
-    read in a typed query's text.
+    read in a typed query's text, and whether it named a kind of product (`specific`: then
+    personalisation re-ordered only within relevance tiers).
     """
 
     candidates: list[Candidate]
@@ -539,16 +547,23 @@ def boost_understood_category(candidates: Iterable[Candidate], category: str | N
 
 
 def personalise_within_tiers(
-    candidates: list[Candidate], affinities: Mapping[str, float], affinity_weight: float, tier: int | None
+    candidates: list[Candidate],
+    affinities: Mapping[str, float],
+    affinity_weight: float,
+    tier: int | None,
+    dismissed: Collection[str] = (),
+    dismissed_penalty: float = 0.0,
 ) -> bool:
     """Personalise a typed query's list, in place, without letting it override the query.
 
     The candidates arrive sorted by the query's relevance; each keeps that place in
     why.relevance_rank. The affinity term (a bonus for liked categories, a penalty for dismissed
-    ones) is added to every score and shown in why, as for the feed, but with `tier` the list is
-    then sorted by (relevance_rank // tier, score): a result moves only within its run of `tier`,
-    so a dismissal marks a category down without hiding it from a query that names it. None:
-    sorted by score alone. Whether any score changed."""
+    ones) is added to every score and shown in why, as for the feed, and so is
+    `dismissed_penalty` for each product the user dismissed (why.dismissed_penalty): a typed
+    query still finds what was dismissed while looking for something else. With `tier` the list
+    is then sorted by (relevance_rank // tier, score): a result moves only within its run of
+    `tier`, so a dismissal marks a product or a category down without hiding it from a query
+    that asks for it. None: sorted by score alone. Whether an affinity changed any score."""
     changed = False
     for rank, candidate in enumerate(candidates):
         candidate.why.relevance_rank = rank
@@ -559,6 +574,9 @@ def personalise_within_tiers(
             candidate.why.affinity_penalty = term
         candidate.score += term
         changed = changed or term != 0
+        if dismissed_penalty > 0 and candidate.id in dismissed:
+            candidate.score += dismissed_penalty
+            candidate.why.dismissed_penalty = dismissed_penalty
     if tier is None:
         candidates.sort(key=score_order)
     else:

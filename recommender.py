@@ -102,10 +102,13 @@ from recengine.query import (
     HYBRID_POLICIES,
     NO_FILTERS,
     SearchFilters,
+    TextFusion,
     build_filter_clause,
     escape_tag_value,
     escape_text_phrase,
+    hybrid_command_info,
     knn_query,
+    knows_command,
 )
 from recengine.reload import DEFAULT_LOCK_WAIT_S, LOCK_TTL_MS, RELOAD_BATCH_SIZE, Reloads
 from recengine.replies import (
@@ -176,6 +179,7 @@ __all__ = [
     "SIGNALS",
     "TAG_SEPARATOR",
     "USER_EVENT_LUA",
+    "VECTOR_DIM_DEFAULT",
     "VECTOR_TYPES",
     "Candidate",
     "ClickResult",
@@ -336,6 +340,9 @@ class RedisRecommender:
         self.co_occurrence_config = co_occurrence if co_occurrence is not None else CoOccurrenceConfig()
         self.event_weights = event_weights if event_weights is not None else EventWeights()
         self.extra_fields = tuple(extra_fields)
+        # Asked once, here: FT.HYBRID (Redis 8.4+) fuses a typed query's searches on the server;
+        # without it (the bundled 8.2, or no answer) they are pipelined. Never asked again.
+        self.text_fusion: TextFusion = "ft.hybrid" if store.knows(hybrid_command_info(), knows_command) else "pipelined"
         self._wire(store)
 
     def with_config(self, config: RankingConfig) -> RedisRecommender:
@@ -367,7 +374,7 @@ class RedisRecommender:
         )  # fmt: skip
         self._retrieval = Retrieval(
             store, self._keys, self._vectors, self.ef_runtime, self.hybrid_policy,
-            self.config.popularity_half_life_s,
+            self.config.popularity_half_life_s, self.text_fusion, self.config.text_weight,
         )  # fmt: skip
         self._importer = EventImporter(
             store, self._keys, scripts, self._co_occurrence, self.config, self.event_weights, self.seen_kept,

@@ -41,11 +41,11 @@ from bench.quality import (
     load_index,
     make_shoppers,
 )
-from build_catalog import catalog_vectors, read_catalog
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis, connect
 from ranking import RankingConfig
 from recengine.ab_stats import Rate, compare_rates, rate_over_units, users_per_arm
+from recengine.catalog_file import catalog_vectors, read_catalog
 from recengine.experiments import bucket_point
 from recengine.impressions import ImpressionLog, tally
 from recommender import RedisRecommender

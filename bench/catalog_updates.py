@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.typing import EncodableT, FieldT
 
 from bench.contention import cpu_snapshot, other_cores, server_cpu_s
 from bench.harness import RESULTS_DIR, machine, percentiles, write_result
@@ -80,7 +81,7 @@ FILTER_CASE = "cat+stock+price"
 # --- the two designs' writes and searches -----------------------------------------------------
 
 
-def offer_fields(catalog: Catalog, i: int) -> dict[str, str]:
+def offer_fields(catalog: Catalog, i: int) -> dict[FieldT, EncodableT]:
     return {"price": repr(float(catalog.price[i])), "in_stock": "true" if catalog.in_stock[i] else "false"}
 
 
@@ -225,6 +226,7 @@ def run_phase(
     seed: int,
 ) -> dict[str, Any]:
     client = rec.redis
+    assert isinstance(client, redis.Redis)  # one Redis, whose CPU is measured
     client.config_resetstat()
     max_doc_before = int(info_dict(client.execute_command("FT.INFO", INDEX_NAME))["max_doc_id"])
     snapshot, server_0 = cpu_snapshot(client), server_cpu_s(client)
@@ -260,7 +262,9 @@ def run_phase(
         if report["latencies_ms"]:
             out["update_latency"] = percentiles(report["latencies_ms"])
         stats = client.info("commandstats")
-        command = stats.get("cmdstat_evalsha") if phase.writer.startswith("library") else stats.get("cmdstat_hset")
+        command = (
+            stats.get("cmdstat_evalsha") if (phase.writer or "").startswith("library") else stats.get("cmdstat_hset")
+        )
         out["server_usec_per_write"] = round(float(command["usec_per_call"]), 1) if command else None
     out["searches"] = len(times)
     out["searches_per_s"] = round(len(times) / wall, 1)

@@ -55,10 +55,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.harness import ROOT, machine, write_result
-from build_catalog import check_records, parse_jsonl, product_text
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis, connect
-from recommender import PastEvent, Recommendation, RedisRecommender
+from recengine.catalog_file import product_text
+from recengine.catalog_input import check_records, parse_jsonl
+from recommender import PastEvent, Recommendation, RedisRecommender, Signal
 
 log = logging.getLogger("bench.crowd")
 
@@ -324,7 +325,7 @@ def served_ids(recommendation: Recommendation) -> list[str]:
 def content_ranker(rec: RedisRecommender) -> ItemRanker:
     """ "More like this" as the library serves it today: text similarity alone (asked for by name
     once similar() has other signals, whose default is the blend)."""
-    options = {"signal": "content"} if library_serves_crowd_signals() else {}
+    options: dict[str, Any] = {"signal": "content"} if library_serves_crowd_signals() else {}
 
     def rank(product_id: str, k: int) -> list[str]:
         return served_ids(rec.similar(product_id, k=k, **options))
@@ -356,7 +357,7 @@ def load_train_events(rec: RedisRecommender, train: Sequence[Purchase]) -> float
 def library_item_methods(rec: RedisRecommender) -> dict[str, ItemRanker]:
     """similar() with the crowd's signals, once load_train_events has fed them."""
 
-    def signal(name: str) -> ItemRanker:
+    def signal(name: Signal) -> ItemRanker:
         def rank(product_id: str, k: int) -> list[str]:
             return served_ids(rec.similar(product_id, k=k, signal=name))
 

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import RESULTS_DIR, ROOT, JsonClient, machine, percentiles, start_demo_server, write_result
-from build_catalog import read_catalog
 from local_redis import LocalRedis, connect
+from recengine.catalog_file import read_catalog
 
 POLICIES = ("everysec", "always")
 VARIANTS = {"plain": [], "--durable": ["--durable"]}

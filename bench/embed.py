@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 
 from bench.harness import ROOT, machine, percentiles, rss_mb
-from build_catalog import DEFAULT_INPUT, catalog_vectors, load_products, product_text, read_catalog
+from build_catalog import DEFAULT_INPUT
 from embeddings import ONNX_CACHE_ENV
+from recengine.catalog_file import catalog_vectors, product_text, read_catalog
+from recengine.catalog_input import load_products
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "embed.json"
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -177,13 +179,26 @@ def package_version(name: str) -> str | None:
 
 def print_table(backends: dict[str, dict[str, Any]]) -> None:
     sizes = [name.rsplit("_", 1)[-1] for name in backends["torch"]["throughput_texts_per_s"]]
-    header = ("backend", "start s", "RSS MB", "p50 ms", "p95 ms", "p99 ms", *(f"{n} t/s" for n in sizes))
+    header: tuple[str, ...] = (
+        "backend",
+        "start s",
+        "RSS MB",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        *(f"{n} t/s" for n in sizes),
+    )
     header += ("min cos", "top10")
     print(("{:<10}" + "{:>10}" * (len(header) - 1)).format(*header))
     for name, row in backends.items():
         latency, rates = row["query_latency_ms"], list(row["throughput_texts_per_s"].values())
         agree = row["agreement_with_torch"]
-        cells = (row["start_to_first_vector_s"], row["rss_mb_after_load"], latency["p50_ms"], latency["p95_ms"])
+        cells: tuple[Any, ...] = (
+            row["start_to_first_vector_s"],
+            row["rss_mb_after_load"],
+            latency["p50_ms"],
+            latency["p95_ms"],
+        )
         cells += (latency["p99_ms"], rates[0], rates[1], f"{agree['min_cosine']:.5f}", agree["mean_top10_overlap"])
         print(("{:<10}" + "{:>10}" * len(cells)).format(name, *cells))
 

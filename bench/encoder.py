@@ -16,21 +16,26 @@ for batches of 16; variants take turns round by round, so load from other proces
 of them alike. The cost of each step of a query (tokenizer, session run, pooling) is timed apart.
 Quality, per graph: cosine with the plain export's vectors over the judged queries, overlap@10 of
 plain KNN results with the export's, and NDCG@10 on the judged set (bench/quality.py's
-run_query_configs against catalog.json in a bundled Redis) for plain KNN and KNN with the
-filters each query states. Product vectors are catalog.json's (the float model) throughout.
+run_query_configs against catalog.json in a bundled Redis) for plain KNN, KNN with the
+filters each query states, and the query text alone as /search takes it (facets understood,
+BM25 fused with the KNN). Product vectors are catalog.json's (the float model) throughout.
 
 The export and the shipped fused and int8 graphs come from the ONNX cache (made there if missing,
 as the server would); the other variants are made in a temporary directory.
 
 Run: .venv/bin/python -m bench.encoder   (about 2 minutes on 2 cores)
+     .venv/bin/python -m bench.encoder --workers 2   (only: the shipped graphs with 1 and 2
+        intra-op threads, each in N sessions embedding at the same time, as N server workers do)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -53,8 +58,8 @@ from bench.quality import (
     make_recommender,
     plain_knn,
     run_query_configs,
+    text_only,
 )
-from build_catalog import catalog_vectors, read_catalog
 from embeddings import (
     Features,
     LocalEmbedder,
@@ -63,13 +68,16 @@ from embeddings import (
     quantize_int8,
     tokenize,
 )
+from recengine.catalog_file import catalog_vectors, read_catalog
 
 RESULTS_DIR = ROOT / "bench" / "results"
 QUERIES = tuple((ROOT / "data" / "sample_queries.txt").read_text().splitlines())
 BATCH = 16
 WARM_UP_CALLS = 10
 K = 10
-NDCG_CONFIGS = {"knn": plain_knn, "knn+filters": knn_filters}
+# "text only" is what /search does with what a shopper types (no filters set by hand): the words'
+# facets understood, BM25 fused with the KNN.
+NDCG_CONFIGS = {"knn": plain_knn, "knn+filters": knn_filters, "text only": text_only(True)}
 REFERENCE = "export"  # the graph every other one is compared with
 
 
@@ -102,18 +110,25 @@ VARIANTS = (
     Variant("int8 fused, FFN-out float", "int8-ffn-out-float"),
     Variant("int8, 1 thread", "int8", threads=1),
     Variant("int8, spin off", "int8", spin="off"),
+    Variant("int8, BASIC", "int8", level="ORT_ENABLE_BASIC"),
+    Variant("int8, 1 thread, spin off", "int8", threads=1, spin="off"),
 )
 
 
 # --- the graphs ------------------------------------------------------------------------------
 
 
+def shipped_graphs() -> dict[str, Path]:
+    """The export and the graphs the project derives from it, from the ONNX cache."""
+    shipped = LocalEmbedder(backend="onnx", query_encoder="int8").model
+    return {"export": shipped.path, "fused": shipped.fused_path, "int8": shipped.query_path}
+
+
 def make_graphs(scratch: Path) -> dict[str, Path]:
     """The shipped graphs from the ONNX cache, the others made in `scratch`."""
     import onnxruntime
 
-    shipped = LocalEmbedder(backend="onnx", query_encoder="int8").model
-    graphs = {"export": shipped.path, "fused": shipped.fused_path, "int8": shipped.query_path}
+    graphs = shipped_graphs()
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(scratch / "export-offline.onnx")
@@ -199,11 +214,69 @@ def measure_latency(runners: dict[str, Runner], rounds: int) -> dict[str, dict[s
             runner.embed([query])
     for _ in range(rounds):
         for name, runner in runners.items():
-            single[name].extend(timed(lambda q=query, r=runner: r.embed([q])) for query in QUERIES)
-            batched[name].extend(timed(lambda b=batch, r=runner: r.embed(b)) / BATCH for batch in batches)
+            single[name].extend(timed(functools.partial(runner.embed, [query])) for query in QUERIES)
+            batched[name].extend(timed(functools.partial(runner.embed, list(batch))) / BATCH for batch in batches)
     return {
         name: {"batch1": percentiles(single[name]), "batch16_ms_per_query": round(float(np.median(batched[name])), 3)}
         for name in runners
+    }
+
+
+def pooled(tokens: np.ndarray, features: Features) -> np.ndarray:
+    return normalize_rows(mean_pool(tokens, features["attention_mask"]))
+
+
+WORKER_VARIANTS = (
+    Variant("int8, 2 threads (shipped)", "int8"),
+    Variant("int8, 1 thread", "int8", threads=1),
+    Variant("fused, 2 threads (shipped)", "fused"),
+    Variant("fused, 1 thread", "fused", threads=1),
+)
+
+
+def measure_workers(workers: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Each of WORKER_VARIANTS in `workers` sessions of its own, each embedding the single
+    queries on a thread of its own at the same time: what `demo_server.py --workers N` does when
+    every worker has a fresh query (each process holds one session; onnxruntime releases the GIL,
+    so threads stand in for the processes here, sharing only the tokenizer and pooling's GIL
+    time, about 0.15 ms a query). Variants take turns round by round. Per variant: p50/p99 of a
+    query and queries per second over all sessions."""
+    from embeddings import default_model_path, load_tokenizer, transformer_dir
+
+    tokenizer = load_tokenizer(transformer_dir(default_model_path()))
+    graphs = shipped_graphs()
+    groups = {
+        variant.name: [Runner(open_variant(variant, graphs), tokenizer) for _ in range(workers)]
+        for variant in WORKER_VARIANTS
+    }
+    latencies: dict[str, list[float]] = {name: [] for name in groups}
+    seconds = dict.fromkeys(groups, 0.0)
+    for group in groups.values():
+        for runner in group:
+            for query in QUERIES[:WARM_UP_CALLS]:
+                runner.embed([query])
+    for round_number in range(rounds):
+        names = list(groups)[round_number % len(groups) :] + list(groups)[: round_number % len(groups)]
+        for name in names:
+            shares: list[list[float]] = [[] for _ in groups[name]]
+
+            def work(runner: Runner, share: list[float]) -> None:
+                share.extend(timed(functools.partial(runner.embed, [query])) for query in QUERIES)
+
+            threads = [
+                threading.Thread(target=work, args=(runner, share))
+                for runner, share in zip(groups[name], shares, strict=True)
+            ]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            seconds[name] += time.perf_counter() - started
+            latencies[name] += [ms for share in shares for ms in share]
+    return {
+        name: {**percentiles(values), "queries_per_s": round(len(values) / seconds[name], 1)}
+        for name, values in latencies.items()
     }
 
 
@@ -213,10 +286,10 @@ def measure_steps(runner: Runner, rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         for query in QUERIES:
             features = tokenize(runner.tokenizer, [query])
-            steps["tokenize_us"].append(timed(lambda q=query: tokenize(runner.tokenizer, [q])) * 1000)
+            steps["tokenize_us"].append(timed(functools.partial(tokenize, runner.tokenizer, [query])) * 1000)
             tokens = runner.run(features)
-            steps["session_run_us"].append(timed(lambda f=features: runner.run(f)) * 1000)
-            pool = lambda t=tokens, f=features: normalize_rows(mean_pool(t, f["attention_mask"]))  # noqa: E731
+            steps["session_run_us"].append(timed(functools.partial(runner.run, features)) * 1000)
+            pool = functools.partial(pooled, tokens, features)
             steps["pool_normalise_us"].append(timed(pool) * 1000)
     return {step: round(float(np.median(values)), 1) for step, values in steps.items()}
 
@@ -266,7 +339,7 @@ def measure_quality(runners: dict[str, Runner], judged: list[JudgedQuery]) -> di
 
 # --- report ----------------------------------------------------------------------------------
 
-COLUMNS = ("variant", "p50 ms", "p99 ms", "b16 ms/q", "min cos", "overlap@10", "NDCG knn", "NDCG filt")
+COLUMNS = ("variant", "p50 ms", "p99 ms", "b16 ms/q", "min cos", "overlap@10", "NDCG knn", "NDCG filt", "NDCG text")
 
 
 def table_rows(result: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -284,6 +357,7 @@ def table_rows(result: dict[str, Any]) -> list[tuple[Any, ...]]:
                 f"{quality['overlap@10']:.3f}",
                 f"{quality['ndcg@10 knn']:.4f}",
                 f"{quality['ndcg@10 knn+filters']:.4f}",
+                f"{quality['ndcg@10 text only']:.4f}",
             )
         )
     return rows
@@ -382,9 +456,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=RESULTS_DIR / "encoder.json", help="JSON file (default: %(default)s)"
     )
+    parser.add_argument("--workers", type=int, default=0, help="only the N-workers comparison (see above)")
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.workers < 0:
+        parser.error("--rounds must be at least 1, --workers at least 0")
+    if args.workers:
+        command = " ".join(["python -m bench.encoder", *(argv if argv is not None else sys.argv[1:])])
+        host = machine()
+        rows = measure_workers(args.workers, args.rounds)
+        report = {"command": command, "machine": host, "workers": args.workers, "rounds": args.rounds,
+                  "variants": rows, "load_average_1min_at_end": round(os.getloadavg()[0], 2)}  # fmt: skip
+        for name, row in rows.items():
+            print(
+                f"{name:28} p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms  {row['queries_per_s']:7.1f} queries/s"
+            )
+        write_result(RESULTS_DIR / f"encoder_workers{args.workers}.json", report)
+        return 0
     result = bench(args)
     print_report(result)
     write_result(args.output, result)

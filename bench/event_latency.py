@@ -18,44 +18,26 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
-import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS_DIR, ROOT, DemoProcess, JsonClient, machine, percentiles, write_result
-from local_redis import LocalRedis, free_port
+from bench.harness import (
+    RESULTS_DIR,
+    ROOT,
+    JsonClient,
+    export_tree,
+    machine,
+    percentiles,
+    start_checkout_server,
+    write_result,
+)
+from local_redis import LocalRedis
 
 EVENTS = ("view", "click", "cart", "purchase")
 # Shoppers reused in turn: each server allows a client 60 new users a minute, and this one asks
 # for two per shopper (its /click and /event users).
 SHOPPERS = 25
-
-
-def export(ref: str, into: Path) -> str:
-    """The tree of `ref` in `into`; its commit."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", ref], check=True, capture_output=True, text=True)
-    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", ref], stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
-    archive.wait()
-    return commit.stdout.strip()
-
-
-def start_server(root: Path, redis_url: str) -> DemoProcess:
-    """demo_server.py of `root` on a free port, as a user starts it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(root / "demo_server.py"), "--port", str(port), "--redis-url", redis_url],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "listening on" in line:
-            threading.Thread(target=process.stderr.read, daemon=True).start()
-            return DemoProcess(process, f"http://127.0.0.1:{port}", 0.0)
-    raise RuntimeError(f"the demo server in {root} did not start (exit code {process.wait()})")
 
 
 def product_ids(client: JsonClient) -> list[str]:
@@ -104,9 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "event_latency.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="event-latency-") as tmp, LocalRedis() as base_redis, LocalRedis() as redis:
-        baseline_commit = export(args.baseline, Path(tmp))
-        baseline = start_server(Path(tmp), base_redis.url)
-        current = start_server(ROOT, redis.url)
+        baseline_commit = export_tree(args.baseline, Path(tmp))
+        baseline = start_checkout_server(Path(tmp), base_redis.url)
+        try:
+            current = start_checkout_server(ROOT, redis.url)
+        except Exception:
+            baseline.stop()
+            raise
         try:
             report: dict[str, Any] = {
                 "command": "python -m bench.event_latency" + (f" --baseline {args.baseline}"),

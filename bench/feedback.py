@@ -30,10 +30,10 @@ import numpy as np
 
 from bench.harness import RESULTS_DIR, machine, percentiles, write_result
 from bench.synthetic_catalog import make_catalog, make_queries, product_dict
-from build_catalog import catalog_vectors, read_catalog
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis
 from ranking import intra_list_similarity
+from recengine.catalog_file import catalog_vectors, read_catalog
 from recommender import RankingConfig, RedisRecommender
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         rec.drop_index(delete_documents=True)
         rec.create_index()
         rec.index_products(catalog["products"])
-        result = {
+        result: dict[str, Any] = {
             "machine": machine(client),
             "catalog_products": len(ids),
             "exclusion_catalog_products": synthetic.size,

@@ -71,7 +71,10 @@ def percentiles(values_ms: Sequence[float] | np.ndarray) -> dict[str, float]:
 def rss_mb(pid: int | str = "self") -> float:
     """Resident memory of a process, from the kernel: what a model or a server really costs."""
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+    found = re.search(r"VmRSS:\s+(\d+) kB", status)
+    if found is None:
+        raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
+    return int(found.group(1)) / 1024
 
 
 def write_result(path: Path, result: dict) -> None:
@@ -91,6 +94,7 @@ class JsonClient:
     def __init__(self, base_url: str, timeout_s: float = 30) -> None:
         check_loopback(base_url)
         parts = urlsplit(base_url)
+        assert parts.hostname is not None  # check_loopback passed
         self._address = (parts.hostname, parts.port)
         self._timeout = timeout_s
         self._conn = http.client.HTTPConnection(*self._address, timeout=timeout_s)
@@ -131,7 +135,7 @@ class DemoProcess:
         self.process.wait(timeout=15)
 
 
-def start_demo_server(redis_url: str, extra_args: list[str] = (), log_path: Path | None = None) -> DemoProcess:
+def start_demo_server(redis_url: str, extra_args: Sequence[str] = (), log_path: Path | None = None) -> DemoProcess:
     """Start the demo as a user would (a fresh Python process) and time it to 'listening on'.
 
     With log_path, the server logs to that file rather than to a pipe this process drains: a
@@ -147,6 +151,7 @@ def start_demo_server(redis_url: str, extra_args: list[str] = (), log_path: Path
     if log_path is not None:
         return DemoProcess(process, f"http://127.0.0.1:{port}", wait_for_line(process, log_path, "listening on"))
     phases: dict[str, float] = {}
+    assert process.stderr is not None  # stderr=PIPE
     for line in process.stderr:
         if "ready in" in line:
             phases = {name: float(sec) for name, sec in re.findall(r"(\w+) ([\d.]+)s", line.split("ready in", 1)[1])}
@@ -155,6 +160,31 @@ def start_demo_server(redis_url: str, extra_args: list[str] = (), log_path: Path
             threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
             return DemoProcess(process, f"http://127.0.0.1:{port}", seconds, phases)
     raise RuntimeError(f"the demo server did not start (exit code {process.wait()})")
+
+
+def export_tree(ref: str, into: Path) -> str:
+    """The tree of git ref `ref` of this repository in `into` (a baseline's checkout); its commit."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", ref], check=True, capture_output=True, text=True)
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", ref], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
+    archive.wait()
+    return commit.stdout.strip()
+
+
+def start_checkout_server(root: Path, redis_url: str, extra_args: Sequence[str] = ()) -> DemoProcess:
+    """demo_server.py of the checkout in `root` (this one, or an export_tree of a baseline) on a
+    free port, as a user starts it there, with its own catalog.json."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(root / "demo_server.py"), "--port", str(port), "--redis-url", redis_url, *extra_args],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "listening on" in line:
+            threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
+            return DemoProcess(process, f"http://127.0.0.1:{port}", 0.0)
+    raise RuntimeError(f"the demo server in {root} did not start (exit code {process.wait()})")
 
 
 def wait_for_line(process: subprocess.Popen, log_path: Path, marker: str, timeout_s: float = 300.0) -> float:
@@ -205,6 +235,7 @@ def start_echo_server() -> DemoProcess:
         [sys.executable, "-c", "import sys; from bench.harness import serve_echo; serve_echo(int(sys.argv[1]))", str(port)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert process.stderr is not None  # stderr=PIPE
     line = process.stderr.readline()
     if "listening on" not in line:
         raise RuntimeError(f"the echo server did not start (exit code {process.poll()}): {line.strip()}")

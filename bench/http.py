@@ -22,6 +22,8 @@ protocol the server should speak.
     .venv/bin/python -m bench.http --server-arg=--embedding-backend=torch
     .venv/bin/python -m bench.http --ab-metrics   (only: /search with metrics and impressions
         against a second server started --no-metrics --no-impressions, requests interleaved)
+    .venv/bin/python -m bench.http --baseline REF  (only: /search, cached and fresh queries sent
+        as the page sends them, against the demo server of git ref REF, requests interleaved)
 
 It starts its own Redis with Search and demo server on loopback. Results: tables on stdout and
 bench/results/http.json.
@@ -30,6 +32,7 @@ bench/results/http.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import itertools
 import json
@@ -37,9 +40,10 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +55,10 @@ from bench.harness import (
     RESULTS_DIR,
     ROOT,
     JsonClient,
+    export_tree,
     machine,
     percentiles,
+    start_checkout_server,
     start_demo_server,
     start_echo_server,
     write_result,
@@ -116,6 +122,11 @@ def phase_requests(products: list[str]) -> dict[str, Callable[[int], Request]]:
             {"product_id": products[n % len(products)], "k": 10, "user_id": f"bench-{n % USERS}"},
         ),
     }
+
+
+def numbered(make: Callable[[int], Request], counter: Iterator[int]) -> Request:
+    """The request `make` makes for the counter's next number."""
+    return make(next(counter))
 
 
 def run_phase(url: str, clients: int, total: int, make_request: Callable[[], Request]) -> dict[str, Any]:
@@ -196,7 +207,12 @@ def server_search_args(vector: bytes, filtered: bool) -> list[Any]:
 
 def query_vectors(client: redis.Redis, products: list[str]) -> list[bytes]:
     rec = RedisRecommender(client, index_name=INDEX_NAME, key_prefix=KEY_PREFIX)
-    return [client.hget(rec.product_key(pid), "embedding") for pid in products[:16]]
+    stored = [client.hget(rec.product_key(pid), "embedding") for pid in products[:16]]
+    return [vector for vector in stored if isinstance(vector, bytes)]
+
+
+def echo_call(echo: JsonClient, make: Callable[[int], Request], n: int) -> tuple[int, dict, float]:
+    return echo.call(*make(n))
 
 
 def measure_floors(
@@ -211,7 +227,7 @@ def measure_floors(
     echo = JsonClient(echo_url)
     blocks: dict[str, list[float]] = {}
     for phase, make in requests.items():
-        blocks[f"echo {phase}"] = time_calls(lambda n, make=make: echo.call(*make(n)), samples)
+        blocks[f"echo {phase}"] = time_calls(functools.partial(echo_call, echo, make), samples)
     echo.close()
     blocks["HGETALL features"] = time_calls(lambda n: client.hgetall(rec.features_key(f"bench-{n % USERS}")), samples)
     blocks["FT.SEARCH KNN 30"] = time_calls(
@@ -297,7 +313,7 @@ def compare_parsers(redis_url: str, products: list[str], samples: int) -> dict[s
                     raise RuntimeError(f"{name}: FT.SEARCH gave {len(rows)} rows, expected {SERVER_KNN}")
     finally:
         gc.enable()
-    table = {
+    table: dict[str, dict[str, Any]] = {
         name: {
             "parser_class": clients[name][1],
             "reply": percentiles(raw[name]),
@@ -443,6 +459,102 @@ def ab_metrics_cost(requests: int) -> dict[str, Any]:
     }
 
 
+def page_search_body(kind: str, n: int) -> dict[str, Any]:
+    """A /search body as the page sends it (static/app.js, readSearchForm): the typed text, the
+    filter widgets left empty, k, session and rerank on, and the tuning defaults."""
+    return {
+        "query": search_body(kind, n)["query"],
+        **dict.fromkeys(("category", "brand", "min_price", "max_price", "min_rating", "text_match"), ""),
+        "in_stock_only": False,
+        "k": 10,
+        "use_session": True,
+        "rerank": True,
+        "exclude_clicked": False,
+        "diversity": 0,
+        "user_id": f"bench-{n % USERS}",
+    }
+
+
+def ab_baseline(ref: str, requests: int, server_args: list[str], ours_args: list[str]) -> dict[str, Any]:
+    """/search with cached and with fresh queries, sent as the page sends them, on this
+    checkout's demo server and on git ref `ref`'s, each over a Redis of its own, with the same
+    server arguments (and `ours_args` for this checkout's alone: what the baseline has no switch
+    for, such as turning off what it lacks). Request by request, one client each: each round sends a cached query and
+    a fresh one to both servers, the order alternating, so that the machine's other load falls
+    on both alike. Both caches are warmed and every user has clicked, so that the session blend
+    and rerank run as on the page."""
+    times: dict[str, dict[str, list[float]]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-http-baseline-") as tmp,
+        LocalRedis() as ours_redis,
+        LocalRedis() as base_redis,
+    ):
+        commit = export_tree(ref, Path(tmp))
+        servers = {"ours": start_checkout_server(ROOT, ours_redis.url, [*server_args, *ours_args])}
+        try:
+            servers["baseline"] = start_checkout_server(Path(tmp), base_redis.url, server_args)
+            clients = {name: JsonClient(server.url) for name, server in servers.items()}
+            for client in clients.values():
+                for n in range(USERS):
+                    client.call("POST", "/click", {"product_id": product_id(n), "user_id": f"bench-{n}"})
+                for n in range(50):
+                    for kind in ("repeated", "fresh"):
+                        status, answer, _ = client.call("POST", "/search", page_search_body(kind, -1 - n))
+                        if status != 200:
+                            raise RuntimeError(f"/search answered {status}: {answer}")
+            times = {name: {"repeated": [], "fresh": []} for name in clients}
+            for n in range(requests):
+                order = list(clients) if n % 2 else list(reversed(clients))
+                for kind in ("repeated", "fresh"):
+                    body = page_search_body(kind, n)
+                    for name in order:
+                        status, answer, ms = clients[name].call("POST", "/search", body)
+                        if status != 200:
+                            raise RuntimeError(f"{name} /search answered {status}: {answer}")
+                        times[name][kind].append(ms)
+            for client in clients.values():
+                client.close()
+        finally:
+            for server in servers.values():
+                server.stop()
+    latency = {name: {kind: percentiles(values) for kind, values in kinds.items()} for name, kinds in times.items()}
+    return {
+        "baseline": {"ref": ref, "commit": commit},
+        "server_args": server_args,
+        "ours_args": ours_args,
+        "requests_each": requests,
+        "latency": latency,
+        "p50_ratio_ours_over_baseline": {
+            kind: round(latency["ours"][kind]["p50_ms"] / latency["baseline"][kind]["p50_ms"], 3)
+            for kind in ("repeated", "fresh")
+        },
+        "p50_ratio_fresh_over_cached": {
+            name: round(rows["fresh"]["p50_ms"] / rows["repeated"]["p50_ms"], 3) for name, rows in latency.items()
+        },
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def draw_ab_baseline(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = ("repeated", "fresh")
+    figure, axis = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(kinds))
+    for offset, name in ((-0.2, "ours"), (0.2, "baseline")):
+        axis.bar(x + offset, [result["latency"][name][kind]["p50_ms"] for kind in kinds], 0.4, label=name)
+    axis.set_xticks(x, ["cached query", "fresh query"])
+    axis.set_ylabel("/search p50 ms")
+    axis.set_title(f"ours against {result['baseline']['ref']} ({result['baseline']['commit'][:7]}), interleaved")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 requests per phase, 300 samples per floor part")
@@ -450,11 +562,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,8,16", help="client counts (default 1,8,16)")
     parser.add_argument("--samples", type=int, default=None, help="samples per floor part and parser (default 2000)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra demo_server.py argument (repeatable)")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "http.json")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="JSON file (default bench/results/http.json, http_baseline.json)"
+    )
     parser.add_argument(
         "--ab-metrics", action="store_true", help="only the cost of metrics and impressions (see above)"
     )
+    parser.add_argument("--baseline", metavar="REF", help="only /search against git ref REF's server (see above)")
+    parser.add_argument(
+        "--ours-arg", action="append", default=[], help="with --baseline: an argument for this checkout's server only"
+    )
     args = parser.parse_args(argv)
+    if args.baseline:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        command = "python -m bench.http " + " ".join(argv if argv is not None else sys.argv[1:])
+        ab = {
+            "command": command,
+            "machine": machine(),
+            **ab_baseline(args.baseline, args.requests or 400, args.server_arg, args.ours_arg),
+        }
+        print(
+            json.dumps(
+                {
+                    k: ab[k]
+                    for k in ("baseline", "latency", "p50_ratio_ours_over_baseline", "p50_ratio_fresh_over_cached")
+                },
+                indent=2,
+            )
+        )
+        output = args.output or RESULTS_DIR / "http_baseline.json"
+        write_result(output, ab)
+        draw_ab_baseline(ab, output.with_suffix(".png"))
+        return 0
     if args.ab_metrics:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         cost = {"command": "python -m bench.http " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -500,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
             for phase, make in requests.items():
                 for clients in levels:
                     log.info("%s at %d client(s)", phase, clients)
-                    row = run_phase(server.url, clients, requests_per_phase, lambda make=make: make(next(counter)))
+                    row = run_phase(server.url, clients, requests_per_phase, functools.partial(numbered, make, counter))
                     rows.append({"endpoint": phase, **row})
             log.info("floors")
             floors = measure_floors(redis_server.url, echo.url, requests, products, samples)
@@ -531,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         "parsers": parsers,
     }
     print_report(result)
-    write_result(args.output, result)
+    write_result(args.output or RESULTS_DIR / "http.json", result)
     return 1 if any(r["errors"] for r in rows) else 0
 
 

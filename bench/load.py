@@ -48,7 +48,7 @@ POPULAR_QUERIES = [
 ADJECTIVES = ["warm", "light", "waterproof", "cheap", "durable", "soft", "packable", "breathable", "rugged", "stylish"]
 ITEMS = ["jacket", "boots", "backpack", "gloves", "tent", "shorts", "scarf", "sandals", "hoodie", "headlamp"]
 REPEATED_SHARE = 0.7
-MIX = (("search", 0.6), ("click", 0.25), ("state", 0.15))
+MIX: tuple[tuple[str, float], ...] = (("search", 0.6), ("click", 0.25), ("state", 0.15))
 ALPHA = 0.4
 
 
@@ -72,7 +72,7 @@ def client_loop(
 ) -> None:
     rng = random.Random(seed)
     client = JsonClient(base_url)
-    kinds, weights = zip(*MIX, strict=True)
+    kinds, weights = [kind for kind, _ in MIX], [weight for _, weight in MIX]
     while time.monotonic() < deadline:
         kind = rng.choices(kinds, weights)[0]
         user = rng.choice(users)
@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     local = None if args.url else LocalRedis().start()
-    redis_url = args.redis_url or local.url
+    redis_url = args.redis_url or (local.url if local is not None else "")
     server = None if args.url else start_demo_server(redis_url)
-    base_url = args.url or server.url
+    base_url = args.url or (server.url if server is not None else "")
     try:
         recommender = RedisRecommender(connect(redis_url), index_name=args.index_name, key_prefix=args.key_prefix)
         product_ids = [p["id"] for p in recommender.list_products(limit=10_000)]
@@ -189,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             thread.join()
         elapsed = time.perf_counter() - started
 
-        latencies, errors, clicks, samples = defaultdict(list), defaultdict(int), defaultdict(list), []
+        latencies: defaultdict[str, list[float]] = defaultdict(list)
+        errors: defaultdict[str, int] = defaultdict(int)
+        clicks: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
+        samples: list[str] = []
         for tally in tallies:
             for kind, values in tally.latencies.items():
                 latencies[kind] += values

@@ -44,9 +44,9 @@ import numpy as np
 
 from bench import catalog_gen
 from bench.harness import ROOT, machine, write_result
-from build_catalog import catalog_vectors, product_text, read_catalog
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis, connect
+from recengine.catalog_file import catalog_vectors, product_text, read_catalog
 from recommender import Candidate, RankingConfig, RedisRecommender, SearchFilters, build_filter_clause
 
 log = logging.getLogger("bench.quality")
@@ -227,8 +227,22 @@ def text_only(understand: bool) -> Retriever:
     return retrieve
 
 
+def text_only_category_filter(rec: RedisRecommender, vector: np.ndarray, query: JudgedQuery) -> list[Candidate]:
+    """The query text alone, with the category it names as a filter instead of a boost: what the
+    engine understood, asked again with that category set as the request's filter."""
+    first = rec.recommend(vector, k=K, use_session=False, use_rerank=False, query_text=query.text)
+    category = (first.understood or {}).get("category")
+    if category is None:
+        return first.candidates
+    return rec.recommend(
+        vector, k=K, filters=SearchFilters(category=category), use_session=False, use_rerank=False,
+        query_text=query.text,
+    ).candidates  # fmt: skip
+
+
 QUERY_CONFIGS: dict[str, Retriever] = {
     "text only": text_only(True),
+    "text only, category as a filter": text_only_category_filter,
     "text only, no understanding": text_only(False),
     "knn": plain_knn,
     "knn+text": knn_text,
@@ -283,10 +297,10 @@ def run_query_configs(
 
 def print_query_report(title: str, report: Mapping[str, Any]) -> None:
     print(f"\n{title} ({report['queries']} queries)")
-    print(f"{'configuration':22} {'NDCG@10':>8} {'recall@10':>9} {'MRR@10':>7}")
+    print(f"{'configuration':32} {'NDCG@10':>8} {'recall@10':>9} {'MRR@10':>7}")
     for name, result in report["configs"].items():
         mean = result["mean"]
-        print(f"{name:22} {mean['ndcg@10']:8.3f} {mean['recall@10']:9.3f} {mean['mrr@10']:7.3f}")
+        print(f"{name:32} {mean['ndcg@10']:8.3f} {mean['recall@10']:9.3f} {mean['mrr@10']:7.3f}")
     subsets = [s for s in report["subset_sizes"] if s != "all"]
     print(f"\nNDCG@10 by query group: {title}")
     print(f"{'group':26}" + "".join(f"{name:>20}" for name in report["configs"]))
@@ -559,8 +573,15 @@ class RoundView:
 @dataclass
 class ShopperRun:
     rounds: list[RoundView]
-    # The switch query's results after the session (None when the shopper typed none).
+    # The switch query's results after the session (None when the shopper typed none), and the
+    # same query for the same shopper with session and rerank off: what the shopper's clicks and
+    # dismissals alone (exclusions, marks) leave of it, which splits a session's cost in two.
     switch_shown: list[str] | None = None
+    switch_unpersonalised: list[str] | None = None
+    dismissed: frozenset[str] = frozenset()
+    # Whether the engine took the switch query as specific (it names a kind of product: then
+    # personalisation is bounded by relevance tiers) or vague (personalised freely).
+    switch_specific: bool | None = None
 
 
 def run_shopper(
@@ -570,6 +591,7 @@ def run_shopper(
     """Rounds 0..ROUNDS: show a list, record it, click and maybe dismiss, wait; then the switch
     query (same configuration, typed, with the session as it stands); then forget the user."""
     clicked: set[str] = set()
+    dismissed: set[str] = set()
     intent = shopper.intent
     views = []
     for round_no in range(ROUNDS + 1):
@@ -596,17 +618,25 @@ def run_shopper(
         unwanted = choose_dismiss(shown, intent) if config.dismiss else None
         if unwanted is not None:
             rec.dismiss(user_id, unwanted)
+            dismissed.add(unwanted)
         clock.advance(shopper.think_s[round_no])
-    switch_shown = None
+    switch_shown = switch_unpersonalised = None
+    switch_specific = None
     if shopper.switch is not None:
+        vector, text = query_vectors[shopper.switch.text], shopper.switch.text
         result = rec.recommend(
-            query_vectors[shopper.switch.text], user_id=user_id, k=K, use_session=config.use_session,
-            use_rerank=config.use_rerank, exclude_clicked=True, diversity=config.diversity,
-            query_text=shopper.switch.text,
+            vector, user_id=user_id, k=K, use_session=config.use_session, use_rerank=config.use_rerank,
+            exclude_clicked=True, diversity=config.diversity, query_text=text,
         )  # fmt: skip
         switch_shown = [c.id for c in result.candidates]
+        switch_specific = bool((result.understood or {}).get("specific"))
+        unpersonalised = rec.recommend(
+            vector, user_id=user_id, k=K, use_session=False, use_rerank=False, exclude_clicked=True,
+            diversity=config.diversity, query_text=text,
+        )  # fmt: skip
+        switch_unpersonalised = [c.id for c in unpersonalised.candidates]
     rec.reset_user(user_id)
-    return ShopperRun(views, switch_shown)
+    return ShopperRun(views, switch_shown, switch_unpersonalised, frozenset(dismissed), switch_specific)
 
 
 @dataclass
@@ -616,11 +646,29 @@ class SessionOutcome:
 
     rounds: list[dict[str, float]]
     per_shopper_ndcg: dict[str, list[float | None]] = field(repr=False)
-    # NDCG@10 of each shopper's switch query, graded by its own judgements.
+    # NDCG@10 of each shopper's switch query, graded by its own judgements; the same with session
+    # and rerank off for the same shopper; and how many of the query's relevant products (grade 1
+    # or 2) the shopper had dismissed before typing it.
     switch_ndcg: dict[str, float] = field(repr=False, default_factory=dict)
+    switch_unpersonalised_ndcg: dict[str, float] = field(repr=False, default_factory=dict)
+    switch_relevant_dismissed: dict[str, int] = field(repr=False, default_factory=dict)
+    switch_specific: dict[str, bool] = field(repr=False, default_factory=dict)
 
     def switch_mean(self) -> float | None:
-        return round(float(np.mean(list(self.switch_ndcg.values()))), 4) if self.switch_ndcg else None
+        return _mean_of(self.switch_ndcg)
+
+    def switch_breakdown(self) -> dict[str, float | None]:
+        """The switch query with session and rerank off for the same shopper (what exclusions
+        and dismissal marks alone leave), and the share of shoppers who had dismissed at least
+        one of its relevant products, with how many on average."""
+        dismissed = list(self.switch_relevant_dismissed.values())
+        return {
+            "unpersonalised_ndcg@10": _mean_of(self.switch_unpersonalised_ndcg),
+            "shoppers_who_dismissed_a_relevant_product": (
+                round(float(np.mean([n > 0 for n in dismissed])), 4) if dismissed else None
+            ),
+            "relevant_products_dismissed_per_shopper": round(float(np.mean(dismissed)), 4) if dismissed else None,
+        }
 
     def objective(self, shopper_id: str, first_round: int = 1) -> float | None:
         """A shopper's mean NDCG@10 over rounds first_round..ROUNDS: how well the session served them."""
@@ -648,15 +696,37 @@ def score_sessions(runs: Mapping[str, ShopperRun], shoppers: Sequence[Shopper]) 
             "round": round_no, "shoppers": len(qrels), **{m: round(v, 4) for m, v in means.items()}, "clicked": click_share,
         })  # fmt: skip
     switched = [s for s in shoppers if s.switch is not None and runs[s.id].switch_shown is not None]
-    switch_ndcg: dict[str, float] = {}
+    outcome = SessionOutcome(rounds, per_shopper)
     if switched:
-        _, per_query = evaluate_rankings(
-            {s.id: s.switch.relevance for s in switched if s.switch},
-            {s.id: runs[s.id].switch_shown or [] for s in switched},
-            ("ndcg@10",),
+        qrels = {s.id: s.switch.relevance for s in switched if s.switch}
+        for shown, scores in (("switch_shown", outcome.switch_ndcg),
+                              ("switch_unpersonalised", outcome.switch_unpersonalised_ndcg)):  # fmt: skip
+            _, per_query = evaluate_rankings(
+                qrels, {sid: getattr(runs[sid], shown) or [] for sid in qrels}, ("ndcg@10",)
+            )
+            scores.update(per_query["ndcg@10"])
+        outcome.switch_relevant_dismissed.update(
+            {sid: len(runs[sid].dismissed & set(judged)) for sid, judged in qrels.items()}
         )
-        switch_ndcg = per_query["ndcg@10"]
-    return SessionOutcome(rounds, per_shopper, switch_ndcg)
+        outcome.switch_specific.update({sid: bool(runs[sid].switch_specific) for sid in qrels})
+    return outcome
+
+
+def switch_by_kind(outcome: SessionOutcome, baseline: SessionOutcome) -> dict[str, dict[str, float | int | None]]:
+    """The switch query's NDCG@10 and its ratio to the baseline's on the same shoppers, apart
+    for the queries the engine took as specific (personalisation bounded by relevance tiers)
+    and as vague (personalised freely)."""
+    split: dict[str, dict[str, float | int | None]] = {}
+    for kind, flag in (("specific", True), ("vague", False)):
+        ids = [sid for sid, specific in outcome.switch_specific.items() if specific == flag]
+        ours = _mean_of({sid: outcome.switch_ndcg[sid] for sid in ids})
+        theirs = _mean_of({sid: baseline.switch_ndcg[sid] for sid in ids if sid in baseline.switch_ndcg})
+        split[kind] = {"shoppers": len(ids), "ndcg@10": ours, "ratio_to_baseline": _ratio(ours, theirs)}
+    return split
+
+
+def _mean_of(values: Mapping[str, float]) -> float | None:
+    return round(float(np.mean(list(values.values()))), 4) if values else None
 
 
 @contextmanager
@@ -718,7 +788,7 @@ class SweepPoint:
         return f"{self.parameter}={self.value:g}"
 
     def config(self, base: RankingConfig) -> RankingConfig:
-        value = int(self.value) if self.parameter == "overfetch" else self.value
+        value: Any = int(self.value) if self.parameter in ("overfetch", "typed_query_tier") else self.value
         return replace(base, **{self.parameter: value})
 
 
@@ -731,6 +801,8 @@ SWEEP: dict[str, tuple[float, ...]] = {
     "negative_weight": (0.0, 0.3, 0.5),
     "overfetch": (1, 3, 5),
     "dismiss_step": (0.0, 0.5, 1.0),
+    "typed_query_tier": (1, 3, 5, 10),
+    "dismissed_penalty": (0.3, 1.0, 2.0),
 }
 HALF_LIFE_SWEEP: dict[str, tuple[float, ...]] = {
     "session_half_life_s": (600.0, 1800.0, 7200.0),
@@ -739,6 +811,7 @@ HALF_LIFE_SWEEP: dict[str, tuple[float, ...]] = {
 QUICK_SWEEP: dict[str, tuple[float, ...]] = {
     "session_weight": (0.1, 0.3, 0.6),
     "dismiss_step": (0.0, 1.0),
+    "typed_query_tier": (1, 3, 10),
 }
 QUICK_HALF_LIFE_SWEEP: dict[str, tuple[float, ...]] = {"session_half_life_s": (600.0, 1800.0, 28800.0)}
 
@@ -785,7 +858,7 @@ def run_sweep(
     results: dict[str, Any] = {}
     for catalogue, (shoppers, vectors) in catalogues.items():
         baseline = simulate(client, catalogue, FULL_STACK, default, shoppers, vectors, "sweep-default")
-        rows = {"default": {"objective": mean_objective(baseline, shoppers, first_round)}}
+        rows: dict[str, dict[str, Any]] = {"default": {"objective": mean_objective(baseline, shoppers, first_round)}}
         if baseline.switch_ndcg:
             rows["default"]["switch_ndcg"] = baseline.switch_mean()
         if first_round == FIRST_VISIT_ROUNDS + 1:
@@ -805,6 +878,7 @@ def run_sweep(
                 if outcome.switch_ndcg:
                     rows[point.label]["switch_ndcg"] = outcome.switch_mean()
                     rows[point.label]["switch_vs_default"] = paired_switch_difference(outcome, baseline)
+                    rows[point.label]["switch_by_kind_vs_default"] = switch_by_kind(outcome, baseline)
                 if first_round == FIRST_VISIT_ROUNDS + 1:
                     rows[point.label] |= split_by_return(outcome, shoppers)
                 log.info("sweep %s %s: %s", catalogue, point.label, rows[point.label])
@@ -838,7 +912,7 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
     default = RankingConfig()
     advice = []
     for parameter, values in grid.items():
-        candidates = []
+        candidates: list[dict[str, Any]] = []
         for value in values:
             point = SweepPoint(parameter, value)
             if point.config(default) == default:
@@ -858,7 +932,9 @@ def recommend_defaults(sweep: Mapping[str, Mapping[str, Any]], grid: Mapping[str
             })  # fmt: skip
         if not candidates:
             continue
-        keep = {"value": getattr(default, parameter), "gain": 0.0, "se": 0.0, "switch_gain": 0.0, "switch_se": 0.0}
+        keep: dict[str, Any] = {
+            "value": getattr(default, parameter), "gain": 0.0, "se": 0.0, "switch_gain": 0.0, "switch_se": 0.0,
+        }  # fmt: skip
         best_any = max([keep, *candidates], key=lambda c: c["gain"])
         better = [c for c in candidates if c["switch_ok"] and c["gain"] > 0]
         best = max(better, key=lambda c: c["gain"]) if better else None
@@ -925,9 +1001,26 @@ def print_sessions(catalogue: str, outcomes: Mapping[str, SessionOutcome]) -> No
                 f"{row['ndcg@10']:.3f} / {row['hit_rate@10']:.2f}".rjust(20) if row["shoppers"] else "-".rjust(20)
             )
         print(f"{round_no:5} " + "".join(cells))
-    switch = [f"{o.switch_mean():.3f}".rjust(20) if o.switch_ndcg else "-".rjust(20) for o in outcomes.values()]
-    print(f"{'then a typed query for something else, NDCG@10':>5}")
-    print(f"{'':5} " + "".join(switch))
+    baseline = next(iter(outcomes.values())).switch_mean()
+    rows = {
+        "then a typed query for something else, NDCG@10": [o.switch_mean() for o in outcomes.values()],
+        "  as a ratio to the first configuration's": [_ratio(o.switch_mean(), baseline) for o in outcomes.values()],
+        "  the same shopper, session and rerank off": [
+            o.switch_breakdown()["unpersonalised_ndcg@10"] for o in outcomes.values()
+        ],
+        "  relevant products dismissed per shopper": [
+            o.switch_breakdown()["relevant_products_dismissed_per_shopper"] for o in outcomes.values()
+        ],
+        **{
+            f"  ratio on the queries taken as {kind}": [
+                switch_by_kind(o, next(iter(outcomes.values())))[kind]["ratio_to_baseline"] for o in outcomes.values()
+            ]
+            for kind in ("specific", "vague")
+        },
+    }
+    for title, values in rows.items():
+        print(title)
+        print(f"{'':5} " + "".join(f"{v:.3f}".rjust(20) if v is not None else "-".rjust(20) for v in values))
 
 
 def print_sweep(title: str, sweep: Mapping[str, Mapping[str, Any]]) -> None:
@@ -1118,6 +1211,9 @@ def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: 
                     "vs_no_session": paired_difference(outcome, baseline, shoppers, 1),
                     "switch_query_ndcg@10": outcome.switch_mean(),
                     "switch_vs_no_session": paired_switch_difference(outcome, baseline),
+                    "switch_ratio_to_no_session": _ratio(outcome.switch_mean(), baseline.switch_mean()),
+                    "switch_breakdown": outcome.switch_breakdown(),
+                    "switch_by_kind": switch_by_kind(outcome, baseline),
                 }
                 for name, outcome in outcomes.items()
             },
@@ -1142,6 +1238,10 @@ def run_sessions(client: Any, catalogues: Mapping[str, SessionCatalogue], args: 
         )
     print_advice(report)
     return report
+
+
+def _ratio(value: float | None, baseline: float | None) -> float | None:
+    return round(value / baseline, 4) if value is not None and baseline else None
 
 
 def print_advice(report: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ Each phase runs in rounds of `--per-round` requests, alternating which server go
 load from other work on the machine falls on both alike; p50/p99 are over all rounds.
 
 Run: .venv/bin/python -m bench.reference --reference-dir /path/to/redis-py   (about 3 minutes)
+     ... --phase /click --output bench/results/reference_click.json   (one phase, a minute)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -140,10 +141,15 @@ def phases(products: list[str]) -> list[Phase]:
     ]
 
 
-def measure(ports: dict[str, int], products: list[str], rounds: int, per_round: int) -> list[dict[str, Any]]:
+def measure(
+    ports: dict[str, int], products: list[str], rounds: int, per_round: int, only: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Each phase (those named in `only`, or all) in rounds, the servers' order alternating."""
     counter = 0
     rows = []
     for name, clients, make in phases(products):
+        if only and name not in only:
+            continue
         samples: dict[str, list[float]] = {server: [] for server in ports}
         seconds = dict.fromkeys(ports, 0.0)
         failures = dict.fromkeys(ports, 0)
@@ -177,12 +183,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--server-arg", action="append", default=[], help="an extra argument for our demo_server.py")
+    parser.add_argument(
+        "--phase",
+        action="append",
+        default=[],
+        choices=sorted({name for name, _, _ in phases([])}),
+        help="only this phase (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS_DIR / "reference.json", help="JSON file (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     catalog = ROOT / "catalog.json"
     products = [p["id"] for p in json.loads(catalog.read_text())["products"]]
     logs = Path(tempfile.mkdtemp(prefix="bench-reference-"))
     with LocalRedis() as ours_redis, LocalRedis() as reference_redis:
         ours = start_demo_server(ours_redis.url, ["--catalog", str(catalog), *args.server_arg], logs / "ours.log")
+        assert reference_redis.port is not None  # a started LocalRedis has its port
         reference, reference_port = start_reference(
             args.reference_dir.resolve(), reference_redis.port, catalog, logs / "reference.log"
         )
@@ -198,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                     products,
                     args.rounds,
                     args.per_round,
+                    args.phase,
                 ),
             }
         finally:
@@ -216,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         o, r = row["ours"], row["reference"]
         print(f"| {row['phase']} | {row['clients']} | {o['p50_ms']} / {o['p99_ms']} | {r['p50_ms']} / {r['p99_ms']} | "
               f"{row['p50_ratio_reference_over_ours']}× | {o['rps']} | {r['rps']} | {row['rps_ratio_ours_over_reference']}× |")  # fmt: skip
-    write_result(RESULTS_DIR / "reference.json", result)
+    write_result(args.output, result)
     return 0
 
 

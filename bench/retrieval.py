@@ -257,12 +257,15 @@ def measure_case(
     """Latency percentiles, recall@10, and Redis' main-thread CPU per query: the part of the
     latency the server spends, the rest being the client, the protocol and the loopback."""
 
-    def run() -> tuple[np.ndarray, list[list[int]], float]:
-        before = server_cpu_s(rec.redis)
-        times_ms, found = time_redis(rec, queries, specs, k, warmup)
-        return times_ms, found, server_cpu_s(rec.redis) - before
+    client = rec.redis
+    assert isinstance(client, redis.Redis)  # one Redis, whose CPU is measured
 
-    (times_ms, found, server_s), others = measured_quietly(run, rec.redis, "query run")
+    def run() -> tuple[np.ndarray, list[list[int]], float]:
+        before = server_cpu_s(client)
+        times_ms, found = time_redis(rec, queries, specs, k, warmup)
+        return times_ms, found, server_cpu_s(client) - before
+
+    (times_ms, found, server_s), others = measured_quietly(run, client, "query run")
     return {
         **percentiles(times_ms),
         "recall_at_10": recall_at_k(found, exact["truth"], k),

@@ -36,10 +36,10 @@ from redis.sentinel import Sentinel
 
 from bench.harness import RESULTS_DIR, ROOT, machine, percentiles, write_result
 from bench.synthetic_catalog import make_catalog, make_queries, product_dict
-from build_catalog import read_catalog
 from embeddings import normalize_rows
 from local_ha import HASetup
 from local_redis import LocalRedis, connect
+from recengine.catalog_file import read_catalog
 from recommender import RedisRecommender, ReplicationTimeoutError
 
 log = logging.getLogger("bench.scaleout")
@@ -395,10 +395,11 @@ def wait_cost_section(args: argparse.Namespace) -> dict[str, Any]:
                 if number >= 20:  # the first clicks warm the connections and the script cache
                     latencies[ack].append((time.perf_counter() - started) * 1000)
         primary.close()
-    rows = {f"wait_{ack}": percentiles(values) for ack, values in latencies.items()}
-    base = rows["wait_0"]["p50_ms"]
-    for row in rows.values():
-        row["p50_over_wait_0"] = round(row["p50_ms"] / base, 2) if base else None
+    rows: dict[str, dict[str, float | None]] = {}
+    base = percentiles(latencies[0])["p50_ms"]
+    for ack, values in latencies.items():
+        row = percentiles(values)
+        rows[f"wait_{ack}"] = {**row, "p50_over_wait_0": round(row["p50_ms"] / base, 2) if base else None}
     return {"load_average_before": load_before, "clicks_each": args.clicks, "replicas": 2, "rows": rows}
 
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from bench.harness import RESULTS_DIR, machine, percentiles, write_result
 from bench.synthetic_catalog import make_catalog, product_dict
-from build_catalog import read_catalog
 from local_redis import LocalRedis
+from recengine.catalog_file import read_catalog
 from recommender import RedisRecommender, info_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     timings[name][phrase].append((time.perf_counter() - started) * 1000)
         for name in indexes:
             rows[name]["search_ms"] = {phrase: percentiles(values) for phrase, values in timings[name].items()}
-        result = {
+        result: dict[str, Any] = {
             "machine": machine(client),
             "variants": rows,
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),

@@ -41,8 +41,8 @@ from typing import Any
 import redis
 
 from bench.harness import RESULTS_DIR, ROOT, machine, write_result
-from build_catalog import read_catalog
 from local_redis import AOF_DIR, LocalRedis, connect
+from recengine.catalog_file import read_catalog
 from recommender import RedisRecommender
 
 Profile = Callable[[RedisRecommender, str, list[str]], None]

@@ -26,8 +26,8 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from build_catalog import MAX_FIELD_CHARS, RECORD_FIELDS, check_record
 from demo_api import DemoApp, Fields, answering_library_errors
+from recengine.catalog_input import MAX_FIELD_CHARS, RECORD_FIELDS, check_record
 from recengine.http_request import ApiError
 from recommender import ProductWrite
 

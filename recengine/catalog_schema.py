@@ -1,8 +1,8 @@
 """What a product of a real catalogue may hold, beyond id, name and price: the optional fields
 and their defaults, category paths, and the extra filter fields a shop declares.
 
-Pure rules, shared by the file reader (build_catalog.py), the library's writers and the admin
-API, so that a product means the same wherever it comes in.
+Pure rules, shared by the file reader (recengine/catalog_input.py), the library's writers and
+the admin API, so that a product means the same wherever it comes in.
 
 - Optional fields: a catalogue without brands, ratings, stock levels or even categories loads;
   what is missing takes the default in OPTIONAL_DEFAULTS. An empty category or brand matches no

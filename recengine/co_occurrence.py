@@ -50,27 +50,35 @@ class CoOccurrence:
         lines = (raw.encode() if isinstance(raw, str) else raw or b"").split(LIST_SEPARATOR)
         return [entry for line in lines if line and (entry := WindowEntry.decode(line)) is not None]
 
-    def counts_call(self, product_id: str, reference_s: float, values: Sequence[tuple[str, float]]) -> ScriptCall:
-        """Add `values` (partner, count in purchases at reference_s) to one product's counts."""
+    def counts_calls(
+        self, reference_s: float, counts: Sequence[tuple[str, Sequence[tuple[str, float]]]]
+    ) -> list[ScriptCall]:
+        """One call per (product, values): add the values (partner, count in purchases at
+        reference_s) to that product's counts. The settings are packed once for all of them."""
         config = self.config
-        args = FadedCounts(reference_s, config.half_life_s, values, config.neighbours_kept, config.ttl_s)
-        return ScriptCall(self.scripts.faded_counts, list(self.keys.co_occurrence(product_id)), args.argv())
+        settings = FadedCounts(
+            reference_s, config.half_life_s, (), config.neighbours_kept, config.ttl_s
+        ).settings_argv()
+        script = self.scripts.faded_counts
+        return [
+            ScriptCall(script, list(self.keys.co_occurrence(product_id)), [*settings, FadedCounts.values_argv(values)])
+            for product_id, values in counts
+        ]
 
     def pair_calls(self, product_id: str, at: float, increments: Sequence[tuple[str, float]]) -> list[ScriptCall]:
         """The writes of one event's pairs: all partners into the product's counts, and the
         product into each partner's (len(increments) + 1 calls, none for no pairs)."""
         if not increments:
             return []
-        return [
-            self.counts_call(product_id, at, increments),
-            *(self.counts_call(partner, at, [(product_id, count)]) for partner, count in increments),
-        ]
+        return self.counts_calls(
+            at, [(product_id, increments), *((partner, [(product_id, count)]) for partner, count in increments)]
+        )
 
     def batch_calls(self, reference_s: float, counts: Mapping[str, Mapping[str, float]]) -> list[ScriptCall]:
         """One call per product for many events' pairs, summed at reference_s (faded_sum)."""
-        return [
-            self.counts_call(product_id, reference_s, list(values.items())) for product_id, values in counts.items()
-        ]
+        return self.counts_calls(
+            reference_s, [(product_id, list(values.items())) for product_id, values in counts.items()]
+        )
 
     # reading
 

@@ -188,6 +188,8 @@ class Feeds:
         """A typed query: its words understood (facets as filters, a category as a boost), BM25
         over its remaining words fused with the KNN, and personalisation bounded by the query's
         own relevance when the query names a kind of product (see ranking.personalise_within_tiers).
+        What the user dismissed stays a candidate, marked down (why.dismissed_penalty): a search
+        for something else finds it again; only the seen ones (exclude_clicked) are left out.
 
         Both KNNs (the query's own, and the query blended with the session) and the BM25 search
         go in one round trip; which KNN frames the list is decided by what the words matched. A
@@ -203,10 +205,12 @@ class Feeds:
         personal = bool(session or negative)
         vectors = [query, blended] if personal else [query]
         want = self._pool_size(k, True, diversity)
-        excluded = context.excluded if context else frozenset()
         filter_clause = filters.clause()
         started = time.perf_counter()
-        pools, hits = self.retrieval.typed(vectors, filter_clause, understood.terms, want, excluded)
+        pools, hits = self.retrieval.typed(
+            vectors, filter_clause, understood.terms, want,
+            context.seen if context else frozenset(), context.dismissed if context else frozenset(),
+        )  # fmt: skip
         searched = time.perf_counter()
         hit_names = [text(raw.get("name")) for raw in hits.rows.values()]
         specific = bool(understood.brand or understood.category) or names_a_product(understood.terms, hit_names)
@@ -225,16 +229,18 @@ class Feeds:
         boost_understood_category(pool.candidates, understood.category, self.config.understood_category_boost)
         pool.candidates.sort(key=score_order)
         changed = False
-        if use_rerank and context is not None:
-            affinities = faded_affinities(context.features, self.config, now)
-            tier = self.config.typed_query_tier if specific else None
-            changed = personalise_within_tiers(pool.candidates, affinities, self.config.affinity_weight, tier)
+        if context is not None and (use_rerank or context.dismissed):
+            affinities = faded_affinities(context.features, self.config, now) if use_rerank else {}
+            changed = personalise_within_tiers(
+                pool.candidates, affinities, self.config.affinity_weight,
+                self.config.typed_query_tier if specific else None, context.dismissed, self.config.dismissed_penalty,
+            )  # fmt: skip
         why = Why(
             session_weight=None if framed or not session else round(session, 6),
             negative_weight=None if framed or not negative else round(negative, 6),
         )
         answer = self._answer("query", filter_clause, pool, k, diversity, why, changed, started, searched)
-        return replace(answer, understood=understood.to_dict())
+        return replace(answer, understood={**understood.to_dict(), "specific": specific})
 
     def for_you(
         self,
@@ -591,11 +597,11 @@ def _with_understood(filters: SearchFilters, understood: Understood) -> SearchFi
             setattr(understood, name, None)
     if understood.in_stock_only:
         chosen["in_stock_only"] = True
-    if not chosen:
-        return filters
-    merged = replace(filters, **chosen)  # type: ignore[arg-type]
-    if merged.min_price is not None and merged.max_price is not None and merged.min_price > merged.max_price:
+    low, high = chosen.get("min_price", filters.min_price), chosen.get("max_price", filters.max_price)
+    if isinstance(low, float | int) and isinstance(high, float | int) and low > high:
+        # checked before the filters are built, which refuse min > max: the request's price wins
         understood.ignored.append(Ignored("price", "the understood price contradicts the request's"))
         understood.min_price = understood.max_price = None
-        return replace(merged, min_price=filters.min_price, max_price=filters.max_price)
-    return merged
+        chosen.pop("min_price", None)
+        chosen.pop("max_price", None)
+    return replace(filters, **chosen) if chosen else filters  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from recengine.validation import check_literal
 # One command's arguments, as execute_command takes them (the vector is bytes).
 Command = list[str | bytes]
 HybridPolicy = Literal["BATCHES", "ADHOC_BF"]
+# How a typed query's text and vector searches are fused: by FT.HYBRID on the server (Redis
+# 8.4+), or as KNN and BM25 searches pipelined in one round trip, fused by the ranking.
+TextFusion = Literal["pipelined", "ft.hybrid"]
 HYBRID_POLICIES = (None, "BATCHES", "ADHOC_BF")
 # Redis' own EF_RUNTIME (10) gives recall@10 0.65 at 100k items; 100 gives 0.99 for +0.14 ms
 # p50 (bench/retrieval.py, 2 cores). Small catalogs are exact either way.
@@ -317,8 +320,19 @@ def bm25_search_command(
 
 
 def hybrid_command_info() -> Command:
-    """Whether the server knows FT.HYBRID (Redis 8.4+): COMMAND INFO answers nil for an unknown one."""
-    return ["COMMAND", "INFO", "FT.HYBRID"]
+    """Whether the server knows FT.HYBRID (Redis 8.4+): COMMAND INFO answers [nil] for an unknown
+    command. "COMMAND INFO" is one word here: redis-py sends it as two, and then hands back the
+    reply as it is (its parser for "COMMAND" fails on the nil)."""
+    return ["COMMAND INFO", "FT.HYBRID"]
+
+
+def knows_command(reply: Any) -> bool:
+    """COMMAND INFO's reply, [nil] or [[name, arity, ...]], as "the server knows it"."""
+    return isinstance(reply, list | tuple) and len(reply) == 1 and bool(reply[0])
+
+
+# What FT.HYBRID names the text leg's score in each row (YIELD_SCORE_AS), beside `__key`.
+HYBRID_TEXT_SCORE = "text_score"
 
 
 def ft_hybrid_command(
@@ -329,17 +343,22 @@ def ft_hybrid_command(
     n: int,
     fields: Sequence[str],
     text_weight: float,
+    ef_runtime: int | None = None,
 ) -> Command:
-    """FT.HYBRID (Redis 8.4+): the text and vector searches fused on the server by a linear
-    combination, text_weight for the text score and the rest for the vector's."""
+    """FT.HYBRID (Redis 8.4+; syntax from its documentation, untested against such a server):
+    the n best text matches (BM25, score yielded as HYBRID_TEXT_SCORE) and the n nearest
+    neighbours, both within the filter, fused on the server by a linear combination (text_weight
+    for the text score), every row of the union (at most 2n) returned with the given fields.
+    The caller re-scores the rows exactly as it scores the pipelined searches' rows."""
+    knn = ["K", str(n), *(["EF_RUNTIME", str(ef_runtime)] if ef_runtime is not None else [])]
     return [
         "FT.HYBRID", index_name,
-        "SEARCH", text_terms_query(filter_clause, terms), "SCORER", TEXT_SCORER,
-        "VSIM", f"@{EMBEDDING_FIELD}", "$vec", "KNN", "2", "K", str(n),
+        "SEARCH", text_terms_query(filter_clause, terms), "SCORER", TEXT_SCORER, "YIELD_SCORE_AS", HYBRID_TEXT_SCORE,
+        "VSIM", f"@{EMBEDDING_FIELD}", "$vec", "KNN", str(len(knn)), *knn,
         *(["FILTER", filter_clause] if filter_clause != "*" else []),
-        "COMBINE", "LINEAR", "4", "ALPHA", repr(1.0 - text_weight), "BETA", repr(text_weight),
+        "COMBINE", "LINEAR", "6", "ALPHA", repr(1.0 - text_weight), "BETA", repr(text_weight), "WINDOW", str(n),
         "LOAD", str(len(fields)), *[f"@{name}" for name in fields],
-        *_limit(n),
+        *_limit(2 * n),
         "PARAMS", "2", "vec", vector,
     ]  # fmt: skip
 

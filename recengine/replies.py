@@ -85,6 +85,24 @@ def _field_names(raw: tuple[Any, ...]) -> tuple[str, ...]:
     return names
 
 
+def hybrid_rows(response: Any) -> Iterator[RawRow]:
+    """(key, {field: raw value}) from FT.HYBRID (Redis 8.4+), either protocol, as its
+    documentation describes the reply (untested against such a server): RESP3 a map whose
+    `results` are maps of a row's fields, RESP2 the same as a flat [name, value, ...] list whose
+    `results` are flat lists. Each row names its key in `__key` (a row without one is skipped)
+    and holds the loaded fields and the yielded scores."""
+    if isinstance(response, dict):
+        reply = {text(name): value for name, value in response.items()}
+        rows = [{text(name): value for name, value in row.items()} for row in reply.get("results") or []]
+    else:
+        reply = {text(response[i]): response[i + 1] for i in range(0, len(response) - 1, 2)}
+        rows = [{text(row[j]): row[j + 1] for j in range(0, len(row) - 1, 2)} for row in reply.get("results") or []]
+    for row in rows:
+        key = row.pop("__key", None)
+        if key is not None:
+            yield text(key), row
+
+
 def search_rows(response: Any) -> list[tuple[str, dict[str, str]]]:
     """(key, {field: text}) rows from an FT.SEARCH reply of either protocol."""
     return [(key, {name: text(value) for name, value in raw.items()}) for key, raw in raw_rows(response)]

@@ -82,10 +82,19 @@ class UserState:
 
 @dataclass(frozen=True)
 class UserContext:
-    """What one request needs of a user, read in one round trip."""
+    """What one request needs of a user, read in one round trip: the features, the products the
+    user dismissed, and the ones they clicked and did not dismiss when the request leaves those
+    out (else empty)."""
 
     features: UserFeatures
-    excluded: frozenset[str]
+    dismissed: frozenset[str] = frozenset()
+    seen: frozenset[str] = frozenset()
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        """What a feed, popular and similar() leave out: every dismissed product and the seen
+        ones. A typed query leaves out only the seen ones (dismissed ones are marked down)."""
+        return self.dismissed | self.seen
 
 
 @dataclass

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ranking import Vector, decayed_popularity
+from ranking import Vector, cosine_distance, decayed_popularity
 from recengine import query
 from recengine.layout import EMBEDDING_FIELD, SCORE_FIELD, KeyLayout, VectorFormat
 from recengine.reload import follow_serving, queue_serving
-from recengine.replies import RawRow, candidate_from_row, number, raw_rows, scored_rows, text
+from recengine.replies import RawRow, candidate_from_row, hybrid_rows, number, raw_rows, scored_rows, text
 from recengine.results import CandidatePool
 from recengine.store import Store
 from recengine.validation import MAX_K
@@ -28,6 +28,13 @@ class Retrieval:
     ef_runtime: int | None
     hybrid_policy: str | None
     popularity_half_life_s: float
+    # How a typed query's text and vector searches are fused: FT.HYBRID where the server has it
+    # (detected once by the recommender), else KNN and BM25 pipelined. One path per capability.
+    text_fusion: query.TextFusion = "pipelined"
+    text_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        self._fused = self._fused_on_server if self.text_fusion == "ft.hybrid" else self._fused_pipelined
 
     def _search(self, command: query.Command) -> list[RawRow]:
         """Rows of a search, keyed by product id."""
@@ -234,37 +241,88 @@ class Retrieval:
         terms: Sequence[str],
         want: int,
         excluded: frozenset[str],
+        marked: frozenset[str] = frozenset(),
     ) -> tuple[list[CandidatePool], TextHits]:
         """The KNN pool of each vector (the query's own, and the query blended with the session
         when there is one) and the products whose name or description match the words (BM25),
-        all pipelined: one round trip. Excluded products are dropped from each (at most `want`
-        more rows are asked for, as nearest() does in its first round trip)."""
-        n = min(want + min(len(excluded), want), MAX_K)
+        in one round trip (text_fusion says how). Excluded products are dropped from each;
+        `marked` ones (dismissed: the ranking marks them down) are kept, beside `want` others (at
+        most `want` more rows are asked for, as nearest() does in its first round trip)."""
+        n = min(want + min(len(excluded) + len(marked), want), MAX_K)
         fields = query.returned_fields(True)
-        index = self.keys.index_name
-        commands = [
-            query.knn_search_command(
-                index, filter_clause, self.vectors.encode(vector), n, fields, self.ef_runtime,
-                self.hybrid_policy,
+        if terms:
+            nearest, matched = self._fused(vectors, filter_clause, terms, n, fields)
+        else:
+            nearest, matched = self._rows_of(self.store.search_many(
+                [self._knn_command(vector, filter_clause, n, fields) for vector in vectors]
+            )), []  # fmt: skip
+        pools = [
+            self._pool(
+                kept_rows(rows, excluded, marked, want), {pid for pid, _ in rows if pid in excluded}, len(rows) < n
             )
-            for vector in vectors
-        ]  # fmt: skip
-        if terms:
-            commands.append(query.bm25_search_command(index, filter_clause, terms, n, fields))
-        replies = self.store.search_many(commands)
-        pools = []
-        for reply in replies[: len(vectors)]:
-            rows = [(self.keys.product_id(key), raw) for key, raw in raw_rows(reply)]
-            kept = [(pid, raw) for pid, raw in rows if pid not in excluded][:want]
-            pools.append(self._pool(kept, {pid for pid, _ in rows if pid in excluded}, len(rows) < n))
+            for rows in nearest
+        ]
         hits = TextHits()
-        if terms:
-            for key, score, raw in scored_rows(replies[-1]):
-                pid = self.keys.product_id(key)
-                if pid not in excluded:
-                    hits.scores[pid] = score
-                    hits.rows[pid] = raw
+        for pid, score, raw in matched:
+            if pid not in excluded:
+                hits.scores[pid] = score
+                hits.rows[pid] = raw
         return pools, hits
+
+    def _rows_of(self, replies: Sequence[Any]) -> list[list[RawRow]]:
+        return [[(self.keys.product_id(key), raw) for key, raw in raw_rows(reply)] for reply in replies]
+
+    def _fused_pipelined(
+        self, vectors: Sequence[Vector], filter_clause: str, terms: Sequence[str], n: int, fields: Sequence[str]
+    ) -> tuple[list[list[RawRow]], list[ScoredRow]]:
+        """Each vector's KNN and one BM25 search, pipelined: every server with Search has them."""
+        commands = [self._knn_command(vector, filter_clause, n, fields) for vector in vectors]
+        commands.append(query.bm25_search_command(self.keys.index_name, filter_clause, terms, n, fields))
+        replies = self.store.search_many(commands)
+        matched = [(self.keys.product_id(key), score, raw) for key, score, raw in scored_rows(replies[-1])]
+        return self._rows_of(replies[:-1]), matched
+
+    def _fused_on_server(
+        self, vectors: Sequence[Vector], filter_clause: str, terms: Sequence[str], n: int, fields: Sequence[str]
+    ) -> tuple[list[list[RawRow]], list[ScoredRow]]:
+        """FT.HYBRID for the query's own vector (its rows: the n nearest and the n best text
+        matches), the other vectors' KNN pipelined beside it. Each row's distance is computed
+        from its loaded vector, so the rows are ranked as the pipelined path's are."""
+        own = vectors[0]
+        command = query.ft_hybrid_command(
+            self.keys.index_name, filter_clause, terms, self.vectors.encode(own), n, fields,
+            self.text_weight, self.ef_runtime,
+        )  # fmt: skip
+        replies = self.store.search_many(
+            [command, *(self._knn_command(vector, filter_clause, n, fields) for vector in vectors[1:])]
+        )
+        rows = []
+        for key, raw in hybrid_rows(replies[0]):
+            raw[SCORE_FIELD] = cosine_distance(own, self.vectors.decode(raw.get(EMBEDDING_FIELD)))
+            rows.append((self.keys.product_id(key), raw))
+        nearest = sorted(rows, key=lambda row: (row[1][SCORE_FIELD], row[0]))[:n]
+        matched = [(pid, score, raw) for pid, raw in rows if (score := number(raw.get(query.HYBRID_TEXT_SCORE))) > 0]
+        return [nearest, *self._rows_of(replies[1:])], matched
+
+
+def kept_rows(rows: Sequence[RawRow], excluded: frozenset[str], marked: frozenset[str], want: int) -> list[RawRow]:
+    """The rows, best first, without the excluded ones, up to `want` that are not marked; the
+    marked ones met on the way are kept besides."""
+    kept: list[RawRow] = []
+    plain = 0
+    for pid, raw in rows:
+        if pid in excluded:
+            continue
+        if pid not in marked:
+            if plain == want:
+                break
+            plain += 1
+        kept.append((pid, raw))
+    return kept
+
+
+# A text match: product id, its BM25 score and its raw fields.
+ScoredRow = tuple[str, float, dict[str, Any]]
 
 
 @dataclass

@@ -189,13 +189,20 @@ class FadedCounts:
     def argv(self) -> list[Any]:
         """ARGV[1..6] of lua/faded_counts.lua: five settings, then the values as one JSON array of
         [member, value] pairs (an import sends thousands: one argument each would cost more to
-        pack than Redis takes to add them). A value that is not finite is sent as JSON's null,
-        which the script refuses."""
-        pairs = [[member, float(value) if math.isfinite(value) else None] for member, value in self.values]
-        return [
-            repr(self.reference_s), repr(self.half_life_s), self.rebase_half_lives, self.keep, self.ttl_s,
-            json.dumps(pairs, separators=(",", ":"), allow_nan=False),
-        ]  # fmt: skip
+        pack than Redis takes to add them)."""
+        return [*self.settings_argv(), self.values_argv(self.values)]
+
+    def settings_argv(self) -> list[Any]:
+        """ARGV[1..5]: the settings, the same for every set an event's pairs go to (built once
+        for them all: a click writes up to partners_per_event + 1 sets)."""
+        return [repr(self.reference_s), repr(self.half_life_s), self.rebase_half_lives, self.keep, self.ttl_s]
+
+    @staticmethod
+    def values_argv(values: Sequence[tuple[str, float]]) -> str:
+        """ARGV[6]: the values as one JSON array of [member, value] pairs. A value that is not
+        finite is sent as JSON's null, which the script refuses."""
+        pairs = [[member, float(value) if math.isfinite(value) else None] for member, value in values]
+        return json.dumps(pairs, separators=(",", ":"), allow_nan=False)
 
 
 # --- lua/refresh_embedding.lua ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from embeddings import BACKENDS, QUERY_ENCODERS
+from embeddings import BACKENDS, QUERY_ENCODERS, QueryEncoderName
 from recengine.cli_types import memory_size, non_negative_int, positive_int, sentinel_address
 from recengine.experiments import Experiment, ExperimentFileError, load_experiment
 from recengine.impressions import DEFAULT_CAP
@@ -140,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--query-encoder",
         choices=QUERY_ENCODERS,
-        default="float",
-        help="how search queries are embedded: float (default; the model's own vectors) or int8 (onnx backend "
-        "only; ~4.5x faster per query, NDCG@10 on the judged set -0.005 with stated filters, +0.000 plain KNN; "
-        "product vectors stay float)",
+        default=None,
+        help="how search queries are embedded: int8 (the default on the onnx backend: ~3x faster per query, "
+        "NDCG@10 on the judged set within 0.004 of float: plain KNN +0.002, stated filters -0.003, the text alone "
+        "-0.002) or float (the model's own vectors; the default, and the only choice, on torch); product vectors "
+        "stay float",
     )
     parser.add_argument(
         "--user-ttl",
@@ -246,3 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Searches need Search that spans shards (the coordinator of Redis Software or Redis Cloud)",
     )
     return parser
+
+
+def chosen_query_encoder(backend: str, asked: QueryEncoderName | None) -> QueryEncoderName:
+    """The query encoder a server runs: the one asked for, else int8 on the onnx backend (its
+    quality cost is within noise: bench/encoder.py, NDCG@10 on the judged set within 0.005 of
+    float in every configuration) and float on torch, which has no other."""
+    if asked is not None:
+        return asked
+    return "int8" if backend == "onnx" else "float"

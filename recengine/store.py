@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import redis
 import redis.cluster
 
-from recengine.errors import DurabilityTimeoutError, ReplicationTimeoutError, classified_errors
+from recengine.errors import DurabilityTimeoutError, RecommenderError, ReplicationTimeoutError, classified_errors
 from recengine.query import Command
 
 log = logging.getLogger("recommender")
@@ -77,6 +77,22 @@ class Store:
     def search(self, command: Command) -> Any:
         """FT.SEARCH / FT.AGGREGATE, on a replica when there are any."""
         return self._on_reader(lambda client: client.execute_command(*command))
+
+    def knows(self, command_info: Command, known: Callable[[Any], bool]) -> bool:
+        """Whether the nodes that search know a command: `command_info` asks (COMMAND INFO) and
+        `known` reads the reply. A failure to ask (no connection, an error reply) counts as no:
+        the caller keeps to what every server has."""
+
+        def ask(client: Any) -> Any:
+            if self.is_cluster:  # any node answers for all
+                return client.execute_command(*command_info, target_nodes=redis.cluster.RedisCluster.RANDOM)
+            return client.execute_command(*command_info)
+
+        try:
+            return known(self._on_reader(ask))
+        except (redis.RedisError, redis.exceptions.RedisClusterException, RecommenderError) as exc:
+            log.info("could not ask Redis %r (%s): taken as absent", command_info, exc)
+            return False
 
     def search_many(self, commands: Sequence[Command]) -> list[Any]:
         """Several FT.SEARCH in one pipelined round trip, on a replica when there are any."""

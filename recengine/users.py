@@ -62,10 +62,10 @@ class UserReads:
     def context_from(self, user_id: str, replies: Sequence[Any], exclude_clicked: bool) -> UserContext:
         """The UserContext from the replies of queue_context."""
         stored = replies[0]
-        excluded = set(id_list(stored, DISMISSED_FIELD))
-        if exclude_clicked:
-            excluded.update(id_list(stored, SEEN_FIELD))
-        return UserContext(features_from_hash(user_id, stored, self.vector_dim), frozenset(excluded))
+        dismissed = frozenset(id_list(stored, DISMISSED_FIELD))
+        # The seen list holds dismissals too: here it is what was clicked and not dismissed.
+        seen = frozenset(id_list(stored, SEEN_FIELD)) - dismissed if exclude_clicked else frozenset()
+        return UserContext(features_from_hash(user_id, stored, self.vector_dim), dismissed, seen)
 
     def context(self, user_id: str, exclude_clicked: bool) -> UserContext:
         """The user's features and the products to leave out, in one round trip."""

@@ -25,6 +25,10 @@
   let liveSeq = 0;              // and for GET /state
   let lastClickedId = null;
   let dismissedIds = new Set();
+  // Dismissed from the results of the query on show: that query's list leaves them out until
+  // another query is searched (the server still finds a dismissed product a new search asks for,
+  // marked down, and the page shows it greyed).
+  const dismissedHere = new Set();
   const pendingClicks = new Set();
   const pendingDismissals = new Set();
   let products = [];
@@ -489,6 +493,12 @@
     if (!Number.isNaN(n) && n !== 0) {
       add("penalty", `affinity ${signed(n, 2)}`, `a category you dismissed raised the score by ${n.toFixed(3)}`);
     }
+    n = value("dismissed_penalty");
+    if (!Number.isNaN(n) && n > 0) {
+      add("dismissed", "you dismissed this",
+        `you said "not interested" to this earlier; your search still asks for it, so it is shown, ` +
+        `its score raised by ${n.toFixed(3)} (below the results ranked near it)`);
+    }
     n = value("session_weight");
     if (!Number.isNaN(n) && n > 0) add("session", `session ${percent(n)}`, `your clicks made up ${percent(n)} of the query`);
     n = value("negative_weight");
@@ -597,12 +607,15 @@
     markCards();
   }
 
-  /** Highlight the last clicked product everywhere; grey out dismissed ones in the catalogue. */
+  /**
+   * Highlight the last clicked product everywhere; grey out dismissed ones in the catalogue and
+   * in search results (a search still finds a dismissed product it asks for, marked down).
+   */
   function markCards() {
     for (const node of document.querySelectorAll(".product-card, .result-row, .feed-card")) {
       node.classList.toggle("is-last", lastClickedId !== null && node.dataset.id === lastClickedId);
     }
-    for (const node of document.querySelectorAll(".product-card")) {
+    for (const node of document.querySelectorAll(".product-card, .result-row")) {
       node.classList.toggle("is-dismissed", dismissedIds.has(node.dataset.id));
     }
   }
@@ -777,7 +790,8 @@
     $("results").dataset.recId = str(result.rec_id, "");
     const tbody = $("results").tBodies[0];
     clear(tbody);
-    const candidates = Array.isArray(result.candidates) ? result.candidates : [];
+    const candidates = (Array.isArray(result.candidates) ? result.candidates : [])
+      .filter((c) => !dismissedHere.has(str(c.id)));
     if (!candidates.length) {
       tbody.append(el("tr", { className: "empty-row" }, [
         el("td", { text: "No matches. Try loosening the filters.", attrs: { colspan: "6" } }),
@@ -833,7 +847,11 @@
     markCards();
   }
 
-  /** Take a dismissed product off the page at once; the lists that refresh next leave it out too. */
+  /**
+   * Take a dismissed product off the page at once. The feed leaves it out from now on, and so do
+   * the results of the query on show (dismissedHere); a new search that asks for it shows it
+   * again, greyed, below its neighbours, saying it was dismissed.
+   */
   function removeShown(productId) {
     for (const node of document.querySelectorAll("#results .result-row, #foryou .feed-card")) {
       if (node.dataset.id === productId) node.remove();
@@ -963,6 +981,7 @@
   async function runSearch(body, quiet) {
     const result = await fetchResults("/search", body, quiet, "Searching…");
     if (!result) return;
+    if (!lastSearch || lastSearch.query !== body.query) dismissedHere.clear();
     lastSearch = body;
     similarOf = null;
     setResultsHeading();
@@ -1112,8 +1131,10 @@
       await busy(related, async () => {
         const res = await sendEvent("/dismiss", productId);
         removeShown(productId);
+        if (lastSearch) dismissedHere.add(productId);
         const name = str(res.name, productId);
-        ok(`Not interested in ${name}: it stays out of your lists until you reset the session.`);
+        ok(`Not interested in ${name}: it stays out of your feed until you reset the session; ` +
+          "a new search that asks for it shows it marked down.");
         if (res.user && typeof res.user === "object") renderSession(res.user);
       });
     } catch (err) {
@@ -1139,6 +1160,7 @@
     try {
       await busy(button, async () => {
         await api("POST", "/reset-user", {});
+        dismissedHere.clear();
         ok("Session reset: clicks, dismissals, affinities and session vector cleared.");
       });
     } catch (err) {

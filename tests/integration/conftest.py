@@ -3,18 +3,24 @@ a client per protocol, and the real embedding model. Nothing here emulates Redis
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import redis
 
 from local_redis import LocalRedis, connect
-from recommender import RedisRecommender
+from recommender import Candidate, RedisRecommender
+
+if TYPE_CHECKING:
+    from demo_api import DemoApp
+    from demo_server import DemoServer
 
 DIM = 384
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +91,20 @@ def unit_vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def raw(value: object) -> bytes:
+    """A value read with redis-py, which types replies loosely: bytes, as a client without
+    decode_responses gives it (asserted, so a str or a missing field fails the test here)."""
+    assert isinstance(value, bytes), value
+    return value
+
+
+def distances_of(candidates: Iterable[Candidate]) -> list[float]:
+    """The candidates' vector distances, which every KNN result has (co-occurrence ones may not)."""
+    distances = [candidate.vector_distance for candidate in candidates]
+    assert all(distance is not None for distance in distances), distances
+    return [distance for distance in distances if distance is not None]
+
+
 def make_products(
     n: int, seed: int = 0, categories: tuple[str, ...] = ("outerwear", "footwear", "tops", "bags")
 ) -> list[dict]:
@@ -109,7 +129,7 @@ def make_products(
 
 @pytest.fixture(scope="session")
 def catalog() -> dict:
-    from build_catalog import read_catalog
+    from recengine.catalog_file import read_catalog
 
     return read_catalog(ROOT / "catalog.json")
 
@@ -130,17 +150,30 @@ def demo_app(server_redis: LocalRedis, onnx_embedder, catalog: dict):
     return app
 
 
+@contextlib.contextmanager
+def running(server: DemoServer) -> Iterator[str]:
+    """`server` answering from a thread of this process; yields its URL, and stops it after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def serving(app: DemoApp, **options: Any) -> contextlib.AbstractContextManager[str]:
+    """The real HTTP server for `app` (with DemoServer's `options`) on a free port; yields its URL."""
+    from demo_server import DemoServer
+
+    return running(DemoServer(("127.0.0.1", 0), app, **options))
+
+
 @pytest.fixture(scope="session")
 def demo_url(demo_app) -> Iterator[str]:
     """The real HTTP server, in this process, on a free port."""
-    from demo_server import DemoServer
-
-    server = DemoServer(("127.0.0.1", 0), demo_app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(demo_app) as url:
+        yield url
 
 
 @pytest.fixture(params=["json", "form"])

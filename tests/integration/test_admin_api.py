@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
+from conftest import serving
 from test_http import Reply, call
 
 from demo_api import DemoApp
-from demo_server import DemoServer
 from local_redis import LocalRedis, connect
 from recengine.admin_token import AdminToken
 from recommender import RedisRecommender
@@ -48,24 +47,13 @@ class Admin:
         return [c["id"] for c in reply.json()["candidates"]]
 
 
-def serve(app: DemoApp, token: AdminToken | None) -> Iterator[str]:
-    server = DemoServer(("127.0.0.1", 0), app, admin_token=token)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def admin(onnx_embedder, catalog: dict) -> Iterator[Admin]:
     """A server of its own (its writes change its catalogue), with the admin API on."""
     with LocalRedis() as redis_server:
         app = DemoApp(RedisRecommender(connect(redis_server.url)), onnx_embedder, catalog, redis_description="test")
         app.seed()
-        for url in serve(app, AdminToken.configured(TOKEN, {})):
+        with serving(app, admin_token=AdminToken.configured(TOKEN, {})) as url:
             yield Admin(url, app)
         app.close()
 

@@ -85,3 +85,15 @@ def test_http_bench_measures_phases_floors_and_parsers(tmp_path: Path) -> None:
         "python RESP2": "_RESP2Parser",
         "python RESP3": "_RESP3Parser",
     }
+
+
+def test_http_bench_against_a_baseline_ref_interleaves_both_servers(tmp_path: Path) -> None:
+    output = tmp_path / "http_baseline.json"
+    status = http_bench.main(["--baseline", "HEAD", "--requests", "3", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert status == 0 and output.with_suffix(".png").exists()
+    assert len(report["baseline"]["commit"]) == 40
+    for server in ("ours", "baseline"):
+        assert set(report["latency"][server]) == {"repeated", "fresh"}
+        assert report["p50_ratio_fresh_over_cached"][server] > 0
+    assert set(report["p50_ratio_ours_over_baseline"]) == {"repeated", "fresh"}

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Dialog,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -35,8 +44,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 # Playwright evaluates this in every page before the page's own script, whatever the page's CSP.
 RECORD_CSP_VIOLATIONS = """
 window.__cspViolations = [];
@@ -97,12 +106,12 @@ class Watched:
 
 
 @pytest.fixture
-def open_page(browser: Browser, demo_url: str, demo_app) -> Iterator[Callable[[dict[str, int]], Watched]]:
+def open_page(browser: Browser, demo_url: str, demo_app) -> Iterator[Callable[[ViewportSize], Watched]]:
     """Opens the demo in a fresh browser profile (so a fresh user) at a given viewport, with the page
     ready; closes it and forgets its user afterwards."""
     opened: list[Watched] = []
 
-    def open_at(viewport: dict[str, int]) -> Watched:
+    def open_at(viewport: ViewportSize) -> Watched:
         context = browser.new_context(viewport=viewport)
         context.add_init_script(RECORD_CSP_VIOLATIONS)
         watched = Watched(context.new_page(), context)
@@ -160,7 +169,7 @@ def screenshot(page: Page, name: str) -> None:
 
 
 def test_search_click_refresh_and_reset(
-    open_page: Callable[[dict[str, int]], Watched], catalog: dict, restore_vector: list[str]
+    open_page: Callable[[ViewportSize], Watched], catalog: dict, restore_vector: list[str]
 ) -> None:
     watched = open_page(DESKTOP)
     page = watched.page
@@ -203,7 +212,7 @@ def test_search_click_refresh_and_reset(
     watched.assert_clean()
 
 
-def test_an_understood_brand_is_a_chip_removed_with_one_click(open_page: Callable[[dict[str, int]], Watched]) -> None:
+def test_an_understood_brand_is_a_chip_removed_with_one_click(open_page: Callable[[ViewportSize], Watched]) -> None:
     watched = open_page(DESKTOP)
     page = watched.page
     page.fill("#query", "northpeak jacket under 300")
@@ -227,7 +236,7 @@ def result_categories(page: Page) -> list[str]:
 
 
 def test_feed_follows_clicks_more_like_this_and_not_interested(
-    open_page: Callable[[dict[str, int]], Watched], catalog: dict
+    open_page: Callable[[ViewportSize], Watched], catalog: dict
 ) -> None:
     watched = open_page(DESKTOP)
     page = watched.page
@@ -273,12 +282,16 @@ def test_feed_follows_clicks_more_like_this_and_not_interested(
     expect(page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')).to_have_count(0)
     expect(page.locator("#dismissed")).to_contain_text(dismissed_name)
     expect(page.locator(f'.product-card[data-id="{dismissed_id}"]')).to_have_class(re.compile(r"\bis-dismissed\b"))
-    # A new search for the product by its own name: it stays gone, here and in the feed.
+    # A new search for the product by its own name finds it again, greyed and marked down among
+    # the first results, saying it was dismissed; the feed still leaves it out.
     page.fill("#query", dismissed_name)
     page.click("#search-btn")
     expect(page.locator("#status")).to_contain_text("Found")
     expect(rows.first).to_be_visible()
-    expect(page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')).to_have_count(0)
+    again = page.locator(f'#results tr.result-row[data-id="{dismissed_id}"]')
+    expect(again).to_have_count(1)
+    expect(again).to_have_class(re.compile(r"\bis-dismissed\b"))
+    expect(again.locator(".why-dismissed")).to_have_text("you dismissed this")
     expect(page.locator(f'#foryou .feed-card[data-id="{dismissed_id}"]')).to_have_count(0)
 
     # From the keyboard: the dismissed card goes, and focus lands on the card that took its place.
@@ -296,7 +309,7 @@ def test_feed_follows_clicks_more_like_this_and_not_interested(
 
 
 def test_product_text_is_never_markup(
-    open_page: Callable[[dict[str, int]], Watched], hostile_product: dict[str, Any]
+    open_page: Callable[[ViewportSize], Watched], hostile_product: dict[str, Any]
 ) -> None:
     watched = open_page(DESKTOP)
     page = watched.page
@@ -329,7 +342,7 @@ def test_product_text_is_never_markup(
     watched.assert_clean()
 
 
-def test_the_page_fits_a_phone_screen(open_page: Callable[[dict[str, int]], Watched]) -> None:
+def test_the_page_fits_a_phone_screen(open_page: Callable[[ViewportSize], Watched]) -> None:
     watched = open_page(PHONE)
     page = watched.page
     page.click("#search-btn")
@@ -344,7 +357,7 @@ def test_the_page_fits_a_phone_screen(open_page: Callable[[dict[str, int]], Watc
     watched.assert_clean()
 
 
-def test_the_page_never_offers_input_the_server_refuses(open_page: Callable[[dict[str, int]], Watched]) -> None:
+def test_the_page_never_offers_input_the_server_refuses(open_page: Callable[[ViewportSize], Watched]) -> None:
     """The server takes at most 1000 characters per text field; the page's own limits must fit."""
     page = open_page(DESKTOP).page
     for selector in ("#query", "#refresh-text"):

@@ -20,19 +20,10 @@ import numpy as np
 import pytest
 import redis
 
-from build_catalog import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_INPUT,
-    RECORD_FIELDS,
-    CatalogError,
-    catalog_vectors,
-    embed_products,
-    load_products,
-    main,
-    read_catalog,
-    write_catalog,
-)
+from build_catalog import DEFAULT_INPUT, main
 from local_redis import LocalRedis, free_port, redis_server_binary
+from recengine.catalog_file import DEFAULT_BATCH_SIZE, catalog_vectors, embed_products, read_catalog, write_catalog
+from recengine.catalog_input import RECORD_FIELDS, CatalogError, load_products
 from recommender import RedisRecommender
 
 REPO = Path(__file__).resolve().parents[2]

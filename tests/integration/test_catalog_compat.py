@@ -19,16 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_catalog import (
-    DEFAULT_INPUT,
-    CatalogError,
-    check_catalog_vectors,
-    load_products,
-    product_text,
-    read_catalog,
-    sample_products,
-)
+from build_catalog import DEFAULT_INPUT
 from embeddings import DEFAULT_MODEL_NAME, LocalEmbedder, canonical_model_name, default_model_path, same_model
+from recengine.catalog_file import check_catalog_vectors, product_text, read_catalog, sample_products
+from recengine.catalog_input import CatalogError, load_products
 
 REFERENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 NODE_MODEL = "Xenova/all-MiniLM-L6-v2"

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from conftest import distances_of
 
-from build_catalog import catalog_vectors, read_catalog
 from local_redis import LocalRedis
+from recengine.catalog_file import catalog_vectors, read_catalog
 from recommender import RedisRecommender
 
 CATALOG_PATH = Path(__file__).resolve().parents[2] / "catalog.json"
@@ -140,7 +141,7 @@ def grid() -> Iterator[dict[str, Any]]:
 def rank_and_distance(recommender: RedisRecommender, query: np.ndarray, product_id: str) -> tuple[int, float]:
     everything = recommender.candidate_retrieve(query, k=recommender.count_indexed())
     rank = next(i for i, candidate in enumerate(everything, start=1) if candidate.id == product_id)
-    return rank, everything[rank - 1].vector_distance
+    return rank, distances_of(everything[rank - 1 : rank])[0]
 
 
 # --- the walkthrough ------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def test_every_result_respects_every_filter(served: RedisRecommender, catalog, v
         assert all(passes(c.to_dict(), filters) for c in results), (filters, [c.id for c in results])
         expected = exact_top_k(query, catalog, vectors, 10, filters)
         assert [c.id for c in results] == [pid for pid, _ in expected], filters
-        np.testing.assert_allclose([c.vector_distance for c in results], [d for _, d in expected], atol=1e-5)
+        np.testing.assert_allclose(distances_of(results), [d for _, d in expected], atol=1e-5)
         checked += bool(results)
     assert checked > len(list(grid())) // 2, "the grid should mostly select something"
 
@@ -203,4 +204,4 @@ def test_unfiltered_top_10_is_exact(served: RedisRecommender, catalog, vectors, 
     results = served.candidate_retrieve(queries[query], k=10)
     expected = exact_top_k(queries[query], catalog, vectors, 10, {})
     assert [c.id for c in results] == [pid for pid, _ in expected]
-    np.testing.assert_allclose([c.vector_distance for c in results], [d for _, d in expected], atol=1e-5)
+    np.testing.assert_allclose(distances_of(results), [d for _, d in expected], atol=1e-5)

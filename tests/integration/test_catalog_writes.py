@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import redis
+from conftest import DIM, make_products, raw, unit_vectors
 
 from recommender import (
     ExtraField,
@@ -18,7 +19,6 @@ from recommender import (
     SearchFilters,
     info_dict,
 )
-from tests.integration.conftest import DIM, make_products, unit_vectors
 
 
 class CountingEmbedder:
@@ -213,7 +213,7 @@ def test_vectors_given_with_the_products_are_used_when_the_text_is_new(recommend
     products = make_products(2)
     writes = recommender.upsert_products(products)
     assert all(w.embedded for w in writes)
-    stored = recommender.redis.hget(recommender.product_key("t0000"), "embedding")
+    stored = raw(recommender.redis.hget(recommender.product_key("t0000"), "embedding"))
     assert np.allclose(np.frombuffer(stored, dtype="<f4"), products[0]["embedding"])
     assert len(stored) == DIM * 4
 

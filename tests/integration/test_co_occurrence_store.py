@@ -8,6 +8,7 @@ import math
 
 import pytest
 import redis
+from conftest import raw
 from redis.crc import key_slot
 
 from recengine.co_occurrence import CoOccurrence
@@ -77,9 +78,9 @@ def test_the_epoch_moves_before_the_sums_overflow(redis_client: redis.Redis) -> 
     later = NOW + 1000  # a thousand half-lives: 2^1000 would overflow a double's exponent range soon after
     record(co, "u2", "a", at=later, session="s2")
     record(co, "u2", "b", at=later, session="s2")
-    scores = redis_client.zrange(co.keys.co_occurrence("a")[0], 0, -1, withscores=True)
+    scores: list[tuple[bytes, float]] = redis_client.zrange(co.keys.co_occurrence("a")[0], 0, -1, withscores=True)  # type: ignore[assignment]
     assert all(math.isfinite(score) and score < 2**70 for _, score in scores)
-    assert float(redis_client.get(co.keys.co_occurrence("a")[1])) == later
+    assert float(raw(redis_client.get(co.keys.co_occurrence("a")[1]))) == later
     assert neighbours(redis_client, co, "a", now=later) == {"b": pytest.approx(1.0)}
 
 
@@ -122,7 +123,7 @@ def test_a_stored_window_reads_back_as_its_entries() -> None:
 @pytest.mark.parametrize("bad", ['[["b", null]]', '[["b", -1]]', '[["b", 0]]', '[["b", "1"]]', "[[7, 1]]", "{", '"x"'])
 def test_a_count_that_is_not_a_positive_number_writes_nothing(redis_client: redis.Redis, bad: str) -> None:
     co = store(redis_client)
-    call = co.counts_call("a", NOW, [("c", 1.0)])
+    (call,) = co.counts_calls(NOW, [("a", [("c", 1.0)])])
     with pytest.raises(redis.ResponseError, match="BADCOUNT"):
         call.script(
             keys=call.keys, args=[*call.args[:-1], '[["c", 1.0]' + ", " + bad[1:] if bad.startswith("[[") else bad]

@@ -16,7 +16,7 @@ import pytest
 
 from bench import crowd, online_retail
 from bench.quality import evaluate_rankings
-from build_catalog import load_products
+from recengine.catalog_input import load_products
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"

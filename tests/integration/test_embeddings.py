@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_catalog import DEFAULT_INPUT, catalog_vectors, load_products, product_text
+from build_catalog import DEFAULT_INPUT
 from embeddings import (
     DEFAULT_MODEL_NAME,
     ONNX_CACHE_ENV,
@@ -30,6 +30,8 @@ from embeddings import (
     onnx_model_path,
     transformer_dir,
 )
+from recengine.catalog_file import catalog_vectors, product_text
+from recengine.catalog_input import load_products
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY_MODULES = ("torch", "transformers", "sentence_transformers")

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import redis
+from conftest import distances_of
 from redis.cluster import key_slot
 
-from build_catalog import catalog_vectors
 from local_redis import LocalRedis
 from ranking import intra_list_similarity
+from recengine.catalog_file import catalog_vectors
 from recommender import RankingConfig, RedisRecommender, SearchFilters
 
 NOW = 1_790_000_000.0
@@ -218,7 +219,7 @@ def test_dismissals_lower_the_affinity_and_rerank_pushes_the_category_down(
     ranked = rec.recommend(query, user_id="picky", k=10, use_session=False)
     penalised = [c for c in ranked.candidates if c.category == "outerwear"]
     assert ranked.used_rerank and penalised and all(c.why.affinity_penalty for c in penalised)
-    assert all(c.score > c.vector_distance for c in penalised)
+    assert all(c.score > distance for c, distance in zip(penalised, distances_of(penalised), strict=True))
 
 
 def test_dismissing_two_parkas_moves_the_feed_away_from_them(rec: RedisRecommender, catalog: dict) -> None:
@@ -328,7 +329,8 @@ def test_the_click_blends_against_the_faded_session(rec: RedisRecommender, clock
     alpha = rec.config.ewma_alpha
     expected = alpha * vector_of(catalog, b) + (1 - alpha) * 0.5 * vector_of(catalog, a)
     expected /= np.linalg.norm(expected)
-    assert np.allclose(rec.get_user_features("u").session_vec, expected, atol=1e-5)
+    session = rec.get_user_features("u").session_vec
+    assert session is not None and np.allclose(session, expected, atol=1e-5)
 
 
 def test_affinities_fade_with_their_own_half_life(rec: RedisRecommender, clock: Clock, catalog: dict) -> None:

@@ -27,10 +27,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
+from conftest import serving
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_http import Reply, get_state, post
-from test_reliability import serving
 
 from demo_api import DemoApp
 from local_redis import LocalRedis, connect
@@ -92,7 +92,7 @@ OTHER_PATHS = [
     "/\u00e9t\u00e9",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "BREW", "get", "M-SEARCH", "X" * 80]
-PLAUSIBLE = {
+PLAUSIBLE: dict[str, list[Any]] = {
     "query": ["warm winter coat", "boots for hiking", "tent"],
     "k": [1, 5, "10", 100],
     "category": ["outerwear", "footwear", "Bags"],
@@ -236,7 +236,7 @@ def fuzz_requests(draw: st.DrawFn, port: int, catalog_ids: list[str]) -> FuzzReq
     target = target_of(path, fields) if method == "GET" else path
     as_json = draw(st.booleans())
     body = b"" if method == "GET" else json.dumps(fields).encode() if as_json else form_body(fields)
-    content_type = "application/json" if as_json else "application/x-www-form-urlencoded"
+    content_type: str | None = "application/json" if as_json else "application/x-www-form-urlencoded"
     length: str | None = str(len(body))
     headers = [("Host", f"127.0.0.1:{port}"), ("Origin", f"http://127.0.0.1:{port}")]
     for mutation in draw(st.lists(st.sampled_from(MUTATIONS), max_size=3, unique=True)):

@@ -124,6 +124,7 @@ def call(
     if content_type is not None:
         sent["Content-Type"] = content_type
     url = urlsplit(base_url)
+    assert url.hostname is not None
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     try:
         connection.request(method, path, body=body, headers=sent)

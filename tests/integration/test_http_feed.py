@@ -66,7 +66,7 @@ def test_similar_shows_neighbours_of_the_product(demo_url: str, user_id: str, en
     assert sum(c["category"] == "outerwear" for c in plain["candidates"]) < 6
 
 
-def test_dismiss_hides_a_product_everywhere_until_reset(
+def test_dismiss_hides_a_product_from_the_feeds_and_marks_it_down_in_a_search_until_reset(
     demo_url: str, user_id: str, encoding: str, catalog: dict
 ) -> None:
     search = {"user_id": user_id, "query": "warm down parka for winter", "k": 10}
@@ -75,13 +75,17 @@ def test_dismiss_hides_a_product_everywhere_until_reset(
     assert set(reply) == DISMISS_KEYS and reply["affinity"] == -1.0
     assert reply["user"]["dismissed"] == [{"id": first, "name": reply["name"]}]
     for path, fields in (
-        ("/search", search),
         ("/recommend", {"user_id": user_id, "k": 20}),
         ("/similar", {"user_id": user_id, "product_id": "p008" if first != "p008" else "p001", "k": 20}),
     ):
         assert first not in ids(post(demo_url, path, fields, encoding)), path
+    # A typed query still finds it, below the results ranked near it, saying why.
+    found = post(demo_url, "/search", search, encoding)["candidates"]
+    marked = next(c for c in found if c["id"] == first)
+    assert found.index(marked) > 0 and marked["why"]["dismissed_penalty"] > 0
     post(demo_url, "/reset-user", {"user_id": user_id}, encoding)
-    assert first in ids(post(demo_url, "/search", search, encoding))
+    again = post(demo_url, "/search", search, encoding)["candidates"]
+    assert again[0]["id"] == first and "dismissed_penalty" not in again[0]["why"]
 
 
 def test_search_can_leave_out_what_was_clicked_and_diversify(demo_url: str, user_id: str, encoding: str) -> None:

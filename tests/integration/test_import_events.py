@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import FIXED_NOW, make_products
 
 import import_events
 from local_redis import LocalRedis
 from recommender import PastEvent, ProductNotFoundError, RedisRecommender
-from tests.integration.conftest import FIXED_NOW, make_products
 
 PRODUCTS = make_products(30)
 DAY = 86400.0
@@ -50,7 +50,7 @@ def recommender(client: redis.Redis, index: str = "recommend:idx") -> RedisRecom
 
 
 def counts(rec: RedisRecommender, product: str) -> dict[str, float]:
-    return {c.id: round(c.why.co_count, 6) for c in rec.similar(product, signal="co_occurrence").candidates}
+    return {c.id: round(c.why.co_count or 0.0, 6) for c in rec.similar(product, signal="co_occurrence").candidates}
 
 
 def run_cli(local_redis: LocalRedis, *args: str, monkeypatch: pytest.MonkeyPatch) -> int:

@@ -34,6 +34,7 @@ def test_starts_with_search_on_loopback(local_redis: LocalRedis) -> None:
 
 def test_temporary_server_leaves_nothing_behind() -> None:
     server = LocalRedis().start()
+    assert server.process is not None
     data_dir, pid = server.data_dir, server.process.pid
     server.stop()
     assert not data_dir.exists()
@@ -119,8 +120,9 @@ def test_open_redis_prefers_an_explicit_url(local_redis: LocalRedis, tmp_path: P
 def test_open_redis_starts_the_bundled_server_when_nothing_answers(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
     client, started = open_redis(None, data_dir=tmp_path, try_default=False)
+    assert started is not None
     try:
-        assert started is not None and has_search(client)
+        assert has_search(client)
         assert (tmp_path / "appendonlydir").is_dir()
     finally:
         started.stop()
@@ -142,8 +144,10 @@ def test_a_second_process_shares_the_running_bundled_server(tmp_path: Path, monk
     """build_catalog.py --load next to a running demo must use the demo's Redis, not stop it."""
     monkeypatch.delenv("REDIS_URL", raising=False)
     first_client, first = open_redis(None, data_dir=tmp_path, try_default=False)
+    assert first is not None
     try:
         second_client, second = open_redis(None, data_dir=tmp_path, try_default=False)
+        assert second is not None
         try:
             assert first.owner and not second.owner and second.port == first.port
             second_client.set("shared", "yes")

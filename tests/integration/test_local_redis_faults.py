@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from local_redis import (
+    DISK_RESERVE_FILE,
     LOCK_FILE,
     POOL_MAX_CONNECTIONS,
     CorruptAofError,
@@ -378,10 +379,11 @@ def keys_after_restart(disk: Path) -> set[str]:
         return {os.fsdecode(key) for key in server.client().keys("click:*")}
 
 
-def test_a_full_disk_refuses_writes_serves_reads_and_stop_reports_what_was_lost(
+def test_a_full_disk_refuses_writes_serves_reads_and_stop_keeps_every_acknowledged_write(
     tiny_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = LocalRedis(tiny_disk, persistent=True).start()
+    assert (tiny_disk / DISK_RESERVE_FILE).stat().st_size > 0
     try:
         client = connect(server.url)
         acknowledged, refusal, filler = fill_until_refused(client, tiny_disk)
@@ -389,18 +391,43 @@ def test_a_full_disk_refuses_writes_serves_reads_and_stop_reports_what_was_lost(
         assert client.get(acknowledged[0]) == b"x" * 4000 and client.dbsize() == len(acknowledged)
         persistence = client.info("persistence")
         assert persistence["aof_last_write_status"] == "err"
-        unwritten = persistence["aof_buffer_length"]
-        assert unwritten > 0  # the last acknowledged write is only in Redis' memory
+        assert persistence["aof_buffer_length"] > 0  # the last acknowledged write is only in Redis' memory
         process = running_process(server)
         caplog.set_level(logging.INFO, logger="local_redis")
     finally:
         server.stop()
     assert process.returncode == 0  # it exited when asked: not killed after a timeout
+    assert not (tiny_disk / DISK_RESERVE_FILE).exists()  # given to Redis' last flush
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("deleted its disk reserve" in message and str(tiny_disk) in message for message in warnings)
+    assert keys_after_restart(tiny_disk) == set(acknowledged)  # written while the disk was still full
+    filler.unlink()
+    assert keys_after_restart(tiny_disk) == set(acknowledged)
+    assert (tiny_disk / DISK_RESERVE_FILE).exists()  # made again once there was room
+
+
+def test_without_room_for_a_reserve_the_start_warns_and_stop_reports_the_acknowledged_writes_it_lost(
+    tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hog = tiny_disk / "hog"
+    hog.write_bytes(b"\0" * (shutil.disk_usage(tiny_disk).free - 200_000))
+    caplog.set_level(logging.INFO, logger="local_redis")
+    server = LocalRedis(tiny_disk, persistent=True).start()
+    try:
+        assert not (tiny_disk / DISK_RESERVE_FILE).exists()
+        assert any("no room for a disk reserve" in record.getMessage() for record in caplog.records)
+        client = connect(server.url)
+        acknowledged, _, filler = fill_until_refused(client, tiny_disk)
+        unwritten = client.info("persistence")["aof_buffer_length"]
+    finally:
+        server.stop()
     errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
     assert len(errors) == 1, errors
     assert f"{unwritten} bytes of acknowledged writes since the last successful AOF write are not on disk" in errors[0]
     assert str(tiny_disk) in errors[0]
     filler.unlink()
+    hog.unlink()
     assert keys_after_restart(tiny_disk) == set(acknowledged[:-1])
 
 

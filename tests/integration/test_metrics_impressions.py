@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CAP = 50
 # Redis trims a stream by whole listpack nodes (stream-node-max-entries, 100 by default).
 NODE_ENTRIES = 100
-EXPERIMENT = {
+EXPERIMENT: dict[str, Any] = {
     "name": "blend-test",
     "min_users_per_arm": 2,
     "arms": [

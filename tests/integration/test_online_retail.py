@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from build_catalog import InputSchema, build_parser, input_schema, load_products, main
+from build_catalog import build_parser, main
 from local_redis import LocalRedis
+from recengine.catalog_input import InputSchema, input_schema, load_products
 from recommender import RedisRecommender
 
 ONLINE_RETAIL = Path("/work/shared/datasets/online-retail/online_retail.csv.gz")

@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +26,7 @@ import jsonschema
 import numpy as np
 import pytest
 import schemathesis
+from conftest import running
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from referencing import Registry, Resource
@@ -136,7 +135,7 @@ def test_document_is_valid_openapi_3_1() -> None:
     assert DOCUMENT["openapi"].startswith("3.1.")
     schema = schemathesis.openapi.from_dict(json.loads(json.dumps(DOCUMENT)))
     schema.validate()  # the OpenAPI 3.1 specification's schema; raises on any violation
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) == sum(
         method in ("get", "head", "post", "put", "patch", "delete")
         for item in DOCUMENT["paths"].values()
@@ -175,7 +174,7 @@ def test_list_endpoints_conform(demo_url: str, user_id: str, catalog: dict, enco
     and affinities), in both encodings, and /click, /dismiss on the way."""
     jacket = first_in(catalog, "outerwear")
     shoe = first_in(catalog, "footwear")
-    searches = [
+    searches: list[tuple[str, dict[str, Any]]] = [
         ("/search", {"query": "waterproof jacket", "k": 3, "rerank": True, "use_session": True, "diversity": 0.3}),
         (
             "/search",
@@ -336,7 +335,7 @@ def fuzzed_operations() -> list[APIOperation]:
     """The operations the fuzz run calls: all but /reset-index, which reseeds the catalogue the
     other tests search (test_readyz_reports_a_missing_index calls it on a demo of its own)."""
     schema = schemathesis.openapi.from_dict(json.loads(json.dumps(DOCUMENT)))
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     return [operation for operation in operations if operation.path != "/reset-index"]
 
 
@@ -411,18 +410,6 @@ def test_probes_keep_the_host_rule(demo_url: str, path: str) -> None:
     assert "does not answer for host" in assert_error_conforms(reply, 421, "MisdirectedRequest")
 
 
-@contextlib.contextmanager
-def serving(app: DemoApp, **options: Any) -> Iterator[tuple[str, DemoServer]]:
-    server = DemoServer(("127.0.0.1", 0), app, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def own_demo(onnx_embedder, catalog: dict) -> Iterator[tuple[str, DemoServer, LocalRedis]]:
     """A demo on a Redis of its own, which the test may empty or stop; at most one API slot."""
@@ -430,7 +417,8 @@ def own_demo(onnx_embedder, catalog: dict) -> Iterator[tuple[str, DemoServer, Lo
     app = DemoApp(RedisRecommender(connect(redis_server.url)), onnx_embedder, catalog, redis_description="probe Redis")
     try:
         app.seed()
-        with serving(app, max_in_flight=1) as (url, server):
+        server = DemoServer(("127.0.0.1", 0), app, max_in_flight=1)
+        with running(server) as url:
             yield url, server, redis_server
     finally:
         app.close()

@@ -8,6 +8,7 @@ error, and a filter must never let through a document whose field is a different
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,11 +60,12 @@ def test_tag_filter_matches_only_its_literal(
     try:
         if not literal.strip() and not refused(literal):
             return  # "any": nothing to match against
+        filters: dict[str, Any] = {field: literal}
         if refused(literal):
             with pytest.raises(ValueError):
-                rec.candidate_retrieve(unit_vectors(1)[0], k=50, **{field: literal})
+                rec.candidate_retrieve(unit_vectors(1)[0], k=50, **filters)
             return
-        results = rec.candidate_retrieve(unit_vectors(1)[0], k=50, **{field: literal})
+        results = rec.candidate_retrieve(unit_vectors(1)[0], k=50, **filters)
         assert all(tag_key(getattr(c, field)) == tag_key(literal) for c in results), (literal, results)
         if "," not in literal and literal.isascii():
             assert any(getattr(c, field) == literal.strip() or getattr(c, field) == literal for c in results)

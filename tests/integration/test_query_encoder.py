@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_catalog import DEFAULT_INPUT, load_products, product_text
+from build_catalog import DEFAULT_INPUT
 from query_encoder import DEFAULT_CACHE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, EncoderClosedError, QueryEncoder
+from recengine.catalog_file import product_text
+from recengine.catalog_input import load_products
 
 REPO = Path(__file__).resolve().parents[2]
 QUERIES = (REPO / "data" / "sample_queries.txt").read_text().splitlines()

@@ -6,11 +6,13 @@ import base64
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
-from conftest import DIM, FIXED_NOW, make_products, unit_vectors
+from conftest import DIM, FIXED_NOW, distances_of, make_products, raw, unit_vectors
 
 from ranking import rerank
 from recommender import (
@@ -81,9 +83,9 @@ def test_index_products_writes_the_shared_hash_layout(recommender: RedisRecommen
     }
     assert stored[b"in_stock"] == b"false"  # t0000 is out of stock in make_products
     assert float(stored[b"price"]) == products[0]["price"]
-    assert np.array_equal(np.frombuffer(stored[b"embedding"], dtype="<f4"), products[0]["embedding"])
+    assert np.array_equal(np.frombuffer(raw(stored[b"embedding"]), dtype="<f4"), products[0]["embedding"])
     for i in (1, 2):
-        blob = recommender.redis.hget(recommender.product_key(f"t000{i}"), "embedding")
+        blob = raw(recommender.redis.hget(recommender.product_key(f"t000{i}"), "embedding"))
         assert len(blob) == DIM * 4
 
 
@@ -144,15 +146,15 @@ def test_knn_without_filters_is_exact_and_sorted(recommender: RedisRecommender, 
     results = recommender.candidate_retrieve(query, k=10)
     exact = np.argsort(1 - vectors @ query)[:10]
     assert [c.id for c in results] == [catalog[i]["id"] for i in exact]
-    distances = [c.vector_distance for c in results]
+    distances = distances_of(results)
     assert distances == sorted(distances)
-    assert np.allclose(distances, (1 - vectors @ query)[exact], atol=1e-5)
+    assert np.allclose(distances_of(results), (1 - vectors @ query)[exact], atol=1e-5)
     assert all(isinstance(c, Candidate) and c.score == c.vector_distance for c in results)
 
 
 def test_identical_vector_has_distance_zero(recommender: RedisRecommender, catalog: list[dict]) -> None:
     top = recommender.candidate_retrieve(catalog[7]["embedding"], k=1)[0]
-    assert top.id == catalog[7]["id"] and abs(top.vector_distance) < 1e-5
+    assert top.id == catalog[7]["id"] and top.vector_distance is not None and abs(top.vector_distance) < 1e-5
     assert top.name == "Test item 7" and top.brand == "Urban Loom" and top.in_stock is True
 
 
@@ -195,7 +197,8 @@ def test_hostile_tag_values_match_only_their_literal(
     else:
         recommender.index_products([hostile])
     for field in ("category", "brand"):
-        results = recommender.candidate_retrieve(hostile["embedding"], k=20, **{field: value})
+        filters: dict[str, Any] = {field: value}
+        results = recommender.candidate_retrieve(hostile["embedding"], k=20, **filters)
         assert [c.id for c in results] == ([] if "," in value else ["hostile"])
 
 
@@ -210,15 +213,18 @@ def test_hostile_text_match_is_one_literal_phrase(
 @pytest.mark.parametrize("field", ["category", "brand"])
 @pytest.mark.parametrize("value", ["a\x00b", "a\ud800b"])
 def test_unusable_tag_values_are_refused_clearly(recommender: RedisRecommender, field: str, value: str) -> None:
+    filters: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=field):
-        recommender.candidate_retrieve(unit_vectors(1)[0], **{field: value})
+        recommender.candidate_retrieve(unit_vectors(1)[0], **filters)
 
 
 @pytest.mark.parametrize("field", ["category", "brand"])
 def test_empty_tag_values_mean_any_as_in_the_reference(
     recommender: RedisRecommender, catalog: list[dict], field: str
 ) -> None:
-    assert build_filter_clause(**{field: ""}) == build_filter_clause(**{field: "  "}) == "*"
+    empty: dict[str, Any] = {field: ""}
+    blank: dict[str, Any] = {field: "  "}
+    assert build_filter_clause(**empty) == build_filter_clause(**blank) == "*"
     assert len(recommender.candidate_retrieve(unit_vectors(1)[0], "", k=60)) == 60
 
 
@@ -282,7 +288,7 @@ def test_session_blending_uses_the_normalised_weighted_sum(recommender: RedisRec
     served = recommender.candidate_retrieve(query, k=5, session_vec=session, session_weight=0.3)
     direct = recommender.candidate_retrieve(blended, k=5)
     assert [c.id for c in served] == [c.id for c in direct]
-    assert np.allclose([c.vector_distance for c in served], [c.vector_distance for c in direct], atol=1e-6)
+    assert np.allclose(distances_of(served), distances_of(direct), atol=1e-6)
     pulled = recommender.candidate_retrieve(query, k=1, session_vec=catalog[0]["embedding"], session_weight=1.0)
     assert pulled[0].id == catalog[0]["id"]
 
@@ -431,6 +437,7 @@ def test_unknown_user_has_empty_features(recommender: RedisRecommender) -> None:
 def test_wrong_length_session_vector_is_treated_as_absent(
     recommender: RedisRecommender, catalog: list[dict], caplog
 ) -> None:
+    assert isinstance(recommender.redis, redis.Redis)
     user = f"u-{recommender.redis.connection_pool.connection_kwargs.get('protocol')}"  # logged once per user
     recommender.redis.hset(recommender.features_key(user), mapping={"session_vec": b"\x00" * 100, "clicks": 3})
     with caplog.at_level(logging.WARNING):
@@ -491,12 +498,12 @@ def test_concurrent_clicks_lose_no_update(recommender: RedisRecommender) -> None
     assert features["clicks"] == total
     assert sorted(order) == list(range(1, total + 1)), "every click got its own sequence number"
     assert sum(features["affinities"].values()) == pytest.approx(total)
-    session = None
+    session: np.ndarray | None = None
     for seq in range(1, total + 1):
         item = by_id[order[seq]]["embedding"].astype(np.float64)
         session = item if session is None else alpha * item + (1 - alpha) * session
         session = (session / np.linalg.norm(session)).astype(np.float32).astype(np.float64)
-    assert np.allclose(features["session_vec"], session, atol=1e-5)
+    assert session is not None and np.allclose(features["session_vec"], session, atol=1e-5)
 
 
 # --- embedding refresh ----------------------------------------------------------------------
@@ -507,7 +514,7 @@ def test_refresh_embedding_moves_the_item(recommender: RedisRecommender, catalog
     assert recommender.candidate_retrieve(target, k=1)[0].id != catalog[5]["id"]
     recommender.refresh_embedding(catalog[5]["id"], target)
     top = recommender.candidate_retrieve(target, k=1)[0]
-    assert top.id == catalog[5]["id"] and abs(top.vector_distance) < 1e-5
+    assert top.id == catalog[5]["id"] and top.vector_distance is not None and abs(top.vector_distance) < 1e-5
     assert recommender.count_indexed() == len(catalog)
 
 
@@ -570,7 +577,11 @@ def test_query_settings_keep_results_exact_on_a_small_index(redis_client: redis.
     products = make_products(80)
     rec.index_products(products)
     query = unit_vectors(1, seed=77)[0]
-    for filters, check in (({}, lambda p: True), ({"category": "bags"}, lambda p: p["category"] == "bags")):
+    cases: list[tuple[dict[str, Any], Callable[[dict], bool]]] = [
+        ({}, lambda p: True),
+        ({"category": "bags"}, lambda p: p["category"] == "bags"),
+    ]
+    for filters, check in cases:
         expected = sorted((p for p in products if check(p)), key=lambda p: 1 - float(p["embedding"] @ query))[:5]
         assert [c.id for c in rec.candidate_retrieve(query, k=5, **filters)] == [p["id"] for p in expected]
 

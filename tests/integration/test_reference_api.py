@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from conftest import make_products, unit_vectors
+from conftest import make_products, raw, unit_vectors
 
 from local_redis import LocalRedis
 from recommender import (
@@ -439,4 +439,4 @@ def test_stored_product_hash_matches_the_reference_layout(recommender: RedisReco
     stored = recommender.redis.hgetall(recommender.product_key(product["id"]))
     assert stored[b"in_stock"] == b"true"
     assert stored[b"price"] == str(float(product["price"])).encode()
-    assert np.array_equal(np.frombuffer(stored[b"embedding"], dtype=np.float32), product["embedding"])
+    assert np.array_equal(np.frombuffer(raw(stored[b"embedding"]), dtype=np.float32), product["embedding"])

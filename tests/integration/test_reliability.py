@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +27,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import serving
 from test_http import Reply, call, first_in, get_state, post, raw_exchange
 from test_server_cli import ROOT, SERVER, ServedDemo
 
 from demo_api import DemoApp
-from demo_server import DemoRequestHandler, DemoServer, build_parser, warn_if_exposed
+from demo_server import DemoRequestHandler, build_parser, warn_if_exposed
 from local_redis import LocalRedis, connect, free_port, running_bundled_url
 from recommender import EMBEDDING_FIELD, SESSION_VEC_FIELD, RedisRecommender
 
@@ -49,19 +49,6 @@ AOF_FSYNC_S = 1.0
 NEW_TEXT = "a brass telescope for watching distant galaxies"
 
 
-@contextlib.contextmanager
-def serving(app: DemoApp) -> Iterator[str]:
-    """The real HTTP server for `app`, in this process, on a free port; yields its URL."""
-    server = DemoServer(("127.0.0.1", 0), app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @dataclass(frozen=True)
 class FaultDemo:
     url: str
@@ -71,6 +58,7 @@ class FaultDemo:
     @property
     def address(self) -> tuple[str, int]:
         url = urlsplit(self.url)
+        assert url.hostname is not None and url.port is not None
         return url.hostname, url.port
 
 
@@ -149,6 +137,7 @@ def test_a_hung_redis_is_a_503_within_the_socket_timeout_and_heals(fault: FaultD
     """SIGSTOP: the port still accepts connections, but nothing ever answers."""
     user_id, product_id = new_user("hung"), catalog["products"][1]["id"]
     requests = redis_requests(fault.url, user_id, product_id)
+    assert fault.redis.process is not None
     pid = fault.redis.process.pid
     os.kill(pid, signal.SIGSTOP)
     try:

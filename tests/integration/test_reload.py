@@ -15,10 +15,10 @@ import time
 
 import pytest
 import redis
+from conftest import ROOT, make_products, unit_vectors
 
 from local_redis import LocalRedis
 from recommender import RedisRecommender, ReloadFailedError
-from tests.integration.conftest import ROOT, make_products, unit_vectors
 
 
 def ids_found(rec: RedisRecommender, k: int = 50) -> set[str]:
@@ -95,7 +95,7 @@ RELOADER = textwrap.dedent(
     import sys
     from local_redis import connect
     from recommender import RedisRecommender
-    from tests.integration.conftest import make_products
+    from conftest import make_products
 
     rec = RedisRecommender(connect(sys.argv[1]))
     print("started", flush=True)
@@ -114,7 +114,7 @@ def test_a_reloader_killed_half_way_leaves_the_old_catalogue_and_the_next_reload
         [sys.executable, "-c", RELOADER, local_redis.url],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "integration")])},
     )
     assert child.stdout is not None and child.stdout.readline().strip() == b"started"
     deadline = time.monotonic() + 30
@@ -166,7 +166,8 @@ def test_a_catalogue_dropped_after_a_reload_can_be_created_and_loaded_the_old_wa
     assert recommender.create_index()
     recommender.index_products(make_products(4, seed=2))
     assert recommender.count_indexed() == 4
-    assert recommender.serving() is not None and recommender.serving().generation == 0
+    serving = recommender.serving()
+    assert serving is not None and serving.generation == 0
     assert recommender.get_products(["t0003"])["t0003"]["name"] == "Test item 3"
 
 

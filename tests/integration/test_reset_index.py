@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from conftest import serving
 from test_http import call, get_state, post
-from test_reliability import new_user, serving
+from test_reliability import new_user
 
 from demo_api import DemoApp
 from local_redis import LocalRedis, connect
@@ -42,13 +43,13 @@ HEALS_WITHIN_S = 5.0
 
 @dataclass(frozen=True)
 class TwoWorkers:
-    redis: LocalRedis
+    redis_server: LocalRedis
     apps: list[DemoApp]
     urls: list[str]
 
     @property
     def client(self) -> redis.Redis:
-        return self.redis.client()
+        return self.redis_server.client()
 
 
 @pytest.fixture

@@ -32,8 +32,9 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 import redis
+from conftest import running, serving
 from test_http import Browser, Reply, call, get_state, post, raw_exchange
-from test_reliability import BundledDemo, is_gone, serving
+from test_reliability import BundledDemo, is_gone
 
 from demo_api import DemoApp
 from demo_server import DemoServer, build_parser
@@ -301,12 +302,8 @@ def test_host_is_required_once_in_http_1_1(demo_url: str) -> None:
 @pytest.fixture(scope="module")
 def named_server(demo_app: DemoApp) -> Iterator[str]:
     """The demo answering for a name too, as behind a reverse proxy (--allowed-host)."""
-    server = DemoServer(("127.0.0.1", 0), demo_app, allowed_hosts=["demo.example", "[2001:db8::1]"])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(demo_app, allowed_hosts=["demo.example", "[2001:db8::1]"]) as url:
+        yield url
 
 
 @pytest.mark.parametrize(
@@ -423,10 +420,7 @@ def test_concurrent_requests_never_run_the_redis_pool_dry(small_pool_url: str) -
 
 def test_when_every_slot_is_taken_api_requests_are_503_busy_and_pages_still_load(demo_app: DemoApp) -> None:
     server = DemoServer(("127.0.0.1", 0), demo_app, max_in_flight=2)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with running(server) as url:
         for _ in range(2):
             assert server.in_flight.acquire(timeout=5)
         try:
@@ -438,9 +432,6 @@ def test_when_every_slot_is_taken_api_requests_are_503_busy_and_pages_still_load
             server.in_flight.release()
         assert call(url, "GET", "/state").status == 200
         server.in_flight.release()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_default_limit_stays_below_the_redis_pool(demo_app: DemoApp) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from embeddings import INT8_MIN_COSINE
 from local_redis import LocalRedis, connect, free_port
 from recommender import RedisRecommender
 
@@ -237,10 +238,12 @@ def test_serve_stop_and_restart_with_no_reset_keeps_the_data(
         assert state["index"]["num_docs"] == len(catalog["products"])
         assert state["user"]["clicks"] == 1
         assert state["user"]["recent_clicks"] == [{"id": clicked["id"], "name": clicked["name"]}]
-        # Re-seeding would have put the catalogue's vector back; --no-reset kept the refreshed one.
+        # Re-seeding would have put the catalogue's vector back; --no-reset kept the refreshed one
+        # (the float model's vector of new_text; the query's is the int8 encoder's, within its
+        # checked cosine of it).
         search = {"query": new_text, "k": 1, "use_session": False, "rerank": False, "user_id": user_id}
         (best,) = second.request("POST", "/search", search)["candidates"]
-        assert best["id"] == refreshed["id"] and best["vector_distance"] == pytest.approx(0, abs=1e-3)
+        assert best["id"] == refreshed["id"] and best["vector_distance"] == pytest.approx(0, abs=1 - INT8_MIN_COSINE)
         assert second.interrupt() == 0
         assert "Traceback" not in second.log
     finally:

@@ -30,11 +30,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import serving
 from test_http import Reply, call
 from test_reliability import BundledDemo, is_gone
 
 from demo_api import DemoApp
-from demo_server import DemoServer
 
 ANSWERED_WITHIN_S = 0.5
 LIVENESS_LIMIT_S = 15.0
@@ -99,15 +99,13 @@ def gated_server(demo_app: DemoApp, catalog: dict, **options: Any) -> Iterator[t
     """A demo server on the shared Redis and index whose model waits for the yielded gate."""
     gate = threading.Event()
     app = DemoApp(demo_app.recommender, GatedEmbedder(demo_app.embedder, gate), catalog)  # type: ignore[arg-type]
-    server = DemoServer(("127.0.0.1", 0), app, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", gate
+        with serving(app, **options) as url:
+            try:
+                yield url, gate
+            finally:
+                gate.set()  # before the server closes: it waits for the requests the gate holds
     finally:
-        gate.set()
-        server.shutdown()
-        server.server_close()
         app.close()
 
 
@@ -187,6 +185,7 @@ def call_with_timeout(url: str, timeout_s: float) -> Reply:
     import http.client
 
     parts = urlsplit(url)
+    assert parts.hostname is not None
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
         connection.request("GET", "/state?user_id=liveness")

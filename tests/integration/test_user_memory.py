@@ -13,20 +13,16 @@ bench/user_memory.py measures the bytes per user that README quotes.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis
-from conftest import make_products
+from conftest import make_products, serving
 from test_http import call
 from test_reliability import BundledDemo
 
 from demo_api import DemoApp
-from demo_server import DemoServer
 from local_redis import LocalRedis, connect, running_bundled_url
 from recommender import RedisRecommender
 
@@ -55,23 +51,11 @@ def test_the_demo_caps_the_memory_of_its_bundled_redis_and_can_answer_only_once_
         demo.kill()
 
 
-@contextlib.contextmanager
-def serving_limited(app: DemoApp, new_users_per_minute: int) -> Iterator[str]:
-    server = DemoServer(("127.0.0.1", 0), app, new_users_per_minute=new_users_per_minute)  # type: ignore[call-arg]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_one_client_creates_a_bounded_number_of_new_users_per_minute(demo_app: DemoApp, catalog: dict) -> None:
     product_id = catalog["products"][0]["id"]
     users = [f"flood-{secrets.token_hex(6)}" for _ in range(15)]
     try:
-        with serving_limited(demo_app, 10) as limited_server:
+        with serving(demo_app, new_users_per_minute=10) as limited_server:
             replies = [call(limited_server, "POST", "/click", {"product_id": product_id, "user_id": u}) for u in users]
             outcomes = Counter(reply.status for reply in replies)
             assert outcomes == {200: 10, 429: 5}, outcomes

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from test_reliability import serving
+from conftest import serving
 
 from demo_api import DemoApp
 from local_redis import LocalRedis, connect
@@ -22,6 +22,7 @@ from recommender import RedisRecommender, WriteRefusedError, classify_response_e
 
 def request(url: str, method: str, path: str, fields: dict[str, Any] | None = None) -> tuple[int, Any]:
     where = urlsplit(url)
+    assert where.hostname is not None
     connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
     try:
         body = json.dumps(fields).encode() if fields is not None else None

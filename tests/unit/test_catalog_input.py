@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from build_catalog import (
-    CatalogError,
-    InputSchema,
-    build_parser,
-    catalog_text,
-    input_schema,
-    load_products,
-)
+from build_catalog import build_parser
+from recengine.catalog_file import catalog_text
+from recengine.catalog_input import CatalogError, InputSchema, input_schema, load_products
 
 
 def write(directory: Path, name: str, lines: list[str]) -> Path:

@@ -70,7 +70,7 @@ def test_a_bad_experiment_is_refused_with_what_to_fix(change: dict[str, Any], wo
 @given(st.lists(st.integers(min_value=1, max_value=1000), min_size=2, max_size=6))
 def test_shares_that_sum_to_one_are_taken_and_others_refused(weights: list[int]) -> None:
     total = sum(weights)
-    arms = [{"name": f"arm{n}", "share": w / total, "config": {}} for n, w in enumerate(weights)]
+    arms: list[dict[str, Any]] = [{"name": f"arm{n}", "share": w / total, "config": {}} for n, w in enumerate(weights)]
     if abs(math.fsum(a["share"] for a in arms) - 1) <= 1e-9:
         experiment = parse_experiment({"name": "h", "arms": arms})
         assert [arm.name for arm in experiment.arms] == [a["name"] for a in arms]

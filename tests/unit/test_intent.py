@@ -9,8 +9,20 @@ from hypothesis import strategies as st
 
 from ranking import Candidate, RankingConfig, fuse_text_scores, personalise_within_tiers
 from recengine import query
-from recengine.intent import Vocabulary, edit_distance, names_a_product, understand, words_of
+from recengine.intent import (
+    Vocabulary,
+    _find_value,
+    _name_variants,
+    _typo_limit,
+    edit_distance,
+    names_a_product,
+    normalize,
+    understand,
+    words_of,
+)
 from recengine.query import SearchFilters
+from recengine.replies import hybrid_rows
+from recengine.retrieval import kept_rows
 
 BRANDS = ("Northpeak", "Tidewater", "Urban Loom", "Cobalt Trail", "Ridgeline Co", "Summit & Sage", "Driftstone")
 CATEGORIES = ("outerwear", "footwear", "tops", "bags", "accessories", "gear")
@@ -98,9 +110,12 @@ def test_edit_distance_is_symmetric_and_zero_only_for_equal_words(a: str, b: str
     assert (edit_distance(a, b, 20) == 0) == (a == b)
 
 
-def test_a_word_in_a_matching_name_makes_the_query_specific() -> None:
+def test_the_last_word_of_a_matching_name_makes_the_query_specific() -> None:
     assert names_a_product(("hiking", "boots"), ["Summit hiking boot"])
     assert not names_a_product(("gift",), ["Summit hiking boot"])
+    # a word that only describes the product does not: the query stays vague
+    assert not names_a_product(("nice", "weekend"), ["Weekend stretch chinos"])
+    assert not names_a_product(("hiking",), ["", "Summit hiking boot"])
 
 
 # --- ranking a typed query ---------------------------------------------------------------------
@@ -157,10 +172,111 @@ def test_text_terms_must_be_plain_words() -> None:
 
 def test_the_ft_hybrid_command_fuses_linearly_with_the_text_weight() -> None:
     """Only the argument list can be checked here: the bundled Redis 8.2 has no FT.HYBRID (8.4+)."""
-    command = query.ft_hybrid_command("idx", "@brand:{x}", ["boots"], b"\x00", 30, ["name"], 0.25)
+    command = query.ft_hybrid_command("idx", "@brand:{x}", ["boots"], b"\x00", 30, ["name"], 0.25, 100)
     assert command == [
         "FT.HYBRID", "idx", "SEARCH", "(@brand:{x}) @name|description:(boots)", "SCORER", "BM25",
-        "VSIM", "@embedding", "$vec", "KNN", "2", "K", "30", "FILTER", "@brand:{x}",
-        "COMBINE", "LINEAR", "4", "ALPHA", "0.75", "BETA", "0.25",
-        "LOAD", "1", "@name", "LIMIT", "0", "30", "PARAMS", "2", "vec", b"\x00",
+        "YIELD_SCORE_AS", "text_score",
+        "VSIM", "@embedding", "$vec", "KNN", "4", "K", "30", "EF_RUNTIME", "100", "FILTER", "@brand:{x}",
+        "COMBINE", "LINEAR", "6", "ALPHA", "0.75", "BETA", "0.25", "WINDOW", "30",
+        "LOAD", "1", "@name", "LIMIT", "0", "60", "PARAMS", "2", "vec", b"\x00",
     ]  # fmt: skip
+    unfiltered = query.ft_hybrid_command("idx", "*", ["boots"], b"\x00", 10, ["name"], 0.1)
+    assert "FILTER" not in unfiltered and unfiltered[unfiltered.index("KNN") : unfiltered.index("KNN") + 4] == [
+        "KNN", "2", "K", "10",
+    ]  # fmt: skip
+
+
+# FT.HYBRID's reply as its documentation describes it (RESP3: a map with total_results,
+# execution_time, warnings and results, each result a map of the row's fields; RESP2: the same
+# as flat name/value lists), with the loaded fields, the yielded text score and the row's key.
+HYBRID_RESP3 = {
+    b"total_results": 2,
+    b"execution_time": 0.4,
+    b"warnings": [],
+    b"results": [
+        {b"__key": b"product:p1", b"__score": b"0.8", b"name": b"Summit boot", b"text_score": b"2.5"},
+        {b"__key": b"product:p2", b"__score": b"0.3", b"name": b"Trail runner"},
+        {b"__score": b"0.1", b"name": b"a row without a key"},
+    ],
+}
+HYBRID_RESP2 = [
+    b"total_results", 2,
+    b"results", [
+        [b"__key", b"product:p1", b"__score", b"0.8", b"name", b"Summit boot", b"text_score", b"2.5"],
+        [b"__key", b"product:p2", b"__score", b"0.3", b"name", b"Trail runner"],
+    ],
+    b"warnings", [],
+    b"execution_time", b"0.4",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("reply", [HYBRID_RESP3, HYBRID_RESP2], ids=["resp3", "resp2"])
+def test_an_ft_hybrid_reply_gives_each_rows_key_and_fields(reply: object) -> None:
+    rows = list(hybrid_rows(reply))
+    assert [key for key, _ in rows] == ["product:p1", "product:p2"]
+    assert rows[0][1] == {"__score": b"0.8", "name": b"Summit boot", "text_score": b"2.5"}
+    assert "text_score" not in rows[1][1]
+
+
+def test_command_info_says_whether_the_server_knows_a_command() -> None:
+    assert query.hybrid_command_info() == ["COMMAND INFO", "FT.HYBRID"]
+    assert not query.knows_command([None])  # what Redis 8.2 answers for FT.HYBRID
+    assert query.knows_command([[b"FT.HYBRID", -1, [b"readonly", b"module"], 1, 1, 1]])
+    assert not query.knows_command(None) and not query.knows_command([])
+
+
+# --- dismissed products in a typed query -------------------------------------------------------
+
+
+def test_a_dismissed_product_is_marked_down_within_its_tier() -> None:
+    ranked = [candidate("a", 0.1), candidate("b", 0.2), candidate("c", 0.3), candidate("d", 0.4)]
+    personalise_within_tiers(ranked, {}, 0.15, 3, {"a"}, 1.0)
+    assert [c.id for c in ranked] == ["b", "c", "a", "d"]
+    assert ranked[2].why.dismissed_penalty == 1.0 and ranked[2].score == pytest.approx(1.1)
+    assert ranked[2].why.relevance_rank == 0 and ranked[0].why.dismissed_penalty is None
+
+
+def test_a_vague_query_lets_a_dismissed_product_sink_below_the_rest() -> None:
+    ranked = [candidate("a", 0.1), candidate("b", 0.2), candidate("c", 0.3), candidate("d", 0.4)]
+    personalise_within_tiers(ranked, {}, 0.15, None, {"a"}, 1.0)
+    assert [c.id for c in ranked] == ["b", "c", "d", "a"]
+
+
+def test_dismissed_rows_are_kept_beside_the_wanted_number_of_others() -> None:
+    rows: list[tuple[str, dict[str, object]]] = [(pid, {}) for pid in ("a", "b", "c", "d", "e")]
+    assert [pid for pid, _ in kept_rows(rows, frozenset({"b"}), frozenset({"c"}), 2)] == ["a", "c", "d"]
+    assert [pid for pid, _ in kept_rows(rows, frozenset(), frozenset(), 2)] == ["a", "b"]
+
+
+def names_the_value_naively(window: list[str], values: tuple[str, ...], fuzzy: bool) -> str | None:
+    """The rule _find_value's index must keep, written the slow way: the first value in the
+    vocabulary's order that the window names exactly, or (fuzzy) within its typo limit."""
+    typed = " ".join(window)
+    for value in values:
+        if typed in _name_variants(value) or "".join(window) in _name_variants(value):
+            return value
+        target = normalize(value)
+        limit = _typo_limit(len(target))
+        if fuzzy and limit and edit_distance(typed, target, limit) <= limit:
+            return value
+    return None
+
+
+word = st.text(alphabet="abcdeilnorst", min_size=1, max_size=9)
+
+
+@given(
+    values=st.lists(st.builds(" ".join, st.lists(word, min_size=1, max_size=2)), min_size=1, max_size=12, unique=True),
+    window=st.lists(word, min_size=1, max_size=3),
+    fuzzy=st.booleans(),
+)
+def test_the_value_index_finds_what_a_scan_of_every_value_finds(
+    values: list[str], window: list[str], fuzzy: bool
+) -> None:
+    found = _find_value(window, tuple(values), fuzzy)
+    expected = names_the_value_naively(window, tuple(values), fuzzy)
+    # _find_value also tries the window's shorter runs; the whole window is its first try.
+    if expected is not None:
+        assert found == (expected, 0, len(window))
+    else:
+        assert found is None or found[2] - found[1] < len(window)

@@ -9,6 +9,7 @@ import pytest
 
 from embeddings import LocalEmbedder, derived_model_path
 from query_encoder import PendingText, length_groups
+from recengine.server_cli import build_parser, chosen_query_encoder
 
 
 @pytest.mark.parametrize(
@@ -21,6 +22,20 @@ from query_encoder import PendingText, length_groups
 def test_a_query_encoder_the_backend_cannot_run_is_refused(backend: str, query_encoder: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LocalEmbedder(backend=backend, query_encoder=query_encoder)
+
+
+@pytest.mark.parametrize(
+    ("argv", "chosen"),
+    [
+        ([], "int8"),
+        (["--embedding-backend", "torch"], "float"),
+        (["--query-encoder", "float"], "float"),
+        (["--query-encoder", "int8"], "int8"),
+    ],
+)
+def test_the_server_runs_int8_queries_unless_told_otherwise_or_on_torch(argv: list[str], chosen: str) -> None:
+    args = build_parser().parse_args(argv)
+    assert chosen_query_encoder(args.embedding_backend, args.query_encoder) == chosen
 
 
 def test_derived_graphs_sit_beside_the_export_named_by_kind_and_onnxruntime_version() -> None:

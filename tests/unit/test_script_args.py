@@ -126,3 +126,9 @@ def test_every_script_touches_only_its_keys(name: str) -> None:
     assert calls
     for call in calls:
         assert re.fullmatch(r"KEYS\[\d\]|user|key", call[1]), call
+
+
+def test_faded_counts_settings_and_values_make_the_whole_argv() -> None:
+    counts = FadedCounts(5.0, 10.0, [("a", 0.25), ("b", 2.0)], keep=100, ttl_s=99)
+    assert [*counts.settings_argv(), FadedCounts.values_argv(counts.values)] == counts.argv()
+    assert FadedCounts(5.0, 10.0, (), keep=100, ttl_s=99).settings_argv() == counts.argv()[:5]

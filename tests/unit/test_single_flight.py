@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -40,7 +41,7 @@ def test_callers_that_arrive_meanwhile_share_one_call() -> None:
 
 
 def test_an_exception_reaches_every_caller_and_is_not_kept() -> None:
-    outcomes = iter([RuntimeError("Redis is down"), "ok"])
+    outcomes: Iterator[Exception | str] = iter([RuntimeError("Redis is down"), "ok"])
 
     def run() -> str:
         outcome = next(outcomes)
