@@ -17,9 +17,11 @@ It measures:
   sampled product hashes, and of users after 10 clicks each (for the capacity estimate);
 - recall@10 of `candidate_retrieve(k=10)` against an exact search (numpy, chunked) on
   `--queries` queries, for four filters: none; broad (in stock, about 90 %); medium (the query's
-  category, in stock, a price band: about 1 %); narrow (that + one of the 20 most common brands);
+  category, in stock, a price band: about 1.5 %); narrow (that + one of the 20 most common
+  brands); and the medium filter with HYBRID_POLICY BATCHES forced (CASES);
 - p50/p99 of `candidate_retrieve` at 1, 8 and 32 concurrent clients, each a process of its own
-  (one Python process would measure its GIL, not Redis), for the same four filters.
+  (one Python process would measure its GIL, not Redis), for the same cases, with Redis' own
+  time per FT.SEARCH (INFO commandstats).
 
 `--vector-type FLOAT16` has the library create the index over half-precision vectors (the
 hashes then hold FLOAT16 bytes, and queries are sent as FLOAT16), to compare memory, recall and
@@ -31,7 +33,7 @@ manifest) and `--reuse DIR` measures it again without ingesting: Redis loads the
 rebuilds the index from the hashes (RediSearch does not save it), which takes about as long as
 the ingest's indexing but needs no client (e.g. to re-measure latency on a quieter machine).
 
-Run: .venv/bin/python -m bench.million                      (1M products: 20-40 minutes on 2 cores)
+Run: .venv/bin/python -m bench.million                      (1M products: 31 minutes on 2 cores)
      .venv/bin/python -m bench.million --products 100000    (about 4 minutes)
 """
 
