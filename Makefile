@@ -39,9 +39,9 @@ lock: $(VENV)/.dev
 demo: $(VENV)/.runtime
 	$(PY) demo_server.py
 
-# The library as pyproject's [tool.mypy] says; the tests too, whose fixtures' parameters may go
-# unannotated (pytest supplies them) but whose bodies are checked.
-TYPECHECK = $(PY) -m mypy && $(PY) -m mypy --allow-untyped-defs tests
+# The library as pyproject's [tool.mypy] says; the tests and benchmarks too, whose fixtures'
+# parameters may go unannotated (pytest supplies them) but whose bodies are checked.
+TYPECHECK = $(PY) -m mypy && $(PY) -m mypy --allow-untyped-defs tests bench
 
 ## Set up and run lint and the whole test suite
 test: $(VENV)/.dev

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
+import redis
 
 import local_redis
 from bench.harness import RESULTS_DIR, machine, percentiles
@@ -614,6 +615,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with LocalRedis(data_dir) as server:
         setup = Setup(server.url, args.vector_type, args.hnsw_m, args.hnsw_ef_construction, args.ef_runtime)
         rec = setup.recommender()
+        assert isinstance(rec.redis, redis.Redis)  # the bundled Redis this benchmark starts
         result: dict[str, Any] = {
             "products": args.products,
             "settings": {k: v for k, v in asdict(setup).items() if k not in ("url", "hybrid_policy")}
