@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from build_catalog import describe_redis, redis_target
 from local_redis import LocalRedisError, SearchUnavailableError
+from recengine.catalog_input import MAX_LINE_CHARS, jsonl_objects
 from recengine.cli_types import positive_int
 from recengine.co_occurrence_rules import check_session_id
 from recengine.event_import import DEFAULT_BATCH, PastEvent
@@ -46,7 +47,6 @@ from recommender import RedisRecommender, check_product_id, check_user_id
 REQUIRED_COLUMNS = ("user_id", "product_id", "event", "timestamp")
 OPTIONAL_COLUMNS = ("session_id",)
 FORMATS = (".csv", ".jsonl")
-MAX_LINE_CHARS = 100_000
 MAX_REPORTED_LINES = 20
 
 Problem = tuple[int, str]
@@ -163,28 +163,15 @@ def open_text(path: Path, binary: IO[bytes]) -> IO[str]:
 
 
 def _jsonl_records(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    for line_no, line in enumerate(stream, start=1):
-        if len(line) > MAX_LINE_CHARS:
-            yield line_no, None, f"the line is {len(line):,} characters long, over the limit of {MAX_LINE_CHARS:,}"
+    for line_no, parsed in jsonl_objects(stream, "an event"):
+        if isinstance(parsed, str):
+            yield line_no, None, parsed
             continue
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield line_no, None, f"invalid JSON: {exc.msg} at column {exc.colno}"
-            continue
-        except (RecursionError, ValueError):
-            yield line_no, None, "invalid JSON: nested too deeply or not a number (an event is one flat object)"
-            continue
-        if not isinstance(value, dict):
-            yield line_no, None, f"expected a JSON object, got {type(value).__name__}"
-            continue
-        missing = [name for name in REQUIRED_COLUMNS if name not in value]
+        missing = [name for name in REQUIRED_COLUMNS if name not in parsed]
         if missing:
             yield line_no, None, "missing " + ", ".join(missing)
             continue
-        yield line_no, value, None
+        yield line_no, parsed, None
 
 
 def _csv_records(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,38 +144,50 @@ def too_long(what: str, length: int, limit: int) -> str:
     return f"{what} is {length:,} characters long, over the limit of {limit:,}"
 
 
+# What a catalogue's long-line message adds: the limit a shopper's text usually meets first.
+PRODUCT_LINE_NOTE = f" (a text field may hold {MAX_FIELD_CHARS:,})"
+
+
 def line_too_long(length: int) -> str:
-    return too_long("the line", length, MAX_LINE_CHARS) + f" (a text field may hold {MAX_FIELD_CHARS:,})"
+    return too_long("the line", length, MAX_LINE_CHARS) + PRODUCT_LINE_NOTE
 
 
-def parse_jsonl(text: str, schema: InputSchema = DEFAULT_SCHEMA) -> tuple[list[Record], list[Problem]]:
-    """One JSON object per line; blank lines are allowed (editors add them at the end). A line
-    over the limit is refused before it is parsed, so a huge or deeply nested one costs nothing."""
-    records: list[Record] = []
-    problems: list[Problem] = []
-    for line_no, line in enumerate(text.split("\n"), start=1):
+def jsonl_objects(
+    lines: Iterable[str], holds: str, long_line_note: str = ""
+) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """Each non-blank line of a JSONL text as (line number, its object or what is wrong with it).
+    A line over MAX_LINE_CHARS is refused before it is parsed, so a huge or deeply nested one costs
+    nothing. Shared by catalogues and event files (import_events.py): `holds` says what one line
+    is ("a product"), `long_line_note` what else the long-line message should say."""
+    for line_no, line in enumerate(lines, start=1):
         if len(line) > MAX_LINE_CHARS:
-            problems.append((line_no, line_too_long(len(line))))
+            yield line_no, too_long("the line", len(line), MAX_LINE_CHARS) + long_line_note
             continue
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            problems.append((line_no, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            yield line_no, f"invalid JSON: {exc.msg} at column {exc.colno}"
             continue
         except RecursionError:
-            problems.append(
-                (line_no, "invalid JSON: arrays or objects nested too deeply (a product is one flat object)")
-            )
+            yield line_no, f"invalid JSON: arrays or objects nested too deeply ({holds} is one flat object)"
             continue
-        except ValueError as exc:
-            problems.append((line_no, f"invalid JSON: {exc}"))
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            yield line_no, f"invalid JSON: {exc}"
             continue
-        if not isinstance(value, dict):
-            problems.append((line_no, f"expected a JSON object, got {type(value).__name__}"))
-            continue
-        records.append((line_no, value))
+        yield line_no, value if isinstance(value, dict) else f"expected a JSON object, got {type(value).__name__}"
+
+
+def parse_jsonl(text: str, schema: InputSchema = DEFAULT_SCHEMA) -> tuple[list[Record], list[Problem]]:
+    """One JSON object per line; blank lines are allowed (editors add them at the end)."""
+    records: list[Record] = []
+    problems: list[Problem] = []
+    for line_no, parsed in jsonl_objects(text.split("\n"), "a product", PRODUCT_LINE_NOTE):
+        if isinstance(parsed, str):
+            problems.append((line_no, parsed))
+        else:
+            records.append((line_no, parsed))
     return records, problems
 
 
