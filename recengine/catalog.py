@@ -23,7 +23,7 @@ from recengine.errors import (
 )
 from recengine.intent import Vocabulary
 from recengine.layout import PRODUCT_FIELDS, KeyLayout, VectorFormat, VectorType, index_schema, product_to_hash
-from recengine.reload import follow_serving, queue_serving
+from recengine.reload import follow_serving, queue_serving, refresh_serving
 from recengine.replies import (
     aggregate_rows,
     index_info_from,
@@ -125,9 +125,7 @@ class Catalog:
         """A product's key in the generation serving now: Redis is asked every time, since the
         caller (product_key, for scripts and tests that touch a hash directly) may run in a
         thread whose cached view a reload elsewhere left behind."""
-        pipe = self.store.pipeline()
-        queue_serving(pipe, self.keys)
-        follow_serving(self.keys, self.store.execute(pipe)[0])
+        refresh_serving(self.store, self.keys)
         return self.keys.product(product_id)
 
     # writing products
@@ -135,9 +133,7 @@ class Catalog:
     def index_products(self, products: Iterable[Mapping[str, Any]], batch_size: int) -> int:
         """Every product checked (a whole batch before any of it is sent), then HSET by batch,
         into the generation serving (read first: a reload may have moved the catalogue)."""
-        pipe = self.store.pipeline()
-        queue_serving(pipe, self.keys)
-        follow_serving(self.keys, self.store.execute(pipe)[0])
+        refresh_serving(self.store, self.keys)
         written = 0
         batch: list[tuple[str, dict[str, bytes | str]]] = []
         dim, vector_type = self.vectors.dim, self.vectors.vector_type
@@ -173,9 +169,7 @@ class Catalog:
             except redis.ResponseError as exc:
                 if not is_no_product_error(exc):
                     raise
-            pipe = self.store.pipeline()
-            queue_serving(pipe, self.keys)
-            if not follow_serving(self.keys, self.store.execute(pipe)[0]):
+            if not refresh_serving(self.store, self.keys):
                 raise ProductNotFoundError(product_id)
 
     # reading products

@@ -44,7 +44,7 @@ from recengine.layout import (
     encode_updates,
     product_fields,
 )
-from recengine.reload import follow_serving, glob_escape, queue_serving
+from recengine.reload import follow_serving, glob_escape, queue_serving, refresh_serving
 from recengine.replies import text
 from recengine.results import ProductWrite
 from recengine.scripts import ScriptCall, Scripts, WriteProduct, WriteProductReply, run_scripts_then
@@ -179,9 +179,7 @@ class ProductWriter:
                 if not is_no_product_error(exc):
                     raise
             # Not under the cached prefix: unknown, or a reload moved the catalogue meanwhile.
-            pipe = self.store.pipeline()
-            queue_serving(pipe, self.keys)
-            if not follow_serving(self.keys, self.store.execute(pipe)[0]):
+            if not refresh_serving(self.store, self.keys):
                 raise ProductNotFoundError(product_id)
 
     def delete(self, product_id: str) -> bool:
@@ -201,9 +199,7 @@ class ProductWriter:
     def stored(self) -> dict[str, dict[str, str]]:
         """Every stored product's fields but the vector, by id, from the serving generation: what
         a sync compares a file with."""
-        pipe = self.store.pipeline()
-        queue_serving(pipe, self.keys)
-        follow_serving(self.keys, self.store.execute(pipe)[0])
+        refresh_serving(self.store, self.keys)
         names = [*PRODUCT_FIELDS, TEXT_DIGEST_FIELD, *(extra.name for extra in self.extra_fields)]
         prefix = self.keys.serving.prefix
         keys = [text(key) for key in self.store.primary.scan_iter(match=glob_escape(prefix) + "*", count=READ_BATCH)]

@@ -87,6 +87,14 @@ def follow_serving(keys: KeyLayout, reply: Sequence[Any]) -> bool:
     return keys.serving.move_to(int(number(generation)), text(prefix))
 
 
+def refresh_serving(store: Store, keys: KeyLayout) -> bool:
+    """Ask Redis which generation serves, in a round trip of its own, and follow it; True when
+    the cached prefix moved (for a caller whose write found no product under the old one)."""
+    pipe = store.pipeline()
+    queue_serving(pipe, keys)
+    return follow_serving(keys, store.execute(pipe)[0])
+
+
 def glob_escape(value: str) -> str:
     """A literal for SCAN MATCH: every glob metacharacter backslash-escaped."""
     return re.sub(r"([\\*?\[\]])", r"\\\1", value)
