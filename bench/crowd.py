@@ -47,14 +47,13 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from bench.harness import ROOT, machine, write_result
+from bench.harness import ROOT, machine, package_versions, write_result
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis, connect
 from recengine.catalog_file import product_text
@@ -644,16 +643,6 @@ def load_catalogue(
 # --- the report --------------------------------------------------------------------------------
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def results_json(results: Mapping[str, MethodResult]) -> dict[str, Any]:
     return {
         name: {"metrics": r.metrics, "ms_per_query": r.ms_per_query, "full_lists": r.full_lists}
@@ -764,7 +753,7 @@ def main(argv: list[str] | None = None) -> None:
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench.crowd" + (" --quick" if args.quick else ""),
             "machine": machine(client) | {"load_average_1min_at_start": load_at_start},
-            "packages": package_versions(),
+            "packages": package_versions(PACKAGES),
             "model": {"name": embedder.model_name, "backend": embedder.backend},
             "library_serves_crowd_signals": library_serves_crowd_signals(),
             "parameters": {

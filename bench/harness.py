@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """The installed version of each package a result depends on ("not installed" for a missing one)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def machine(client: redis.Redis | None = None) -> dict[str, Any]:

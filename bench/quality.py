@@ -36,14 +36,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench import catalog_gen
-from bench.harness import ROOT, machine, write_result
+from bench.harness import ROOT, machine, package_versions, write_result
 from embeddings import LocalEmbedder
 from local_redis import LocalRedis, connect
 from recengine.catalog_file import catalog_vectors, product_text, read_catalog
@@ -357,16 +356,6 @@ def make_recommender(client: Any, name: str) -> RedisRecommender:
         key_prefix=f"{INDEX_PREFIX}:{name}:product:",
         user_key_prefix=f"{INDEX_PREFIX}:{name}:user:",
     )
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 # --- simulated sessions ---------------------------------------------------------------------
@@ -1322,7 +1311,7 @@ def main(argv: list[str] | None = None) -> None:
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench.quality" + (" --quick" if args.quick else ""),
             "machine": machine(client),
-            "packages": package_versions(),
+            "packages": package_versions(PACKAGES),
             "model": {
                 "name": embedder.model_name,
                 "query_backend": embedder.backend,
