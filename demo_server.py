@@ -74,7 +74,7 @@ from recengine.web_guard import (
     load_cookie_secret,
     valid_user_id,
 )
-from recengine.workers import reserve_port, supervise
+from recengine.workers import STOP_SIGNALS, reserve_port, supervise
 from recommender import RedisRecommender, is_missing_index_error
 
 log = logging.getLogger("demo_server")
@@ -688,8 +688,19 @@ def start(args: argparse.Namespace) -> tuple[DemoServer, LocalRedis | None]:
 def stop_serving(signum: int, frame: Any) -> None:
     """SIGTERM (kill, systemd) and SIGINT end serve_forever the same way, so the bundled Redis
     is shut down cleanly either way. Installed explicitly because a demo started in the
-    background by a script inherits SIGINT as ignored."""
+    background by a script inherits SIGINT as ignored. The first signal starts the shutdown and
+    later ones are ignored: a second Ctrl-C, or `timeout` and a person both sending SIGTERM,
+    would otherwise raise inside it and leave Redis running (SIGKILL still ends it at once)."""
+    for each in STOP_SIGNALS:
+        signal.signal(each, already_stopping)
     raise KeyboardInterrupt
+
+
+def already_stopping(signum: int, frame: Any) -> None:
+    """A stop signal during the shutdown: nothing to do. A Python function rather than SIG_IGN,
+    because a signal that arrived before the switch is still dispatched to the handler then in
+    place, and Python refuses to dispatch one to SIG_IGN (OSError: "ignored due to race")."""
+    log.info("already stopping (signal %d)", signum)
 
 
 def warn_if_exposed(host: str) -> None:
@@ -799,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     pid = "[%(process)d]" if args.workers > 1 else ""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
     warn_if_exposed(args.host)
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, stop_serving)
     if args.experiment is not None:
         log.info("experiment %s: %s", args.experiment.name,

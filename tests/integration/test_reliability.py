@@ -439,3 +439,29 @@ def test_the_whole_demo_keeps_sessions_and_embeddings_across_a_restart_and_a_kil
     finally:
         for demo in started:
             demo.kill()
+
+
+def test_a_second_stop_signal_during_shutdown_does_not_interrupt_it(tmp_path: Path) -> None:
+    """Ctrl-C pressed twice, or `timeout` and a person both sending SIGTERM: the first signal
+    starts the shutdown, which stops the bundled Redis cleanly; later ones must not break into it
+    (they used to raise inside it: a traceback, and Redis left running for the next start). The
+    test sends SIGINT every 5 ms until the demo has gone, so some land in the shutdown."""
+    demo = BundledDemo(str(tmp_path))
+    try:
+        demo.wait_until_listening()
+        demo.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while demo.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                demo.process.send_signal(signal.SIGINT)
+            time.sleep(0.005)
+        code = demo.process.wait(timeout=1)
+        demo.reader.join(timeout=5)
+    finally:
+        demo.kill()
+    assert "Traceback" not in demo.log, demo.log
+    assert "already stopping" in demo.log  # signals did arrive during the shutdown
+    assert running_bundled_url(tmp_path) is None  # and its Redis was shut down, not left running
+    # 0, or killed by a SIGINT that came after the shutdown, once Python's own exit has put the
+    # default handlers back.
+    assert code in (0, -signal.SIGINT), demo.log
