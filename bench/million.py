@@ -3,10 +3,14 @@
 It starts a fresh bundled Redis with Search and streams a seeded synthetic catalogue into it:
 50 categories of Zipf-like popularity, 500 brands of Zipf-like popularity, log-normal prices
 around a per-category median, ratings skewed high, 10 % out of stock, short descriptions from a
-small vocabulary, and 384-d unit vectors clustered by category and sub-cluster (the same mixture
-of shared, category, sub-cluster and noise directions as bench/synthetic_catalog.py, whose
-weights it reuses). Vectors are generated chunk by chunk from (seed, chunk), so the catalogue is
-never held in memory: the exact search regenerates the chunks instead.
+small vocabulary, and 384-d unit vectors clustered by category and sub-cluster (the centres of
+bench/synthetic_catalog.py's mixture, whose weights it reuses). By default (`--generator
+catalogue`) products come in families of variants spread in a low-rank subspace of their
+sub-cluster, calibrated to real all-MiniLM-L6-v2 product vectors by bench/vector_realism.py;
+`--generator isotropic` gives each product an isotropic 384-d offset instead, HNSW's worst case
+rather than a catalogue (intrinsic dimension about 80 at 100k, against about 12). Vectors are
+generated chunk by chunk from (seed, chunk), so the catalogue is never held in memory: the exact
+search regenerates the chunks instead.
 
 It measures:
 
@@ -89,6 +93,20 @@ USER_PREFIX = "bench:million:user:"
 NARROW_BRANDS = 20
 NOUNS = ("jacket", "boot", "shirt", "lamp", "kettle", "tent", "speaker", "mug", "bag", "scarf", "serum", "mat")
 VectorType = Literal["FLOAT32", "FLOAT16"]
+Generator = Literal["catalogue", "isotropic"]
+# The "catalogue" generator's shape, calibrated by bench/vector_realism.py against the 3,905 UCI
+# Online Retail products embedded by all-MiniLM-L6-v2 (intrinsic dimension, nearest-neighbour
+# cosine and contrast at the same size): products per family (mean), the rank of a sub-cluster's
+# subspace and its directions' decay, and the weights of a family's place in it, a variant's
+# offset from its family, and the isotropic part.
+MEAN_FAMILY = 2.0
+SUBSPACE_RANK = 32
+SUBSPACE_SCALES = (np.arange(1, SUBSPACE_RANK + 1, dtype=np.float32) ** -0.3) / np.linalg.norm(
+    np.arange(1, SUBSPACE_RANK + 1, dtype=np.float32) ** -0.3
+)
+W_FAMILY, W_VARIANT, W_ISOTROPIC = 0.9, 0.45, 0.35
+# A query near an item is another variant of its family, a farther one than the catalogue's.
+W_QUERY = 0.6
 FILTERS = ("none", "broad", "medium", "narrow")
 # What recall and latency are measured for: each filter under Redis' own choice of hybrid policy,
 # and the medium filter with BATCHES forced (the policy Redis does not pick for it; see the report).
@@ -119,16 +137,32 @@ class Columns:
     medians: np.ndarray  # (CATEGORIES,) median price per category
 
 
+def subspace_coefficients(rng: np.random.Generator, count: int) -> np.ndarray:
+    """(count, SUBSPACE_RANK) Gaussian coefficients of decaying scale (norm about 1): the few
+    strongest directions carry most of a sub-cluster's spread, as in real embeddings."""
+    return rng.standard_normal((count, SUBSPACE_RANK), dtype=np.float32) * SUBSPACE_SCALES
+
+
 def zipf(count: int, exponent: float) -> np.ndarray:
     weights = 1.0 / np.arange(1, count + 1) ** exponent
     return weights / weights.sum()
 
 
 class ScaleCatalog:
-    """n products from one seed; chunk c's vectors and texts come from (seed, c) alone."""
+    """n products from one seed; chunk c's vectors and texts come from (seed, c) alone.
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
+    Two generators of vectors. "catalogue" (the default) is calibrated to real all-MiniLM-L6-v2
+    product vectors by bench/vector_realism.py (intrinsic dimension and nearest-neighbour
+    contrast): products come in families of variants (one to several, like colours or sizes of
+    one product; a family shares category, sub-cluster and brand), and a sub-cluster's products
+    spread in a low-rank subspace of its own (SUBSPACE_RANK directions of decaying weight), with a
+    small isotropic part. "isotropic" is the earlier mixture, each product its sub-cluster's
+    centre plus an isotropic 384-d offset: a worst case for HNSW (every point nearly equidistant
+    from its cloud's others), not a catalogue; kept to measure that worst case and to re-measure
+    catalogues kept by earlier runs."""
+
+    def __init__(self, n: int, seed: int, generator: Generator = "catalogue") -> None:
+        self.n, self.seed, self.generator = n, seed, generator
         rng = np.random.default_rng(seed)
         shared = random_unit(rng, ())
         categories = random_unit(rng, (CATEGORIES,))
@@ -138,13 +172,35 @@ class ScaleCatalog:
         )
         medians = np.clip(rng.lognormal(np.log(45.0), 0.8, CATEGORIES), 5.0, 900.0)
         category = rng.choice(CATEGORIES, n, p=zipf(CATEGORIES, 0.6)).astype(np.int16)
+        subcluster = rng.integers(0, SUBCLUSTERS, n).astype(np.int8)
+        brand = rng.choice(BRANDS, n, p=zipf(BRANDS, 1.0)).astype(np.int16)
+        price = np.maximum(1.0, np.round(rng.lognormal(np.log(medians[category]), PRICE_SIGMA), 2))
+        rating = np.round(np.clip(5.0 - rng.gamma(1.5, 0.5, n), 0.0, 5.0), 1)
+        in_stock = rng.random(n) >= 0.10
+        # Drawn after the columns above, so that the isotropic generator's catalogue is the one
+        # earlier runs kept. A family's first product gives the family its category, sub-cluster
+        # and brand (so their shares are unchanged).
+        self.family = np.arange(n, dtype=np.int32)
+        self.bases = np.zeros((CATEGORIES, SUBCLUSTERS, SUBSPACE_RANK, DIM), np.float32)
+        self.family_latents = np.zeros((0, SUBSPACE_RANK), np.float32)
+        if generator == "catalogue":
+            self.bases = random_unit(rng, (CATEGORIES, SUBCLUSTERS, SUBSPACE_RANK))
+            sizes = 1 + rng.poisson(MEAN_FAMILY - 1, n)
+            self.family = np.repeat(np.arange(n, dtype=np.int32), sizes)[:n]
+            heads = np.searchsorted(self.family, np.arange(int(self.family[-1]) + 1 if n else 0))
+            category, subcluster, brand = (
+                category[heads][self.family],
+                subcluster[heads][self.family],
+                brand[heads][self.family],
+            )
+            self.family_latents = subspace_coefficients(rng, len(heads))
         self.columns = Columns(
             category=category,
-            subcluster=rng.integers(0, SUBCLUSTERS, n).astype(np.int8),
-            brand=rng.choice(BRANDS, n, p=zipf(BRANDS, 1.0)).astype(np.int16),
-            price=np.maximum(1.0, np.round(rng.lognormal(np.log(medians[category]), PRICE_SIGMA), 2)),
-            rating=np.round(np.clip(5.0 - rng.gamma(1.5, 0.5, n), 0.0, 5.0), 1),
-            in_stock=rng.random(n) >= 0.10,
+            subcluster=subcluster,
+            brand=brand,
+            price=price,
+            rating=rating,
+            in_stock=in_stock,
             medians=medians,
         )
 
@@ -158,8 +214,26 @@ class ScaleCatalog:
     def vectors(self, chunk: int) -> np.ndarray:
         part = self.span(chunk)
         rng = np.random.default_rng([self.seed, 1, chunk])
-        base = self.centroids[self.columns.category[part], self.columns.subcluster[part]]
-        return normalize_rows(base + W_NOISE * random_unit(rng, (len(base),)))
+        category, subcluster = self.columns.category[part], self.columns.subcluster[part]
+        if self.generator == "isotropic":
+            base = self.centroids[category, subcluster]
+            return normalize_rows(base + W_NOISE * random_unit(rng, (len(base),)))
+        latents = W_FAMILY * self.family_latents[self.family[part]]
+        return self.in_subspaces(
+            category, subcluster, latents + W_VARIANT * subspace_coefficients(rng, len(latents)), rng
+        )
+
+    def in_subspaces(
+        self, category: np.ndarray, subcluster: np.ndarray, coefficients: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Unit vectors: each row's sub-cluster centre, plus its coefficients over that
+        sub-cluster's subspace, plus the small isotropic part."""
+        out = self.centroids[category, subcluster] + W_ISOTROPIC * random_unit(rng, (len(category),))
+        groups = category.astype(np.int64) * SUBCLUSTERS + subcluster
+        for group in np.unique(groups):
+            rows = np.flatnonzero(groups == group)
+            out[rows] += coefficients[rows] @ self.bases[group // SUBCLUSTERS, group % SUBCLUSTERS]
+        return normalize_rows(out)
 
     def products(self, chunk: int) -> Iterator[dict[str, Any]]:
         """Chunk c's products in the shape RedisRecommender takes."""
@@ -203,18 +277,32 @@ class Queries:
 
 
 def make_queries(catalog: ScaleCatalog, count: int, seed: int) -> Queries:
-    """Half perturbed catalogue items, half points around a sub-cluster centre: both near the data."""
+    """Half near catalogue items, half near a sub-cluster centre: both near the data. For the
+    catalogue generator a query is a product that is not in the catalogue: a farther variant of
+    an item's family, or a new family; for the isotropic one, an item or a centre plus isotropic
+    noise."""
     rng = np.random.default_rng([seed, 3])
     half = count // 2
     items = np.sort(rng.integers(0, catalog.n, half))
-    item_vectors = np.empty((half, DIM), dtype=np.float32)
-    for chunk in np.unique(items // CHUNK):
-        rows = np.flatnonzero(items // CHUNK == chunk)
-        item_vectors[rows] = catalog.vectors(int(chunk))[items[rows] - chunk * CHUNK]
-    from_items = normalize_rows(item_vectors + 0.5 * random_unit(rng, (half,)))
     cats = rng.choice(CATEGORIES, count - half, p=zipf(CATEGORIES, 0.6))
     subs = rng.integers(0, SUBCLUSTERS, count - half)
-    from_centres = normalize_rows(catalog.centroids[cats, subs] + W_NOISE * random_unit(rng, (count - half,)))
+    if catalog.generator == "catalogue":
+        cols = catalog.columns
+        near_items = W_FAMILY * catalog.family_latents[catalog.family[items]]
+        from_items = catalog.in_subspaces(
+            cols.category[items], cols.subcluster[items], near_items + W_QUERY * subspace_coefficients(rng, half), rng
+        )
+        new_families = W_FAMILY * subspace_coefficients(rng, count - half)
+        from_centres = catalog.in_subspaces(
+            cats, subs, new_families + W_VARIANT * subspace_coefficients(rng, count - half), rng
+        )
+    else:
+        item_vectors = np.empty((half, DIM), dtype=np.float32)
+        for chunk in np.unique(items // CHUNK):
+            rows = np.flatnonzero(items // CHUNK == chunk)
+            item_vectors[rows] = catalog.vectors(int(chunk))[items[rows] - chunk * CHUNK]
+        from_items = normalize_rows(item_vectors + 0.5 * random_unit(rng, (half,)))
+        from_centres = normalize_rows(catalog.centroids[cats, subs] + W_NOISE * random_unit(rng, (count - half,)))
     popular_brands = np.argsort(-np.bincount(catalog.columns.brand, minlength=BRANDS))[:NARROW_BRANDS]
     return Queries(
         vectors=np.concatenate([from_items, from_centres]).astype(np.float32),
@@ -602,7 +690,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if kept:
         args.products, args.seed, args.vector_type = kept["products"], kept["seed"], kept["settings"]["vector_type"]
         args.hnsw_m, args.hnsw_ef_construction = kept["settings"]["hnsw_m"], kept["settings"]["hnsw_ef_construction"]
-    catalog = ScaleCatalog(args.products, args.seed)
+        # Catalogues kept before there was a choice were made by the isotropic generator.
+        args.generator = kept["settings"].get("generator", "isotropic")
+    catalog = ScaleCatalog(args.products, args.seed, args.generator)
     queries = make_queries(catalog, args.queries, args.seed)
     started = time.perf_counter()
     truth = exact_neighbours(catalog, queries)
@@ -619,7 +709,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result: dict[str, Any] = {
             "products": args.products,
             "settings": {k: v for k, v in asdict(setup).items() if k not in ("url", "hybrid_policy")}
-            | {"queries": len(queries.vectors), "seed": args.seed, "batch": BATCH},
+            | {"queries": len(queries.vectors), "seed": args.seed, "batch": BATCH, "generator": args.generator},
             "machine": machine(rec.redis),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "filter_share_median": filter_shares(catalog, queries),
@@ -726,6 +816,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--users", type=int, default=1000, help="users clicked 10 times each, for bytes per user (0: skip)"
     )
     parser.add_argument("--vector-type", choices=("FLOAT32", "FLOAT16"), default="FLOAT32")
+    parser.add_argument(
+        "--generator",
+        choices=("catalogue", "isotropic"),
+        default="catalogue",
+        help="vectors like real product embeddings (default), or isotropic clouds: HNSW's worst case, not a catalogue",
+    )
     parser.add_argument("--hnsw-m", type=int, default=None)
     parser.add_argument("--hnsw-ef-construction", type=int, default=None)
     parser.add_argument("--ef-runtime", type=int, default=100)
@@ -764,6 +860,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     suffix += ("" if args.products == 1_000_000 else f"-{args.products}") + (
         "" if args.vector_type == "FLOAT32" else "-float16"
     )
+    if args.generator == "isotropic":
+        suffix += "-isotropic"
     if args.hnsw_m or args.hnsw_ef_construction:
         suffix += f"-m{args.hnsw_m}-ef{args.hnsw_ef_construction}"
     output = args.output or RESULTS_DIR / f"million{suffix}.json"
