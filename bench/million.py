@@ -471,7 +471,7 @@ def ingest(setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, clients: 
 def wait_indexed(rec: RedisRecommender, expected: int, timeout_s: float = 3600.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        info = info_dict(rec.redis.execute_command(*query.info_command(INDEX_NAME)))
+        info = info_dict(rec.redis.execute_command(*query.info_command(rec.index_name)))
         if float(info["percent_indexed"]) >= 1.0 and int(info["num_docs"]) >= expected:
             return info
         if time.monotonic() > deadline:
@@ -494,17 +494,28 @@ FT_INFO_SIZES = (
 
 def memory(rec: RedisRecommender, n: int, baseline: int) -> dict[str, Any]:
     """Redis' memory per product: INFO's used_memory over the empty server's, FT.INFO's parts,
-    and MEMORY USAGE of 200 sampled hashes."""
+    and MEMORY USAGE and encoding of 200 sampled hashes; with what reading a hash costs Redis
+    (a listpack is read by a linear scan, a hash table by lookup): µs per HMGET of the fields a
+    search returns, over 2,000 sampled products (INFO commandstats)."""
     client = rec.redis
     info = info_dict(client.execute_command(*query.info_command(INDEX_NAME)))
     used = int(client.info("memory")["used_memory"])
     sample = np.random.default_rng(7).integers(0, n, 200)
     hash_bytes = [int(client.memory_usage(rec.product_key(str(i)), samples=0) or 0) for i in sample]
+    encodings = [bytes(client.object("encoding", rec.product_key(str(i)))).decode() for i in sample]
     parts = {name: round(float(info[name]) * 2**20 / n, 1) for name in FT_INFO_SIZES if name in info}
+    client.config_resetstat()
+    pipe = client.pipeline(transaction=False)
+    for i in np.random.default_rng(8).integers(0, n, 2000):
+        pipe.hmget(rec.product_key(str(i)), ["name", "category", "brand", "price", "rating", "in_stock"])
+    pipe.execute()
     return {
         "used_memory_bytes": used,
         "used_memory_per_product": round((used - baseline) / n, 1),
         "product_hash_bytes_mean": round(float(np.mean(hash_bytes)), 1),
+        "product_hash_encodings": {e: encodings.count(e) for e in set(encodings)},
+        "hash_max_listpack_value": int(str(client.config_get("hash-max-listpack-value")["hash-max-listpack-value"])),
+        "hmget_us_per_call": float(client.info("commandstats")["cmdstat_hmget"]["usec_per_call"]),
         "ft_info_bytes_per_product": parts,
     }
 
@@ -541,10 +552,12 @@ def searcher(rec: RedisRecommender) -> Callable[[np.ndarray, dict[str, Any]], li
     return lambda vector, kwargs: [c.id for c in rec.candidate_retrieve(vector, k=K, **kwargs)]
 
 
-def recall(setup: Setup, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]]) -> dict[str, Any]:
+def recall(
+    setup: Setup, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]], cases: Sequence[str]
+) -> dict[str, Any]:
     """recall@10 per case, and the p50 of those (sequential) searches."""
     out = {}
-    for case in CASES:
+    for case in cases:
         name, policy = case_parts(case)
         search = searcher(replace(setup, hybrid_policy=policy).recommender())
         hits, possible, matching, times = 0, 0, [], []
@@ -566,13 +579,18 @@ def recall(setup: Setup, catalog: ScaleCatalog, queries: Queries, truth: dict[st
 
 
 def ef_sweep(
-    setup: Setup, catalog: ScaleCatalog, queries: Queries, truth: dict[str, list[list[int]]], values: Sequence[int]
+    setup: Setup,
+    catalog: ScaleCatalog,
+    queries: Queries,
+    truth: dict[str, list[list[int]]],
+    values: Sequence[int],
+    cases: Sequence[str],
 ) -> dict[str, Any]:
     """recall@10 and one client's p50 at each EF_RUNTIME (same index: EF_RUNTIME is per query)."""
     out = {}
     for ef in values:
         swept = replace(setup, ef_runtime=ef)
-        out[str(ef)] = recall(swept, catalog, queries, truth)
+        out[str(ef)] = recall(swept, catalog, queries, truth, cases)
         log.info("EF_RUNTIME %d: %s", ef, {case: row["recall_at_10"] for case, row in out[str(ef)].items()})
     return out
 
@@ -606,7 +624,12 @@ def _latency_worker(
 
 
 def latency(
-    setup: Setup, catalog: ScaleCatalog, queries: Queries, clients: Sequence[int], per_level: int
+    setup: Setup,
+    catalog: ScaleCatalog,
+    queries: Queries,
+    clients: Sequence[int],
+    per_level: int,
+    cases: Sequence[str],
 ) -> dict[str, Any]:
     """p50/p99 of one search at each concurrency, every client a process, all started together;
     with Redis' own time per FT.SEARCH (INFO commandstats) and the searches per second, which
@@ -614,7 +637,7 @@ def latency(
     out: dict[str, Any] = {}
     context = multiprocessing.get_context("fork")
     client = setup.recommender().redis
-    for case in CASES:
+    for case in cases:
         out[case] = {}
         for level in clients:
             each = max(per_level // level, 20)
@@ -727,6 +750,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "reused %s: loaded and indexed in %.1f s", args.reuse, result["reused"]["loaded_and_indexed_after_s"]
             )
         else:
+            if args.hash_max_listpack_value is not None:
+                rec.redis.config_set("hash-max-listpack-value", args.hash_max_listpack_value)
             baseline = int(rec.redis.info("memory")["used_memory"])
             rec.create_index()
             result["ingest"] = ingest(setup, rec, catalog, args.ingest_clients)
@@ -734,14 +759,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 keep(rec, args.data_dir, result, baseline)
         result["memory"] = memory(rec, catalog.n, baseline)
         if args.ef_sweep:
-            result["ef_runtime_sweep"] = ef_sweep(setup, catalog, queries, truth, args.ef_sweep)
+            result["ef_runtime_sweep"] = ef_sweep(setup, catalog, queries, truth, args.ef_sweep, args.cases)
             setup = replace(setup, ef_runtime=chosen_ef_runtime(result["ef_runtime_sweep"], args.target_recall))
             result["settings"]["ef_runtime"] = setup.ef_runtime
             result["settings"]["ef_runtime_chosen_for_recall"] = args.target_recall
             result["recall"] = result["ef_runtime_sweep"][str(setup.ef_runtime)]
         else:
-            result["recall"] = recall(setup, catalog, queries, truth)
-        result["latency"] = latency(setup, catalog, queries, args.clients, args.latency_queries)
+            result["recall"] = recall(setup, catalog, queries, truth, args.cases)
+        result["latency"] = latency(setup, catalog, queries, args.clients, args.latency_queries, args.cases)
         if args.users:
             result["users"] = user_memory(rec, catalog, args.users, 10)
         result["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
@@ -799,10 +824,18 @@ def print_table(result: dict[str, Any]) -> None:
     levels = list(next(iter(result["latency"].values())))
     print(f"EF_RUNTIME {result['settings']['ef_runtime']}")
     print("| filter | median share | recall@10 | " + " | ".join(f"{lv} clients p50 / p99 ms" for lv in levels) + " |")
-    for case in CASES:
+    for case in result["latency"]:
         cells = [f"{result['latency'][case][lv]['p50_ms']} / {result['latency'][case][lv]['p99_ms']}" for lv in levels]
         share = result["filter_share_median"][case_parts(case)[0]]
         print(f"| {case} | {share:.4%} | {result['recall'][case]['recall_at_10']} | " + " | ".join(cells) + " |")
+
+
+def cases_list(text: str) -> list[str]:
+    chosen = text.split(",")
+    unknown = [case for case in chosen if case not in CASES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown case {', '.join(unknown)}: choose from {','.join(CASES)}")
+    return chosen
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -812,6 +845,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-queries", type=int, default=1000, help="searches per concurrency level")
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--ingest-clients", type=int, default=2)
+    parser.add_argument(
+        "--cases",
+        type=cases_list,
+        default=list(CASES),
+        help=f"what recall and latency are measured for (default all: {','.join(CASES)})",
+    )
+    parser.add_argument(
+        "--hash-max-listpack-value",
+        type=int,
+        default=None,
+        help="set this Redis option before ingesting (default: the bundled Redis' own): product hashes whose every "
+        "value fits are stored as listpacks, smaller than hash tables",
+    )
     parser.add_argument(
         "--users", type=int, default=1000, help="users clicked 10 times each, for bytes per user (0: skip)"
     )

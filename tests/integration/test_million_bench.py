@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from bench import million
+from bench.synthetic_catalog import W_NOISE, random_unit
+from embeddings import normalize_rows
 
 
 def test_the_catalogue_is_seeded_chunk_by_chunk() -> None:
@@ -30,6 +32,31 @@ def test_the_catalogue_is_seeded_chunk_by_chunk() -> None:
     assert np.array_equal(products[0]["embedding"], catalog.vectors(2)[0])
 
 
+def test_catalogue_products_come_in_families_of_variants() -> None:
+    catalog = million.ScaleCatalog(20_000, seed=6)
+    cols, family = catalog.columns, catalog.family
+    assert 1.5 < catalog.n / (family[-1] + 1) < 2.5  # two products a family, on average
+    same_family = family[1:] == family[:-1]
+    for column in (cols.category, cols.subcluster, cols.brand):
+        assert np.array_equal(column[1:][same_family], column[:-1][same_family])
+    vectors = np.concatenate([catalog.vectors(c) for c in range(catalog.chunks)])
+    cosine_to_next = (vectors[1:] * vectors[:-1]).sum(axis=1)
+    assert cosine_to_next[same_family].mean() > cosine_to_next[~same_family].mean() + 0.2
+
+
+def test_the_isotropic_worst_case_keeps_the_earlier_catalogue() -> None:
+    """Catalogues kept by runs before the catalogue generator were made by this recipe: a
+    sub-cluster centre plus an isotropic offset, from the columns drawn before any family."""
+    catalog = million.ScaleCatalog(12_000, seed=5, generator="isotropic")
+    catalogue = million.ScaleCatalog(12_000, seed=5)
+    assert np.array_equal(catalog.columns.price, catalogue.columns.price)
+    assert len(np.unique(catalog.family)) == catalog.n  # no families
+    part = catalog.span(1)
+    offsets = random_unit(np.random.default_rng([5, 1, 1]), (part.stop - part.start,))
+    centres = catalog.centroids[catalog.columns.category[part], catalog.columns.subcluster[part]]
+    assert np.allclose(catalog.vectors(1), normalize_rows(centres + W_NOISE * offsets), atol=1e-6)
+
+
 def test_the_filter_fields_have_the_issue_distributions() -> None:
     columns = million.ScaleCatalog(50_000, seed=4).columns
     assert len(np.unique(columns.category)) == million.CATEGORIES
@@ -38,8 +65,9 @@ def test_the_filter_fields_have_the_issue_distributions() -> None:
     assert columns.price.min() >= 1.0 and 0.0 <= columns.rating.min() <= columns.rating.max() <= 5.0
 
 
-def test_the_exact_search_is_a_filtered_brute_force() -> None:
-    catalog = million.ScaleCatalog(12_000, seed=5)
+@pytest.mark.parametrize("generator", ["catalogue", "isotropic"])
+def test_the_exact_search_is_a_filtered_brute_force(generator: million.Generator) -> None:
+    catalog = million.ScaleCatalog(12_000, seed=5, generator=generator)
     queries = million.make_queries(catalog, 30, seed=5)
     truth = million.exact_neighbours(catalog, queries)
     vectors = np.concatenate([catalog.vectors(c) for c in range(catalog.chunks)])
