@@ -627,6 +627,9 @@ class LocalRedis:
             self._atexit_registered = True
 
     def _launch(self, server: Path, module: Path, port: int) -> None:
+        """hash-max-listpack-value 2048 stores a product hash (its FLOAT16 or FLOAT32 vector and
+        fields) as a listpack, 378 B a product smaller than a hash table and no slower to read
+        (bench/listpack.py, bench/hnsw_settings.py)."""
         logfile = self.data_dir / LOG_FILE
         self._log_offset = logfile.stat().st_size if logfile.exists() else 0
         self.port = port
@@ -651,6 +654,7 @@ class LocalRedis:
             "--logfile", str(logfile.resolve()),
             *persistence,
             *memory,
+            "--hash-max-listpack-value", "2048",
             "--loadmodule", str(module),
         ]  # fmt: skip
         if self.persistent:
