@@ -14,8 +14,12 @@ collects into one table:
 Each setting is one row keyed by its name, and rows accumulate in the output file across runs
 of the same size (so a setting can be added, or measured again, later).
 
-Run: .venv/bin/python -m bench.hnsw_settings --settings 8:200,12:200,16:200,24:200,32:200
-     .venv/bin/python -m bench.hnsw_settings --settings 16:200:64,16:200:2048   (listpack A/B)
+A setting without a listpack value runs under the bundled Redis' own (2048 since
+local_redis.py sets it; the rows of bench/results/hnsw_settings-100000.json without one were
+measured before, under Redis' default of 64: their hashes are hash tables, as the row says).
+
+Run: .venv/bin/python -m bench.hnsw_settings --settings 8:200:64,12:200:64,16:200:64,24:200:64,32:200:64
+     .venv/bin/python -m bench.hnsw_settings --settings 16:100:64,16:200:2048
 (about 2 minutes per setting at 100,000 products on 2 cores)
 """
 
