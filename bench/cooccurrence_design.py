@@ -136,12 +136,12 @@ class UpdateOnWrite:
         self.client = client
         self.config = config
         keys = KeyLayout("design:idx", "design:product:", "design:user:")
-        self.store = CoOccurrence(keys, Scripts(client), config)
+        self.store = CoOccurrence(keys, Scripts(client), config, shard_of=lambda key: 0)  # one Redis
         self.windows: dict[str, list[WindowEntry]] = {}
 
     def load(self, events: Sequence[Event]) -> None:
         """The train set as an import sends it: windows and pairs worked out here with the
-        library's rules, each batch's counts summed per product, one script per product."""
+        library's rules, each batch's counts summed per product, the library's script calls."""
         self.client.script_load(self.store.scripts.faded_counts.script)
         for start in range(0, len(events), LOAD_BATCH):
             batch = events[start : start + LOAD_BATCH]
