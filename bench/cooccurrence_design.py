@@ -5,9 +5,9 @@ Two designs, fed the same train purchases (invoices before 2011-10-01, data/onli
 - update on write (what the library does, recengine/co_occurrence.py): each product's
   neighbours are a sorted set of faded counts under its own hash tag. An event reads the user's
   window (a field of the user's hash; the library reads it with the product), then in one
-  pipeline stores the window with the event in front (the library's user script does) and runs
-  one count script on its product and one on each partner (at most partners_per_event), each
-  trimmed to neighbours_kept. A read is ZREVRANGE + GET on one slot.
+  pipeline stores the window with the event in front (the library's user script does) and adds
+  to the counts of its product and of each partner (at most partners_per_event; one script call
+  on one Redis), each trimmed to neighbours_kept. A read is ZREVRANGE + GET on one slot.
 - compute on read (session-kNN): an event adds its product to its session's set and the session
   to the product's sorted set of sessions (by time, capped at SESSIONS_KEPT). A read takes the
   product's recent sessions, then every one of their sets, and counts the products in them,

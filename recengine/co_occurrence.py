@@ -81,7 +81,8 @@ class CoOccurrence:
 
     def pair_calls(self, product_id: str, at: float, increments: Sequence[tuple[str, float]]) -> list[ScriptCall]:
         """The writes of one event's pairs: all partners into the product's counts, and the
-        product into each partner's (len(increments) + 1 calls, none for no pairs)."""
+        product into each partner's (len(increments) + 1 sets: one call on one Redis, one per
+        slot on a cluster; none for no pairs)."""
         if not increments:
             return []
         return self.counts_calls(
@@ -89,7 +90,7 @@ class CoOccurrence:
         )
 
     def batch_calls(self, reference_s: float, counts: Mapping[str, Mapping[str, float]]) -> list[ScriptCall]:
-        """One call per product for many events' pairs, summed at reference_s (faded_sum)."""
+        """Many events' pairs, summed per product at reference_s (faded_sum)."""
         return self.counts_calls(
             reference_s, [(product_id, list(values.items())) for product_id, values in counts.items()]
         )
