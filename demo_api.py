@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
@@ -332,6 +332,17 @@ def parse_product_id(fields: Fields) -> str:
 T = TypeVar("T")
 # What one recorded write answers (ClickResult, EventResult, DismissResult): DemoApp.recorded.
 Recorded = TypeVar("Recorded", ClickResult, EventResult, DismissResult)
+Recorded_co = TypeVar("Recorded_co", ClickResult, EventResult, DismissResult, covariant=True)
+
+
+class StatefulWrite(Protocol[Recorded_co]):
+    """record_click_with_state, dismiss_with_state, and record_event_with_state with its type."""
+
+    def __call__(
+        self, user_id: str, product_id: str, *, event_id: str | None = None, may_create: MayCreateUser | None = None
+    ) -> tuple[Recorded_co, UserState]: ...
+
+
 P = ParamSpec("P")
 
 
@@ -603,12 +614,7 @@ class DemoApp:
 
     def click(self, caller: Caller, fields: Fields) -> dict[str, Any]:
         product_id = parse_product_id(fields)
-        result, user = self.recorded(
-            caller, fields, product_id, "click",
-            lambda rec, event_id: rec.record_click_with_state(
-                caller.user_id, product_id, event_id=event_id, may_create=caller.may_create_user
-            ),
-        )  # fmt: skip
+        result, user = self.recorded(caller, fields, product_id, "click", lambda rec: rec.record_click_with_state)
         return {
             "category": result.category,
             "affinity": round(result.affinity, 6),
@@ -625,11 +631,8 @@ class DemoApp:
         page has no session ids: events of a user minutes apart go together)."""
         product_id, event = parse_product_id(fields), parse_event(fields)
         result, user = self.recorded(
-            caller, fields, product_id, event,
-            lambda rec, event_id: rec.record_event_with_state(
-                caller.user_id, product_id, event, event_id=event_id, may_create=caller.may_create_user
-            ),
-        )  # fmt: skip
+            caller, fields, product_id, event, lambda rec: functools.partial(rec.record_event_with_state, event=event)
+        )
         return {
             "event": result.event,
             "product_id": product_id,
@@ -643,12 +646,7 @@ class DemoApp:
 
     def dismiss(self, caller: Caller, fields: Fields) -> dict[str, Any]:
         product_id = parse_product_id(fields)
-        result, user = self.recorded(
-            caller, fields, product_id, "dismiss",
-            lambda rec, event_id: rec.dismiss_with_state(
-                caller.user_id, product_id, event_id=event_id, may_create=caller.may_create_user
-            ),
-        )  # fmt: skip
+        result, user = self.recorded(caller, fields, product_id, "dismiss", lambda rec: rec.dismiss_with_state)
         return {
             "category": result.category,
             "affinity": round(result.affinity, 6),
@@ -664,16 +662,17 @@ class DemoApp:
         fields: Fields,
         product_id: str,
         kind: str,
-        record: Callable[[RedisRecommender, str | None], tuple[Recorded, UserState]],
+        write: Callable[[RedisRecommender], StatefulWrite[Recorded]],
     ) -> tuple[Recorded, dict[str, Any]]:
         """What click, event and dismiss share: the event id and the impression it came from
-        (checked before anything is written), the write by the user's arm's recommender, the
-        event counted (and joined to its impression) unless its event id had been applied
-        before, and the user's panel after it."""
+        (checked before anything is written), the write (`write` picks it from the user's arm's
+        recommender), the event counted (and joined to its impression) unless its event id had
+        been applied before, and the user's panel after it."""
         user_id = caller.user_id
         event_id = parse_event_id(fields)
         impression = self.impression_of(user_id, fields, product_id)
-        result, state = record(self.ranker_for(user_id)[1], event_id)
+        record = write(self.ranker_for(user_id)[1])
+        result, state = record(user_id, product_id, event_id=event_id, may_create=caller.may_create_user)
         if not result.already_applied:
             self.attribute(impression, kind, product_id)
         return result, self.user_state(user_id, state)
