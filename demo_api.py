@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from embeddings import LocalEmbedder
 from query_encoder import QueryEncoder
@@ -30,7 +30,10 @@ from recengine.validation import MAX_PRODUCT_ID_CHARS
 from recommender import (
     EVENT_TYPES,
     SIGNALS,
+    ClickResult,
+    DismissResult,
     DurabilityTimeoutError,
+    EventResult,
     EventType,
     IndexMissingError,
     MayCreateUser,
@@ -327,6 +330,19 @@ def parse_product_id(fields: Fields) -> str:
 
 
 T = TypeVar("T")
+# What one recorded write answers (ClickResult, EventResult, DismissResult): DemoApp.recorded.
+Recorded = TypeVar("Recorded", ClickResult, EventResult, DismissResult)
+Recorded_co = TypeVar("Recorded_co", ClickResult, EventResult, DismissResult, covariant=True)
+
+
+class StatefulWrite(Protocol[Recorded_co]):
+    """record_click_with_state, dismiss_with_state, and record_event_with_state with its type."""
+
+    def __call__(
+        self, user_id: str, product_id: str, *, event_id: str | None = None, may_create: MayCreateUser | None = None
+    ) -> tuple[Recorded_co, UserState]: ...
+
+
 P = ParamSpec("P")
 
 
@@ -597,39 +613,26 @@ class DemoApp:
         }
 
     def click(self, caller: Caller, fields: Fields) -> dict[str, Any]:
-        user_id = caller.user_id
-        product_id, event_id = parse_product_id(fields), parse_event_id(fields)
-        impression = self.impression_of(user_id, fields, product_id)
-        result, state = self.ranker_for(user_id)[1].record_click_with_state(
-            user_id, product_id, event_id=event_id, may_create=caller.may_create_user
-        )
-        if not result.already_applied:
-            self.attribute(impression, "click", product_id)
-        user = self.user_state(user_id, state)
-        # The click is the newest recent click, whose name user_state has just looked up.
-        name = next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id)
+        product_id = parse_product_id(fields)
+        result, user = self.recorded(caller, fields, product_id, "click", lambda rec: rec.record_click_with_state)
         return {
             "category": result.category,
             "affinity": round(result.affinity, 6),
             "clicks": result.clicks,
             "last_clicked_id": result.last_clicked_id,
             "already_applied": result.already_applied,
-            "name": name,
+            # The click is the newest recent click, whose name user_state has just looked up.
+            "name": next((c["name"] for c in user["recent_clicks"] if c["id"] == product_id), product_id),
             "user": user,
         }
 
     def event(self, caller: Caller, fields: Fields) -> dict[str, Any]:
         """POST /event: a view, click, cart or purchase, now, in the user's current window (the
         page has no session ids: events of a user minutes apart go together)."""
-        user_id = caller.user_id
-        product_id, event_id, event = parse_product_id(fields), parse_event_id(fields), parse_event(fields)
-        impression = self.impression_of(user_id, fields, product_id)
-        result, state = self.ranker_for(user_id)[1].record_event_with_state(
-            user_id, product_id, event, event_id=event_id, may_create=caller.may_create_user
+        product_id, event = parse_product_id(fields), parse_event(fields)
+        result, user = self.recorded(
+            caller, fields, product_id, event, lambda rec: functools.partial(rec.record_event_with_state, event=event)
         )
-        if not result.already_applied:
-            self.attribute(impression, event, product_id)
-        user = self.user_state(user_id, state)
         return {
             "event": result.event,
             "product_id": product_id,
@@ -642,24 +645,37 @@ class DemoApp:
         }
 
     def dismiss(self, caller: Caller, fields: Fields) -> dict[str, Any]:
-        user_id = caller.user_id
-        product_id, event_id = parse_product_id(fields), parse_event_id(fields)
-        impression = self.impression_of(user_id, fields, product_id)
-        result, state = self.ranker_for(user_id)[1].dismiss_with_state(
-            user_id, product_id, event_id=event_id, may_create=caller.may_create_user
-        )
-        if not result.already_applied:
-            self.attribute(impression, "dismiss", product_id)
-        user = self.user_state(user_id, state)
-        name = next((c["name"] for c in user["dismissed"] if c["id"] == product_id), product_id)
+        product_id = parse_product_id(fields)
+        result, user = self.recorded(caller, fields, product_id, "dismiss", lambda rec: rec.dismiss_with_state)
         return {
             "category": result.category,
             "affinity": round(result.affinity, 6),
             "product_id": product_id,
             "already_applied": result.already_applied,
-            "name": name,
+            "name": next((c["name"] for c in user["dismissed"] if c["id"] == product_id), product_id),
             "user": user,
         }
+
+    def recorded(
+        self,
+        caller: Caller,
+        fields: Fields,
+        product_id: str,
+        kind: str,
+        write: Callable[[RedisRecommender], StatefulWrite[Recorded]],
+    ) -> tuple[Recorded, dict[str, Any]]:
+        """What click, event and dismiss share: the event id and the impression it came from
+        (checked before anything is written), the write (`write` picks it from the user's arm's
+        recommender), the event counted (and joined to its impression) unless its event id had
+        been applied before, and the user's panel after it."""
+        user_id = caller.user_id
+        event_id = parse_event_id(fields)
+        impression = self.impression_of(user_id, fields, product_id)
+        record = write(self.ranker_for(user_id)[1])
+        result, state = record(user_id, product_id, event_id=event_id, may_create=caller.may_create_user)
+        if not result.already_applied:
+            self.attribute(impression, kind, product_id)
+        return result, self.user_state(user_id, state)
 
     def impression_of(self, user_id: str, fields: Fields, product_id: str) -> Impression | None:
         """The impression a click or event names by its rec_id, checked before anything is

@@ -747,15 +747,19 @@ def serve_until_stopped(server: DemoServer) -> None:
 
 
 def serve_one(args: argparse.Namespace) -> int:
-    """--workers 1: this process serves."""
+    """--workers 1: this process serves. A stop signal may come at any moment from the start
+    on (stop_serving raises KeyboardInterrupt wherever the main thread is, even inside a log
+    call), so everything from the start to the serving is inside the one try that ends quietly;
+    a bundled Redis started before the signal stops at exit (LocalRedis registers its stop)."""
+    local = None
     try:
-        server, local = start(args)
-    except Exception as exc:
-        report_start_error(exc, args)
-        return 1
-    host, port = server.server_address[:2]
-    log.info("listening on http://%s:%d", host, port)
-    try:
+        try:
+            server, local = start(args)
+        except Exception as exc:
+            report_start_error(exc, args)
+            return 1
+        host, port = server.server_address[:2]
+        log.info("listening on http://%s:%d", host, port)
         serve_until_stopped(server)
     except KeyboardInterrupt:
         log.info("stopping")
@@ -791,11 +795,17 @@ def serve_workers(args: argparse.Namespace) -> int:
     except Exception as exc:
         report_start_error(exc, args)
         return 1
-    args.port = reservation.getsockname()[1]
-    # Each worker opens its own connections: none of the parent's may be shared across a fork.
-    close_connections(shared.redis)
+    except KeyboardInterrupt:  # stopped while starting (see serve_one)
+        log.info("stopping")
+        return 0
     try:
+        args.port = reservation.getsockname()[1]
+        # Each worker opens its own connections: none of the parent's may be shared across a fork.
+        close_connections(shared.redis)
         return supervise(functools.partial(serve_worker, args, shared), args.workers, args.host, reservation)
+    except KeyboardInterrupt:  # a stop before supervise took over its signals
+        log.info("stopping")
+        return 0
     finally:
         if shared.redis.local:
             shared.redis.local.stop()

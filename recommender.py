@@ -367,7 +367,7 @@ class RedisRecommender:
         self._writer = ProductWriter(store, self._keys, scripts, self._vectors, self.extra_fields)
         self._reloads = Reloads(store, self._keys, scripts, self._vectors, self._catalog.schema, self.extra_fields)
         self._users = UserReads(store, self._keys, self.vector_dim, self._catalog)
-        self._co_occurrence = CoOccurrence(self._keys, scripts, self.co_occurrence_config)
+        self._co_occurrence = CoOccurrence(self._keys, scripts, self.co_occurrence_config, store.shard_of)
         self._events = UserEvents(
             store, self._keys, scripts, self._users, self._co_occurrence, self.config, self.event_weights,
             self.clock, vectors=self._vectors, seen_kept=self.seen_kept, user_ttl_s=self.user_ttl_s,

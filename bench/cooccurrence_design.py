@@ -5,9 +5,9 @@ Two designs, fed the same train purchases (invoices before 2011-10-01, data/onli
 - update on write (what the library does, recengine/co_occurrence.py): each product's
   neighbours are a sorted set of faded counts under its own hash tag. An event reads the user's
   window (a field of the user's hash; the library reads it with the product), then in one
-  pipeline stores the window with the event in front (the library's user script does) and runs
-  one count script on its product and one on each partner (at most partners_per_event), each
-  trimmed to neighbours_kept. A read is ZREVRANGE + GET on one slot.
+  pipeline stores the window with the event in front (the library's user script does) and adds
+  to the counts of its product and of each partner (at most partners_per_event; one script call
+  on one Redis), each trimmed to neighbours_kept. A read is ZREVRANGE + GET on one slot.
 - compute on read (session-kNN): an event adds its product to its session's set and the session
   to the product's sorted set of sessions (by time, capped at SESSIONS_KEPT). A read takes the
   product's recent sessions, then every one of their sets, and counts the products in them,
@@ -136,12 +136,12 @@ class UpdateOnWrite:
         self.client = client
         self.config = config
         keys = KeyLayout("design:idx", "design:product:", "design:user:")
-        self.store = CoOccurrence(keys, Scripts(client), config)
+        self.store = CoOccurrence(keys, Scripts(client), config, shard_of=lambda key: 0)  # one Redis
         self.windows: dict[str, list[WindowEntry]] = {}
 
     def load(self, events: Sequence[Event]) -> None:
         """The train set as an import sends it: windows and pairs worked out here with the
-        library's rules, each batch's counts summed per product, one script per product."""
+        library's rules, each batch's counts summed per product, the library's script calls."""
         self.client.script_load(self.store.scripts.faded_counts.script)
         for start in range(0, len(events), LOAD_BATCH):
             batch = events[start : start + LOAD_BATCH]

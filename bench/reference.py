@@ -10,7 +10,8 @@ both the same requests as form posts, over keep-alive connections (the reference
 HTTP/1.0, so its client reconnects for every request, as a browser would). Both servers log
 to files (in a temporary folder the run prints), so neither waits on a pipe this script drains:
 
-- `/click` at one client, a product of the catalogue each time;
+- `/click` at one client, a product of the catalogue each time, and for a product that does not
+  exist (a 404: the HTTP handling and one round trip, without a click's work);
 - `/search` with a fresh query each time (the model runs) at one client and at 8 clients;
 - `/search` with a repeated query at one client (our server answers from its query-vector cache).
 
@@ -102,8 +103,11 @@ def fresh_query(n: int) -> str:
     return f"{WORDS[n % 10]} {WORDS[(n // 10) % 10]} item number {n}"
 
 
-def run_round(port: int, clients: int, requests: list[tuple[str, dict[str, str]]]) -> tuple[list[float], float, int]:
-    """The requests over `clients` threads: latencies of the 200s, wall seconds, failures."""
+def run_round(
+    port: int, clients: int, requests: list[tuple[str, dict[str, str]]], expected: int = 200
+) -> tuple[list[float], float, int]:
+    """The requests over `clients` threads: latencies of the answers with the `expected` status,
+    wall seconds, failures (any other status)."""
     latencies: list[float] = []
     failures = [0]
     lock = threading.Lock()
@@ -113,7 +117,7 @@ def run_round(port: int, clients: int, requests: list[tuple[str, dict[str, str]]
         for path, fields in share:
             status, ms = client.post(path, fields)
             with lock:
-                if status == 200:
+                if status == expected:
                     latencies.append(ms)
                 else:
                     failures[0] += 1
@@ -128,17 +132,22 @@ def run_round(port: int, clients: int, requests: list[tuple[str, dict[str, str]]
     return latencies, time.perf_counter() - started, failures[0]
 
 
-Phase = tuple[str, int, Callable[[int], tuple[str, dict[str, str]]]]
+# A phase: its name, its clients, the status its answers should have, its n-th request.
+Phase = tuple[str, int, int, Callable[[int], tuple[str, dict[str, str]]]]
 
 
 def phases(products: list[str]) -> list[Phase]:
+    """What is measured. "/click unknown" is a click on a product that does not exist: each server
+    reads the product, finds nothing and answers 404, which times the HTTP handling and one
+    round trip, to tell them apart from the work of a real click."""
     search = {"k": "10"}
     return [
-        ("/click", 1, lambda n: ("/click", {"product_id": products[n % len(products)], "user_id": "bench-clicker"})),
-        ("/search fresh", 1, lambda n: ("/search", {**search, "query": fresh_query(n)})),
-        ("/search fresh", 8, lambda n: ("/search", {**search, "query": fresh_query(n)})),
-        ("/search repeated", 1, lambda n: ("/search", {**search, "query": REPEATED})),
-    ]
+        ("/click", 1, 200, lambda n: ("/click", {"product_id": products[n % len(products)], "user_id": "bench-clicker"})),
+        ("/click unknown", 1, 404, lambda n: ("/click", {"product_id": f"no-such-product-{n}", "user_id": "bench-clicker"})),
+        ("/search fresh", 1, 200, lambda n: ("/search", {**search, "query": fresh_query(n)})),
+        ("/search fresh", 8, 200, lambda n: ("/search", {**search, "query": fresh_query(n)})),
+        ("/search repeated", 1, 200, lambda n: ("/search", {**search, "query": REPEATED})),
+    ]  # fmt: skip
 
 
 def measure(
@@ -147,21 +156,21 @@ def measure(
     """Each phase (those named in `only`, or all) in rounds, the servers' order alternating."""
     counter = 0
     rows = []
-    for name, clients, make in phases(products):
+    for name, clients, expected, make in phases(products):
         if only and name not in only:
             continue
         samples: dict[str, list[float]] = {server: [] for server in ports}
         seconds = dict.fromkeys(ports, 0.0)
         failures = dict.fromkeys(ports, 0)
         for port in ports.values():  # warm-up, not measured
-            run_round(port, clients, [make(counter + i) for i in range(10)])
+            run_round(port, clients, [make(counter + i) for i in range(10)], expected)
         counter += 10
         for r in range(rounds):
             order = list(ports) if r % 2 == 0 else list(reversed(ports))
             requests = [make(counter + i) for i in range(per_round)]
             counter += per_round
             for server in order:  # the same requests to both: a fresh text is new to each server
-                latencies, wall, failed = run_round(ports[server], clients, requests)
+                latencies, wall, failed = run_round(ports[server], clients, requests, expected)
                 samples[server] += latencies
                 seconds[server] += wall
                 failures[server] += failed
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "--phase",
         action="append",
         default=[],
-        choices=sorted({name for name, _, _ in phases([])}),
+        choices=sorted({name for name, _, _, _ in phases([])}),
         help="only this phase (repeatable; default: all)",
     )
     parser.add_argument(

@@ -188,7 +188,7 @@ class EventImporter:
             touched.add(event.user_id)
         calls = self.co_occurrence.batch_calls(reference, pairs)
         if popularity:
-            counts = FadedCounts(reference, self.config.popularity_half_life_s, sorted(popularity.items()))
+            counts = FadedCounts(reference, self.config.popularity_half_life_s, [sorted(popularity.items())])
             calls.append(ScriptCall(self.scripts.faded_counts, list(self.keys.popularity()), counts.argv()))
         pipe = self.store.primary.pipeline(transaction=not self.store.is_cluster)
         pipe.script_load(self.scripts.faded_counts.script)

@@ -238,10 +238,11 @@ class UserEvents:
         Every argument is checked before anything is written. Two round trips, as a click: the
         product's vector and category (its own slot) with whether the user exists and their
         window (and with read_state the ids the user's panel shows), then, pipelined on one
-        connection, the user's script (the user's slot), popularity's script (its slot), one
-        count script per product paired (each on its product's slot), the confirmation, the
-        state reads and the names of the product and of those ids. On a cluster the scripts go
-        one after the other, to their nodes.
+        connection, the user's script (the user's slot), popularity's script (its slot), the
+        count script for the products paired (one call on one Redis; on a cluster one per slot,
+        CoOccurrence.counts_calls), the confirmation, the state reads and the names of the
+        product and of those ids. On a cluster the scripts go one after the other, to their
+        nodes.
 
         The pairs come from the window as read, not as the user's script finds it: two events
         of one user sent at the same instant may miss pairing with each other (never count a

@@ -210,6 +210,7 @@ class Feeds:
         pools, hits = self.retrieval.typed(
             vectors, filter_clause, understood.terms, want,
             context.seen if context else frozenset(), context.dismissed if context else frozenset(),
+            with_vectors=diversity > 0,
         )  # fmt: skip
         searched = time.perf_counter()
         hit_names = [text(raw.get("name")) for raw in hits.rows.values()]

@@ -242,14 +242,19 @@ class Retrieval:
         want: int,
         excluded: frozenset[str],
         marked: frozenset[str] = frozenset(),
+        with_vectors: bool = False,
     ) -> tuple[list[CandidatePool], TextHits]:
         """The KNN pool of each vector (the query's own, and the query blended with the session
         when there is one) and the products whose name or description match the words (BM25),
         in one round trip (text_fusion says how). Excluded products are dropped from each;
         `marked` ones (dismissed: the ranking marks them down) are kept, beside `want` others (at
-        most `want` more rows are asked for, as nearest() does in its first round trip)."""
+        most `want` more rows are asked for, as nearest() does in its first round trip).
+
+        Text matches always come with their vectors (their distance to the query is computed
+        here, BM25 has none); the KNN rows only `with_vectors` (MMR needs them): each vector is
+        a kilobyte or more a row for Redis to send and this client to parse."""
         n = min(want + min(len(excluded) + len(marked), want), MAX_K)
-        fields = query.returned_fields(True)
+        fields = query.returned_fields(with_vectors)
         if terms:
             nearest, matched = self._fused(vectors, filter_clause, terms, n, fields)
         else:
@@ -277,7 +282,9 @@ class Retrieval:
     ) -> tuple[list[list[RawRow]], list[ScoredRow]]:
         """Each vector's KNN and one BM25 search, pipelined: every server with Search has them."""
         commands = [self._knn_command(vector, filter_clause, n, fields) for vector in vectors]
-        commands.append(query.bm25_search_command(self.keys.index_name, filter_clause, terms, n, fields))
+        commands.append(
+            query.bm25_search_command(self.keys.index_name, filter_clause, terms, n, query.returned_fields(True))
+        )
         replies = self.store.search_many(commands)
         matched = [(self.keys.product_id(key), score, raw) for key, score, raw in scored_rows(replies[-1])]
         return self._rows_of(replies[:-1]), matched
@@ -287,10 +294,11 @@ class Retrieval:
     ) -> tuple[list[list[RawRow]], list[ScoredRow]]:
         """FT.HYBRID for the query's own vector (its rows: the n nearest and the n best text
         matches), the other vectors' KNN pipelined beside it. Each row's distance is computed
-        from its loaded vector, so the rows are ranked as the pipelined path's are."""
+        from its loaded vector (so its rows always carry one), so the rows are ranked as the
+        pipelined path's are."""
         own = vectors[0]
         command = query.ft_hybrid_command(
-            self.keys.index_name, filter_clause, terms, self.vectors.encode(own), n, fields,
+            self.keys.index_name, filter_clause, terms, self.vectors.encode(own), n, query.returned_fields(True),
             self.text_weight, self.ef_runtime,
         )  # fmt: skip
         replies = self.store.search_many(

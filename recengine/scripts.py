@@ -169,40 +169,38 @@ class PopularityClick:
 
 @dataclass(frozen=True)
 class FadedCounts:
-    """Counts added to one sorted set with an epoch of its own (ranking.py has the arithmetic, as
-    for popularity): each value, given at `reference_s`, is added as value × 2^((reference −
-    epoch)/h); when that exponent passes `rebase_half_lives`, every score is scaled down and the
-    epoch moves first, so sums stay far from overflow whatever the half-life. Then the set keeps
-    its `keep` best members (0: all) and both keys expire after `ttl_s` (0: never). A value
-    that is not a positive finite number is the error reply BADCOUNT, before anything is written.
+    """Counts added to sorted sets that each have an epoch of their own (ranking.py has the
+    arithmetic, as for popularity): each value, given at `reference_s`, is added as value ×
+    2^((reference − epoch)/h); when that exponent passes `rebase_half_lives`, the set's scores are
+    scaled down and its epoch moves first, so sums stay far from overflow whatever the half-life.
+    Then each set keeps its `keep` best members (0: all) and its keys expire after `ttl_s` (0:
+    never). A value that is not a positive finite number is the error reply BADCOUNT, before
+    anything is written.
 
     Each product's co-occurrence is such a set (its neighbours); an import adds a batch's
-    popularity with it too. KEYS: the set and its epoch, one slot."""
+    popularity with it too. KEYS: each set and its epoch, in the order of `sets` (keys that may
+    share one script: Store.shard_of)."""
 
     reference_s: float
     half_life_s: float
-    values: Sequence[tuple[str, float]]
+    sets: Sequence[Sequence[tuple[str, float]]]
     keep: int = 0
     ttl_s: int = 0
     rebase_half_lives: float = POPULARITY_REBASE_HALF_LIVES
 
     def argv(self) -> list[Any]:
-        """ARGV[1..6] of lua/faded_counts.lua: five settings, then the values as one JSON array of
-        [member, value] pairs (an import sends thousands: one argument each would cost more to
-        pack than Redis takes to add them)."""
-        return [*self.settings_argv(), self.values_argv(self.values)]
-
-    def settings_argv(self) -> list[Any]:
-        """ARGV[1..5]: the settings, the same for every set an event's pairs go to (built once
-        for them all: a click writes up to partners_per_event + 1 sets)."""
-        return [repr(self.reference_s), repr(self.half_life_s), self.rebase_half_lives, self.keep, self.ttl_s]
-
-    @staticmethod
-    def values_argv(values: Sequence[tuple[str, float]]) -> str:
-        """ARGV[6]: the values as one JSON array of [member, value] pairs. A value that is not
-        finite is sent as JSON's null, which the script refuses."""
-        pairs = [[member, float(value) if math.isfinite(value) else None] for member, value in values]
-        return json.dumps(pairs, separators=(",", ":"), allow_nan=False)
+        """ARGV[1..6] of lua/faded_counts.lua: five settings, then every set's values as one JSON
+        array of arrays of [member, value] pairs (an import sends thousands: one argument each
+        would cost more to pack than Redis takes to add them). A value that is not finite is
+        sent as JSON's null, which the script refuses."""
+        sets = [
+            [[member, float(value) if math.isfinite(value) else None] for member, value in values]
+            for values in self.sets
+        ]
+        return [
+            repr(self.reference_s), repr(self.half_life_s), self.rebase_half_lives, self.keep, self.ttl_s,
+            json.dumps(sets, separators=(",", ":"), allow_nan=False),
+        ]  # fmt: skip
 
 
 # --- lua/refresh_embedding.lua ------------------------------------------------------------------------

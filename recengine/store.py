@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.cluster
+from redis.crc import key_slot
 
 from recengine.errors import DurabilityTimeoutError, RecommenderError, ReplicationTimeoutError, classified_errors
 from recengine.query import Command
@@ -52,6 +53,12 @@ class Store:
         self.min_replicas_ack = min_replicas_ack
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
         self.durable = durable
+
+    def shard_of(self, key: str) -> int:
+        """Which keys may share one script: on a cluster, those of one hash slot (a script whose
+        keys span two fails with CROSSSLOT); on one Redis, any (all are 0). Writes that group
+        their keys by it take one code path on both."""
+        return key_slot(key.encode()) if self.is_cluster else 0
 
     # reading from replicas
 

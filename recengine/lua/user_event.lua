@@ -37,19 +37,36 @@ local function faded(since, half_life)
   return 0.5 ^ ((now - t) / half_life)
 end
 local function num(n) return string.format('%.17g', n) end
-local function lines(raw)
-  local list = {}
-  if raw then for id in string.gmatch(raw, '[^\n]+') do list[#list + 1] = id end end
-  return list
+local function has_line(raw, line)
+  return raw ~= nil and string.find('\n' .. raw .. '\n', '\n' .. line .. '\n', 1, true) ~= nil
 end
--- `first` followed by the ids of `list` except `first` (when `unique`), at most `limit` of them.
-local function in_front(first, list, limit, unique)
-  local out = {first}
-  for _, id in ipairs(list) do
-    if #out >= limit then break end
-    if not (unique and id == first) then out[#out + 1] = id end
+-- `first`, then the lines of `raw` (without `first`'s, when `unique`), `limit` lines at most.
+-- On the string, never split into a table: a user's seen list holds hundreds of ids, and
+-- splitting and joining it on every event cost more than the rest of the event together.
+local function in_front(first, raw, limit, unique)
+  local rest = raw or ''
+  if unique and rest ~= '' then
+    local padded = '\n' .. rest .. '\n'
+    local s, e = string.find(padded, '\n' .. first .. '\n', 1, true)
+    if s then
+      local before, after = string.sub(padded, 2, s - 1), string.sub(padded, e + 1, -2)
+      rest = before .. ((before ~= '' and after ~= '') and '\n' or '') .. after
+    end
   end
-  return table.concat(out, '\n')
+  local out = rest == '' and first or first .. '\n' .. rest
+  local pos = 0
+  for _ = 1, math.max(limit, 1) do
+    pos = string.find(out, '\n', pos + 1, true)
+    if not pos then return out end
+  end
+  return string.sub(out, 1, pos - 1)
+end
+-- `raw` and the ids of `list` after it, one per line.
+local function appended(raw, list)
+  if #list == 0 then return raw end
+  local extra = table.concat(list, '\n')
+  if raw == nil or raw == '' then return extra end
+  return raw .. '\n' .. extra
 end
 
 local stored = {}
@@ -60,20 +77,16 @@ local aff_fade = faded(stored[aff_at_field], affinity_half_life)
 local aff_field = aff_prefix .. category
 local clicks = finite(stored[clicks_field])
 
-if event_id ~= '' then
-  for _, seen_id in ipairs(lines(stored[events_field])) do
-    if seen_id == event_id then
-      return {num((finite(stored[aff_field]) or 0) * aff_fade), math.floor(clicks or 0), 0, 0, 1}
-    end
-  end
+if event_id ~= '' and has_line(stored[events_field], event_id) then
+  return {num((finite(stored[aff_field]) or 0) * aff_fade), math.floor(clicks or 0), 0, 0, 1}
 end
 
 -- The layout before one key per user, folded in once.
-local recent, seen, dismissed = lines(stored[recent_field]), lines(stored[seen_field]), lines(stored[dismissed_field])
+local recent, seen, dismissed = stored[recent_field], stored[seen_field], stored[dismissed_field]
 if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) > 0 then
-  for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, recent_kept - 1)) do recent[#recent + 1] = id end
-  for _, id in ipairs(redis.call('ZREVRANGE', KEYS[3], 0, seen_kept - 1)) do seen[#seen + 1] = id end
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do dismissed[#dismissed + 1] = id end
+  recent = appended(recent, redis.call('LRANGE', KEYS[2], 0, recent_kept - 1))
+  seen = appended(seen, redis.call('ZREVRANGE', KEYS[3], 0, seen_kept - 1))
+  dismissed = appended(dismissed, redis.call('SMEMBERS', KEYS[4]))
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 end
 
@@ -103,21 +116,19 @@ if mode == 'click' then
   table.insert(writes, last_cat_field); table.insert(writes, category)
   table.insert(writes, recent_field); table.insert(writes, in_front(product_id, recent, recent_kept, false))
 else
-  local known = false
-  for _, id in ipairs(dismissed) do if id == product_id then known = true end end
-  if not known then dismissed[#dismissed + 1] = product_id end
+  if not has_line(dismissed, product_id) then dismissed = appended(dismissed, {product_id}) end
 end
-if #dismissed > 0 then
-  table.insert(writes, dismissed_field); table.insert(writes, table.concat(dismissed, '\n'))
+if dismissed ~= nil and dismissed ~= '' then
+  table.insert(writes, dismissed_field); table.insert(writes, dismissed)
 end
 table.insert(writes, seen_field); table.insert(writes, in_front(product_id, seen, seen_kept, true))
 if event_id ~= '' then
   table.insert(writes, events_field)
-  table.insert(writes, in_front(event_id, lines(stored[events_field]), events_kept, true))
+  table.insert(writes, in_front(event_id, stored[events_field], events_kept, true))
 end
 if window_entry ~= '' then
   table.insert(writes, window_field)
-  table.insert(writes, in_front(window_entry, lines(stored[window_field]), window_kept, false))
+  table.insert(writes, in_front(window_entry, stored[window_field], window_kept, false))
 end
 
 local updated = 0

@@ -5,13 +5,14 @@ tests/integration/test_crowd_signal.py)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import redis
 from conftest import raw
 from redis.crc import key_slot
 
-from recengine.co_occurrence import CoOccurrence
+from recengine.co_occurrence import SETS_PER_CALL, CoOccurrence
 from recengine.co_occurrence_rules import CoOccurrenceConfig, WindowEntry, pair_increments, window_after
 from recengine.event_types import EventWeights
 from recengine.layout import KeyLayout
@@ -25,10 +26,20 @@ WEIGHTS = EventWeights()
 WINDOWS: dict[str, list[WindowEntry]] = {}
 
 
-def store(client: redis.Redis, **settings: object) -> CoOccurrence:
+def one_redis(key: str) -> int:
+    """Store.shard_of on one Redis: any keys may share a script."""
+    return 0
+
+
+def cluster_slot(key: str) -> int:
+    """Store.shard_of on a cluster: a script's keys share one slot."""
+    return key_slot(key.encode())
+
+
+def store(client: redis.Redis, shard_of: Callable[[str], int] = one_redis, **settings: object) -> CoOccurrence:
     config = CoOccurrenceConfig(**{"half_life_s": 30 * DAY, **settings})  # type: ignore[arg-type]
     WINDOWS.clear()
-    return CoOccurrence(KeyLayout("test:idx", "product:", "user:"), Scripts(client), config)
+    return CoOccurrence(KeyLayout("test:idx", "product:", "user:"), Scripts(client), config, shard_of)
 
 
 def run(call: ScriptCall) -> object:
@@ -37,14 +48,14 @@ def run(call: ScriptCall) -> object:
 
 def record(co: CoOccurrence, user: str, product: str, at: float = NOW, session: str = "", weight: float = 4.0) -> int:
     """One event's pairs as the library writes them (the window kept here by the same rules).
-    Returns how many count scripts it ran."""
+    Returns how many count sets it wrote."""
     entry = WindowEntry(product, weight, at, session)
     previous = WINDOWS.get(user, [])
     WINDOWS[user] = window_after(previous, entry, co.config)
     calls = co.pair_calls(product, at, pair_increments(previous, entry, co.config, WEIGHTS))
     for call in calls:
         run(call)
-    return len(calls)
+    return sum(len(call.keys) // 2 for call in calls)
 
 
 def neighbours(client: redis.Redis, co: CoOccurrence, product: str, now: float = NOW) -> dict[str, float]:
@@ -103,14 +114,31 @@ def test_one_event_writes_at_most_partners_plus_one_count_sets(redis_client: red
         assert record(co, "u1", f"p{i}", session="s") <= 4 + 1
 
 
-def test_every_count_call_touches_one_slot(redis_client: redis.Redis) -> None:
-    co = store(redis_client)
+def test_every_count_call_touches_one_slot_on_a_cluster(redis_client: redis.Redis) -> None:
+    co = store(redis_client, shard_of=cluster_slot)
     calls = [
         *co.pair_calls("{odd}id", NOW, [("x", 1.0), ("y}", 1.0)]),
         *co.batch_calls(NOW, {"a": {"b": 1.0}, "b": {"a": 1.0}}),
     ]
     for call in calls:
         assert len({key_slot(key.encode()) for key in call.keys}) == 1, call.keys
+
+
+def test_on_one_redis_an_events_pairs_are_one_call_and_a_batch_is_cut_in_bounded_calls(
+    redis_client: redis.Redis,
+) -> None:
+    co = store(redis_client)
+    (call,) = co.pair_calls("p0", NOW, [(f"p{i}", 1.0) for i in range(1, 9)])
+    assert len(call.keys) == 2 * 9
+    run(call)
+    assert neighbours(redis_client, co, "p0") == {f"p{i}": pytest.approx(1.0) for i in range(1, 9)}
+    assert neighbours(redis_client, co, "p5") == {"p0": pytest.approx(1.0)}
+    products = 2 * SETS_PER_CALL + 1
+    calls = co.batch_calls(NOW, {f"q{i}": {"p0": 2.0} for i in range(products)})
+    assert [len(call.keys) // 2 for call in calls] == [SETS_PER_CALL, SETS_PER_CALL, 1]
+    for call in calls:
+        run(call)
+    assert all(neighbours(redis_client, co, f"q{i}") == {"p0": pytest.approx(2.0)} for i in range(products))
 
 
 def test_a_stored_window_reads_back_as_its_entries() -> None:
@@ -120,14 +148,22 @@ def test_a_stored_window_reads_back_as_its_entries() -> None:
     assert CoOccurrence.window_from(stored + "\ngarbled") == entries and CoOccurrence.window_from(None) == []
 
 
-@pytest.mark.parametrize("bad", ['[["b", null]]', '[["b", -1]]', '[["b", 0]]', '[["b", "1"]]', "[[7, 1]]", "{", '"x"'])
+@pytest.mark.parametrize("bad", ['["b", null]', '["b", -1]', '["b", 0]', '["b", "1"]', "[7, 1]", '"x"', "7"])
 def test_a_count_that_is_not_a_positive_number_writes_nothing(redis_client: redis.Redis, bad: str) -> None:
+    """Not even the sets before it: every value is checked before the first write."""
     co = store(redis_client)
-    (call,) = co.counts_calls(NOW, [("a", [("c", 1.0)])])
+    (call,) = co.counts_calls(NOW, [("a", [("c", 1.0)]), ("b", [("c", 1.0)])])
     with pytest.raises(redis.ResponseError, match="BADCOUNT"):
-        call.script(
-            keys=call.keys, args=[*call.args[:-1], '[["c", 1.0]' + ", " + bad[1:] if bad.startswith("[[") else bad]
-        )
+        call.script(keys=call.keys, args=[*call.args[:-1], f'[[["c", 1.0]], [["c", 1.0], {bad}]]'])
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize("bad", ["{", '"x"', '[[["c", 1.0]]]', '[[["c", 1.0]], [], []]', '[[["c", 1.0]], 5]'])
+def test_counts_that_are_not_one_array_per_set_write_nothing(redis_client: redis.Redis, bad: str) -> None:
+    co = store(redis_client)
+    (call,) = co.counts_calls(NOW, [("a", [("c", 1.0)]), ("b", [("c", 1.0)])])
+    with pytest.raises(redis.ResponseError, match="BADCOUNT"):
+        call.script(keys=call.keys, args=[*call.args[:-1], bad])
     assert redis_client.dbsize() == 0
 
 

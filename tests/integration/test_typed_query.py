@@ -157,3 +157,33 @@ def test_a_server_that_cannot_be_asked_counts_as_without_ft_hybrid() -> None:
         port = sock.getsockname()[1]
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
     assert RedisRecommender(client).text_fusion == "pipelined"
+
+
+@pytest.mark.parametrize("diversity", [0.0, 0.5])
+def test_a_typed_query_fetches_vectors_for_its_text_matches_and_for_mmr_only(
+    recommender: RedisRecommender, redis_client: redis.Redis, diversity: float
+) -> None:
+    """A vector is a kilobyte or more a row: the KNN rows bring theirs only when MMR needs them
+    (diversity), the BM25 rows always (their distance to the query is computed from it). The
+    commands are read back from Redis' own slow log, which logs every command at threshold 0."""
+    products = make_products(30)
+    recommender.index_products(products)
+    recommender.wait_until_indexed()
+    recommender.record_click("someone", products[1]["id"])
+    redis_client.config_set("slowlog-log-slower-than", 0)
+    try:
+        redis_client.slowlog_reset()
+        result = recommender.recommend(
+            products[3]["embedding"], user_id="someone", k=5, query_text="waterproof shell", diversity=diversity
+        )
+        searches = [
+            e["command"].split() for e in redis_client.slowlog_get(100) if e["command"].startswith(b"FT.SEARCH")
+        ]
+    finally:
+        redis_client.config_set("slowlog-log-slower-than", 10_000)
+    assert len(result.candidates) == 5
+    knn = [args for args in searches if any(b"KNN" in arg for arg in args)]
+    bm25 = [args for args in searches if args not in knn]
+    assert len(knn) == 2 and len(bm25) == 1  # the query's own KNN, the one blended with the session, BM25
+    assert all((b"embedding" in args) == (diversity > 0) for args in knn)
+    assert b"embedding" in bm25[0]

@@ -104,13 +104,14 @@ def test_a_typed_event_remembers_its_window_entry() -> None:
 
 
 def test_faded_counts_arguments() -> None:
-    popularity = FadedCounts(1700000000.5, 604800.0, [("p1", 1.0)]).argv()
-    assert popularity == ["1700000000.5", "604800.0", 64.0, 0, 0, '[["p1",1.0]]']
-    counts = FadedCounts(5.0, 10.0, [("a", 0.25), ('b|"x', 2.0)], keep=100, ttl_s=99).argv()
-    assert counts[:5] == ["5.0", "10.0", 64.0, 100, 99] and json.loads(counts[5]) == [["a", 0.25], ['b|"x', 2.0]]
-    assert json.loads(FadedCounts(5.0, 10.0, [("a", math.nan)]).argv()[5]) == [["a", None]]
+    popularity = FadedCounts(1700000000.5, 604800.0, [[("p1", 1.0)]]).argv()
+    assert popularity == ["1700000000.5", "604800.0", 64.0, 0, 0, '[[["p1",1.0]]]']
+    counts = FadedCounts(5.0, 10.0, [[("a", 0.25), ('b|"x', 2.0)], [("c", 1.0)]], keep=100, ttl_s=99).argv()
+    assert counts[:5] == ["5.0", "10.0", 64.0, 100, 99]
+    assert json.loads(counts[5]) == [[["a", 0.25], ['b|"x', 2.0]], [["c", 1.0]]]
+    assert json.loads(FadedCounts(5.0, 10.0, [[("a", math.nan)]]).argv()[5]) == [[["a", None]]]
     positions = argv_names(scripts.FADED_COUNTS_LUA)
-    assert positions == {"reference": 1, "half_life": 2, "limit": 3, "keep": 4, "ttl": 5, "pairs_json": 6}
+    assert positions == {"reference": 1, "half_life": 2, "limit": 3, "keep": 4, "ttl": 5, "sets_json": 6}
 
 
 def test_refresh_arguments() -> None:
@@ -125,10 +126,4 @@ def test_every_script_touches_only_its_keys(name: str) -> None:
     calls = re.findall(r"redis\.call\('(\w+)', ([^,)]+)", source)
     assert calls
     for call in calls:
-        assert re.fullmatch(r"KEYS\[\d\]|user|key", call[1]), call
-
-
-def test_faded_counts_settings_and_values_make_the_whole_argv() -> None:
-    counts = FadedCounts(5.0, 10.0, [("a", 0.25), ("b", 2.0)], keep=100, ttl_s=99)
-    assert [*counts.settings_argv(), FadedCounts.values_argv(counts.values)] == counts.argv()
-    assert FadedCounts(5.0, 10.0, (), keep=100, ttl_s=99).settings_argv() == counts.argv()[:5]
+        assert re.fullmatch(r"KEYS\[\d\]|user|key|set_key|epoch_key", call[1]), call
