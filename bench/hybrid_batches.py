@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     found[variant].append(set(reply[1::2]))
                 stats = client.info("commandstats")["cmdstat_FT.SEARCH"]
                 same = [
-                    len(a & b) / max(len(b), 1) for a, b in zip(found[variant], found["Redis' choice"], strict=True)
+                    len(a & b) / len(b) if b else float(not a)  # no product passes: nothing is the same answer
+                    for a, b in zip(found[variant], found["Redis' choice"], strict=True)
                 ]
                 rows[case][variant] = {
                     "redis_us_per_search": round(float(stats["usec_per_call"])),
