@@ -35,7 +35,7 @@ import numpy as np
 import local_redis
 from bench import million
 from bench.harness import RESULTS_DIR, machine
-from local_redis import LocalRedis
+from local_redis import LocalRedis, connect
 from recengine import query
 from recengine.layout import EMBEDDING_FIELD, SCORE_FIELD
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         setup = million.Setup(
             server.url, "FLOAT16", kept["settings"]["hnsw_m"], kept["settings"]["hnsw_ef_construction"], args.ef_runtime
         )
-        client = setup.recommender().redis
+        client = connect(server.url, timeout_s=300)
         million.wait_indexed(setup.recommender(), catalog.n)
         rows: dict[str, dict[str, Any]] = {}
         for case in CASES:
