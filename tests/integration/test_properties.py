@@ -119,3 +119,53 @@ def test_any_filter_combination_is_a_valid_query_or_a_clear_value_error(
         min_price=low,
         max_price=high,
     )
+
+
+# Product ids that are prefixes, suffixes and look-alikes of each other, with the characters a
+# line-based list could trip on (but never a line break, which no id may hold).
+TRICKY_IDS = ["p", "p1", "p10", "1p", "p 1", "p|1", "P1", "%p", "p1\\", "[p]"]
+SEEN_KEPT = 5
+
+
+@pytest.fixture(scope="module")
+def lists_rec() -> Iterator[RedisRecommender]:
+    """A recommender whose products have TRICKY_IDS, and a short seen list (so it fills)."""
+    with LocalRedis() as server:
+        recommender = RedisRecommender(
+            connect(server.url), index_name="lists:idx", key_prefix="lists:", seen_kept=SEEN_KEPT
+        )
+        recommender.create_index()
+        products = make_products(len(TRICKY_IDS))
+        for product, product_id in zip(products, TRICKY_IDS, strict=True):
+            product["id"] = product_id
+        recommender.index_products(products)
+        yield recommender
+
+
+@PROPERTY_SETTINGS
+@given(events=st.lists(st.tuples(st.sampled_from(["click", "dismiss"]), st.sampled_from(TRICKY_IDS)), max_size=25))
+def test_a_users_lists_follow_their_events_whatever_the_ids(
+    lists_rec: RedisRecommender, events: list[tuple[str, str]]
+) -> None:
+    """The user's script keeps its id lists as strings (one id a line) and edits them in place;
+    whatever the ids, they read back as a model of the rules says: recent clicks newest first
+    with repeats (RECENT_CLICKS_KEPT), seen newest first without repeats (seen_kept), dismissed
+    as a set."""
+    from recengine.layout import RECENT_CLICKS_KEPT
+
+    user = "lists-user"
+    lists_rec.reset_user(user)
+    recent: list[str] = []
+    seen: list[str] = []
+    dismissed: set[str] = set()
+    for kind, product_id in events:
+        if kind == "click":
+            lists_rec.record_click(user, product_id)
+            recent = [product_id, *recent][:RECENT_CLICKS_KEPT]
+        else:
+            lists_rec.dismiss(user, product_id)
+            dismissed.add(product_id)
+        seen = [product_id, *(p for p in seen if p != product_id)][:SEEN_KEPT]
+    assert lists_rec.recent_clicks(user) == recent
+    assert lists_rec.seen(user) == seen
+    assert lists_rec.dismissed(user) == sorted(dismissed)
