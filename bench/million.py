@@ -37,7 +37,7 @@ manifest) and `--reuse DIR` measures it again without ingesting: Redis loads the
 rebuilds the index from the hashes (RediSearch does not save it), which takes about as long as
 the ingest's indexing but needs no client (e.g. to re-measure latency on a quieter machine).
 
-Run: .venv/bin/python -m bench.million                      (1M products: 23 minutes on 2 cores)
+Run: .venv/bin/python -m bench.million --vector-type FLOAT16   (1M products: 23 minutes on 2 cores)
      .venv/bin/python -m bench.million --products 100000    (about 4 minutes)
 """
 
