@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import ROOT, machine, percentiles, rss_mb
+from bench.harness import ROOT, machine, percentiles, rss_mb, write_result
 from build_catalog import DEFAULT_INPUT
 from embeddings import ONNX_CACHE_ENV
 from recengine.catalog_file import catalog_vectors, product_text, read_catalog
@@ -262,9 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     host = result["machine"]
     print(f"ONNX export: {result['onnx_export_seconds']} s; {host['cpu_model']}, {host['nproc']} CPUs, ", end="")
     print(f"load average {host['load_average_1min_at_start']} at the start")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return 0
 
 

@@ -22,7 +22,6 @@ Run: .venv/bin/python -m bench.million --products 100000 --vector-type FLOAT16 -
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ import numpy as np
 
 import local_redis
 from bench import million
-from bench.harness import RESULTS_DIR, machine
+from bench.harness import RESULTS_DIR, machine, write_result
 from local_redis import LocalRedis, connect
 from recengine import query
 from recengine.layout import EMBEDDING_FIELD, SCORE_FIELD
@@ -140,9 +139,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             + " |"
         )
     output = args.output or RESULTS_DIR / f"hybrid_batches-{catalog.n}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_result(output, result)
     return result
 
 

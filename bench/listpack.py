@@ -18,7 +18,6 @@ Run: .venv/bin/python -m bench.listpack    (about 1 minute on 2 cores)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ import numpy as np
 import redis
 
 from bench import million
-from bench.harness import RESULTS_DIR, machine
+from bench.harness import RESULTS_DIR, machine, write_result
 from local_redis import LocalRedis, connect
 from recengine.layout import PRODUCT_FIELDS, product_to_hash
 from recommender import RedisRecommender
@@ -141,9 +140,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"| {'/'.join(m['encodings'])} (hash-max-listpack-value {m['hash_max_listpack_value']}) "
             f"| {m['used_memory_per_product']:,.0f} | {m['hash_bytes_mean']:,.0f} | {t['HMGET']} | {t['none']} | {t['medium']} |"
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return result
 
 

@@ -59,7 +59,7 @@ import numpy as np
 import redis
 
 import local_redis
-from bench.harness import RESULTS_DIR, machine, percentiles
+from bench.harness import RESULTS_DIR, machine, percentiles, write_result
 from bench.synthetic_catalog import (
     ADJECTIVES,
     DIM,
@@ -911,10 +911,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.hnsw_m or args.hnsw_ef_construction:
         suffix += f"-m{args.hnsw_m}-ef{args.hnsw_ef_construction}"
     output = args.output or RESULTS_DIR / f"million{suffix}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(output, result)
     draw(result, output.with_suffix(".png"))
-    print(f"wrote {output} and {output.with_suffix('.png')}")
     return result
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import RESULTS_DIR, ROOT, machine
+from bench.harness import RESULTS_DIR, ROOT, machine, write_result
 from bench.million import Generator, ScaleCatalog
 
 log = logging.getLogger("bench.vector_realism")
@@ -203,9 +203,7 @@ def main(argv: Sequence[str] | None = None) -> list[Geometry]:
         "sample": args.sample,
         "sets": [asdict(r) for r in rows],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return rows
 
 
