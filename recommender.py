@@ -390,7 +390,12 @@ class RedisRecommender:
     def product_key(self, product_id: str) -> str:
         """`product:<id>` (key_prefix + id), the product hash every port writes; after a reload,
         the serving generation's `product@<n>:<id>` (Redis is asked which serves, on every call)."""
-        return self._catalog.key(product_id)
+        return self._catalog.keys_of([product_id])[0]
+
+    def product_keys(self, product_ids: Iterable[str]) -> list[str]:
+        """product_key of many products, with one question to Redis about which generation
+        serves rather than one a product (a script touching thousands of hashes)."""
+        return self._catalog.keys_of(product_ids)
 
     def features_key(self, user_id: str) -> str:
         """`user:<id>:features`, exactly as every port writes it."""

@@ -101,8 +101,8 @@ def client_loop(
 def replay_session(recommender: RedisRecommender, product_ids: list[str]) -> np.ndarray | None:
     """The session vector a serial history of these clicks must end with."""
     pipe = recommender.redis.pipeline(transaction=False)
-    for pid in product_ids:
-        pipe.hget(recommender.product_key(pid), "embedding")
+    for key in recommender.product_keys(product_ids):
+        pipe.hget(key, "embedding")
     session = None
     for blob in pipe.execute():
         item = np.frombuffer(blob, dtype="<f4").astype(np.float64)

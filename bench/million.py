@@ -406,9 +406,10 @@ class Setup:
 def write_chunk(setup: Setup, rec: RedisRecommender, catalog: ScaleCatalog, chunk: int) -> int:
     """One chunk through the library's batch writer (product_to_hash, pipelined HSETs)."""
     written, batch = 0, []
-    for product in catalog.products(chunk):
+    products = list(catalog.products(chunk))
+    for key, product in zip(rec.product_keys(p["id"] for p in products), products, strict=True):
         mapping = product_to_hash(product, DIM, (), setup.vector_type)
-        batch.append((rec.product_key(product["id"]), mapping))
+        batch.append((key, mapping))
         if len(batch) == BATCH:
             written += rec._write_batch(batch)
             batch = []
@@ -501,13 +502,15 @@ def memory(rec: RedisRecommender, n: int, baseline: int) -> dict[str, Any]:
     info = info_dict(client.execute_command(*query.info_command(INDEX_NAME)))
     used = int(client.info("memory")["used_memory"])
     sample = np.random.default_rng(7).integers(0, n, 200)
-    hash_bytes = [int(client.memory_usage(rec.product_key(str(i)), samples=0) or 0) for i in sample]
-    encodings = [bytes(client.object("encoding", rec.product_key(str(i)))).decode() for i in sample]
+    sample_keys = rec.product_keys(str(i) for i in sample)
+    hash_bytes = [int(client.memory_usage(key, samples=0) or 0) for key in sample_keys]
+    encodings = [bytes(client.object("encoding", key)).decode() for key in sample_keys]
     parts = {name: round(float(info[name]) * 2**20 / n, 1) for name in FT_INFO_SIZES if name in info}
-    client.config_resetstat()
+    read_keys = rec.product_keys(str(i) for i in np.random.default_rng(8).integers(0, n, 2000))
+    client.config_resetstat()  # from here, only the product HMGETs the figure is about
     pipe = client.pipeline(transaction=False)
-    for i in np.random.default_rng(8).integers(0, n, 2000):
-        pipe.hmget(rec.product_key(str(i)), ["name", "category", "brand", "price", "rating", "in_stock"])
+    for key in read_keys:
+        pipe.hmget(key, ["name", "category", "brand", "price", "rating", "in_stock"])
     pipe.execute()
     return {
         "used_memory_bytes": used,

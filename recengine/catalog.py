@@ -121,12 +121,12 @@ class Catalog:
                 raise TimeoutError(f"index {self.keys.index_name} still scanning after {timeout_s}s")
             time.sleep(0.02)
 
-    def key(self, product_id: str) -> str:
-        """A product's key in the generation serving now: Redis is asked every time, since the
-        caller (product_key, for scripts and tests that touch a hash directly) may run in a
-        thread whose cached view a reload elsewhere left behind."""
+    def keys_of(self, product_ids: Iterable[str]) -> list[str]:
+        """Products' keys in the generation serving now: Redis is asked once a call, since the
+        caller (product_key and product_keys, for scripts and tests that touch hashes directly)
+        may run in a thread whose cached view a reload elsewhere left behind."""
         refresh_serving(self.store, self.keys)
-        return self.keys.product(product_id)
+        return [self.keys.product(product_id) for product_id in product_ids]
 
     # writing products
 

@@ -61,6 +61,9 @@ def test_a_recommender_made_before_the_reload_follows_it(redis_client: redis.Red
     fresh = RedisRecommender(redis_client)
     assert fresh.get_products(["t0001"])["t0001"]["price"] == 2.0
     assert not list(redis_client.scan_iter(match="product:*"))
+    keys = stale.product_keys(["t0001", "t0004"])
+    assert keys == [stale.product_key("t0001"), stale.product_key("t0004")]
+    assert all(redis_client.exists(key) for key in keys) and not keys[0].startswith("product:")
 
 
 def test_a_reload_over_a_missing_index_creates_it(redis_client: redis.Redis) -> None:
